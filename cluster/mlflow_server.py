@@ -1,0 +1,85 @@
+"""Start, probe and stop a real `mlflow server` process (used by `handoff up` and by the tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def mlflow_server_command(backend_store_uri: str, artifacts_dir: Path, host: str, port: int) -> list[str]:
+    """The command line of a tracking + registry server that proxies artifacts from `artifacts_dir`."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return [
+        str(mlflow), "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", str(artifacts_dir),
+        "--host", host,
+        "--port", str(port),
+        "--workers", "1",
+    ]
+
+
+def start_mlflow_server(
+    backend_store_uri: str, artifacts_dir: Path, *, host: str = "127.0.0.1", port: int = 5000,
+    log_path: Path, timeout_s: float = 90.0,
+) -> subprocess.Popen:
+    """Start the server in its own session (so it outlives the caller) and wait until it answers."""
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        mlflow_server_command(backend_store_uri, artifacts_dir, host, port),
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited with code {proc.returncode} before answering; see {log_path}"
+            )
+        if is_healthy(url):
+            return proc
+        time.sleep(0.5)
+    stop_process_group(proc.pid)
+    raise TimeoutError(f"mlflow server at {url} did not answer within {timeout_s:.0f}s; see {log_path}")
+
+
+def is_healthy(url: str) -> bool:
+    """True when the server at `url` answers its health endpoint."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def stop_process_group(pid: int, timeout_s: float = 20.0) -> None:
+    """SIGTERM the process group led by `pid` (gunicorn/uvicorn workers included), then SIGKILL."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap our own child if it is one
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

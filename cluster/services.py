@@ -1,0 +1,92 @@
+"""`handoff up` / `handoff down`: the embedded default as long-lived local services.
+
+`up` starts a persistent Ray head (token authentication on, dashboard on 127.0.0.1) and a real
+`mlflow server` over the store under HANDOFF_HOME, and records their addresses in
+HANDOFF_HOME/services.json; later commands read that file to connect. `down` stops both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group
+from cluster.settings import Settings
+
+
+class ServicesState(BaseModel):
+    ray_address: str
+    dashboard_url: str
+    mlflow_uri: str
+    mlflow_pid: int
+
+
+def read_services(settings: Settings) -> ServicesState | None:
+    """The services `handoff up` recorded, or None when it has not run (or `down` has)."""
+    path = settings.services_file
+    if not path.is_file():
+        return None
+    return ServicesState.model_validate_json(path.read_text())
+
+
+def resolve_tracking_uri(configured: str | None, settings: Settings, services: ServicesState | None) -> str:
+    """Config > HANDOFF_MLFLOW__TRACKING_URI > the server `handoff up` started > embedded store."""
+    return configured or settings.tracking_uri or (services.mlflow_uri if services else None) \
+        or settings.embedded_tracking_uri
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _auth_env() -> dict[str, str]:
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, mlflow_port: int = 5000,
+       num_cpus: int | None = None) -> ServicesState:
+    """Start the Ray head and the MLflow server unless already running; return their addresses."""
+    existing = read_services(settings)
+    if existing is not None and is_healthy(existing.mlflow_uri):
+        return existing
+    settings.home.mkdir(parents=True, exist_ok=True)
+    logs = settings.home / "logs"
+    # A token must exist before `ray start`, or the head comes up without authentication.
+    subprocess.run([_ray_bin(), "get-auth-token", "--generate"], check=True, capture_output=True,
+                   env=_auth_env(), timeout=60)
+    cmd = [_ray_bin(), "start", "--head", f"--port={ray_port}", "--node-ip-address=127.0.0.1",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    started = subprocess.run(cmd, capture_output=True, text=True, env=_auth_env(), timeout=180)
+    if started.returncode != 0:
+        raise RuntimeError(f"`ray start --head` failed:\n{started.stdout}\n{started.stderr}")
+    proc = start_mlflow_server(settings.embedded_tracking_uri, settings.artifacts_dir, port=mlflow_port,
+                               log_path=logs / "mlflow-server.log")
+    state = ServicesState(ray_address=f"127.0.0.1:{ray_port}",
+                          dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+                          mlflow_uri=f"http://127.0.0.1:{mlflow_port}", mlflow_pid=proc.pid)
+    settings.services_file.write_text(state.model_dump_json(indent=2))
+    return state
+
+
+def down(settings: Settings) -> bool:
+    """Stop what `up` started; False when nothing was recorded as running."""
+    state = read_services(settings)
+    if state is None:
+        return False
+    stop_process_group(state.mlflow_pid)
+    if shutil.which(_ray_bin()) or Path(_ray_bin()).exists():
+        subprocess.run([_ray_bin(), "stop"], capture_output=True, env=_auth_env(), timeout=120)
+    settings.services_file.unlink(missing_ok=True)
+    return True
+
+
+def describe(state: ServicesState) -> str:
+    return json.dumps(state.model_dump(), indent=2)

@@ -1,0 +1,1 @@
+"""The `handoff` command line: composes cluster, training, serving and monitoring."""

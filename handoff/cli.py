@@ -1,0 +1,261 @@
+"""`handoff`: the command line. Each command parses, calls one function of a package, and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Handoff: Ray Tune search → MLflow registry → versioned serving, with drift-triggered retraining.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+DEFAULT_CONFIG = Path("configs/shuttle.yaml")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="state directory [env: HANDOFF_HOME; default ./.handoff]")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address [env: HANDOFF_ADDRESS; "
+                                                "default: the head `handoff up` started, else a local Ray in-process]")]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI [env: "
+                                                 "HANDOFF_MLFLOW__TRACKING_URI; default: `handoff up`'s server, "
+                                                 "else HANDOFF_HOME/mlflow.db]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings(home: Path | None, address: str | None = None, tracking_uri: str | None = None):
+    from cluster.settings import Settings
+
+    try:
+        return Settings.resolve(home=home, address=address, tracking_uri=tracking_uri)
+    except ValueError as exc:
+        _fail(f"bad setting: {exc}")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from training.config_loader import ConfigError
+    from training.prepare import DataError
+    from training.registry import RegistryError
+    from training.reproduce import DataChanged
+
+    return (ConfigError, DataError, RegistryError, DataChanged, FileNotFoundError, ValueError)
+
+
+@app.command()
+def up(home: HomeOpt = None,
+       mlflow_port: Annotated[int, typer.Option(help="MLflow server port (127.0.0.1)")] = 5000,
+       ray_port: Annotated[int, typer.Option(help="Ray GCS port (127.0.0.1)")] = 6379,
+       dashboard_port: Annotated[int, typer.Option(help="Ray dashboard and jobs API port (127.0.0.1)")] = 8265,
+       num_cpus: Annotated[int | None, typer.Option(help="CPUs the Ray head offers (default: all)")] = None) -> None:
+    """Start the embedded default as services: a Ray head with token auth and an MLflow server.
+
+    Both listen on 127.0.0.1 only. Later commands (`tune`, `models`, …) find them through
+    HANDOFF_HOME/services.json; `handoff down` stops them.
+    """
+    from cluster.services import up as start
+
+    settings = _settings(home)
+    with err.status("starting Ray head and MLflow server …"):
+        try:
+            state = start(settings, ray_port=ray_port, dashboard_port=dashboard_port,
+                          mlflow_port=mlflow_port, num_cpus=num_cpus)
+        except (RuntimeError, TimeoutError) as exc:
+            _fail(str(exc), 1)
+    out.print(f"Ray head      {state.ray_address}  (dashboard {state.dashboard_url}, token auth on)")
+    out.print(f"MLflow server {state.mlflow_uri}")
+    out.print(f"state         {settings.services_file}")
+
+
+@app.command()
+def down(home: HomeOpt = None) -> None:
+    """Stop the Ray head and MLflow server that `handoff up` started (the stored data stays)."""
+    from cluster.services import down as stop
+
+    settings = _settings(home)
+    out.print("stopped" if stop(settings) else f"nothing to stop: no {settings.services_file}")
+
+
+def _run_tune(config: Path, overrides: list[str], home: Path | None, address: str | None,
+              tracking_uri: str | None, resume: bool, experiment_path: str | None, as_json: bool,
+              in_process: bool = False) -> None:
+    from cluster.connect import ClusterUnavailable, connect_ray, ray_address
+    from cluster.services import read_services, resolve_tracking_uri
+    from training.config_loader import load_config
+    from training.pipeline import SearchFailed, latest_experiment, tune_and_register
+
+    settings = _settings(home, address, tracking_uri)
+    try:
+        cfg = load_config(config, overrides)
+        services = None if in_process else read_services(settings)
+        uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, settings, services)
+        resume_path = (experiment_path or latest_experiment(cfg, settings)) if (resume or experiment_path) else None
+        err.log(f"config {config} (hash {cfg.config_hash()[:12]}), MLflow at {uri}")
+        connect_ray(None if in_process else ray_address(settings, services))
+        result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri,
+                                   console=err, resume_path=resume_path)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    except (SearchFailed, ClusterUnavailable) as exc:
+        _fail(str(exc), 1)
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+        return
+    _print_search_summary(result)
+
+
+def _print_search_summary(result) -> None:
+    table = Table(title=f"search {Path(result.experiment_path).name}: {len(result.trials)} trial(s) "
+                        f"in {result.search_wall_seconds:.1f}s")
+    metric = next(k for k in result.trials[0] if k not in {"trial_id", "status", "epochs", "train_seconds", "config"})
+    for col in ("trial", "status", "epochs", metric, "config"):
+        table.add_column(col)
+    for t in sorted(result.trials, key=lambda t: (t[metric] is None, t[metric] or 0)):
+        mark = " ★" if t["trial_id"] == result.trial_id else ""
+        value = f"{t[metric]:.5f}" if isinstance(t[metric], float) else "-"
+        cfg = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["config"].items())
+        table.add_row(t["trial_id"] + mark, t["status"], str(t["epochs"]), value, cfg)
+    out.print(table)
+    m = result.metrics
+    out.print(f"[bold green]registered[/bold green] {result.name} version {result.version} "
+              f"(alias [bold]{result.alias}[/bold]) from trial {result.trial_id}, epoch {result.epochs_trained}")
+    out.print(f"  validation: log loss {m['val_loss']:.5f}, accuracy {m['val_accuracy']:.4%}")
+    out.print(f"  test:       log loss {m['test_loss']:.5f}, accuracy {m['test_accuracy']:.4%}")
+    out.print(f"  weights sha256 {result.weights_sha256[:16]}…  MLflow run {result.search_run_id}")
+
+
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="experiment YAML (see configs/shuttle.yaml)")] = DEFAULT_CONFIG,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="override a field: --set search.num_samples=4 "
+                                                        "(repeatable; env HANDOFF_SEARCH__NUM_SAMPLES=4 works too)")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="shortcut for --set search.num_samples=N")] = None,
+    epochs: Annotated[int | None, typer.Option(help="shortcut for --set search.epochs=N")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="shortcut for --set search.scheduler.type=asha|fifo")] = None,
+    seed: Annotated[int | None, typer.Option(help="shortcut for --set seed=N")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="resume this model's latest interrupted search")] = False,
+    experiment_path: Annotated[str | None, typer.Option(help="resume the search stored at this path")] = None,
+    home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Search hyperparameters with Ray Tune, then register the best model in MLflow.
+
+    Every trial is an MLflow run (params, per-epoch metrics) under one parent run. The best
+    trial's best checkpoint becomes a new version of the registered model named in the config:
+    alias `champion` for the first version, `challenger` after that. Lineage (git commit, data
+    fingerprint, config hash, seed, package versions, Tune trial) is tagged on the version.
+    """
+    sets = list(overrides or [])
+    for key, value in (("search.num_samples", num_samples), ("search.epochs", epochs),
+                       ("search.scheduler.type", scheduler), ("seed", seed)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    _run_tune(config, sets, home, address, tracking_uri, resume, experiment_path, as_json)
+
+
+@app.command()
+def demo(home: HomeOpt = None,
+         config: Annotated[Path, typer.Option(help="experiment YAML")] = DEFAULT_CONFIG) -> None:
+    """The main job on the embedded default: a local Ray in-process, the MLflow store in HANDOFF_HOME.
+
+    Tunes the example Shuttle model, registers the best version and prints how to browse it.
+    """
+    settings = _settings(home)
+    _run_tune(config, [], home, None, settings.embedded_tracking_uri, False, None, False, in_process=True)
+    out.print("\nBrowse runs and the registry in the MLflow UI:")
+    out.print(f"  .venv/bin/mlflow ui --backend-store-uri {settings.embedded_tracking_uri} --port 5000"
+              "   # then open http://127.0.0.1:5000")
+    out.print("  (or `handoff up`, which serves the same store at http://127.0.0.1:5000)")
+
+
+def _registry(home: Path | None, tracking_uri: str | None):
+    from cluster.services import read_services, resolve_tracking_uri
+    from training.registry import Registry
+
+    settings = _settings(home, tracking_uri=tracking_uri)
+    return settings, Registry(resolve_tracking_uri(None, settings, read_services(settings)))
+
+
+@app.command()
+def models(name: Annotated[str, typer.Argument(help="registered model name")],
+           home: HomeOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False,
+           lineage: Annotated[bool, typer.Option(help="show every lineage tag")] = True) -> None:
+    """Show a registered model's versions: aliases, metrics and lineage."""
+    _, registry = _registry(home, tracking_uri)
+    try:
+        versions = registry.versions(name)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps({"name": name, "aliases": registry.aliases(name),
+                                   "versions": [v.to_dict() for v in versions]}))
+        return
+    table = Table(title=f"{name}  ({registry.tracking_uri})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "git", "data"):
+        table.add_column(col, no_wrap=True)
+    for v in versions:
+        m, lin = v.metrics, v.lineage
+        fmt = lambda k, p=".5f": format(m[k], p) if k in m else "-"  # noqa: E731
+        git = lin.get("git_commit", "?")[:8] + ("*" if lin.get("git_dirty") == "true" else "")
+        table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.created[5:16], fmt("val_loss"),
+                      fmt("val_accuracy", ".3%"), fmt("test_loss"), fmt("test_accuracy", ".3%"), git,
+                      lin.get("data_fingerprint", "?")[:10])
+    out.print(table)
+    if lineage:
+        for v in versions:
+            out.print(f"\n[bold]{name} v{v.version}[/bold] lineage  (run {v.run_id})")
+            for key in sorted(v.lineage):
+                out.print(f"  {key:22} {v.lineage[key]}", highlight=False)
+
+
+@app.command()
+def reproduce(name: Annotated[str, typer.Argument(help="registered model name")],
+              version: Annotated[int, typer.Argument(help="version to retrain")],
+              home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+              as_json: JsonOpt = False) -> None:
+    """Retrain a version from its recorded config, seed and data, and compare weight hashes.
+
+    Refuses when the data's fingerprint no longer matches the recorded one. On the CPU the
+    retrained weights are bit-identical to the registered ones; exit code 1 when they are not.
+    """
+    from cluster.connect import connect_ray, ray_address
+    from cluster.services import read_services, resolve_tracking_uri
+    from training.registry import Registry
+    from training.reproduce import reproduce as run
+
+    settings = _settings(home, address, tracking_uri)
+    services = read_services(settings)
+    registry = Registry(resolve_tracking_uri(None, settings, services))
+    try:
+        connect_ray(ray_address(settings, services))
+        with err.status(f"retraining {name}/{version} …"):
+            result = run(name, version, settings, registry)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+    else:
+        out.print(f"{name}/{version}: retrained {result.epochs} epoch(s) on the CPU")
+        out.print(f"  registered weights sha256 {result.registered_weights_sha256}")
+        out.print(f"  reproduced weights sha256 {result.reproduced_weights_sha256}")
+        out.print("[bold green]bit-identical[/bold green]" if result.identical else "[bold red]DIFFERENT[/bold red]")
+    if not result.identical:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="handoff")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Monitoring: live-data sink, drift statistics and retraining decisions (a later issue)."""

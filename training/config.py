@@ -1,0 +1,191 @@
+"""The typed experiment configuration: one YAML file per experiment (see configs/shuttle.yaml).
+
+Every model rejects unknown keys, so a typo fails at load time with the field's dotted path.
+`ExperimentConfig` is built once at the entry point (`training.config_loader.load_config`) and
+passed down; nothing below it reads files or the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(BaseModel):
+    """Where the rows come from and what they must look like."""
+
+    model_config = _STRICT
+
+    uri: str = Field(description="Parquet file or directory: a local path, any pyarrow filesystem "
+                     "URI (s3://, gs://, hdfs://, file://), or builtin://shuttle")
+    label: str = Field(description="label column: integer class ids 0..K-1")
+    features: list[str] = Field(min_length=1, description="feature columns, in model input order")
+    validation_fraction: float = Field(default=0.15, gt=0, lt=1)
+    test_fraction: float = Field(default=0.15, gt=0, lt=1)
+    max_rows: int | None = Field(default=None, gt=0, description="use a seeded subset of this many rows")
+
+    @field_validator("features")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({f for f in v if v.count(f) > 1})
+        if dup:
+            raise ValueError(f"duplicate feature columns: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DatasetConfig:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError("validation_fraction + test_fraction must leave at least 10% for training")
+        if self.label in self.features:
+            raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        return self
+
+
+class ModelConfig(BaseModel):
+    """The model family (or a user factory) and its fixed parameters."""
+
+    model_config = _STRICT
+
+    family: str = Field(default="mlp", description="a built-in family ('mlp') or 'package.module:callable'")
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed factory parameters")
+    code_paths: list[str] = Field(default_factory=list,
+                                  description="extra source dirs packaged with the model (user factories)")
+
+
+class TrainConfig(BaseModel):
+    """Fixed optimiser parameters; a search-space entry with the same name overrides one."""
+
+    model_config = _STRICT
+
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=256, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+
+
+class Choice(BaseModel):
+    model_config = _STRICT
+    type: Literal["choice"]
+    values: list[Any] = Field(min_length=1)
+
+
+class Grid(BaseModel):
+    model_config = _STRICT
+    type: Literal["grid"]
+    values: list[Any] = Field(min_length=1)
+
+
+class Uniform(BaseModel):
+    model_config = _STRICT
+    type: Literal["uniform", "loguniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Uniform:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+class RandInt(BaseModel):
+    model_config = _STRICT
+    type: Literal["randint"]
+    low: int
+    high: int = Field(description="exclusive")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RandInt:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+Distribution = Annotated[Choice | Grid | Uniform | RandInt, Field(discriminator="type")]
+
+
+class SchedulerConfig(BaseModel):
+    """ASHA stops weak trials early; FIFO runs every trial to the end."""
+
+    model_config = _STRICT
+
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(default=1, ge=1, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: float = Field(default=3, gt=1, description="ASHA: keep 1/reduction_factor per rung")
+
+
+class SearchConfig(BaseModel):
+    model_config = _STRICT
+
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    num_samples: int = Field(default=8, ge=1)
+    epochs: int = Field(default=10, ge=1, description="maximum epochs per trial")
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    max_failures: int = Field(default=2, ge=0, description="retries of a failed trial")
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _mode_matches_metric(self) -> SearchConfig:
+        expected = "min" if self.metric == "val_loss" else "max"
+        if self.mode != expected:
+            raise ValueError(f"metric {self.metric!r} is optimised with mode {expected!r}, not {self.mode!r}")
+        return self
+
+
+class ResourcesConfig(BaseModel):
+    """Resources of one trial (and of the final model's training)."""
+
+    model_config = _STRICT
+
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = Field(default=0, ge=0, description="a fraction shares one GPU between trials")
+
+
+class MLflowConfig(BaseModel):
+    """`None` URIs mean: the server `handoff up` started, else the embedded store under HANDOFF_HOME."""
+
+    model_config = _STRICT
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    experiment: str | None = Field(default=None, description="MLflow experiment; default: handoff-<name>")
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: data, model, search, resources, seed and tracking."""
+
+    model_config = _STRICT
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="registered model name")
+    seed: int = Field(default=0, ge=0)
+    dataset: DatasetConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
+    storage_path: str | None = Field(default=None, description="Tune results; default HANDOFF_HOME/tune")
+
+    @model_validator(mode="after")
+    def _space_keys_are_not_fixed_twice(self) -> ExperimentConfig:
+        both = sorted(set(self.search.space) & set(self.model.params))
+        if both:
+            raise ValueError(f"search.space and model.params both set {both}: keep one")
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment or f"handoff-{self.name}"
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of the config: two runs with equal hashes asked for the same work."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()

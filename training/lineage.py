@@ -1,0 +1,60 @@
+"""Lineage of a registered version: code, data, config, seed, environment and the search behind it."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import subprocess
+from pathlib import Path
+
+TAG_PREFIX = "handoff."
+_VERSIONED = {"torch": "torch", "ray": "ray", "mlflow": "mlflow"}
+
+
+def git_state(repo_dir: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the checkout holding the code; ('unknown', True) outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "-C", str(repo_dir), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", True
+    return commit, bool(status.strip())
+
+
+def package_versions() -> dict[str, str]:
+    """Python, torch, Ray and MLflow versions of this process."""
+    versions = {"python": platform.python_version()}
+    for key, dist in _VERSIONED.items():
+        try:
+            versions[key] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[key] = "not installed"
+    return versions
+
+
+def installed_packages() -> str:
+    """`name==version` of every installed distribution, sorted: the environment as a requirements file."""
+    names = {f"{d.metadata['Name']}=={d.version}" for d in md.distributions() if d.metadata["Name"]}
+    return "\n".join(sorted(names, key=str.lower)) + "\n"
+
+
+def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: str, config_hash: str,
+                 seed: int, versions: dict[str, str], experiment_path: str, trial_id: str,
+                 trial_params: str, epochs_trained: int, weights_sha256: str, threads: int,
+                 device: str, search_run_id: str, parent_event: str | None = None) -> dict[str, str]:
+    """The `handoff.*` tags set on a model version (all strings, as MLflow stores them)."""
+    tags = {
+        "git_commit": commit, "git_dirty": str(dirty).lower(),
+        "data_fingerprint": data_fingerprint, "data_uri": data_uri,
+        "config_hash": config_hash, "seed": str(seed),
+        **{f"{k}_version": v for k, v in versions.items()},
+        "tune_experiment_path": experiment_path, "tune_trial_id": trial_id,
+        "trial_params": trial_params, "epochs_trained": str(epochs_trained),
+        "weights_sha256": weights_sha256, "torch_threads": str(threads), "train_device": device,
+        "search_run_id": search_run_id,
+    }
+    if parent_event:
+        tags["parent_drift_event"] = parent_event
+    return {TAG_PREFIX + k: v for k, v in tags.items()}

@@ -1,0 +1,206 @@
+"""The training half's main job: data → Tune search → best model → MLflow registry with lineage.
+
+Order matters for "nothing is lost or corrupted": the data is read and validated before any MLflow
+run exists, and a version is registered only after the search produced a usable best trial.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from cluster.settings import Settings
+from training import lineage
+from training.config import ExperimentConfig
+from training.datasets import read_frame, resolve_uri
+from training.prepare import PreparedData, prepare
+from training.progress import SearchProgress
+from training.registry import Registry
+from training.search import SearchOutcome, resume_search, run_search
+from training.tracking import ensure_experiment, log_model, model_spec, start_search_run
+from training.train_loop import evaluate, new_model, predict_proba, to_tensors, weights_hash
+from training.trial import load_state, trial_spec
+
+MANIFEST = "handoff-search.json"
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+class SearchFailed(RuntimeError):
+    """No trial produced a usable result; nothing was registered."""
+
+
+@dataclass
+class RegisteredVersion:
+    name: str
+    version: int
+    alias: str
+    tracking_uri: str
+    search_run_id: str
+    experiment_path: str
+    trial_id: str
+    trial_params: dict
+    epochs_trained: int
+    weights_sha256: str
+    metrics: dict[str, float]
+    search_wall_seconds: float
+    trials: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_data(cfg: ExperimentConfig, settings: Settings) -> PreparedData:
+    """Read the configured dataset through Ray Data and prepare the seeded split."""
+    uri = resolve_uri(cfg.dataset.uri, settings.datasets_dir)
+    return prepare(read_frame(uri), cfg.dataset, cfg.seed)
+
+
+def storage_path(cfg: ExperimentConfig, settings: Settings) -> str:
+    return cfg.storage_path or str(settings.tune_dir)
+
+
+def latest_experiment(cfg: ExperimentConfig, settings: Settings) -> str:
+    """The newest search of this config's model under the storage path (for `--resume` without a path)."""
+    root = storage_path(cfg, settings)
+    fs, base = pafs.FileSystem.from_uri(root if "://" in root else str(Path(root).absolute()))
+    selector = pafs.FileSelector(base, allow_not_found=True)
+    names = sorted(i.base_name for i in fs.get_file_info(selector)
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith(f"{cfg.name}-"))
+    if not names:
+        raise FileNotFoundError(f"no earlier search of {cfg.name!r} under {root} to resume")
+    return f"{root.rstrip('/')}/{names[-1]}"
+
+
+def _write_manifest(experiment_path: str, manifest: dict) -> None:
+    fs, path = pafs.FileSystem.from_uri(experiment_path if "://" in experiment_path
+                                        else str(Path(experiment_path).absolute()))
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{MANIFEST}") as out:
+        out.write(json.dumps(manifest, indent=2).encode())
+
+
+def _read_manifest(experiment_path: str) -> dict:
+    fs, path = pafs.FileSystem.from_uri(experiment_path if "://" in experiment_path
+                                        else str(Path(experiment_path).absolute()))
+    try:
+        with fs.open_input_stream(f"{path}/{MANIFEST}") as src:
+            return json.loads(src.read())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{experiment_path} is not a Handoff search (no {MANIFEST})") from None
+
+
+def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: str, *,
+                      registry_uri: str | None = None, console: Console | None = None,
+                      resume_path: str | None = None, data: PreparedData | None = None) -> RegisteredVersion:
+    """Run (or resume) the search, then log and register its best model; return what was registered."""
+    console = console or Console(stderr=True)
+    data = data if data is not None else load_data(cfg, settings)
+    console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+    artifact_root = settings.artifacts_dir.as_uri() if tracking_uri.startswith("sqlite:") else None
+    progress = SearchProgress(console, cfg.search.num_samples, cfg.search.epochs, cfg.search.metric,
+                              cfg.search.mode)
+    if resume_path is None:
+        run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment_id = ensure_experiment(client, cfg.experiment_name, artifact_root)
+        parent = start_search_run(client, experiment_id, cfg, run_name, data.fingerprint, data.sizes)
+        experiment_path = f"{storage_path(cfg, settings).rstrip('/')}/{run_name}"
+        _write_manifest(experiment_path, {"search_run_id": parent, "config_hash": cfg.config_hash(),
+                                          "data_fingerprint": data.fingerprint, "model": cfg.name})
+        console.log(f"search {run_name}: {cfg.search.num_samples} trial(s), {cfg.search.scheduler.type}, "
+                    f"up to {cfg.search.epochs} epoch(s) each; MLflow run {parent}")
+        run = lambda: run_search(cfg, data, storage_path=storage_path(cfg, settings),  # noqa: E731
+                                 run_name=run_name, tracking_uri=tracking_uri, parent_run_id=parent,
+                                 callbacks=[progress])
+    else:
+        manifest = _read_manifest(resume_path)
+        if manifest["config_hash"] != cfg.config_hash():
+            raise ValueError(f"the config differs from the one the search at {resume_path} started with; "
+                             "resume with the same config and overrides")
+        if manifest["data_fingerprint"] != data.fingerprint:
+            raise ValueError(f"the data changed since the search at {resume_path} started "
+                             f"(fingerprint {data.fingerprint[:12]} vs {manifest['data_fingerprint'][:12]})")
+        parent = manifest["search_run_id"]
+        console.log(f"resuming search at {resume_path} (MLflow run {parent})")
+        run = lambda: resume_search(cfg, data, resume_path, callbacks=[progress])  # noqa: E731
+    try:
+        outcome = run()
+        registered = _register_best(cfg, data, outcome, client, tracking_uri, registry_uri, parent)
+    except BaseException:
+        client.set_terminated(parent, status="FAILED")
+        raise
+    client.set_terminated(parent, status="FINISHED")
+    return registered
+
+
+def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
+    rows = []
+    for r in outcome.results:
+        m = r.metrics or {}
+        rows.append({"trial_id": m.get("trial_id", "?"), "status": "error" if r.error else "ok",
+                     "epochs": int(m.get("epoch", 0)), metric: m.get(metric),
+                     "train_seconds": m.get("train_seconds"),
+                     "config": {k: v for k, v in (r.config or {}).items()}})
+    return rows
+
+
+def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOutcome, client: MlflowClient,
+                   tracking_uri: str, registry_uri: str | None, parent: str) -> RegisteredVersion:
+    metric, mode = cfg.search.metric, cfg.search.mode
+    ok = [r for r in outcome.results if r.error is None and r.metrics]
+    if not ok:
+        errors = "; ".join(str(r.error).splitlines()[0] for r in outcome.results if r.error)[:2000]
+        raise SearchFailed(f"no trial finished successfully; nothing registered. Errors: {errors}")
+    best = outcome.results.get_best_result(metric=metric, mode=mode, scope="all")
+    checkpoint = best.get_best_checkpoint(metric=metric, mode=mode)
+    if checkpoint is None:
+        raise SearchFailed(f"the best trial {best.metrics.get('trial_id')} left no checkpoint; nothing registered")
+    state = load_state(checkpoint)
+    spec = trial_spec(cfg, best.config)
+    model = new_model(spec, data)
+    model.load_state_dict(state["model"])
+    tensors = to_tensors(data, "cpu")
+    val = evaluate(model, tensors["x_val"], tensors["y_val"])
+    test = evaluate(model, tensors["x_test"], tensors["y_test"])
+    metrics = {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
+               "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+               "search_wall_seconds": outcome.wall_seconds}
+    for key, value in metrics.items():
+        client.log_metric(parent, key, value)
+    example = pd.DataFrame(data.x_test[:5], columns=data.features)
+    proba = predict_proba(model, example.to_numpy())
+    example_output = pd.DataFrame({"prediction": proba.argmax(axis=1).astype("int64"),
+                                   **{f"probability_{k}": proba[:, k].astype("float64")
+                                      for k in range(data.num_classes)}})
+    model_uri = log_model(parent, tracking_uri, model.state_dict(),
+                          model_spec(spec.family, spec.model_params, data.features, data.num_classes),
+                          example, example_output, cfg.model.code_paths)
+    digest = weights_hash(model.state_dict())
+    trial_id = str(best.metrics.get("trial_id"))
+    commit, dirty = lineage.git_state(REPO_DIR)
+    tags = lineage.lineage_tags(
+        commit=commit, dirty=dirty, data_fingerprint=data.fingerprint, data_uri=cfg.dataset.uri,
+        config_hash=cfg.config_hash(), seed=cfg.seed, versions=lineage.package_versions(),
+        experiment_path=outcome.experiment_path, trial_id=trial_id,
+        trial_params=json.dumps(best.config, sort_keys=True), epochs_trained=int(state["epoch"]),
+        weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
+        search_run_id=parent,
+    )
+    registry = Registry(tracking_uri, registry_uri)
+    model_id = model_uri.split("/", 1)[1].lstrip("/") if model_uri.startswith("models:/") else None
+    version = registry.register(cfg.name, model_uri, parent, tags, model_id=model_id,
+                                description=f"best of search {Path(outcome.experiment_path).name}")
+    alias = registry.assign_new_version_alias(cfg.name, version)
+    return RegisteredVersion(
+        name=cfg.name, version=version, alias=alias, tracking_uri=tracking_uri, search_run_id=parent,
+        experiment_path=outcome.experiment_path, trial_id=trial_id, trial_params=dict(best.config),
+        epochs_trained=int(state["epoch"]), weights_sha256=digest, metrics=metrics,
+        search_wall_seconds=outcome.wall_seconds, trials=_trials_summary(outcome, metric),
+    )

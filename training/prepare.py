@@ -1,0 +1,124 @@
+"""Pure data preparation: validate rows, put them in a canonical order, split, fingerprint.
+
+The canonical order sorts rows by a content hash, so the split depends only on the rows and the
+seed, never on the order in which files or blocks were read. The fingerprint covers exactly the
+rows used (after `max_rows`) in split order, with the column names, so any edit, addition or
+removal that changes the training data changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from training.config import DatasetConfig
+
+
+class DataError(ValueError):
+    """The data does not match its declared schema; the message names column and count."""
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Train/validation/test arrays in the declared feature order, plus what identifies them."""
+
+    features: list[str]
+    label: str
+    num_classes: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    fingerprint: str
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
+
+
+def validate_frame(df: pd.DataFrame, features: list[str], label: str) -> None:
+    """Raise `DataError` for missing or non-numeric columns, missing or invalid labels, NaN/inf."""
+    missing = [c for c in [*features, label] if c not in df.columns]
+    if missing:
+        raise DataError(f"declared column(s) missing from the data: {missing}; "
+                        f"the data has {list(df.columns)}")
+    problems = []
+    for col in features:
+        s = df[col]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            problems.append(f"feature {col!r} has non-numeric type {s.dtype}")
+            continue
+        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        n_nan = int(np.isnan(values).sum())
+        n_inf = int(np.isinf(values).sum())
+        if n_nan:
+            problems.append(f"feature {col!r} has {n_nan} NaN/missing value(s)")
+        if n_inf:
+            problems.append(f"feature {col!r} has {n_inf} infinite value(s)")
+    y = df[label]
+    if not pd.api.types.is_numeric_dtype(y):
+        problems.append(f"label {label!r} has non-numeric type {y.dtype}; expected class ids 0..K-1")
+    else:
+        values = y.to_numpy(dtype="float64", na_value=np.nan)
+        n_missing = int(np.isnan(values).sum())
+        if n_missing:
+            problems.append(f"label {label!r} is missing in {n_missing} row(s)")
+        finite = values[np.isfinite(values)]
+        n_bad = int(((finite < 0) | (finite != np.round(finite))).sum()) + int(np.isinf(values).sum())
+        if n_bad:
+            problems.append(f"label {label!r} has {n_bad} value(s) that are not class ids 0..K-1")
+    if len(df) == 0:
+        problems.append("the data has no rows")
+    if problems:
+        raise DataError("data does not match the declared schema:\n  " + "\n  ".join(problems))
+
+
+def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit content hash per row over `columns` (values cast to float64, so int/float agree)."""
+    canon = df[columns].astype("float64")
+    canon.columns = list(range(len(columns)))
+    return pd.util.hash_pandas_object(canon, index=False).to_numpy(dtype="uint64")
+
+
+def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int) -> PreparedData:
+    """Validate, order canonically, subsample (`max_rows`), split by `seed`, fingerprint."""
+    validate_frame(df, cfg.features, cfg.label)
+    columns = [*cfg.features, cfg.label]
+    hashes = row_hashes(df, columns)
+    order = np.lexsort((hashes,))  # stable: equal hashes are equal rows
+    x_all = df[cfg.features].to_numpy(dtype="float32")[order]
+    y_all = df[cfg.label].to_numpy(dtype="int64")[order]
+    hashes = hashes[order]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(y_all))
+    if cfg.max_rows is not None:
+        perm = perm[: cfg.max_rows]
+    n = len(perm)
+    n_test = max(1, int(round(n * cfg.test_fraction)))
+    n_val = max(1, int(round(n * cfg.validation_fraction)))
+    if n - n_test - n_val < 1:
+        raise DataError(f"{n} row(s) are too few to split into train/validation/test")
+    test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    used = np.concatenate([train_idx, val_idx, test_idx])
+    return PreparedData(
+        features=list(cfg.features),
+        label=cfg.label,
+        num_classes=max(int(y_all[used].max()) + 1, 2),
+        x_train=x_all[train_idx], y_train=y_all[train_idx],
+        x_val=x_all[val_idx], y_val=y_all[val_idx],
+        x_test=x_all[test_idx], y_test=y_all[test_idx],
+        fingerprint=fingerprint(columns, hashes[used], (len(train_idx), len(val_idx), len(test_idx))),
+    )
+
+
+def fingerprint(columns: list[str], hashes: np.ndarray, sizes: tuple[int, int, int]) -> str:
+    """sha256 over column names, split sizes and the row hashes in split order."""
+    h = hashlib.sha256()
+    h.update(("\x1f".join(columns) + f"|{sizes}").encode())
+    h.update(np.ascontiguousarray(hashes, dtype="<u8").tobytes())
+    return h.hexdigest()

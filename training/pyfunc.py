@@ -1,0 +1,49 @@
+"""The MLflow pyfunc model every registered version is: raw features in, class and probabilities out.
+
+Artifacts: `weights.pt` (the state dict, normalisation buffers included) and `spec.json` (factory,
+parameters, feature order, classes). The `training` package travels inside the model
+(`code_paths`), so `mlflow.pyfunc.load_model("models:/NAME/V")` needs only the pinned packages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+
+class HandoffTorchModel(mlflow.pyfunc.PythonModel):
+    """Loads the network once and predicts on the GPU when the process can see one."""
+
+    def load_context(self, context) -> None:
+        from training.models import build_model
+
+        spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        n_features = len(spec["features"])
+        model = build_model(spec["family"], spec["model_params"], n_features, spec["num_classes"],
+                            np.zeros(n_features), np.ones(n_features))
+        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        self.device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        self.model = model.to(self.device).eval()
+        self.features = spec["features"]
+        self.num_classes = spec["num_classes"]
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        missing = [f for f in self.features if f not in model_input.columns]
+        if missing:
+            raise ValueError(f"input is missing feature column(s) {missing}; expected {self.features}")
+        x = torch.as_tensor(model_input[self.features].to_numpy(dtype="float32"), device=self.device)
+        with torch.no_grad():
+            proba = torch.softmax(self.model(x), dim=1).cpu().numpy()
+        out = {"prediction": proba.argmax(axis=1).astype("int64")}
+        out.update({f"probability_{k}": proba[:, k].astype("float64") for k in range(self.num_classes)})
+        return pd.DataFrame(out)
+
+
+def model_spec(family: str, model_params: dict, features: list[str], num_classes: int) -> dict:
+    return {"family": family, "model_params": model_params, "features": features, "num_classes": num_classes}

@@ -1,0 +1,37 @@
+"""Translate the config's search space and scheduler into Ray Tune objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from training.config import Choice, Grid, RandInt, SchedulerConfig, SearchConfig, Uniform
+
+
+def param_space(search: SearchConfig) -> dict[str, Any]:
+    """`{name: tune domain}` for each entry of `search.space`."""
+    space: dict[str, Any] = {}
+    for name, dist in search.space.items():
+        if isinstance(dist, Choice):
+            space[name] = tune.choice(dist.values)
+        elif isinstance(dist, Grid):
+            space[name] = tune.grid_search(dist.values)
+        elif isinstance(dist, Uniform):
+            space[name] = (tune.loguniform if dist.type == "loguniform" else tune.uniform)(dist.low, dist.high)
+        elif isinstance(dist, RandInt):
+            space[name] = tune.randint(dist.low, dist.high)
+        else:  # pragma: no cover - the config's discriminated union admits nothing else
+            raise TypeError(f"unsupported distribution for {name}: {dist!r}")
+    return space
+
+
+def scheduler(cfg: SchedulerConfig, max_epochs: int) -> TrialScheduler:
+    """ASHA over epochs (`training_iteration`), or FIFO."""
+    if cfg.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=max_epochs,
+        grace_period=min(cfg.grace_period, max_epochs), reduction_factor=cfg.reduction_factor,
+    )

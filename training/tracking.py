@@ -1,0 +1,78 @@
+"""MLflow side effects of a search: its experiment and parent run, and the final pyfunc model."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from training.config import ExperimentConfig
+from training.lineage import installed_packages
+from training.pyfunc import HandoffTorchModel, model_spec
+
+CONFIG_ARTIFACT = "handoff/config.json"
+MODEL_ARTIFACT = "model"
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """The experiment id for `name`, created (with `artifact_root` for a local store) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def start_search_run(client: MlflowClient, experiment_id: str, cfg: ExperimentConfig, run_name: str,
+                     data_fingerprint: str, data_sizes: dict[str, int]) -> str:
+    """The parent run of a search: the config, its hash, the data fingerprint and the environment."""
+    run = client.create_run(experiment_id, run_name=run_name, tags={
+        "handoff.model": cfg.name, "handoff.role": "search", "handoff.config_hash": cfg.config_hash(),
+        "handoff.data_fingerprint": data_fingerprint,
+    })
+    run_id = run.info.run_id
+    client.log_param(run_id, "seed", cfg.seed)
+    client.log_param(run_id, "scheduler", cfg.search.scheduler.type)
+    client.log_param(run_id, "num_samples", cfg.search.num_samples)
+    client.log_param(run_id, "max_epochs", cfg.search.epochs)
+    for split, n in data_sizes.items():
+        client.log_param(run_id, f"rows_{split}", n)
+    client.log_dict(run_id, cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
+    client.log_text(run_id, installed_packages(), "handoff/requirements.txt")
+    return run_id
+
+
+def log_model(run_id: str, tracking_uri: str, state_dict: dict, spec: dict, example: pd.DataFrame,
+              example_output: pd.DataFrame, code_paths: list[str]) -> str:
+    """Log the pyfunc model (signature, input example, the `training` package) in `run_id`."""
+    mlflow.set_tracking_uri(tracking_uri)
+    training_pkg = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory() as d:
+        weights, spec_path = Path(d) / "weights.pt", Path(d) / "spec.json"
+        torch.save(state_dict, weights)
+        spec_path.write_text(json.dumps(spec, indent=2))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT, python_model=HandoffTorchModel(),
+                artifacts={"weights": str(weights), "spec": str(spec_path)},
+                code_paths=[training_pkg, *code_paths],
+                signature=infer_signature(example, example_output),
+                input_example=example,
+                pip_requirements=_pinned_requirements(),
+            )
+    return info.model_uri
+
+
+def _pinned_requirements() -> list[str]:
+    import importlib.metadata as md
+
+    return [f"{pkg}=={md.version(pkg)}" for pkg in ("mlflow", "torch", "pandas", "numpy", "cloudpickle")]
+
+
+__all__ = ["CONFIG_ARTIFACT", "ensure_experiment", "log_model", "model_spec", "start_search_run"]

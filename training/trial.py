@@ -1,0 +1,55 @@
+"""The Tune trainable: one trial trains one configuration, reporting and checkpointing each epoch."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from training.config import ExperimentConfig
+from training.devices import choose_device, cpu_threads
+from training.prepare import PreparedData
+from training.train_loop import TrialSpec, checkpoint_state, fit
+
+STATE_FILE = "state.pt"
+
+
+def trial_spec(cfg: ExperimentConfig, trial_config: dict) -> TrialSpec:
+    """The full training spec of a trial: fixed config values overlaid with the sampled ones."""
+    return TrialSpec.from_trial_config(
+        cfg.model.family, dict(cfg.model.params), cfg.train.model_dump(), trial_config,
+        seed=cfg.seed, threads=cpu_threads(cfg.resources.cpu),
+    )
+
+
+def load_state(checkpoint: tune.Checkpoint) -> dict:
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> None:
+    """Train on the trial's device; resume from Tune's checkpoint after a failure or restore."""
+    device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
+    spec = trial_spec(cfg, trial_config)
+    start_epoch, state = 0, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        state = load_state(checkpoint)
+        start_epoch = int(state["epoch"])
+    clock = {"since": time.perf_counter(), "train_seconds": float(state.get("train_seconds", 0.0)) if state else 0.0}
+
+    def report(epoch: int, metrics: dict, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        clock["train_seconds"] += time.perf_counter() - clock["since"]
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({**checkpoint_state(model, opt, epoch), "train_seconds": clock["train_seconds"]},
+                       Path(d) / STATE_FILE)
+            tune.report({**metrics, "epoch": epoch, "device": device,
+                         "train_seconds": clock["train_seconds"]},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+        clock["since"] = time.perf_counter()
+
+    fit(spec, data, cfg.search.epochs, device=device, on_epoch=report, start_epoch=start_epoch, state=state)
