@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,6 +26,7 @@ class ServicesState(BaseModel):
     dashboard_url: str
     mlflow_uri: str
     mlflow_pid: int
+    ray_pid: int
 
 
 def read_services(settings: Settings) -> ServicesState | None:
@@ -60,18 +62,27 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
     # A token must exist before `ray start`, or the head comes up without authentication.
     subprocess.run([_ray_bin(), "get-auth-token", "--generate"], check=True, capture_output=True,
                    env=_auth_env(), timeout=60)
-    cmd = [_ray_bin(), "start", "--head", f"--port={ray_port}", "--node-ip-address=127.0.0.1",
+    # `--block` keeps the head in one process group of ours, so `down` stops exactly this head
+    # (a plain `ray stop` would stop every Ray on the machine).
+    cmd = [_ray_bin(), "start", "--head", "--block", f"--port={ray_port}", "--node-ip-address=127.0.0.1",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    started = subprocess.run(cmd, capture_output=True, text=True, env=_auth_env(), timeout=180)
-    if started.returncode != 0:
-        raise RuntimeError(f"`ray start --head` failed:\n{started.stdout}\n{started.stderr}")
-    proc = start_mlflow_server(settings.embedded_tracking_uri, settings.artifacts_dir, port=mlflow_port,
-                               log_path=logs / "mlflow-server.log")
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "ray-head.log", "ab") as log:
+        head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=_auth_env())
+    try:
+        _wait_for_ports(head, [ray_port, dashboard_port], logs / "ray-head.log")
+        proc = start_mlflow_server(settings.embedded_tracking_uri, settings.artifacts_dir,
+                                   port=mlflow_port, log_path=logs / "mlflow-server.log")
+    except BaseException:
+        stop_process_group(head.pid)
+        raise
     state = ServicesState(ray_address=f"127.0.0.1:{ray_port}",
                           dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-                          mlflow_uri=f"http://127.0.0.1:{mlflow_port}", mlflow_pid=proc.pid)
+                          mlflow_uri=f"http://127.0.0.1:{mlflow_port}", mlflow_pid=proc.pid,
+                          ray_pid=head.pid)
     settings.services_file.write_text(state.model_dump_json(indent=2))
     return state
 
@@ -82,10 +93,26 @@ def down(settings: Settings) -> bool:
     if state is None:
         return False
     stop_process_group(state.mlflow_pid)
-    if shutil.which(_ray_bin()) or Path(_ray_bin()).exists():
-        subprocess.run([_ray_bin(), "stop"], capture_output=True, env=_auth_env(), timeout=120)
+    stop_process_group(state.ray_pid, timeout_s=60)
     settings.services_file.unlink(missing_ok=True)
     return True
+
+
+def _wait_for_ports(proc: subprocess.Popen, ports: list[int], log: Path, timeout_s: float = 120) -> None:
+    """Wait until every port accepts connections on 127.0.0.1, or fail naming the log."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(ports)
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"`ray start --head` exited with code {proc.returncode}; see {log}")
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", pending[0])) == 0:
+                pending.pop(0)
+                continue
+        time.sleep(0.5)
+    if pending:
+        raise TimeoutError(f"the Ray head did not open port(s) {pending} within {timeout_s:.0f}s; see {log}")
 
 
 def describe(state: ServicesState) -> str:

@@ -201,19 +201,18 @@ def models(name: Annotated[str, typer.Argument(help="registered model name")],
                                    "versions": [v.to_dict() for v in versions]}))
         return
     table = Table(title=f"{name}  ({registry.tracking_uri})", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "git", "data"):
+    for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "data"):
         table.add_column(col, no_wrap=True)
     for v in versions:
         m, lin = v.metrics, v.lineage
         fmt = lambda k, p=".5f": format(m[k], p) if k in m else "-"  # noqa: E731
-        git = lin.get("git_commit", "?")[:8] + ("*" if lin.get("git_dirty") == "true" else "")
-        table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.created[5:16], fmt("val_loss"),
-                      fmt("val_accuracy", ".3%"), fmt("test_loss"), fmt("test_accuracy", ".3%"), git,
-                      lin.get("data_fingerprint", "?")[:10])
+        table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.created[5:10], fmt("val_loss"),
+                      fmt("val_accuracy", ".3%"), fmt("test_loss"), fmt("test_accuracy", ".3%"),
+                      lin.get("data_fingerprint", "?")[:8])
     out.print(table)
     if lineage:
         for v in versions:
-            out.print(f"\n[bold]{name} v{v.version}[/bold] lineage  (run {v.run_id})")
+            out.print(f"\n[bold]{name} v{v.version}[/bold] lineage  (created {v.created}, run {v.run_id})")
             for key in sorted(v.lineage):
                 out.print(f"  {key:22} {v.lineage[key]}", highlight=False)
 

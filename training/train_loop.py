@@ -7,6 +7,7 @@ exactly as an uninterrupted one would, and a retrain on the CPU gives bit-identi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,8 +127,8 @@ def fit(spec: TrialSpec, data: PreparedData, epochs: int, device: str = "cpu",
 
 def checkpoint_state(model: nn.Module, opt: torch.optim.Optimizer, epoch: int) -> dict:
     """What a checkpoint holds: CPU copies of model and optimiser state, and the epoch reached."""
-    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "epoch": epoch}
+    return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(opt.state_dict()), "epoch": epoch}
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:

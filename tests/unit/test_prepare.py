@@ -1,0 +1,87 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.config import DatasetConfig
+from training.prepare import DataError, prepare, validate_frame
+
+FEATURES = ["a", "b", "c"]
+
+
+def frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(n, 3)), columns=FEATURES)
+    df["y"] = (df["a"] > 0).astype("int64")
+    return df
+
+
+def cfg(**kw) -> DatasetConfig:
+    return DatasetConfig(uri="unused", label="y", features=FEATURES, **kw)
+
+
+def test_split_sizes_and_disjointness():
+    p = prepare(frame(), cfg(validation_fraction=0.2, test_fraction=0.1), seed=1)
+    assert p.sizes == {"train": 140, "validation": 40, "test": 20}
+    rows = np.concatenate([p.x_train, p.x_val, p.x_test])
+    assert len(np.unique(rows, axis=0)) == 200
+    assert p.num_classes == 2 and p.x_train.dtype == np.float32
+
+
+def test_split_is_deterministic_and_independent_of_row_order():
+    df = frame()
+    a = prepare(df, cfg(), seed=3)
+    b = prepare(df.sample(frac=1.0, random_state=9).reset_index(drop=True), cfg(), seed=3)
+    assert a.fingerprint == b.fingerprint
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    c = prepare(df, cfg(), seed=4)
+    assert c.fingerprint != a.fingerprint  # another seed uses the rows in another split
+
+
+def test_fingerprint_changes_when_one_value_changes():
+    df = frame()
+    changed = df.copy()
+    changed.loc[17, "b"] += 1e-3
+    assert prepare(df, cfg(), seed=0).fingerprint != prepare(changed, cfg(), seed=0).fingerprint
+
+
+def test_max_rows_takes_a_seeded_subset():
+    p = prepare(frame(), cfg(max_rows=50), seed=0)
+    assert sum(p.sizes.values()) == 50
+    assert p.fingerprint == prepare(frame(), cfg(max_rows=50), seed=0).fingerprint
+
+
+def test_int_and_float_columns_hash_alike():
+    df = frame()
+    as_int = df.copy()
+    as_int["a"] = np.round(as_int["a"] * 100)
+    as_float = as_int.copy()
+    as_float["a"] = as_float["a"].astype("float32")
+    as_int["a"] = as_int["a"].astype("int64")
+    assert prepare(as_int, cfg(), 0).fingerprint == prepare(as_float, cfg(), 0).fingerprint
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda df: df.drop(columns=["b"]), r"missing from the data: \['b'\]"),
+    (lambda df: df.assign(b=["x"] * len(df)), "feature 'b' has non-numeric type"),
+    (lambda df: df.assign(c=np.where(np.arange(len(df)) < 3, np.nan, df["c"])), "feature 'c' has 3 NaN"),
+    (lambda df: df.assign(a=np.where(np.arange(len(df)) < 2, np.inf, df["a"])), "feature 'a' has 2 infinite"),
+    (lambda df: df.assign(y=np.where(np.arange(len(df)) < 4, np.nan, df["y"])), "label 'y' is missing in 4 row"),
+    (lambda df: df.assign(y=np.where(np.arange(len(df)) < 5, 0.5, df["y"])), "5 value.* not class ids"),
+    (lambda df: df.assign(y=np.where(np.arange(len(df)) < 1, -1, df["y"])), "1 value.* not class ids"),
+    (lambda df: df.iloc[:0], "no rows"),
+])
+def test_schema_problems_name_column_and_count(mutate, message):
+    with pytest.raises(DataError, match=message):
+        validate_frame(mutate(frame()), FEATURES, "y")
+
+
+def test_all_problems_are_reported_together():
+    df = frame().assign(a=np.nan, y=np.nan)
+    with pytest.raises(DataError) as exc:
+        validate_frame(df, FEATURES, "y")
+    assert "feature 'a' has 200 NaN" in str(exc.value) and "label 'y' is missing in 200" in str(exc.value)
+
+
+def test_too_few_rows_to_split():
+    with pytest.raises(DataError, match="too few"):
+        prepare(frame(2), cfg(), seed=0)
