@@ -93,7 +93,7 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services, resolve_tracking_uri
     from training.config_loader import load_config
-    from training.pipeline import SearchFailed, latest_experiment, tune_and_register
+    from training.pipeline import SearchFailed, SearchInterrupted, latest_experiment, tune_and_register
 
     settings = _settings(home, address, tracking_uri)
     try:
@@ -107,6 +107,8 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
                                    console=err, resume_path=resume_path)
     except _user_errors() as exc:
         _fail(str(exc))
+    except SearchInterrupted as exc:
+        _fail(str(exc), 130)
     except (SearchFailed, ClusterUnavailable) as exc:
         _fail(str(exc), 1)
     if as_json:

@@ -36,6 +36,10 @@ class SearchFailed(RuntimeError):
     """No trial produced a usable result; nothing was registered."""
 
 
+class SearchInterrupted(RuntimeError):
+    """The search stopped before every trial ended (Ctrl-C); nothing was registered, it can resume."""
+
+
 @dataclass
 class RegisteredVersion:
     name: str
@@ -154,6 +158,12 @@ def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
 def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOutcome, client: MlflowClient,
                    tracking_uri: str, registry_uri: str | None, parent: str) -> RegisteredVersion:
     metric, mode = cfg.search.metric, cfg.search.mode
+    grid = outcome.results
+    if grid.num_terminated + grid.num_errors < len(grid):
+        raise SearchInterrupted(
+            f"search interrupted with {len(grid) - grid.num_terminated - grid.num_errors} unfinished "
+            f"trial(s); nothing registered. Continue it with `handoff tune CONFIG --resume` "
+            f"(or --experiment-path {outcome.experiment_path})")
     ok = [r for r in outcome.results if r.error is None and r.metrics]
     if not ok:
         errors = "; ".join(str(r.error).splitlines()[0] for r in outcome.results if r.error)[:2000]

@@ -37,7 +37,7 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         missing = [f for f in self.features if f not in model_input.columns]
         if missing:
             raise ValueError(f"input is missing feature column(s) {missing}; expected {self.features}")
-        x = torch.as_tensor(model_input[self.features].to_numpy(dtype="float32"), device=self.device)
+        x = torch.tensor(model_input[self.features].to_numpy(dtype="float32"), device=self.device)
         with torch.no_grad():
             proba = torch.softmax(self.model(x), dim=1).cpu().numpy()
         out = {"prediction": proba.argmax(axis=1).astype("int64")}

@@ -1,0 +1,73 @@
+"""Integration fixtures: a real local Ray cluster per module and a real `mlflow server` per session."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.mlflow_server import start_mlflow_server, stop_process_group
+from cluster.settings import Settings
+from training.config_loader import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "configs" / "shuttle.yaml"
+
+#: small and fast, still the real pipeline: Ray Data read, Tune trials, MLflow server, registry
+SMALL = [
+    "search.num_samples=3", "search.epochs=2", "search.scheduler.type=fifo",
+    "search.space.hidden_layers={type: choice, values: [1]}",
+    "search.space.width={type: choice, values: [8, 16]}",
+    "search.space.batch_size={type: choice, values: [256]}",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real tracking + registry server over sqlite, on 127.0.0.1, stopped at the end."""
+    d = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = start_mlflow_server(f"sqlite:///{d}/mlflow.db", d / "artifacts", port=port, log_path=d / "server.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_process_group(proc.pid)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray per module; `tests` importable in workers (for test-only model factories)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shuttle_frame() -> pd.DataFrame:
+    from training.datasets import BUILTIN_DATASETS
+
+    return pd.read_csv(BUILTIN_DATASETS["shuttle"][0]())
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(__import__("pyarrow").Table.from_pandas(df, preserve_index=False), path)
+    return path
+
+
+def small_config(data_uri: str, name: str, *extra: str):
+    return load_config(EXAMPLE, [*SMALL, f"name={name}", f"dataset.uri={data_uri}", *extra], environ={})
+
+
+def settings_for(home: Path) -> Settings:
+    return Settings.resolve(environ={}, home=home)
