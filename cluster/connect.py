@@ -27,7 +27,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None, include_das
         ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=False,
                  configure_logging=True, logging_level="WARNING")
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")  # too late if Ray was imported before: see handoff.cli.main
     try:
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
     except ConnectionError as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -103,8 +105,10 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
         resume_path = (experiment_path or latest_experiment(cfg, settings)) if (resume or experiment_path) else None
         err.log(f"config {config} (hash {cfg.config_hash()[:12]}), MLflow at {uri}")
         connect_ray(None if in_process else ray_address(settings, services))
-        result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri,
-                                   console=err, resume_path=resume_path)
+        # Ray Tune and MLflow print banners to stdout; keep stdout for the result (--json parses it)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri,
+                                       console=err, resume_path=resume_path)
     except _user_errors() as exc:
         _fail(str(exc))
     except SearchInterrupted as exc:
@@ -239,7 +243,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
     registry = Registry(resolve_tracking_uri(None, settings, services))
     try:
         connect_ray(ray_address(settings, services))
-        with err.status(f"retraining {name}/{version} …"):
+        with err.status(f"retraining {name}/{version} …"), contextlib.redirect_stdout(sys.stderr):
             result = run(name, version, settings, registry)
     except _user_errors() as exc:
         _fail(str(exc))
@@ -255,6 +259,9 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
 
 
 def main() -> None:
+    # Ray reads its authentication mode when it is first imported, so this must come before any
+    # command imports Ray: token authentication unless the user explicitly disabled it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     app(prog_name="handoff")
 
 

@@ -67,7 +67,7 @@ def read_frame(uri: str) -> pd.DataFrame:
     check_exists(uri)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        ds = ray.data.read_parquet(uri, ray_remote_args={"num_cpus": 0.25})
+        ds = ray.data.read_parquet(uri, num_cpus=0.25)
         return ds.to_pandas()
     except Exception as exc:  # Ray wraps reader errors; name the URI either way
         raise DataError(f"cannot read Parquet from {uri!r}: {exc}") from exc

@@ -158,11 +158,10 @@ def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
 def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOutcome, client: MlflowClient,
                    tracking_uri: str, registry_uri: str | None, parent: str) -> RegisteredVersion:
     metric, mode = cfg.search.metric, cfg.search.mode
-    grid = outcome.results
-    if grid.num_terminated + grid.num_errors < len(grid):
+    unfinished = outcome.unfinished_trials()
+    if unfinished:
         raise SearchInterrupted(
-            f"search interrupted with {len(grid) - grid.num_terminated - grid.num_errors} unfinished "
-            f"trial(s); nothing registered. Continue it with `handoff tune CONFIG --resume` "
+            f"search interrupted with {unfinished} unfinished trial(s); nothing registered. Continue it with `handoff tune CONFIG --resume` "
             f"(or --experiment-path {outcome.experiment_path})")
     ok = [r for r in outcome.results if r.error is None and r.metrics]
     if not ok:

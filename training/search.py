@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.experiment import Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from training.config import ExperimentConfig
@@ -22,6 +23,16 @@ class SearchOutcome:
     results: tune.ResultGrid
     experiment_path: str
     wall_seconds: float
+
+    def unfinished_trials(self) -> int:
+        """Trials neither terminated nor errored: more than zero means the search was interrupted.
+
+        Read from the experiment state Tune saved last: on Ctrl-C Tune snapshots the state with
+        the interrupted trials still running, then stops them (which marks the in-memory trials
+        TERMINATED, so the returned `ResultGrid` cannot tell an interrupted search from a finished one).
+        """
+        trials = tune.ExperimentAnalysis(self.experiment_path).trials
+        return sum(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in trials)
 
 
 def _trainable(cfg: ExperimentConfig, data: PreparedData):
@@ -56,8 +67,8 @@ def run_search(cfg: ExperimentConfig, data: PreparedData, *, storage_path: str, 
         tune_config=tune.TuneConfig(
             metric=cfg.search.metric, mode=cfg.search.mode, num_samples=cfg.search.num_samples,
             scheduler=scheduler(cfg.search.scheduler, cfg.search.epochs),
-            search_alg=BasicVariantGenerator(random_state=cfg.seed),
-            max_concurrent_trials=cfg.search.max_concurrent_trials,
+            search_alg=BasicVariantGenerator(random_state=cfg.seed,
+                                             max_concurrent=cfg.search.max_concurrent_trials or 0),
             reuse_actors=True,
         ),
         run_config=_run_config(cfg, storage_path, run_name, tracking_uri, parent_run_id, list(callbacks)),
