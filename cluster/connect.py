@@ -24,7 +24,8 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None, include_das
     if ray.is_initialized():
         return
     if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=False,
+        # "local": always a fresh in-process cluster, never whatever /tmp/ray/ray_current_cluster names
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard, log_to_driver=False,
                  configure_logging=True, logging_level="WARNING")
         return
     os.environ.setdefault("RAY_AUTH_MODE", "token")  # too late if Ray was imported before: see handoff.cli.main

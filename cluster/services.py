@@ -94,8 +94,20 @@ def down(settings: Settings) -> bool:
         return False
     stop_process_group(state.mlflow_pid)
     stop_process_group(state.ray_pid, timeout_s=60)
+    _forget_head(state.ray_address)
     settings.services_file.unlink(missing_ok=True)
     return True
+
+
+def _forget_head(address: str) -> None:
+    """Remove Ray's "current cluster" file when it names the head we stopped, so that a later
+    `ray.init()` does not try to reach a dead cluster."""
+    from ray._common.utils import get_ray_address_file, reset_ray_address
+
+    path = Path(get_ray_address_file(None))
+    port = address.rsplit(":", 1)[-1]
+    if path.is_file() and path.read_text().strip().endswith(f":{port}"):
+        reset_ray_address()
 
 
 def _wait_for_ports(proc: subprocess.Popen, ports: list[int], log: Path, timeout_s: float = 120) -> None:

@@ -131,6 +131,9 @@ class SearchConfig(BaseModel):
     mode: Literal["min", "max"] = "min"
     max_failures: int = Field(default=2, ge=0, description="retries of a failed trial")
     max_concurrent_trials: int | None = Field(default=None, ge=1)
+    checkpoints_to_keep: int | None = Field(
+        default=None, ge=1, description="per trial; None keeps each improving checkpoint. Setting it "
+        "makes Tune snapshot the experiment state at every checkpoint, which costs time on short epochs")
 
     @model_validator(mode="after")
     def _mode_matches_metric(self) -> SearchConfig:

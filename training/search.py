@@ -51,7 +51,7 @@ def _run_config(cfg: ExperimentConfig, storage_path: str, run_name: str, trackin
         callbacks=[mlflow_cb, *callbacks],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=1, checkpoint_score_attribute=cfg.search.metric,
+            num_to_keep=cfg.search.checkpoints_to_keep, checkpoint_score_attribute=cfg.search.metric,
             checkpoint_score_order=cfg.search.mode,
         ),
         verbose=0,

@@ -40,16 +40,26 @@ def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> 
     if checkpoint is not None:
         state = load_state(checkpoint)
         start_epoch = int(state["epoch"])
-    clock = {"since": time.perf_counter(), "train_seconds": float(state.get("train_seconds", 0.0)) if state else 0.0}
+    clock = {"since": time.perf_counter(),
+             "train_seconds": float(state.get("train_seconds", 0.0)) if state else 0.0,
+             "best": state.get("best") if state else None}
+    metric, sign = cfg.search.metric, (1 if cfg.search.mode == "min" else -1)
 
     def report(epoch: int, metrics: dict, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         clock["train_seconds"] += time.perf_counter() - clock["since"]
-        with tempfile.TemporaryDirectory() as d:
-            torch.save({**checkpoint_state(model, opt, epoch), "train_seconds": clock["train_seconds"]},
-                       Path(d) / STATE_FILE)
-            tune.report({**metrics, "epoch": epoch, "device": device,
-                         "train_seconds": clock["train_seconds"]},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+        result = {**metrics, "epoch": epoch, "device": device, "train_seconds": clock["train_seconds"]}
+        improved = clock["best"] is None or sign * metrics[metric] < sign * clock["best"]
+        if improved or epoch == cfg.search.epochs:
+            # Checkpoint only what can matter: a new best of this trial (the registered model is the
+            # best epoch of the best trial) and the last epoch. Resuming from any checkpoint is exact,
+            # because every epoch reseeds from (seed, epoch).
+            clock["best"] = metrics[metric] if improved else clock["best"]
+            with tempfile.TemporaryDirectory() as d:
+                torch.save({**checkpoint_state(model, opt, epoch), "train_seconds": clock["train_seconds"],
+                            "best": clock["best"]}, Path(d) / STATE_FILE)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(result)
         clock["since"] = time.perf_counter()
 
     fit(spec, data, cfg.search.epochs, device=device, on_epoch=report, start_epoch=start_epoch, state=state)
