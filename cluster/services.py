@@ -7,7 +7,6 @@ HANDOFF_HOME/services.json; later commands read that file to connect. `down` sto
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -125,7 +124,3 @@ def _wait_for_ports(proc: subprocess.Popen, ports: list[int], log: Path, timeout
         time.sleep(0.5)
     if pending:
         raise TimeoutError(f"the Ray head did not open port(s) {pending} within {timeout_s:.0f}s; see {log}")
-
-
-def describe(state: ServicesState) -> str:
-    return json.dumps(state.model_dump(), indent=2)

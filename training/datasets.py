@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from training.prepare import DataError
+from training.storage import filesystem
 
 BUILTIN_SCHEME = "builtin://"
 
@@ -52,7 +53,7 @@ def resolve_uri(uri: str, datasets_dir: Path) -> str:
 def check_exists(uri: str) -> None:
     """Fail early, naming the URI, when nothing is there."""
     try:
-        fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).absolute()))
+        fs, path = filesystem(uri)
         info = fs.get_file_info(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"cannot open dataset {uri!r}: {exc}") from None

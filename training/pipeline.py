@@ -24,6 +24,7 @@ from training.prepare import PreparedData, prepare
 from training.progress import SearchProgress
 from training.registry import Registry
 from training.search import SearchOutcome, resume_search, run_search
+from training.storage import filesystem, join
 from training.tracking import ensure_experiment, log_model, model_spec, start_search_run
 from training.train_loop import evaluate, new_model, predict_proba, to_tensors, weights_hash
 from training.trial import load_state, trial_spec
@@ -73,26 +74,24 @@ def storage_path(cfg: ExperimentConfig, settings: Settings) -> str:
 def latest_experiment(cfg: ExperimentConfig, settings: Settings) -> str:
     """The newest search of this config's model under the storage path (for `--resume` without a path)."""
     root = storage_path(cfg, settings)
-    fs, base = pafs.FileSystem.from_uri(root if "://" in root else str(Path(root).absolute()))
+    fs, base = filesystem(root)
     selector = pafs.FileSelector(base, allow_not_found=True)
     names = sorted(i.base_name for i in fs.get_file_info(selector)
                    if i.type == pafs.FileType.Directory and i.base_name.startswith(f"{cfg.name}-"))
     if not names:
         raise FileNotFoundError(f"no earlier search of {cfg.name!r} under {root} to resume")
-    return f"{root.rstrip('/')}/{names[-1]}"
+    return join(root, names[-1])
 
 
 def _write_manifest(experiment_path: str, manifest: dict) -> None:
-    fs, path = pafs.FileSystem.from_uri(experiment_path if "://" in experiment_path
-                                        else str(Path(experiment_path).absolute()))
+    fs, path = filesystem(experiment_path)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/{MANIFEST}") as out:
         out.write(json.dumps(manifest, indent=2).encode())
 
 
 def _read_manifest(experiment_path: str) -> dict:
-    fs, path = pafs.FileSystem.from_uri(experiment_path if "://" in experiment_path
-                                        else str(Path(experiment_path).absolute()))
+    fs, path = filesystem(experiment_path)
     try:
         with fs.open_input_stream(f"{path}/{MANIFEST}") as src:
             return json.loads(src.read())
@@ -115,7 +114,7 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
         run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment_id = ensure_experiment(client, cfg.experiment_name, artifact_root)
         parent = start_search_run(client, experiment_id, cfg, run_name, data.fingerprint, data.sizes)
-        experiment_path = f"{storage_path(cfg, settings).rstrip('/')}/{run_name}"
+        experiment_path = join(storage_path(cfg, settings), run_name)
         _write_manifest(experiment_path, {"search_run_id": parent, "config_hash": cfg.config_hash(),
                                           "data_fingerprint": data.fingerprint, "model": cfg.name})
         console.log(f"search {run_name}: {cfg.search.num_samples} trial(s), {cfg.search.scheduler.type}, "

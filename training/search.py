@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -15,6 +14,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from training.config import ExperimentConfig
 from training.prepare import PreparedData
 from training.search_space import param_space, scheduler
+from training.storage import join
 from training.trial import run_trial
 
 
@@ -73,10 +73,7 @@ def run_search(cfg: ExperimentConfig, data: PreparedData, *, storage_path: str, 
         ),
         run_config=_run_config(cfg, storage_path, run_name, tracking_uri, parent_run_id, list(callbacks)),
     )
-    _quiet_tune()
-    start = time.perf_counter()
-    results = tuner.fit()
-    return SearchOutcome(results, _join(storage_path, run_name), time.perf_counter() - start)
+    return _fit(tuner, join(storage_path, run_name))
 
 
 def resume_search(cfg: ExperimentConfig, data: PreparedData, experiment_path: str,
@@ -86,10 +83,7 @@ def resume_search(cfg: ExperimentConfig, data: PreparedData, experiment_path: st
         raise FileNotFoundError(f"no Tune experiment to resume at {experiment_path}")
     tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(cfg, data),
                                resume_unfinished=True, resume_errored=True)
-    _quiet_tune()
-    start = time.perf_counter()
-    results = tuner.fit()
-    return SearchOutcome(results, experiment_path, time.perf_counter() - start)
+    return _fit(tuner, experiment_path)
 
 
 def _quiet_tune() -> None:
@@ -98,5 +92,8 @@ def _quiet_tune() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def _join(storage_path: str, name: str) -> str:
-    return f"{storage_path.rstrip('/')}/{name}" if "://" in storage_path else str(Path(storage_path) / name)
+def _fit(tuner: tune.Tuner, experiment_path: str) -> SearchOutcome:
+    _quiet_tune()
+    start = time.perf_counter()
+    results = tuner.fit()
+    return SearchOutcome(results, experiment_path, time.perf_counter() - start)
