@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 
 from ray import tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.experiment import Trial
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -16,6 +15,7 @@ from training.prepare import PreparedData
 from training.search_space import param_space, scheduler
 from training.storage import join
 from training.trial import run_trial
+from training.trial_logger import MLflowTrialLogger
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,8 @@ def _trainable(cfg: ExperimentConfig, data: PreparedData):
 
 def _run_config(cfg: ExperimentConfig, storage_path: str, run_name: str, tracking_uri: str,
                 parent_run_id: str, callbacks: list) -> tune.RunConfig:
-    mlflow_cb = MLflowLoggerCallback(
-        tracking_uri=tracking_uri, experiment_name=cfg.experiment_name,
-        tags={"mlflow.parentRunId": parent_run_id, "handoff.model": cfg.name, "handoff.role": "trial"},
-    )
+    mlflow_cb = MLflowTrialLogger(tracking_uri, cfg.experiment_name, parent_run_id,
+                                  tags={"handoff.model": cfg.name, "handoff.role": "trial"})
     return tune.RunConfig(
         name=run_name, storage_path=storage_path,
         callbacks=[mlflow_cb, *callbacks],
