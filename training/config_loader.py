@@ -1,114 +1,17 @@
-"""Load an `ExperimentConfig` from YAML, then `HANDOFF_*` variables, then `--set` flags.
-
-Precedence: flag > environment > file. An override names a dotted path (`search.num_samples=4`,
-or `HANDOFF_SEARCH__NUM_SAMPLES=4` in the environment); its value is parsed as YAML so numbers,
-booleans, lists and `null` keep their type. Every failure is a `ConfigError` naming the field.
-"""
+"""Load an `ExperimentConfig`: YAML file, then `HANDOFF_A__B` variables, then `--set a.b=v` flags."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
-from cluster.settings import SETTINGS_ENV
+from cluster.config_layers import ConfigError, format_validation_error, load_layered
 from training.config import ExperimentConfig
 
-ENV_PREFIX = "HANDOFF_"
+__all__ = ["ConfigError", "format_validation_error", "load_config"]
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file, variable or field."""
-
-
-def load_config(
-    path: str | Path,
-    overrides: Iterable[str] = (),
-    environ: Mapping[str, str] | None = None,
-) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: Iterable[str] = (),
+                environ: Mapping[str, str] | None = None) -> ExperimentConfig:
     """Read, override and validate one experiment config; raise `ConfigError` before any work."""
-    raw = _read_yaml(Path(path))
-    env = os.environ if environ is None else environ
-    for dotted, value, origin in _env_overrides(env) + _flag_overrides(overrides):
-        _set_path(raw, dotted, value, origin)
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid config {path}:\n{format_validation_error(exc)}") from None
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: `  dataset.features: Field required`."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a field of this section)"
-        lines.append(f"  {loc or '<root>'}: {msg}")
-    return "\n".join(lines)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
-    return data
-
-
-def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
-    """`HANDOFF_A__B=v` → (`a.b`, v). Installation variables (HANDOFF_HOME, …) are not config."""
-    fields = set(ExperimentConfig.model_fields)
-    out = []
-    for var in sorted(environ):
-        if not var.startswith(ENV_PREFIX) or var in SETTINGS_ENV:
-            continue
-        dotted = var[len(ENV_PREFIX):].lower().replace("__", ".")
-        head = dotted.split(".", 1)[0]
-        if head not in fields:
-            if "__" in var:  # clearly meant as a config override: a typo must not pass silently
-                raise ConfigError(f"environment variable {var}: {head!r} is not a config section "
-                                  f"(sections: {', '.join(sorted(fields))})")
-            continue
-        out.append((dotted, _parse_value(environ[var], var), f"environment variable {var}"))
-    return out
-
-
-def _flag_overrides(overrides: Iterable[str]) -> list[tuple[str, Any, str]]:
-    out = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like section.field=value")
-        out.append((key.strip(), _parse_value(value, f"--set {item}"), f"--set {item}"))
-    return out
-
-
-def _parse_value(text: str, origin: str) -> Any:
-    try:
-        return yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: value is not valid YAML: {exc}") from None
-
-
-def _set_path(raw: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
-    """Set `raw[a][b]…` creating sections as needed; refuse to descend into a scalar."""
-    parts = dotted.split(".")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
+    return load_layered(ExperimentConfig, path, overrides, environ)

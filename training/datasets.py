@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from training.prepare import DataError
-from training.storage import filesystem
+from cluster.storage import filesystem
 
 BUILTIN_SCHEME = "builtin://"
 

@@ -24,7 +24,7 @@ from training.prepare import PreparedData, prepare
 from training.progress import SearchProgress
 from training.registry import Registry
 from training.search import SearchOutcome, resume_search, run_search
-from training.storage import filesystem, join
+from cluster.storage import filesystem, join
 from training.tracking import ensure_experiment, log_model, model_spec, start_search_run
 from training.train_loop import evaluate, new_model, predict_proba, to_tensors, weights_hash
 from training.trial import load_state, trial_spec

@@ -8,6 +8,7 @@ parameters, feature order, classes). The `training` package travels inside the m
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -28,18 +29,23 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
                             np.zeros(n_features), np.ones(n_features))
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        self.device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        # A serving replica names its device (the GPU Ray assigned it, or the CPU); elsewhere use
+        # the GPU when the process can see one.
+        self.device = os.environ.get("HANDOFF_DEVICE") or ("cuda:0" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.features = spec["features"]
         self.num_classes = spec["num_classes"]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for a float32 matrix whose columns are `self.features` in order."""
+        with torch.no_grad():
+            return torch.softmax(self.model(torch.tensor(x, device=self.device)), dim=1).cpu().numpy()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         missing = [f for f in self.features if f not in model_input.columns]
         if missing:
             raise ValueError(f"input is missing feature column(s) {missing}; expected {self.features}")
-        x = torch.tensor(model_input[self.features].to_numpy(dtype="float32"), device=self.device)
-        with torch.no_grad():
-            proba = torch.softmax(self.model(x), dim=1).cpu().numpy()
+        proba = self.predict_proba(np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float32")))
         out = {"prediction": proba.argmax(axis=1).astype("int64")}
         out.update({f"probability_{k}": proba[:, k].astype("float64") for k in range(self.num_classes)})
         return pd.DataFrame(out)

@@ -76,6 +76,16 @@ class Registry:
             raise RegistryError(f"no registered model named {name!r} at {self.tracking_uri}") from None
         return {a: int(v) for a, v in (rm.aliases or {}).items()}
 
+    def model_tags(self, name: str) -> dict[str, str]:
+        """The registered model's own tags (serving keeps its traffic policy there)."""
+        try:
+            return dict(self.client.get_registered_model(name).tags or {})
+        except MlflowException:
+            raise RegistryError(f"no registered model named {name!r} at {self.tracking_uri}") from None
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
     def set_alias(self, name: str, alias: str, version: int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
 

@@ -13,7 +13,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from training.config import ExperimentConfig
 from training.prepare import PreparedData
 from training.search_space import param_space, scheduler
-from training.storage import join
+from cluster.storage import join
 from training.trial import run_trial
 from training.trial_logger import MLflowTrialLogger
 

@@ -1,0 +1,86 @@
+"""Typed serving configuration: where HTTP listens, how each version is sized, the live log.
+
+Loaded once by the CLI (`configs/serving.yaml`, then `HANDOFF_SERVING__A__B` variables, then
+`--set a.b=value` flags) and passed down; no defaults are read anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.config_layers import SERVING_ENV_PREFIX, load_layered
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Autoscaling(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) < min_replicas ({self.min_replicas})")
+        return self
+
+
+class Batching(_Strict):
+    """Dynamic batching inside a version's replica (`@serve.batch`); off when max_batch_size is 1."""
+
+    max_batch_size: int = Field(1, ge=1, le=4096)
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
+class VersionDeployment(_Strict):
+    """How one model version is deployed: replicas (or autoscaling), resources, batching."""
+
+    replicas: int = Field(1, ge=1)
+    autoscaling: Autoscaling | None = None
+    cpus: float = Field(0.25, gt=0)
+    gpus: float = Field(0, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    batching: Batching = Field(default_factory=Batching)
+
+
+class GatewayConfig(_Strict):
+    """The HTTP front (own server inside each gateway replica; Serve's proxy is not used)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1)
+    cpus: float = Field(0.5, gt=0)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    api_keys: list[str] = Field(default_factory=list)
+
+
+class LiveLogConfig(_Strict):
+    enabled: bool = True
+    root: str | None = None  # default: HANDOFF_HOME/live
+    sample_percent: float = Field(100, ge=0, le=100)
+    flush_seconds: float = Field(2.0, gt=0)
+    max_rows: int = Field(5000, ge=1)
+
+
+class ServingConfig(_Strict):
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    version_defaults: VersionDeployment = Field(default_factory=VersionDeployment)
+    versions: dict[str, VersionDeployment] = Field(
+        default_factory=dict, description="per-version sizing, keyed 'MODEL/VERSION'")
+    live_log: LiveLogConfig = Field(default_factory=LiveLogConfig)
+
+    def deployment_for(self, model: str, version: int) -> VersionDeployment:
+        return self.versions.get(f"{model}/{version}", self.version_defaults)
+
+
+def load_serving_config(path: Path | None, overrides: list[str] = (), environ=None) -> ServingConfig:
+    """`configs/serving.yaml` (optional) → `HANDOFF_SERVING__A__B=v` variables → `--set a.b=v`."""
+    return load_layered(ServingConfig, path, overrides, environ, env_prefix=SERVING_ENV_PREFIX)

@@ -1,0 +1,168 @@
+"""The serving control plane (Python API behind `handoff serve/traffic/canary/shadow/promote/...`).
+
+The registry is the single source of truth: the traffic policy is the registered model's
+`handoff.traffic` tag and earlier champions its `handoff.champion_history` tag, so a restarted
+application comes back with the same weights. Every change runs in the order that keeps requests
+answered: deploy the versions the new policy needs, switch the gateway's routing table
+(`user_config`, no restart), persist the policy, then delete the versions nothing routes to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+
+from ray import serve
+
+from serving.config import ServingConfig
+from serving.gateway import GATEWAY_APP, Gateway
+from serving.model_version import app_name, version_app
+from serving.policy import PolicyError, TrafficPolicy
+from serving.rollout import Rollout, promote, rollback
+from training import CHAMPION, Registry
+
+log = logging.getLogger(__name__)
+TRAFFIC_TAG = "handoff.traffic"
+HISTORY_TAG = "handoff.champion_history"
+
+
+def _stable_version(*parts) -> str:
+    """A deployment code version derived from what the deployment runs: Serve then treats a later
+    change of only `user_config` or replica counts as a lightweight update, never a restart."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ServingControl:
+    def __init__(self, registry: Registry, cfg: ServingConfig, live_log_root: str | None,
+                 say: Callable[[str], None] = lambda _: None):
+        self.registry, self.cfg, self.say = registry, cfg, say
+        self.live_log_root = live_log_root
+
+    # --- registry state ---------------------------------------------------------------------------
+    def stored_policy(self, name: str) -> TrafficPolicy | None:
+        text = self.registry.model_tags(name).get(TRAFFIC_TAG)
+        return TrafficPolicy.from_json(text) if text else None
+
+    def _history(self, name: str) -> tuple[int, ...]:
+        return tuple(int(v) for v in json.loads(self.registry.model_tags(name).get(HISTORY_TAG, "[]")))
+
+    def _champion(self, name: str) -> int | None:
+        return self.registry.aliases(name).get(CHAMPION)
+
+    def current_policy(self, name: str) -> TrafficPolicy:
+        """The stored policy, or all traffic to the champion for a model never served before."""
+        policy = self.stored_policy(name)
+        if policy is not None:
+            return policy
+        champion = self._champion(name)
+        if champion is None:
+            raise PolicyError(f"model {name!r} has no champion version; register one with `handoff tune`")
+        return TrafficPolicy.single(champion)
+
+    # --- Serve state ----------------------------------------------------------------------------
+    @staticmethod
+    def _running_apps() -> dict:
+        return serve.status().applications
+
+    def _gateway_models(self) -> dict:
+        if GATEWAY_APP not in self._running_apps():
+            return {}
+        return serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)["models"]
+
+    def _deploy_version(self, name: str, version: int) -> None:
+        sizing = self.cfg.deployment_for(name, version)
+        app = version_app(name, version, self.registry.tracking_uri, None, sizing,
+                          _stable_version("version", name, version, sizing.cpus, sizing.gpus))
+        self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
+                 f"{sizing.gpus} GPU each)")
+        serve.run(app, name=app_name(name, version), route_prefix=None)
+
+    def _deploy_gateway(self, models: dict) -> None:
+        g = self.cfg.gateway
+        log_cfg = None
+        if self.cfg.live_log.enabled and self.live_log_root:
+            log_cfg = {"root": self.live_log_root, "sample_percent": self.cfg.live_log.sample_percent,
+                       "flush_seconds": self.cfg.live_log.flush_seconds, "max_rows": self.cfg.live_log.max_rows}
+        args = (g.host, g.port, g.max_body_bytes, list(g.api_keys), log_cfg)
+        deployment = Gateway.options(num_replicas=g.replicas, ray_actor_options={"num_cpus": g.cpus},
+                                     user_config={"models": models}, max_ongoing_requests=1000)
+        deployment = deployment.options(_internal=True, version=_stable_version("gateway", *args))
+        serve.run(deployment.bind(*args), name=GATEWAY_APP, route_prefix=None)
+
+    # --- the one way every change happens ---------------------------------------------------------
+    def apply(self, name: str, policy: TrafficPolicy) -> TrafficPolicy:
+        """Make `policy` the served state of `name`, without dropping a request."""
+        known = {v.version for v in self.registry.versions(name)}
+        unknown = [v for v in policy.versions if v not in known]
+        if unknown:
+            raise PolicyError(f"model {name!r} has no version(s) {unknown} (registered: {sorted(known)})")
+        serve.start(proxy_location="Disabled")
+        running = self._running_apps()
+        for v in policy.versions:
+            if app_name(name, v) not in running:
+                self._deploy_version(name, v)
+        models = dict(self._gateway_models())
+        batched = [v for v in policy.versions if self.cfg.deployment_for(name, v).batching.enabled]
+        models[name] = {"policy": policy.to_json(), "batched": batched}
+        self._deploy_gateway(models)
+        self.registry.set_model_tag(name, TRAFFIC_TAG, policy.to_json())
+        prefix = f"{name}-v"
+        for app in running:
+            if app.startswith(prefix) and app[len(prefix):].isdigit() and int(app[len(prefix):]) not in policy.versions:
+                self.say(f"removing {name} version {app[len(prefix):]} (no traffic routes to it)")
+                serve.delete(app)
+        return policy
+
+    # --- the commands -----------------------------------------------------------------------------
+    def serve_model(self, name: str) -> TrafficPolicy:
+        return self.apply(name, self.current_policy(name))
+
+    def traffic(self, name: str, weights: dict[int, float]) -> TrafficPolicy:
+        return self.apply(name, self.current_policy(name).with_weights(weights))
+
+    def canary(self, name: str, version: int, percent: float) -> TrafficPolicy:
+        return self.apply(name, self.current_policy(name).with_canary(version, percent))
+
+    def shadow(self, name: str, version: int, percent: float) -> TrafficPolicy:
+        return self.apply(name, self.current_policy(name).with_shadow(version, percent))
+
+    def _rollout(self, name: str, outcome: Rollout) -> Rollout:
+        self.apply(name, outcome.policy)
+        self.registry.set_alias(name, CHAMPION, outcome.champion)
+        self.registry.set_model_tag(name, HISTORY_TAG, json.dumps(list(outcome.history)))
+        return outcome
+
+    def promote(self, name: str, version: int) -> Rollout:
+        return self._rollout(name, promote(self.current_policy(name), self._champion(name),
+                                           self._history(name), version))
+
+    def rollback(self, name: str) -> Rollout:
+        return self._rollout(name, rollback(self.current_policy(name), self._champion(name), self._history(name)))
+
+    def unserve(self, name: str) -> None:
+        """Stop serving `name` (the stored policy stays, so `serve` brings the same weights back)."""
+        models = dict(self._gateway_models())
+        if models.pop(name, None) is not None:
+            if models:
+                self._deploy_gateway(models)
+            else:
+                serve.delete(GATEWAY_APP)
+        for app in self._running_apps():
+            if app.startswith(f"{name}-v") and app[len(name) + 2:].isdigit():
+                serve.delete(app)
+
+    def describe(self) -> dict:
+        """What runs now: per app its status and replica counts; the gateway's table and counters."""
+        apps = self._running_apps()
+        out = {"applications": {}, "gateway": None}
+        for app_name_, status in apps.items():
+            out["applications"][app_name_] = {
+                "status": str(status.status.value if hasattr(status.status, "value") else status.status),
+                "deployments": {d: {"status": str(getattr(s.status, "value", s.status)),
+                                    "replicas": dict(getattr(s, "replica_states", {}) or {})}
+                                for d, s in status.deployments.items()}}
+        if GATEWAY_APP in apps:
+            out["gateway"] = serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)
+        return out

@@ -1,0 +1,102 @@
+"""The `ModelVersion` Serve deployment: one registered version, loaded once per replica.
+
+Each version is its own Serve application (`NAME-vV`), so deploying, resizing or removing one
+version never touches the replicas of another (re-running a Serve application from Python gives
+every deployment in it a new code version, which restarts them all).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from ray import serve
+
+from serving.config import VersionDeployment
+
+DEPLOYMENT = "ModelVersion"
+
+
+def app_name(model: str, version: int) -> str:
+    return f"{model}-v{version}"
+
+
+def replica_device(gpu_ids: list) -> str:
+    """The device a replica predicts on: the first GPU Ray assigned it, else the CPU."""
+    return "cuda:0" if gpu_ids else "cpu"
+
+
+@serve.deployment(name=DEPLOYMENT)
+class ModelVersion:
+    """Loads `models:/NAME/V` through MLflow's pyfunc loader and predicts class probabilities."""
+
+    def __init__(self, model: str, version: int, tracking_uri: str, registry_uri: str | None = None):
+        import mlflow
+        import ray
+        import torch
+
+        self.model, self.version = model, int(version)
+        self.device = replica_device(ray.get_gpu_ids())
+        os.environ["HANDOFF_DEVICE"] = self.device  # read by the model's load_context
+        torch.set_num_threads(1)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(registry_uri or tracking_uri)
+        loaded = mlflow.pyfunc.load_model(f"models:/{model}/{self.version}")
+        python_model = loaded.unwrap_python_model()
+        self.features = tuple(python_model.features)
+        self.num_classes = int(python_model.num_classes)
+        self._proba = getattr(python_model, "predict_proba", None) or self._proba_from_frame(loaded)
+        self._batching = False
+
+    def _proba_from_frame(self, loaded):
+        """Versions registered before `predict_proba` existed: go through the pyfunc frame API."""
+        import pandas as pd
+
+        columns = [f"probability_{k}" for k in range(self.num_classes)]
+
+        def proba(x: np.ndarray) -> np.ndarray:
+            out = loaded.predict(pd.DataFrame(x, columns=list(self.features)))
+            return out[columns].to_numpy(dtype=np.float32)
+        return proba
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Batching settings change without a restart (`user_config`)."""
+        self._batching = int(user_config.get("max_batch_size", 1)) > 1
+        self.predict_batched.set_max_batch_size(max(int(user_config.get("max_batch_size", 1)), 1))
+        self.predict_batched.set_batch_wait_timeout_s(float(user_config.get("batch_wait_ms", 2.0)) / 1000)
+
+    def signature(self) -> dict:
+        return {"features": list(self.features), "num_classes": self.num_classes, "device": self.device,
+                "version": self.version, "pid": os.getpid()}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for a float32 matrix in feature order."""
+        return self._proba(x)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def predict_batched(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """Requests gathered by Serve into one forward pass, then split back per request."""
+        sizes = [x.shape[0] for x in xs]
+        proba = self._proba(np.concatenate(xs, axis=0))
+        return np.split(proba, np.cumsum(sizes)[:-1])
+
+
+def version_app(model: str, version: int, tracking_uri: str, registry_uri: str | None,
+                sizing: VersionDeployment, code_version: str):
+    """The bound Serve application for one version, sized from the config.
+
+    `code_version` pins Serve's deployment version (private `_internal` option: Serve's public
+    Python API gives every `serve.run` a random one, which restarts replicas on any change)."""
+    options: dict = {
+        "ray_actor_options": {"num_cpus": sizing.cpus, "num_gpus": sizing.gpus},
+        "max_ongoing_requests": sizing.max_ongoing_requests,
+        "user_config": {"max_batch_size": sizing.batching.max_batch_size,
+                        "batch_wait_ms": sizing.batching.batch_wait_ms},
+        "health_check_period_s": 5,
+    }
+    if sizing.autoscaling is not None:
+        options["autoscaling_config"] = sizing.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = sizing.replicas
+    deployment = ModelVersion.options(**options).options(_internal=True, version=code_version)
+    return deployment.bind(model, version, tracking_uri, registry_uri)

@@ -1,0 +1,219 @@
+"""Request and response bodies: Open Inference Protocol v2 and MLflow scoring payloads (pure).
+
+Every parser turns a decoded JSON body into one float32 matrix in the model's feature order, or
+raises `BadRequest` with the HTTP status and a message that names the field at fault. Nothing
+here knows about Ray or HTTP servers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NUMERIC_DATATYPES = {"FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+MATRIX_INPUT = "features"  # the name of the single 2-D input tensor in the model metadata
+
+
+class BadRequest(ValueError):
+    """A request the server refuses; `status` is the 4xx code, the message names the problem."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a served model takes and gives: feature names in order and the number of classes."""
+
+    name: str
+    features: tuple[str, ...]
+    num_classes: int
+
+    def metadata(self, versions: list[int]) -> dict:
+        """OIP v2 model metadata: one FP32 [-1, n] input (or one tensor per feature), two outputs."""
+        return {
+            "name": self.name, "versions": [str(v) for v in versions], "platform": "handoff-torch",
+            "inputs": [{"name": MATRIX_INPUT, "datatype": "FP32", "shape": [-1, len(self.features)],
+                        "parameters": {"columns": list(self.features)}}],
+            "outputs": [{"name": "prediction", "datatype": "INT64", "shape": [-1]},
+                        {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes]}],
+            "parameters": {"per_feature_inputs": [
+                {"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]},
+        }
+
+
+def _finite_matrix(values, where: str) -> np.ndarray:
+    """Checks the shape is [rows, features] with at least one row and every value finite."""
+    if values.ndim != 2:
+        raise BadRequest(f"{where}: expected a 2-D batch, got {values.ndim} dimension(s)")
+    if values.shape[0] == 0:
+        raise BadRequest(f"{where}: the batch is empty; send at least one row")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are NaN or infinite "
+                         f"(first at row {int(rows[0])}, column {int(cols[0])})", status=422)
+    return values.astype(np.float32, copy=False)
+
+
+def _as_numbers(data, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{where}: data must be numbers only") from None
+    if arr.dtype == object:
+        raise BadRequest(f"{where}: data is ragged (rows of different lengths)")
+    return arr
+
+
+def _check_datatype(tensor: dict, where: str) -> None:
+    datatype = tensor.get("datatype")
+    if datatype not in NUMERIC_DATATYPES:
+        raise BadRequest(f"{where}: datatype {datatype!r} is not supported; use FP32 "
+                         f"(numeric types accepted: {', '.join(sorted(NUMERIC_DATATYPES))})")
+
+
+def _shape(tensor: dict, where: str) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise BadRequest(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+    return shape
+
+
+def parse_infer(body, sig: ModelSignature) -> tuple[np.ndarray, str | None]:
+    """An OIP v2 infer request → (matrix in feature order, request id or None)."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with an 'inputs' list")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("'inputs' must be a non-empty list of tensors")
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("'id' must be a string")
+    if len(inputs) == 1 and isinstance(inputs[0], dict) and inputs[0].get("name") not in sig.features:
+        return _matrix_tensor(inputs[0], sig), request_id
+    return _per_feature_tensors(inputs, sig), request_id
+
+
+def _matrix_tensor(tensor: dict, sig: ModelSignature) -> np.ndarray:
+    where = f"input {tensor.get('name')!r}"
+    _check_datatype(tensor, where)
+    shape = _shape(tensor, where)
+    if len(shape) != 2 or shape[1] != len(sig.features):
+        raise BadRequest(f"{where}: shape {shape} does not match [rows, {len(sig.features)}] "
+                         f"(features in order: {', '.join(sig.features)})")
+    data = _as_numbers(tensor.get("data"), where)
+    if data.size != shape[0] * shape[1]:
+        raise BadRequest(f"{where}: shape {shape} needs {shape[0] * shape[1]} values, data has {data.size}")
+    return _finite_matrix(data.reshape(shape), where)
+
+
+def _per_feature_tensors(inputs: list, sig: ModelSignature) -> np.ndarray:
+    by_name: dict[str, dict] = {}
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise BadRequest(f"input #{i}: each tensor needs a 'name'")
+        if tensor["name"] in by_name:
+            raise BadRequest(f"input {tensor['name']!r} is given twice")
+        by_name[tensor["name"]] = tensor
+    _check_columns(list(by_name), sig, "inputs")
+    columns = []
+    for f in sig.features:
+        where = f"input {f!r}"
+        _check_datatype(by_name[f], where)
+        shape = _shape(by_name[f], where)
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise BadRequest(f"{where}: shape {shape} must be [rows] or [rows, 1]")
+        data = _as_numbers(by_name[f].get("data"), where).reshape(-1)
+        if data.size != shape[0]:
+            raise BadRequest(f"{where}: shape {shape} needs {shape[0]} values, data has {data.size}")
+        columns.append(data)
+    if len({c.size for c in columns}) > 1:
+        raise BadRequest("inputs: every feature tensor must have the same number of rows")
+    return _finite_matrix(np.stack(columns, axis=1), "inputs")
+
+
+def _check_columns(names: list[str], sig: ModelSignature, where: str) -> None:
+    missing = [f for f in sig.features if f not in names]
+    extra = [n for n in names if n not in sig.features]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing feature(s) {missing}")
+        if extra:
+            parts.append(f"unknown feature(s) {extra}")
+        raise BadRequest(f"{where}: {' and '.join(parts)}; expected {list(sig.features)}", status=422)
+
+
+def _records(rows, sig: ModelSignature, where: str) -> np.ndarray:
+    if not isinstance(rows, list):
+        raise BadRequest(f"{where}: expected a list of rows")
+    if not rows:
+        raise BadRequest(f"{where}: the batch is empty; send at least one row")
+    if all(isinstance(r, dict) for r in rows):
+        for i, r in enumerate(rows):
+            _check_columns(list(r), sig, f"{where}[{i}]")
+        return _finite_matrix(_as_numbers([[r[f] for f in sig.features] for r in rows], where), where)
+    matrix = _as_numbers(rows, where)
+    if matrix.ndim != 2 or matrix.shape[1] != len(sig.features):
+        raise BadRequest(f"{where}: each row must have {len(sig.features)} values in the order "
+                         f"{list(sig.features)}")
+    return _finite_matrix(matrix, where)
+
+
+def parse_invocations(body, sig: ModelSignature) -> np.ndarray:
+    """An MLflow scoring payload (`dataframe_split`, `dataframe_records`, `instances`, `inputs`)."""
+    formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
+    if not isinstance(body, dict) or sum(k in body for k in formats) != 1:
+        raise BadRequest(f"the body must be a JSON object with exactly one of {', '.join(formats)}")
+    if "dataframe_split" in body:
+        split = body["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("columns"), list):
+            raise BadRequest("dataframe_split: needs 'columns' (list) and 'data' (list of rows)")
+        columns, data = split["columns"], split.get("data")
+        _check_columns(columns, sig, "dataframe_split")
+        matrix = _as_numbers(data, "dataframe_split")
+        if matrix.ndim != 2 or matrix.shape[1] != len(columns):
+            if matrix.size == 0:
+                raise BadRequest("dataframe_split: the batch is empty; send at least one row")
+            raise BadRequest(f"dataframe_split: each row must have {len(columns)} values (one per column)")
+        order = [columns.index(f) for f in sig.features]
+        return _finite_matrix(matrix[:, order], "dataframe_split")
+    if "dataframe_records" in body:
+        return _records(body["dataframe_records"], sig, "dataframe_records")
+    key = "instances" if "instances" in body else "inputs"
+    value = body[key]
+    if isinstance(value, dict):  # columnar: {feature: [values...]}
+        _check_columns(list(value), sig, key)
+        columns = [_as_numbers(value[f], f"{key}[{f!r}]").reshape(-1) for f in sig.features]
+        if len({c.size for c in columns}) > 1:
+            raise BadRequest(f"{key}: every feature must have the same number of values")
+        return _finite_matrix(np.stack(columns, axis=1), key)
+    return _records(value, sig, key)
+
+
+def infer_response(model: str, version: int, request_id: str, proba: np.ndarray) -> dict:
+    """The OIP v2 answer: `prediction` (class index) and `probability` (rows × classes)."""
+    prediction = proba.argmax(axis=1)
+    return {
+        "model_name": model, "model_version": str(version), "id": request_id,
+        "outputs": [
+            {"name": "prediction", "datatype": "INT64", "shape": [int(proba.shape[0])],
+             "data": prediction.tolist()},
+            {"name": "probability", "datatype": "FP32", "shape": list(map(int, proba.shape)),
+             "data": [round(float(p), 7) for p in proba.reshape(-1)]},
+        ],
+    }
+
+
+def invocations_response(proba: np.ndarray) -> dict:
+    """MLflow's scoring answer: one record per row with the class and each class probability."""
+    rows = []
+    for p in proba:
+        row = {"prediction": int(p.argmax())}
+        row.update({f"probability_{k}": float(v) for k, v in enumerate(p)})
+        rows.append(row)
+    return {"predictions": rows}
+
