@@ -30,10 +30,11 @@ class Autoscaling(_Strict):
 
 
 class Batching(_Strict):
-    """Dynamic batching inside a version's replica (`@serve.batch`); off when max_batch_size is 1."""
+    """Requests to one version coalesced by the gateway into one call (serving/batcher.py);
+    off when max_batch_size is 1. `max_in_flight` bounds calls per replica while batching."""
 
     max_batch_size: int = Field(1, ge=1, le=4096)
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    max_in_flight: int = Field(2, ge=1, le=64)
 
     @property
     def enabled(self) -> bool:

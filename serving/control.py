@@ -71,12 +71,13 @@ class ServingControl:
             return {}
         return serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)["models"]
 
-    def _deploy_version(self, name: str, version: int) -> None:
+    def _deploy_version(self, name: str, version: int, new: bool) -> None:
         sizing = self.cfg.deployment_for(name, version)
         app = version_app(name, version, self.registry.tracking_uri, None, sizing,
                           _stable_version("version", name, version, sizing.cpus, sizing.gpus))
-        self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
-                 f"{sizing.gpus} GPU each)")
+        if new:
+            self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
+                     f"{sizing.gpus} GPU each)")
         serve.run(app, name=app_name(name, version), route_prefix=None)
 
     def _deploy_gateway(self, models: dict) -> None:
@@ -101,11 +102,16 @@ class ServingControl:
         serve.start(proxy_location="Disabled")
         running = self._running_apps()
         for v in policy.versions:
-            if app_name(name, v) not in running:
-                self._deploy_version(name, v)
+            # idempotent: a running version with unchanged sizing is left alone; changed batching or
+            # replica counts are lightweight updates (stable code version), new resources restart it
+            self._deploy_version(name, v, new=app_name(name, v) not in running)
         models = dict(self._gateway_models())
-        batched = [v for v in policy.versions if self.cfg.deployment_for(name, v).batching.enabled]
-        models[name] = {"policy": policy.to_json(), "batched": batched}
+        batching = {}
+        for v in policy.versions:
+            sizing = self.cfg.deployment_for(name, v)
+            batching[str(v)] = {**sizing.batching.model_dump(),
+                                "replicas": sizing.autoscaling.max_replicas if sizing.autoscaling else sizing.replicas}
+        models[name] = {"policy": policy.to_json(), "batching": batching}
         self._deploy_gateway(models)
         self.registry.set_model_tag(name, TRAFFIC_TAG, policy.to_json())
         prefix = f"{name}-v"

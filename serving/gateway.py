@@ -5,7 +5,7 @@ one node share the port) instead of Serve's proxy, and calls the version deploym
 deployment handles. The serving benchmark measured why: Serve's proxy costs ~10 ms of CPU a
 request on this machine, the whole of this front ~1 ms.
 
-The traffic policies arrive as `user_config` (`{"models": {NAME: {"policy": JSON, "batched": [V]}}}`):
+The traffic policies arrive as `user_config` (`{"models": {NAME: {"policy": JSON, "batching": {V: ...}}}}`):
 a change reaches `reconfigure` in the running replicas, which swap the routing table between two
 requests. Nothing is restarted.
 """
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ray import serve
 
+from serving.batcher import Batcher
 from serving.http_app import Answer, build_app
 from serving.live_log import LiveLog, should_log
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
@@ -44,27 +45,52 @@ class ModelRoutes:
     sig: ModelSignature
     policy: TrafficPolicy
     handles: dict[int, object]
-    batched: frozenset[int] = frozenset()
+    batchers: dict[int, Batcher]
     rng: random.Random = field(default_factory=random.Random)
 
 
 class _Metrics:
-    """Ray metrics (exported to Prometheus by every node's metrics agent)."""
+    """Ray metrics (exported to Prometheus by every node's metrics agent).
+
+    Recorded once a second from what the requests left in memory: a Ray metric record on the
+    request path was ~10% of the gateway's CPU and contended with Serve's router thread."""
 
     def __init__(self):
         from ray.util import metrics
 
         keys = ("model", "version")
-        self.requests = metrics.Counter("handoff_requests_total", "answered requests", tag_keys=keys)
-        self.errors = metrics.Counter("handoff_request_errors_total", "requests a version failed", tag_keys=keys)
+        self.counters = {
+            "requests": metrics.Counter("handoff_requests_total", "answered requests", tag_keys=keys),
+            "errors": metrics.Counter("handoff_request_errors_total", "requests a version failed", tag_keys=keys),
+            "shadow": metrics.Counter("handoff_shadow_requests_total", "mirrored rows answered", tag_keys=keys),
+            "shadow_agreements": metrics.Counter("handoff_shadow_agreements_total",
+                                                 "mirrored rows whose prediction matched the live answer",
+                                                 tag_keys=keys),
+            "shadow_errors": metrics.Counter("handoff_shadow_errors_total", "mirrored requests that failed",
+                                             tag_keys=keys),
+        }
         self.latency = metrics.Histogram("handoff_request_latency_ms", "gateway latency of answered requests",
                                          boundaries=LATENCY_BOUNDARIES_MS, tag_keys=keys)
-        self.shadow = metrics.Counter("handoff_shadow_requests_total", "mirrored requests answered", tag_keys=keys)
-        self.shadow_agree = metrics.Counter("handoff_shadow_agreements_total",
-                                            "mirrored requests whose prediction matched the live answer",
-                                            tag_keys=keys)
-        self.shadow_errors = metrics.Counter("handoff_shadow_errors_total", "mirrored requests that failed",
-                                             tag_keys=keys)
+        self.totals: dict[tuple[str, int, str], int] = {}
+        self._unrecorded: dict[tuple[str, int, str], int] = {}
+        self._latencies: list[tuple[str, int, float]] = []
+
+    def count(self, model: str, version: int, what: str, n: int = 1) -> None:
+        key = (model, version, what)
+        self.totals[key] = self.totals.get(key, 0) + n
+        self._unrecorded[key] = self._unrecorded.get(key, 0) + n
+
+    def observe_latency(self, model: str, version: int, ms: float) -> None:
+        self._latencies.append((model, version, ms))
+
+    def record(self) -> None:
+        latencies, self._latencies = self._latencies, []
+        for model, version, ms in latencies:
+            self.latency.observe(ms, tags={"model": model, "version": str(version)})
+        pending, self._unrecorded = self._unrecorded, {}
+        for (model, version, what), n in pending.items():
+            if n:
+                self.counters[what].inc(n, tags={"model": model, "version": str(version)})
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -84,12 +110,12 @@ class Gateway:
                  live_log: dict | None):
         self._models: dict[str, ModelRoutes] = {}
         self._handles: dict[tuple[str, int], object] = {}
+        self._batchers: dict[tuple, Batcher] = {}
         self._metrics = _Metrics()
         self._log_cfg = live_log
         self._live_log = LiveLog(live_log["root"], live_log["flush_seconds"], live_log["max_rows"]) \
             if live_log else None
         self._shadow_tasks: set[asyncio.Task] = set()
-        self._counts: dict[tuple[str, int, str], int] = {}
         app = build_app(self, max_body_bytes, frozenset(api_keys))
         self._sock = reuse_port_socket(host, port)
         self._loop = asyncio.new_event_loop()
@@ -108,7 +134,13 @@ class Gateway:
                                 log_level="warning", timeout_graceful_shutdown=20)
         self._server = uvicorn.Server(config)
         self._loop.call_soon(self._started.set)
+        self._loop.create_task(self._record_metrics())
         self._loop.run_until_complete(self._server.serve(sockets=[self._sock]))
+
+    async def _record_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._metrics.record()
 
     def _on_loop(self, coro, timeout: float = 60):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -127,8 +159,20 @@ class Gateway:
             if sig is None:
                 info = await handles[policy.live_versions[0]].signature.remote()
                 sig = ModelSignature(name, tuple(info["features"]), int(info["num_classes"]))
-            routes[name] = ModelRoutes(sig, policy, handles, frozenset(int(v) for v in spec.get("batched", [])))
+            batching = {int(v): b for v, b in spec.get("batching", {}).items()}
+            batchers = {v: self._batcher(name, v, batching.get(v, {})) for v in handles}
+            routes[name] = ModelRoutes(sig, policy, handles, batchers)
         self._models = routes  # one assignment: a request sees the old table or the new one
+        self._spec = dict(models)
+
+    def _batcher(self, model: str, version: int, batching: dict) -> Batcher:
+        """Reuse the running batcher when its settings hold (its queue stays with it)."""
+        key = (model, version, batching.get("max_batch_size", 1), batching.get("max_in_flight", 2),
+               batching.get("replicas", 1))
+        if key not in self._batchers:
+            handle = self._handle(model, version)
+            self._batchers[key] = Batcher(lambda x: handle.predict.remote(x), key[2], key[3] * key[4])
+        return self._batchers[key]
 
     def _handle(self, model: str, version: int):
         key = (model, version)
@@ -154,9 +198,7 @@ class Gateway:
         return bool(self._models) if model is None else model in self._models
 
     async def _call(self, routes: ModelRoutes, version: int, x: np.ndarray) -> np.ndarray:
-        handle = routes.handles[version]
-        method = handle.predict_batched if version in routes.batched else handle.predict
-        return await method.remote(x)
+        return await routes.batchers[version].submit(x)
 
     async def answer(self, model: str, x: np.ndarray, request_id: str, routing_key: str | None,
                      version: int | None) -> Answer:
@@ -167,17 +209,14 @@ class Gateway:
         elif version not in routes.handles:
             raise BadRequest(f"model {model!r} has no served version {version} "
                              f"(served: {', '.join(map(str, routes.policy.versions))})", status=404)
-        tags = {"model": model, "version": str(version)}
         try:
             proba = await self._call(routes, version, x)
         except Exception:
-            self._metrics.errors.inc(tags=tags)
-            self._count(model, version, "errors")
+            self._metrics.count(model, version, "errors")
             raise
         latency_ms = (time.perf_counter() - start) * 1000
-        self._metrics.requests.inc(tags=tags)
-        self._metrics.latency.observe(latency_ms, tags=tags)
-        self._count(model, version, "requests")
+        self._metrics.observe_latency(model, version, latency_ms)
+        self._metrics.count(model, version, "requests")
         prediction = proba.argmax(axis=1)
         if self._live_log is not None and should_log(request_id, self._log_cfg["sample_percent"]):
             self._live_log.append(model, routes.sig.features, request_id, version, routing_key, x, prediction,
@@ -192,37 +231,28 @@ class Gateway:
     async def _shadow(self, model: str, routes: ModelRoutes, version: int, x: np.ndarray,
                       live_prediction: np.ndarray, request_id: str, routing_key: str | None) -> None:
         """Mirror a request: record the shadow's answer and agreement; never affect the caller."""
-        tags = {"model": model, "version": str(version)}
         start = time.perf_counter()
         try:
             proba = await self._call(routes, version, x)
         except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
-            self._metrics.shadow_errors.inc(tags=tags)
-            self._count(model, version, "shadow_errors")
+            self._metrics.count(model, version, "shadow_errors")
             log.warning("shadow version %s/%s failed: %s", model, version, exc)
             return
         prediction = proba.argmax(axis=1)
         agree = int((prediction == live_prediction).sum())
-        self._metrics.shadow.inc(len(prediction), tags=tags)
-        if agree:
-            self._metrics.shadow_agree.inc(agree, tags=tags)
-        self._count(model, version, "shadow", len(prediction))
-        self._count(model, version, "shadow_agreements", agree)
+        self._metrics.count(model, version, "shadow", len(prediction))
+        self._metrics.count(model, version, "shadow_agreements", agree)
         if self._live_log is not None and should_log(request_id, self._log_cfg["sample_percent"]):
             self._live_log.append(model, routes.sig.features, request_id, version, routing_key, x, prediction,
                                   (time.perf_counter() - start) * 1000, shadow=True)
-
-    def _count(self, model: str, version: int, what: str, n: int = 1) -> None:
-        key = (model, version, what)
-        self._counts[key] = self._counts.get(key, 0) + n
 
     # --- control plane calls (through the deployment handle) ----------------------------------
     def describe(self) -> dict:
         """This replica's routing table and counters (the CLI's `status` reads it)."""
         return {"pid": os.getpid(),
-                "models": {name: {"policy": r.policy.to_json(), "batched": sorted(r.batched),
-                                  "features": list(r.sig.features)} for name, r in self._models.items()},
-                "counts": [{"model": m, "version": v, "what": w, "n": n} for (m, v, w), n in dict(self._counts).items()],
+                "models": dict(getattr(self, "_spec", {})),
+                "features": {name: list(r.sig.features) for name, r in self._models.items()},
+                "counts": [{"model": m, "version": v, "what": w, "n": n} for (m, v, w), n in dict(self._metrics.totals).items()],
                 "live_log_rows_written": self._live_log.rows_written if self._live_log else 0}
 
     def flush_live_log(self) -> int:
@@ -237,5 +267,7 @@ class Gateway:
         if server is not None:
             server.should_exit = True
             self._thread.join(timeout=25)
+        if getattr(self, "_metrics", None) is not None:
+            self._metrics.record()
         if getattr(self, "_live_log", None) is not None:
             self._live_log.close()

@@ -46,7 +46,6 @@ class ModelVersion:
         self.features = tuple(python_model.features)
         self.num_classes = int(python_model.num_classes)
         self._proba = getattr(python_model, "predict_proba", None) or self._proba_from_frame(loaded)
-        self._batching = False
 
     def _proba_from_frame(self, loaded):
         """Versions registered before `predict_proba` existed: go through the pyfunc frame API."""
@@ -59,26 +58,13 @@ class ModelVersion:
             return out[columns].to_numpy(dtype=np.float32)
         return proba
 
-    def reconfigure(self, user_config: dict) -> None:
-        """Batching settings change without a restart (`user_config`)."""
-        self._batching = int(user_config.get("max_batch_size", 1)) > 1
-        self.predict_batched.set_max_batch_size(max(int(user_config.get("max_batch_size", 1)), 1))
-        self.predict_batched.set_batch_wait_timeout_s(float(user_config.get("batch_wait_ms", 2.0)) / 1000)
-
     def signature(self) -> dict:
         return {"features": list(self.features), "num_classes": self.num_classes, "device": self.device,
                 "version": self.version, "pid": os.getpid()}
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    async def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for a float32 matrix in feature order."""
         return self._proba(x)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def predict_batched(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        """Requests gathered by Serve into one forward pass, then split back per request."""
-        sizes = [x.shape[0] for x in xs]
-        proba = self._proba(np.concatenate(xs, axis=0))
-        return np.split(proba, np.cumsum(sizes)[:-1])
 
 
 def version_app(model: str, version: int, tracking_uri: str, registry_uri: str | None,
@@ -90,9 +76,9 @@ def version_app(model: str, version: int, tracking_uri: str, registry_uri: str |
     options: dict = {
         "ray_actor_options": {"num_cpus": sizing.cpus, "num_gpus": sizing.gpus},
         "max_ongoing_requests": sizing.max_ongoing_requests,
-        "user_config": {"max_batch_size": sizing.batching.max_batch_size,
-                        "batch_wait_ms": sizing.batching.batch_wait_ms},
         "health_check_period_s": 5,
+        # one log line per request was ~5% of a replica's CPU; the gateway counts requests instead
+        "logging_config": {"enable_access_log": False},
     }
     if sizing.autoscaling is not None:
         options["autoscaling_config"] = sizing.autoscaling.model_dump()

@@ -1,0 +1,246 @@
+"""Serving throughput and latency, side by side in one run on the same model and load generator.
+
+Not a test. Registers two versions of a 9→64→64→2 MLP (the real pipeline, a short search on the
+Shuttle data) in a scratch store, then drives each shape with `wrk` (bounded: fixed duration,
+127.0.0.1 only) at concurrency 16 and 64:
+
+  (a) the model's forward pass in-process (no HTTP; one row per call)
+  (b) the same HTTP app (FastAPI + uvicorn) in one process with the model in-process
+  (c) plain Ray Serve with defaults: one deployment behind Serve's proxy
+  (d) Handoff: gateway + version deployments, 90/10 split, live logging on
+  (e) (d) with dynamic batching in the version replicas
+
+    .venv/bin/python bench/serving.py [--seconds 10] [--only a,b,c,d,e]
+Writes bench/results/serving.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+ROW = [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]
+BODY = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32", "data": ROW}]})
+SERVE_PORT, LOCAL_PORT = 8001, 8002
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
+    """One bounded wrk run → requests/s, p50/p99 latency (ms) and non-2xx count."""
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+                          "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*timeout (\d+)", out)
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": ms("50%"), "p99_ms": ms("99%"),
+            "non_2xx": int(bad.group(1)) if bad else 0, "timeouts": int(errors.group(1)) if errors else 0}
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def load_args(args) -> list[tuple[int, int]]:
+    return [(c, args.seconds) for c in (16, 64)]
+
+
+# ---------------------------------------------------------------------------------------------
+def register_versions(settings, tracking_uri: str) -> None:
+    from training.config_loader import load_config
+    from training.pipeline import tune_and_register
+
+    base = ["name=bench", "search.num_samples=1", "search.epochs=2", "search.scheduler.type=fifo",
+            "search.space.hidden_layers={type: choice, values: [2]}",
+            "search.space.width={type: choice, values: [64]}"]
+    for seed in (7, 8):
+        cfg = load_config(REPO / "configs" / "shuttle.yaml", [*base, f"seed={seed}"], environ={})
+        tune_and_register(cfg, settings, tracking_uri)
+
+
+def bench_in_process(model_uri: str, calls: int = 3000) -> dict:
+    import mlflow
+    import numpy as np
+
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    x = np.asarray([ROW], dtype=np.float32)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        model.predict_proba(x)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {"rps": 1000 / statistics.mean(times), "p50_ms": times[len(times) // 2],
+            "p99_ms": times[int(len(times) * 0.99)], "non_2xx": 0, "timeouts": 0}
+
+
+def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
+    """(b): the Handoff HTTP app with the model in this process, under uvicorn."""
+    import mlflow
+    import uvicorn
+
+    from serving.http_app import Answer, build_app
+    from serving.protocol import BadRequest, ModelSignature
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    sig = ModelSignature("bench", tuple(model.features), int(model.num_classes))
+
+    class LocalBackend:
+        def signature(self, name):
+            if name != "bench":
+                raise BadRequest(f"unknown model {name!r}", 404)
+            return sig
+
+        def versions(self, name):
+            return [1]
+
+        def ready(self, name=None):
+            return True
+
+        async def answer(self, name, x, request_id, routing_key, version):
+            return Answer(1, model.predict_proba(x))
+
+    uvicorn.run(build_app(LocalBackend(), 1_000_000), host="127.0.0.1", port=port, log_level="warning",
+                access_log=False, http="httptools", loop="uvloop")
+
+
+def plain_serve_app(tracking_uri: str):
+    """(c): what a Ray Serve user writes first: one deployment, Serve's defaults, Serve's proxy."""
+    from fastapi import FastAPI, Request
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment
+    @serve.ingress(api)
+    class Plain:
+        def __init__(self):
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+            self.model = mlflow.pyfunc.load_model("models:/bench/1").unwrap_python_model()
+
+        @api.post("/v2/models/bench/infer")
+        async def infer(self, request: Request):
+            import numpy as np
+
+            body = await request.json()
+            t = body["inputs"][0]
+            proba = self.model.predict_proba(np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]))
+            return {"model_name": "bench", "outputs": [{"name": "probability", "datatype": "FP32",
+                                                        "shape": list(proba.shape), "data": proba.ravel().tolist()}]}
+
+    return Plain.bind()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument("--local-server", nargs=3, metavar=("MODEL_URI", "TRACKING_URI", "PORT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.local_server:
+        local_server(args.local_server[0], args.local_server[1], int(args.local_server[2]))
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import mlflow
+    import ray
+    from ray import serve
+
+    from cluster.settings import Settings
+    from serving.config import load_serving_config
+    from serving.control import ServingControl
+    from training import Registry
+
+    only = set(args.only.split(","))
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="handoff-bench-serving-") as home:
+        script = Path(home) / "post.lua"
+        script.write_text(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n")
+        settings = Settings.resolve(environ={}, home=Path(home))
+        uri = settings.embedded_tracking_uri
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+        print("registering two versions (short search)...", flush=True)
+        register_versions(settings, uri)
+        mlflow.set_tracking_uri(uri)
+
+        if "a" in only:
+            results["a in-process forward"] = {"c1": bench_in_process("models:/bench/1")}
+        if "b" in only:
+            proc = subprocess.Popen([sys.executable, __file__, "--local-server", "models:/bench/1", uri,
+                                     str(LOCAL_PORT)])
+            try:
+                wait_http(f"http://127.0.0.1:{LOCAL_PORT}/v2/health/live")
+                url = f"http://127.0.0.1:{LOCAL_PORT}/v2/models/bench/infer"
+                results["b FastAPI+uvicorn, 1 process"] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        if "c" in only:
+            serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
+            serve.run(plain_serve_app(uri), name="plain", route_prefix="/")
+            url = f"http://127.0.0.1:{SERVE_PORT}/v2/models/bench/infer"
+            results["c plain Ray Serve (defaults)"] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
+            serve.shutdown()
+        registry = Registry(uri)
+        for label, batch in (("d", 1), ("e", 32)):
+            if label not in only:
+                continue
+            cfg = load_serving_config(None, [f"version_defaults.batching.max_batch_size={batch}",
+                                             "version_defaults.batching.max_in_flight=2"], environ={})
+            control = ServingControl(registry, cfg, str(Path(home) / "live"), say=print)
+            control.traffic("bench", {1: 90, 2: 10})
+            wait_http("http://127.0.0.1:8000/v2/health/ready")
+            url = "http://127.0.0.1:8000/v2/models/bench/infer"
+            name = "d Handoff 90/10 + live log" if batch == 1 else f"e Handoff 90/10 + live log + batching ({batch})"
+            results[name] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
+            gateway = control.describe()["gateway"]
+            results[name]["split"] = {f"{c['version']}": c["n"] for c in gateway["counts"] if c["what"] == "requests"}
+            control.unserve("bench")
+        serve.shutdown()
+        ray.shutdown()
+
+    print(f"\n{'shape':<48} {'conc':>5} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
+    for name, runs in results.items():
+        for conc, r in runs.items():
+            if conc == "split":
+                print(f"{'':<48} split by version: {r}")
+                continue
+            print(f"{name:<48} {conc:>5} {r['rps']:>9.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['non_2xx']:>8}")
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "serving.json").write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
+                                                  "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
