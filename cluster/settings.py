@@ -66,5 +66,10 @@ class Settings(BaseModel):
         return self.home / "tune"
 
     @property
+    def live_log_dir(self) -> Path:
+        """The serving live log (Parquet, partitioned by model and date) of the embedded default."""
+        return self.home / "live"
+
+    @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"

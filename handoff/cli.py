@@ -258,6 +258,9 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
         raise typer.Exit(1)
 
 
+from handoff import serve_commands  # noqa: E402,F401 - registers the serving commands on `app`
+
+
 def main() -> None:
     # Ray reads its authentication mode when it is first imported, so this must come before any
     # command imports Ray: token authentication unless the user explicitly disabled it.

@@ -1,0 +1,209 @@
+"""`handoff serve/traffic/canary/shadow/promote/rollback/unserve/status`: the serving control plane.
+
+Serving outlives the command, so these need a running cluster: the head `handoff up` started,
+or `--address`. Each command connects, calls one method of `serving.control.ServingControl`,
+and prints the policy that is now served.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, app, err, out
+
+ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config",
+                                                       help="serving YAML (default configs/serving.yaml if present)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a serving field: --set gateway.port=8080")]
+NameArg = Annotated[str, typer.Argument(help="registered model name")]
+DEFAULT_SERVING_CONFIG = Path("configs/serving.yaml")
+
+
+def _control(home, address, tracking_uri, serving_config, sets):
+    """Connect to the running cluster and build the control plane (or fail saying how to start one)."""
+    from cluster.connect import ClusterUnavailable, connect_ray, ray_address
+    from cluster.config_layers import ConfigError
+    from cluster.services import read_services, resolve_tracking_uri
+    from serving.config import load_serving_config
+    from serving.control import ServingControl
+    from training import Registry
+
+    settings = _settings(home, address, tracking_uri)
+    services = read_services(settings)
+    where = ray_address(settings, services)
+    if where is None:
+        _fail("serving needs a running cluster that outlives this command: start the local one with "
+              "`handoff up`, or pass --address of a running cluster")
+    path = serving_config or (DEFAULT_SERVING_CONFIG if DEFAULT_SERVING_CONFIG.is_file() else None)
+    try:
+        cfg = load_serving_config(path, list(sets or []))
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        connect_ray(where)
+    except ClusterUnavailable as exc:
+        _fail(str(exc))
+    registry = Registry(resolve_tracking_uri(None, settings, services))
+    root = cfg.live_log.root or str(settings.live_log_dir)
+    return ServingControl(registry, cfg, root, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False)), cfg
+
+
+def _run(action, as_json: bool, cfg=None) -> None:
+    """Run one control-plane action; user mistakes become a clear error and exit code 2."""
+    from serving.policy import PolicyError
+    from training import RegistryError
+
+    try:
+        result = action()
+    except (PolicyError, RegistryError) as exc:
+        _fail(str(exc))
+    policy = getattr(result, "policy", result)
+    payload = {"weights": {str(v): w for v, w in policy.shares().items()},
+               "shadow": {str(v): p for v, p in policy.shadow.items()}}
+    if hasattr(result, "champion"):
+        payload["champion"] = result.champion
+    if as_json:
+        out.print_json(json.dumps(payload))
+        return
+    live = ", ".join(f"v{v} {share:.0%}" for v, share in policy.shares().items())
+    shadow = ", ".join(f"v{v} {p:g}%" for v, p in policy.shadow.items())
+    out.print(f"serving: {live}" + (f"; shadow: {shadow}" if shadow else ""))
+    if "champion" in payload:
+        out.print(f"champion: v{payload['champion']}")
+    if cfg is not None:
+        g = cfg.gateway
+        out.print(f"endpoint: http://{g.host}:{g.port}/v2/models/<name>/infer  (OpenAPI: /docs)")
+
+
+@app.command()
+def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+          serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Serve a registered model over HTTP (OIP v2 on port 8000) with its stored traffic policy.
+
+    A model served for the first time sends all traffic to its `champion`; after that the policy
+    stored on the registered model (tag handoff.traffic) comes back, so a restart keeps the weights.
+    """
+    control, cfg = _control(home, address, tracking_uri, serving_config, overrides)
+    _run(lambda: control.serve_model(name), as_json, cfg)
+
+
+@app.command()
+def traffic(name: NameArg,
+            weights: Annotated[list[str], typer.Argument(help="VERSION=WEIGHT pairs, e.g. 3=10 2=90")],
+            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Set the live traffic split exactly; served versions left out stop serving (after the switch).
+
+    Weights are relative (3=1 2=9 is 10%/90%). Versions not yet deployed are deployed first, so no
+    request is dropped. A weight change updates the gateway in place; no replica restarts.
+    """
+    from serving.policy import PolicyError, parse_weights
+
+    try:
+        parsed = parse_weights(weights)
+    except PolicyError as exc:
+        _fail(str(exc))
+    control, cfg = _control(home, address, tracking_uri, serving_config, overrides)
+    _run(lambda: control.traffic(name, parsed), as_json)
+
+
+@app.command()
+def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the version to try")],
+           percent: Annotated[float, typer.Option("--percent", help="share of live traffic (0-100)")] = 10,
+           home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Give VERSION a share of live traffic; the other live versions keep their proportions."""
+    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    _run(lambda: control.canary(name, version, percent), as_json)
+
+
+@app.command()
+def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the version to mirror to")],
+           percent: Annotated[float, typer.Option("--percent", help="share of requests mirrored; 0 stops")] = 100,
+           home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Mirror requests to VERSION without returning its answers.
+
+    The shadow's answers are recorded (live log rows with shadow=true, the agreement metric) and
+    its failures never reach the caller."""
+    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    _run(lambda: control.shadow(name, version, percent), as_json)
+
+
+@app.command()
+def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new champion")],
+            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Make VERSION the champion: alias `champion` moves and all live traffic goes to it.
+
+    The old champion stays deployed at weight 0, so `rollback` is instant."""
+    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    _run(lambda: control.promote(name, version), as_json)
+
+
+@app.command()
+def rollback(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+             serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Bring the previous champion back with all live traffic; the demoted version stops serving."""
+    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    _run(lambda: control.rollback(name), as_json)
+
+
+@app.command()
+def unserve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+            serving_config: ServingConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Stop serving a model (its live log is written out; the stored policy stays for the next `serve`)."""
+    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    control.unserve(name)
+    out.print(f"{name}: no longer served")
+
+
+@app.command()
+def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+           serving_config: ServingConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """What is served: weights, replicas, requests, errors, latency, shadow agreement.
+
+    Counters come from Ray's Prometheus metrics (recorded by the gateway every second; the node's
+    agent exports them every few seconds)."""
+    from serving.metrics_read import scrape, summarize
+    from serving.model_version import app_name
+    from serving.policy import TrafficPolicy
+
+    control, _ = _control(home, address, tracking_uri, serving_config, [])
+    state = control.describe()
+    figures = summarize(scrape())
+    rows = []
+    for model, spec in ((state.get("gateway") or {}).get("models") or {}).items():
+        policy = TrafficPolicy.from_json(spec["policy"])
+        shares = policy.shares()
+        for v in policy.versions:
+            app_state = state["applications"].get(app_name(model, v), {})
+            replicas = sum(d["replicas"].get("RUNNING", 0) for d in app_state.get("deployments", {}).values())
+            f = figures.get((model, v), {})
+            rows.append({"model": model, "version": v, "weight": shares.get(v, 0.0), "shadow": policy.shadow.get(v),
+                         "replicas": replicas, "status": app_state.get("status", "MISSING"),
+                         "requests": f.get("requests", 0), "errors": f.get("errors", 0),
+                         "p50_ms_at_most": f.get("p50_ms_at_most"), "p99_ms_at_most": f.get("p99_ms_at_most"),
+                         "shadow_agreement": f.get("shadow_agreement")})
+    if as_json:
+        out.print_json(json.dumps({"versions": rows, "applications": state["applications"]}, default=str))
+        return
+    if not rows:
+        out.print("nothing is served (start with `handoff serve NAME`)")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("model", "ver", "weight", "shadow", "replicas", "status", "requests", "errors", "p50 ≤ms",
+                "p99 ≤ms", "shadow agree"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(r["model"], str(r["version"]), f"{r['weight']:.0%}", f"{r['shadow']:g}%" if r["shadow"] else "-",
+                      str(r["replicas"]), r["status"], str(r["requests"]), str(r["errors"]),
+                      f"{r['p50_ms_at_most']:g}" if r["p50_ms_at_most"] else "-",
+                      f"{r['p99_ms_at_most']:g}" if r["p99_ms_at_most"] else "-",
+                      f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-")
+    out.print(table)

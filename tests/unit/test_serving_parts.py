@@ -1,0 +1,116 @@
+"""Rollout decisions, request coalescing, the live log's rows, metrics read-back, serving config."""
+
+import asyncio
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from cluster.config_layers import ConfigError
+from serving.batcher import Batcher
+from serving.config import load_serving_config
+from serving.live_log import LiveLog, should_log
+from serving.metrics_read import summarize
+from serving.model_version import replica_device
+from serving.policy import PolicyError, TrafficPolicy
+from serving.rollout import promote, rollback
+
+
+def test_promote_keeps_the_old_champion_warm_and_rollback_brings_it_back():
+    first = promote(TrafficPolicy({1: 90, 2: 10}), 1, (), 2)
+    assert first.policy.weights == {2: 100.0, 1: 0.0} and first.champion == 2 and first.history == (1,)
+    back = rollback(first.policy, first.champion, first.history)
+    assert back.policy.weights == {1: 100.0} and back.champion == 1 and back.history == ()
+    with pytest.raises(PolicyError, match="no previous champion"):
+        rollback(back.policy, back.champion, back.history)
+
+
+def test_batcher_coalesces_concurrent_requests_and_splits_the_answers():
+    calls = []
+
+    async def call(x):
+        calls.append(x.shape[0])
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    async def scenario():
+        batcher = Batcher(call, max_batch_size=8, max_in_flight=1)
+        xs = [np.full((1, 2), i, dtype=np.float32) for i in range(10)]
+        return await asyncio.gather(*(batcher.submit(x) for x in xs)), xs
+
+    results, xs = asyncio.run(scenario())
+    assert all((r == x * 2).all() for r, x in zip(results, xs))
+    assert calls == [1, 8, 1]  # the first goes at once; the rest wait for it and go together
+
+
+def test_batcher_off_sends_each_request_alone_and_failures_reach_every_waiter():
+    async def failing(x):
+        raise RuntimeError("replica gone")
+
+    async def scenario():
+        batcher = Batcher(failing, max_batch_size=4, max_in_flight=1)
+        return await asyncio.gather(*(batcher.submit(np.zeros((1, 2))) for _ in range(3)), return_exceptions=True)
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(scenario()))
+
+
+def test_live_log_writes_every_row_partitioned_by_model_and_date(tmp_path):
+    log = LiveLog(str(tmp_path), flush_seconds=60)
+    x = np.arange(18, dtype=np.float32).reshape(2, 9)
+    for i in range(5):
+        log.append("m", tuple(f"f{j}" for j in range(9)), f"r{i}", 3, "key", x[:1], np.array([1]), 2.5)
+    log.append("m", tuple(f"f{j}" for j in range(9)), "multi", 4, None, x, np.array([0, 1]), 1.0, shadow=True)
+    log.close()
+    table = ds.dataset(str(tmp_path), partitioning="hive").to_table().to_pandas()
+    assert len(table) == 7 and log.rows_written == 7
+    assert set(table["model"]) == {"m"} and table["date"].nunique() == 1
+    assert sorted(table["request_id"])[:3] == ["multi", "multi#1", "r0"]
+    assert table.loc[table.request_id == "multi#1", "f0"].item() == 9.0 and table["shadow"].sum() == 2
+
+
+def test_sampling_is_decided_by_request_id():
+    ids = [f"r{i}" for i in range(10_000)]
+    assert all(should_log(i, 100) for i in ids[:100]) and not any(should_log(i, 0) for i in ids[:100])
+    assert 900 < sum(should_log(i, 10) for i in ids) < 1100
+    assert [should_log(i, 10) for i in ids[:50]] == [should_log(i, 10) for i in ids[:50]]
+
+
+PROM = """# HELP ray_handoff_requests_total answered requests
+# TYPE ray_handoff_requests_total counter
+ray_handoff_requests_total{model="m",version="2",Component="core_worker"} 90.0
+ray_handoff_requests_total{model="m",version="3",Component="core_worker"} 10.0
+# TYPE ray_handoff_shadow_requests_total counter
+ray_handoff_shadow_requests_total{model="m",version="4"} 50.0
+# TYPE ray_handoff_shadow_agreements_total counter
+ray_handoff_shadow_agreements_total{model="m",version="4"} 45.0
+# TYPE ray_handoff_request_latency_ms histogram
+ray_handoff_request_latency_ms_bucket{model="m",version="2",le="5.0"} 40.0
+ray_handoff_request_latency_ms_bucket{model="m",version="2",le="10.0"} 89.0
+ray_handoff_request_latency_ms_bucket{model="m",version="2",le="+Inf"} 90.0
+ray_handoff_request_latency_ms_count{model="m",version="2"} 90.0
+ray_handoff_request_latency_ms_sum{model="m",version="2"} 500.0
+"""
+
+
+def test_metrics_summary_sums_nodes_and_bounds_the_quantiles():
+    figures = summarize([PROM, PROM])
+    assert figures[("m", 2)]["requests"] == 180 and figures[("m", 3)]["requests"] == 20
+    assert figures[("m", 2)]["p50_ms_at_most"] == 10.0 and figures[("m", 2)]["p99_ms_at_most"] == float("inf")
+    assert figures[("m", 4)]["shadow_agreement"] == pytest.approx(0.9)
+
+
+def test_serving_config_layers_and_errors(tmp_path):
+    path = tmp_path / "serving.yaml"
+    path.write_text("gateway: {port: 9000}\nversions: {'m/3': {replicas: 2, batching: {max_batch_size: 16}}}\n")
+    cfg = load_serving_config(path, ["live_log.sample_percent=5"], environ={"HANDOFF_SERVING__GATEWAY__REPLICAS": "2"})
+    assert cfg.gateway.port == 9000 and cfg.gateway.replicas == 2 and cfg.live_log.sample_percent == 5
+    assert cfg.deployment_for("m", 3).replicas == 2 and cfg.deployment_for("m", 3).batching.enabled
+    assert cfg.deployment_for("m", 2).replicas == 1
+    with pytest.raises(ConfigError, match="gateway.prot: unknown key"):
+        load_serving_config(None, ["gateway.prot=1"], environ={})
+    with pytest.raises(ConfigError, match="live_log.sample_percent"):
+        load_serving_config(None, ["live_log.sample_percent=300"], environ={})
+
+
+def test_replica_device_follows_the_gpus_ray_assigned():
+    assert replica_device([]) == "cpu" and replica_device([0]) == "cuda:0"

@@ -1,0 +1,85 @@
+"""Request parsing: every accepted shape, and every bad input refused with a 4xx naming the problem."""
+
+import numpy as np
+import pytest
+
+from serving.protocol import BadRequest, ModelSignature, infer_response, invocations_response, parse_infer, \
+    parse_invocations
+
+SIG = ModelSignature("m", ("a", "b", "c"), 2)
+ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+def matrix(data, shape=(2, 3), datatype="FP32", name="features"):
+    return {"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": data}]}
+
+
+def test_one_2d_tensor_flat_or_nested():
+    for data in (sum(ROWS, []), ROWS):
+        x, rid = parse_infer({**matrix(data), "id": "r1"}, SIG)
+        assert x.dtype == np.float32 and x.tolist() == ROWS and rid == "r1"
+
+
+def test_one_tensor_per_named_feature_in_any_order():
+    body = {"inputs": [{"name": f, "shape": [2], "datatype": "FP64", "data": [r[i] for r in ROWS]}
+                       for i, f in reversed(list(enumerate("abc")))]}
+    assert parse_infer(body, SIG)[0].tolist() == ROWS
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (matrix(sum(ROWS, []), shape=(3, 2)), 400, "does not match \\[rows, 3\\]"),
+    (matrix([1, 2, 3], shape=(2, 3)), 400, "needs 6 values, data has 3"),
+    (matrix(sum(ROWS, []), datatype="BYTES"), 400, "datatype 'BYTES' is not supported"),
+    (matrix(["x"] * 6), 400, "numbers only"),
+    (matrix([1, 2, float("nan"), 4, 5, 6]), 422, "1 value\\(s\\) are NaN or infinite"),
+    (matrix([1, 2, 3, 4, 5, float("inf")]), 422, "NaN or infinite"),
+    (matrix([], shape=(0, 3)), 400, "the batch is empty"),
+    ({"inputs": []}, 400, "non-empty list"),
+    ([1, 2], 400, "JSON object"),
+    ({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}, 422, "missing feature\\(s\\) \\['b', 'c'\\]"),
+    ({"inputs": [{"name": f, "shape": [1], "datatype": "FP32", "data": [1]} for f in "abcd"]}, 422,
+     "unknown feature\\(s\\) \\['d'\\]"),
+    (matrix(sum(ROWS, []), shape=(2, "x")), 400, "'shape' must be a list"),
+])
+def test_bad_oip_requests(body, status, message):
+    with pytest.raises(BadRequest, match=message) as exc:
+        parse_infer(body, SIG)
+    assert exc.value.status == status
+
+
+def test_the_four_mlflow_payloads():
+    records = [dict(zip("abc", r)) for r in ROWS]
+    bodies = [{"dataframe_split": {"columns": ["c", "a", "b"], "data": [[r[2], r[0], r[1]] for r in ROWS]}},
+              {"dataframe_records": records}, {"instances": records}, {"instances": ROWS}, {"inputs": ROWS},
+              {"inputs": {f: [r[i] for r in ROWS] for i, f in enumerate("abc")}}]
+    for body in bodies:
+        assert parse_invocations(body, SIG).tolist() == ROWS, body
+
+
+@pytest.mark.parametrize("body, message", [
+    ({}, "exactly one of"),
+    ({"instances": ROWS, "inputs": ROWS}, "exactly one of"),
+    ({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}, "missing feature"),
+    ({"dataframe_records": [{"a": 1, "b": 2, "c": 3, "z": 4}]}, "unknown feature"),
+    ({"dataframe_records": []}, "empty"),
+    ({"instances": [[1, 2]]}, "each row must have 3 values"),
+    ({"instances": [[1, 2, None]]}, "NaN or infinite"),
+])
+def test_bad_mlflow_payloads(body, message):
+    with pytest.raises(BadRequest, match=message):
+        parse_invocations(body, SIG)
+
+
+def test_responses_name_the_version_and_carry_class_and_probabilities():
+    proba = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    r = infer_response("m", 3, "r1", proba)
+    assert r["model_version"] == "3" and r["outputs"][0]["data"] == [0, 1]
+    assert r["outputs"][1]["shape"] == [2, 2]
+    assert invocations_response(proba)["predictions"][1] == {"prediction": 1, "probability_0": pytest.approx(0.2),
+                                                             "probability_1": pytest.approx(0.8)}
+
+
+def test_metadata_lists_inputs_outputs_and_versions():
+    meta = SIG.metadata([2, 3])
+    assert meta["versions"] == ["2", "3"] and meta["inputs"][0]["shape"] == [-1, 3]
+    assert [o["name"] for o in meta["outputs"]] == ["prediction", "probability"]
