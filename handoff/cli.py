@@ -171,17 +171,48 @@ def tune(
 
 @app.command()
 def demo(home: HomeOpt = None,
-         config: Annotated[Path, typer.Option(help="experiment YAML")] = DEFAULT_CONFIG) -> None:
+         config: Annotated[Path, typer.Option(help="experiment YAML")] = DEFAULT_CONFIG,
+         serving: Annotated[bool, typer.Option(help="also serve the champion and canary a challenger")] = True,
+         port: Annotated[int, typer.Option(help="HTTP port of the demo's inference endpoint")] = 8000) -> None:
     """The main job on the embedded default: a local Ray in-process, the MLflow store in HANDOFF_HOME.
 
-    Tunes the example Shuttle model, registers the best version and prints how to browse it.
+    Tunes the example Shuttle model and registers the best version (and, the first time, a second
+    one from a short search with another seed); then serves the champion over HTTP, sends live
+    requests, canaries the challenger at 10% and shows the observed split and latencies.
     """
     settings = _settings(home)
     _run_tune(config, [], home, None, settings.embedded_tracking_uri, False, None, False, in_process=True)
+    if serving:
+        _serving_demo(settings, config, home, port)
     out.print("\nBrowse runs and the registry in the MLflow UI:")
     out.print(f"  .venv/bin/mlflow ui --backend-store-uri {settings.embedded_tracking_uri} --port 5000"
               "   # then open http://127.0.0.1:5000")
     out.print("  (or `handoff up`, which serves the same store at http://127.0.0.1:5000)")
+
+
+def _serving_demo(settings, config: Path, home: Path | None, port: int) -> None:
+    import pyarrow.dataset as ds
+
+    from handoff.demo_serving import run_serving_demo
+    from serving.config import load_serving_config
+    from serving.control import ServingControl
+    from training.config_loader import load_config
+    from training.registry import CHALLENGER, CHAMPION, Registry
+
+    name = load_config(config, []).name
+    registry = Registry(settings.embedded_tracking_uri)
+    if CHALLENGER not in registry.aliases(name):
+        err.log("registering a challenger for the canary: a short search with another seed")
+        _run_tune(config, ["seed=8", "search.num_samples=4", "search.epochs=4"], home, None,
+                  settings.embedded_tracking_uri, False, None, False, in_process=True)
+    aliases = registry.aliases(name)
+    cfg = load_serving_config(None, [f"gateway.port={port}"])
+    control = ServingControl(registry, cfg, str(settings.live_log_dir), say=lambda m: err.log(m))
+    control.traffic(name, {aliases[CHAMPION]: 100})
+    run_serving_demo(control, name, aliases[CHALLENGER], port, out)
+    control.unserve(name)  # graceful: the gateway writes the live log it buffered
+    rows = ds.dataset(str(settings.live_log_dir / f"model={name}"), partitioning="hive").count_rows()
+    out.print(f"live log: {rows} row(s) so far under {settings.live_log_dir}/model={name}/ (Parquet, by date)")
 
 
 def _registry(home: Path | None, tracking_uri: str | None):

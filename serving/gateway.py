@@ -35,6 +35,7 @@ from serving.protocol import BadRequest, ModelSignature
 log = logging.getLogger(__name__)
 GATEWAY_APP = "handoff-gateway"
 GATEWAY_DEPLOYMENT = "Gateway"
+SHADOW_TIMEOUT_S = 10.0  # a shadow that does not answer in time counts as failed
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
 
@@ -233,7 +234,7 @@ class Gateway:
         """Mirror a request: record the shadow's answer and agreement; never affect the caller."""
         start = time.perf_counter()
         try:
-            proba = await self._call(routes, version, x)
+            proba = await asyncio.wait_for(self._call(routes, version, x), SHADOW_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
             self._metrics.count(model, version, "shadow_errors")
             log.warning("shadow version %s/%s failed: %s", model, version, exc)

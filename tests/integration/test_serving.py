@@ -1,0 +1,266 @@
+"""Serving on a real local Ray, a real `mlflow server` and real HTTP on 127.0.0.1.
+
+Two versions come from the real pipeline (short search). One module-wide deployment is driven
+through every change a production model sees, under a bounded load loop that counts failures.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pyarrow.dataset as ds
+import pytest
+
+from serving.config import load_serving_config
+from serving.control import TRAFFIC_TAG, ServingControl
+from serving.gateway import GATEWAY_APP
+from serving.policy import TrafficPolicy
+from training import Registry
+from training.pipeline import tune_and_register
+
+from .conftest import free_port, settings_for, small_config, write_parquet
+
+NAME = "serve-it"
+ROW = [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]
+
+
+def infer_body(rows=(ROW,)):
+    return {"inputs": [{"name": "features", "shape": [len(rows), 9], "datatype": "FP32",
+                        "data": [v for r in rows for v in r]}]}
+
+
+def call(port, path, body=None, headers=None, raw: bytes | None = None, method=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"null")
+
+
+class LoadLoop:
+    """Bounded load on 127.0.0.1 (at most `max_requests`, at most `max_seconds`), counting outcomes."""
+
+    def __init__(self, port: int, threads: int = 3, max_requests: int = 20_000, max_seconds: float = 300):
+        self.port, self.max_requests, self.deadline = port, max_requests, time.monotonic() + max_seconds
+        self.ok, self.failed, self.versions, self.failures = 0, 0, {}, []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set() and time.monotonic() < self.deadline and self.ok + self.failed < self.max_requests:
+            try:
+                status, headers, body = call(self.port, f"/v2/models/{NAME}/infer", infer_body())
+            except Exception as exc:  # noqa: BLE001 - a refused connection is a failed request
+                status, headers, body = 0, {}, str(exc)
+            with self._lock:
+                if status == 200:
+                    self.ok += 1
+                    v = headers.get("x-model-version")
+                    self.versions[v] = self.versions.get(v, 0) + 1
+                else:
+                    self.failed += 1
+                    self.failures.append((status, body))
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, mlflow_server, shuttle_frame, tmp_path_factory):
+    home = tmp_path_factory.mktemp("serve-home")
+    data = write_parquet(shuttle_frame.iloc[:4000], home / "d.parquet")
+    settings = settings_for(home)
+    for seed in (7, 8):
+        tune_and_register(small_config(str(data), NAME, f"seed={seed}"), settings, mlflow_server)
+    port = free_port()
+    cfg = load_serving_config(None, [f"gateway.port={port}", "live_log.flush_seconds=0.5",
+                                     "version_defaults.cpus=0.1", "gateway.cpus=0.1"], environ={})
+    registry = Registry(mlflow_server)
+    control = ServingControl(registry, cfg, str(home / "live"))
+    control.serve_model(NAME)
+    yield control, port, home / "live", registry
+    control.unserve(NAME)
+
+
+def gateway_pid(control) -> int:
+    return control.describe()["gateway"]["pid"]
+
+
+def test_oip_v2_endpoints_answer_and_name_the_version(served):
+    _, port, _, _ = served
+    assert call(port, "/v2/health/live")[0] == 200 and call(port, "/v2/health/ready")[0] == 200
+    status, _, meta = call(port, f"/v2/models/{NAME}")
+    assert status == 200 and meta["inputs"][0]["shape"] == [-1, 9] and meta["versions"] == ["1"]
+    assert call(port, f"/v2/models/{NAME}/ready")[2] == {"name": NAME, "ready": True}
+    status, headers, body = call(port, f"/v2/models/{NAME}/infer", infer_body([ROW, ROW]))
+    assert status == 200 and headers["x-model-version"] == "1" and body["outputs"][0]["shape"] == [2]
+    status, headers, body = call(port, f"/v2/models/{NAME}/versions/1/infer", infer_body())
+    assert status == 200 and headers["x-model-version"] == "1"
+    per_feature = {"inputs": [{"name": f"f{i + 1}", "shape": [1], "datatype": "FP32", "data": [v]}
+                              for i, v in enumerate(ROW)]}
+    assert call(port, f"/v2/models/{NAME}/infer", per_feature)[2]["outputs"] == body["outputs"]
+    features = [f"f{i}" for i in range(1, 10)]
+    for payload in ({"dataframe_split": {"columns": features, "data": [ROW]}},
+                    {"dataframe_records": [dict(zip(features, ROW))]}, {"instances": [ROW]}, {"inputs": [ROW]}):
+        status, headers, answer = call(port, f"/v2/models/{NAME}/invocations", payload)
+        assert status == 200 and headers["x-model-version"] == "1"
+        assert answer["predictions"][0]["prediction"] == body["outputs"][0]["data"][0]
+    status, _, openapi = call(port, "/openapi.json")
+    assert status == 200 and f"/v2/models/{{name}}/infer" in openapi["paths"]
+
+
+@pytest.mark.parametrize("path, kwargs, status, message", [
+    (f"/v2/models/{NAME}/infer", {"raw": b"{not json"}, 400, "malformed JSON"),
+    (f"/v2/models/{NAME}/infer", {"body": {"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32",
+                                                        "data": ROW[:8]}]}}, 400, "does not match"),
+    (f"/v2/models/{NAME}/infer", {"body": {"inputs": [{"name": "features", "shape": [1, 9], "datatype": "BYTES",
+                                                        "data": ROW}]}}, 400, "datatype 'BYTES'"),
+    (f"/v2/models/{NAME}/infer", {"body": {"inputs": [{"name": "f1", "shape": [1], "datatype": "FP32",
+                                                        "data": [1]}]}}, 422, "missing feature"),
+    (f"/v2/models/{NAME}/invocations", {"body": {"dataframe_records": [{**{f"f{i}": 1 for i in range(1, 10)},
+                                                                       "extra": 1}]}}, 422, "unknown feature"),
+    (f"/v2/models/{NAME}/infer", {"raw": json.dumps(infer_body()).replace("50.0", "NaN").encode()}, 422, "NaN"),
+    (f"/v2/models/{NAME}/infer", {"body": {"inputs": [{"name": "features", "shape": [0, 9], "datatype": "FP32",
+                                                        "data": []}]}}, 400, "empty"),
+    (f"/v2/models/{NAME}/infer", {"raw": b"[" + b"1," * 600_000 + b"1]"}, 413, "limit"),
+    ("/v2/models/nope/infer", {"body": infer_body()}, 404, "unknown model 'nope'"),
+    (f"/v2/models/{NAME}/versions/9/infer", {"body": infer_body()}, 404, "no served version 9"),
+    ("/v2/models/nope", {}, 404, "unknown model"),
+])
+def test_bad_input_is_a_4xx_naming_the_problem_and_the_server_keeps_answering(served, path, kwargs, status, message):
+    _, port, _, _ = served
+    got, _, body = call(port, path, **kwargs)
+    assert got == status and message in body["error"], body
+    assert call(port, f"/v2/models/{NAME}/infer", infer_body())[0] == 200
+
+
+def test_every_change_under_load_drops_no_request_and_weights_do_not_restart_the_gateway(served):
+    control, port, _, registry = served
+    pid = gateway_pid(control)
+    with LoadLoop(port) as load:
+        time.sleep(2)
+        control.canary(NAME, 2, 30)                      # add a canary (deploys version 2 first)
+        time.sleep(3)
+        control.traffic(NAME, {1: 50, 2: 50})            # change weights
+        assert gateway_pid(control) == pid                # a weight change is a reconfigure, not a restart
+        time.sleep(3)
+        control.promote(NAME, 2)                          # champion moves, all traffic to 2
+        assert registry.aliases(NAME)["champion"] == 2
+        time.sleep(3)
+        control.rollback(NAME)                            # the previous champion back
+        assert registry.aliases(NAME)["champion"] == 1
+        time.sleep(3)
+        control.canary(NAME, 2, 20)
+        time.sleep(2)
+        control.traffic(NAME, {1: 100})                   # remove version 2
+        time.sleep(2)
+    assert load.failed == 0, load.failures[:5]
+    assert load.ok > 50 and set(load.versions) == {"1", "2"}
+    assert gateway_pid(control) == pid
+    assert TrafficPolicy.from_json(registry.model_tags(NAME)[TRAFFIC_TAG]) == TrafficPolicy({1: 100.0})
+    assert f"{NAME}-v2" not in control.describe()["applications"]
+
+
+def test_observed_split_is_within_binomial_tolerance_and_sticky_keys_hold(served):
+    control, port, _, _ = served
+    control.traffic(NAME, {1: 70, 2: 30})
+    n = 300
+    versions = [call(port, f"/v2/models/{NAME}/infer", infer_body())[1]["x-model-version"] for _ in range(n)]
+    share = versions.count("2") / n
+    assert abs(share - 0.3) <= 4.5 * (0.3 * 0.7 / n) ** 0.5
+    for key in ("alice", "bob", "carol"):
+        seen = {call(port, f"/v2/models/{NAME}/infer", infer_body(), {"x-routing-key": key})[1]["x-model-version"]
+                for _ in range(10)}
+        assert len(seen) == 1
+    control.traffic(NAME, {1: 100})
+
+
+def test_shadow_answers_are_recorded_never_returned_and_a_failing_shadow_never_hurts(served):
+    control, port, live_root, _ = served
+    control.shadow(NAME, 2, 100)
+    for _ in range(20):
+        status, headers, _ = call(port, f"/v2/models/{NAME}/infer", infer_body())
+        assert status == 200 and headers["x-model-version"] == "1"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        counts = {(c["version"], c["what"]): c["n"] for c in control.describe()["gateway"]["counts"]}
+        if counts.get((2, "shadow"), 0) >= 20:
+            break
+        time.sleep(0.5)
+    assert counts[(2, "shadow")] >= 20 and counts.get((2, "shadow_agreements"), 0) <= counts[(2, "shadow")]
+    # the shadow's replicas go away under it: callers still get answers from version 1
+    import ray.serve as serve
+
+    serve.delete(f"{NAME}-v2")
+    for _ in range(10):
+        assert call(port, f"/v2/models/{NAME}/infer", infer_body())[0] == 200
+    control.shadow(NAME, 2, 0)
+
+
+def test_a_restarted_application_comes_back_with_the_stored_weights(served):
+    control, port, _, registry = served
+    control.traffic(NAME, {1: 80, 2: 20})
+    control.unserve(NAME)
+    assert call_refused(port)
+    control.serve_model(NAME)
+    assert TrafficPolicy.from_json(control.describe()["gateway"]["models"][NAME]["policy"]).shares() == \
+        pytest.approx({1: 0.8, 2: 0.2})
+    control.traffic(NAME, {1: 100})
+
+
+def call_refused(port) -> bool:
+    try:
+        call(port, "/v2/health/live")
+    except (urllib.error.URLError, ConnectionError):
+        return True
+    return False
+
+
+def test_clean_shutdown_loses_no_live_log_row_and_metrics_reach_prometheus(served):
+    control, port, live_root, _ = served
+    import ray.serve as serve
+
+    serve.get_app_handle(GATEWAY_APP).flush_live_log.remote().result(timeout_s=60)
+    before = count_live_rows(live_root)
+    answered = sum(call(port, f"/v2/models/{NAME}/infer", infer_body())[0] == 200 for _ in range(40))
+    control.unserve(NAME)                                 # graceful: the gateway writes what it buffered
+    assert count_live_rows(live_root) - before == answered == 40
+    control.serve_model(NAME)
+
+    from serving.metrics_read import scrape, summarize
+
+    deadline = time.monotonic() + 60
+    figures = {}
+    while time.monotonic() < deadline:
+        figures = summarize(scrape())
+        if figures.get((NAME, 1), {}).get("requests", 0) > 0:
+            break
+        time.sleep(2)
+    assert figures[(NAME, 1)]["requests"] > 0 and figures[(NAME, 1)].get("latency_count", 0) > 0
+
+
+def count_live_rows(root) -> int:
+    if not root.exists():
+        return 0
+    table = ds.dataset(str(root), partitioning="hive").to_table(columns=["shadow"])
+    return int((~table.column("shadow").to_numpy(zero_copy_only=False)).sum())
+
+
+def test_gateway_app_is_a_serve_application(served):
+    control, _, _, _ = served
+    assert GATEWAY_APP in control.describe()["applications"]
