@@ -194,11 +194,13 @@ def _serving_demo(settings, config: Path, home: Path | None, port: int) -> None:
     import pyarrow.dataset as ds
 
     from handoff.demo_serving import run_serving_demo
+    from handoff.serve_commands import quiet_serve_logs
     from serving.config import load_serving_config
     from serving.control import ServingControl
     from training.config_loader import load_config
     from training.registry import CHALLENGER, CHAMPION, Registry
 
+    quiet_serve_logs()
     name = load_config(config, []).name
     registry = Registry(settings.embedded_tracking_uri)
     if CHALLENGER not in registry.aliases(name):

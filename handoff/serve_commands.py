@@ -24,6 +24,13 @@ NameArg = Annotated[str, typer.Argument(help="registered model name")]
 DEFAULT_SERVING_CONFIG = Path("configs/serving.yaml")
 
 
+def quiet_serve_logs() -> None:
+    """Serve logs every application update at INFO on the console; the commands say what they do."""
+    import logging
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
 def _control(home, address, tracking_uri, serving_config, sets):
     """Connect to the running cluster and build the control plane (or fail saying how to start one)."""
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
@@ -33,6 +40,7 @@ def _control(home, address, tracking_uri, serving_config, sets):
     from serving.control import ServingControl
     from training import Registry
 
+    quiet_serve_logs()
     settings = _settings(home, address, tracking_uri)
     services = read_services(settings)
     where = ray_address(settings, services)

@@ -264,3 +264,15 @@ def count_live_rows(root) -> int:
 def test_gateway_app_is_a_serve_application(served):
     control, _, _, _ = served
     assert GATEWAY_APP in control.describe()["applications"]
+
+
+def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):
+    _, port, live_root, registry = served
+    cfg = load_serving_config(None, [f"gateway.port={port}", "gateway.cpus=0.1", "version_defaults.cpus=0.1",
+                                     "gateway.api_keys=[s3cret]"], environ={})
+    ServingControl(registry, cfg, str(live_root)).serve_model(NAME)
+    status, _, body = call(port, f"/v2/models/{NAME}/infer", infer_body())
+    assert status == 401 and "API key" in body["error"]
+    assert call(port, f"/v2/models/{NAME}/infer", infer_body(), {"x-api-key": "wrong"})[0] == 401
+    assert call(port, f"/v2/models/{NAME}/infer", infer_body(), {"authorization": "Bearer s3cret"})[0] == 200
+    assert call(port, "/v2/health/ready")[0] == 200  # probes stay open

@@ -114,3 +114,10 @@ def test_serving_config_layers_and_errors(tmp_path):
 
 def test_replica_device_follows_the_gpus_ray_assigned():
     assert replica_device([]) == "cpu" and replica_device([0]) == "cuda:0"
+
+
+def test_the_example_serving_config_loads():
+    from pathlib import Path
+
+    cfg = load_serving_config(Path(__file__).resolve().parents[2] / "configs" / "serving.yaml", [], environ={})
+    assert cfg.gateway.port == 8000 and cfg.live_log.enabled
