@@ -121,3 +121,10 @@ def test_the_example_serving_config_loads():
 
     cfg = load_serving_config(Path(__file__).resolve().parents[2] / "configs" / "serving.yaml", [], environ={})
     assert cfg.gateway.port == 8000 and cfg.live_log.enabled
+
+
+def test_live_log_accepts_a_pyarrow_filesystem_uri(tmp_path):
+    log = LiveLog(f"file://{tmp_path}/live", flush_seconds=60)
+    log.append("m", ("a", "b"), "r1", 1, None, np.ones((1, 2), dtype=np.float32), np.array([0]), 1.0)
+    log.close()
+    assert ds.dataset(str(tmp_path / "live"), partitioning="hive").count_rows() == 1
