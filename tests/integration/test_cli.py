@@ -100,3 +100,54 @@ def test_up_tune_models_down(shuttle_frame, tmp_path):
         time.sleep(0.5)
     assert not alive(state["ray_pid"]) and not alive(state["mlflow_pid"])
     assert not (home / "services.json").exists()
+
+
+def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_path):
+    """serve → infer → canary → status (Ray's Prometheus metrics) → promote → rollback → unserve."""
+    import urllib.request
+
+    data = write_parquet(shuttle_frame.iloc[:3000], tmp_path / "d.parquet")
+    home = tmp_path / "home"
+    ports = [f"--mlflow-port={free_port()}", f"--ray-port={free_port()}", f"--dashboard-port={free_port()}"]
+    http_port = free_port()
+    serving = ["--home", str(home), "--set", f"gateway.port={http_port}", "--set", "gateway.cpus=0.2",
+               "--set", "version_defaults.cpus=0.2"]
+    assert run(["up", "--home", str(home), "--num-cpus=2", *ports], timeout=300).returncode == 0
+    try:
+        for seed in (7, 8):
+            tuned = run(["tune", str(EXAMPLE), "--home", str(home), "--json",
+                         *sets(*SMALL, "name=cli-serve", f"dataset.uri={data}", "search.num_samples=1", f"seed={seed}")])
+            assert tuned.returncode == 0, tuned.stderr
+        served = run(["serve", "cli-serve", "--json", *serving])
+        assert served.returncode == 0, served.stderr
+        assert json.loads(served.stdout)["weights"] == {"1": 1.0}
+        body = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
+                                       "data": [50, 0, 80, 0, 20, 0, 30, 60, 30]}]}).encode()
+        url = f"http://127.0.0.1:{http_port}/v2/models/cli-serve/infer"
+        for _ in range(20):
+            with urllib.request.urlopen(urllib.request.Request(url, body, {"content-type": "application/json"}),
+                                        timeout=30) as r:
+                assert r.status == 200 and r.headers["x-model-version"] == "1"
+        canaried = run(["canary", "cli-serve", "2", "--percent", "10", "--json", *serving])
+        assert json.loads(canaried.stdout)["weights"] == {"1": 0.9, "2": 0.1}, canaried.stderr
+        deadline, rows = time.monotonic() + 90, []
+        while time.monotonic() < deadline:  # the agent exports recorded metrics every few seconds
+            shown = run(["status", "--json", "--home", str(home)])
+            assert shown.returncode == 0, shown.stderr
+            rows = json.loads(shown.stdout)["versions"]
+            if any(r["version"] == 1 and r["requests"] >= 20 for r in rows):
+                break
+            time.sleep(3)
+        by_version = {r["version"]: r for r in rows}
+        assert by_version[1]["requests"] >= 20 and by_version[1]["weight"] == pytest.approx(0.9)
+        assert by_version[2]["replicas"] == 1 and by_version[1]["status"] == "RUNNING"
+        promoted = run(["promote", "cli-serve", "2", "--json", *serving])
+        assert json.loads(promoted.stdout)["champion"] == 2, promoted.stderr
+        rolled = run(["rollback", "cli-serve", "--json", *serving])
+        assert json.loads(rolled.stdout) == {"weights": {"1": 1.0}, "shadow": {}, "champion": 1}
+        again = run(["rollback", "cli-serve", *serving])
+        assert again.returncode == 2 and "no previous champion" in again.stderr
+        assert run(["unserve", "cli-serve", *serving]).returncode == 0
+        assert list((home / "live").glob("model=cli-serve/date=*/*.parquet"))
+    finally:
+        assert run(["down", "--home", str(home)], timeout=180).returncode == 0
