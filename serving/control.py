@@ -18,6 +18,7 @@ from ray import serve
 
 from serving.config import ServingConfig
 from serving.gateway import GATEWAY_APP, Gateway
+from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name, version_app
 from serving.policy import PolicyError, TrafficPolicy
 from serving.rollout import Rollout, promote, rollback
@@ -95,7 +96,7 @@ class ServingControl:
     # --- the one way every change happens ---------------------------------------------------------
     def apply(self, name: str, policy: TrafficPolicy) -> TrafficPolicy:
         """Make `policy` the served state of `name`, without dropping a request."""
-        known = {v.version for v in self.registry.versions(name)}
+        known = set(self.registry.version_numbers(name))
         unknown = [v for v in policy.versions if v not in known]
         if unknown:
             raise PolicyError(f"model {name!r} has no version(s) {unknown} (registered: {sorted(known)})")
@@ -105,6 +106,13 @@ class ServingControl:
             # idempotent: a running version with unchanged sizing is left alone; changed batching or
             # replica counts are lightweight updates (stable code version), new resources restart it
             self._deploy_version(name, v, new=app_name(name, v) not in running)
+        try:
+            self._check_same_inputs(name, policy.versions)
+        except PolicyError:
+            for v in policy.versions:  # nothing routes to what this call deployed: take it down again
+                if app_name(name, v) not in running:
+                    serve.delete(app_name(name, v))
+            raise
         models = dict(self._gateway_models())
         batching = {}
         for v in policy.versions:
@@ -120,6 +128,21 @@ class ServingControl:
                 self.say(f"removing {name} version {app[len(prefix):]} (no traffic routes to it)")
                 serve.delete(app)
         return policy
+
+    @staticmethod
+    def _check_same_inputs(name: str, versions: list[int]) -> None:
+        """Versions that share one endpoint must take the same features and give the same classes."""
+        seen: dict[int, tuple] = {}
+        for v in versions:
+            info = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app_name(name, v)) \
+                .signature.remote().result(timeout_s=120)
+            seen[v] = (tuple(info["features"]), int(info["num_classes"]))
+        first = versions[0]
+        for v, sig in seen.items():
+            if sig != seen[first]:
+                raise PolicyError(f"{name} version {v} takes features {list(sig[0])} with {sig[1]} classes, "
+                                  f"version {first} takes {list(seen[first][0])} with {seen[first][1]}; "
+                                  "versions behind one endpoint must match")
 
     # --- the commands -----------------------------------------------------------------------------
     def serve_model(self, name: str) -> TrafficPolicy:

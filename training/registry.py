@@ -102,6 +102,11 @@ class Registry:
             raise RegistryError(f"model {name!r} has no version {version}") from None
         return self._info(mv, self.aliases(name))
 
+    def version_numbers(self, name: str) -> list[int]:
+        """The version numbers of `name` (one registry call; no run lookups)."""
+        self.aliases(name)  # a clear RegistryError for an unknown model
+        return sorted(int(mv.version) for mv in self.client.search_model_versions(f"name = '{name}'"))
+
     def versions(self, name: str) -> list[VersionInfo]:
         """Every version of `name`, newest first, with aliases, run metrics and lineage."""
         aliases = self.aliases(name)

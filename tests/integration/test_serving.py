@@ -18,13 +18,14 @@ import pytest
 from serving.config import load_serving_config
 from serving.control import TRAFFIC_TAG, ServingControl
 from serving.gateway import GATEWAY_APP
-from serving.policy import TrafficPolicy
+from serving.policy import PolicyError, TrafficPolicy
 from training import Registry
 from training.pipeline import tune_and_register
 
 from .conftest import free_port, settings_for, small_config, write_parquet
 
 NAME = "serve-it"
+DATA: list = []  # the fixture's Parquet file, for tests that register another version
 ROW = [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]
 
 
@@ -84,6 +85,7 @@ class LoadLoop:
 def served(ray_local, mlflow_server, shuttle_frame, tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-home")
     data = write_parquet(shuttle_frame.iloc[:4000], home / "d.parquet")
+    DATA[:] = [data]
     settings = settings_for(home)
     for seed in (7, 8):
         tune_and_register(small_config(str(data), NAME, f"seed={seed}"), settings, mlflow_server)
@@ -264,6 +266,18 @@ def count_live_rows(root) -> int:
 def test_gateway_app_is_a_serve_application(served):
     control, _, _, _ = served
     assert GATEWAY_APP in control.describe()["applications"]
+
+
+def test_a_version_with_other_features_is_refused_and_serving_goes_on(served, mlflow_server, tmp_path):
+    control, port, _, registry = served
+    home = tmp_path / "home"
+    features = "[f1, f2, f3, f4, f5, f6, f7, f8]"
+    version = tune_and_register(small_config(str(DATA[0]), NAME, f"dataset.features={features}", "seed=9"),
+                                settings_for(home), mlflow_server).version
+    with pytest.raises(PolicyError, match=f"version {version} takes features"):
+        control.canary(NAME, version, 10)
+    assert f"{NAME}-v{version}" not in control.describe()["applications"]
+    assert call(port, f"/v2/models/{NAME}/infer", infer_body())[0] == 200
 
 
 def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):
