@@ -19,7 +19,7 @@ from ray import serve
 from serving.config import ServingConfig
 from serving.gateway import GATEWAY_APP, Gateway
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
-from serving.model_version import app_name, version_app
+from serving.model_version import app_name, served_versions, version_app
 from serving.policy import PolicyError, TrafficPolicy
 from serving.rollout import Rollout, promote, rollback
 from training import CHAMPION, Registry
@@ -122,11 +122,10 @@ class ServingControl:
         models[name] = {"policy": policy.to_json(), "batching": batching}
         self._deploy_gateway(models)
         self.registry.set_model_tag(name, TRAFFIC_TAG, policy.to_json())
-        prefix = f"{name}-v"
-        for app in running:
-            if app.startswith(prefix) and app[len(prefix):].isdigit() and int(app[len(prefix):]) not in policy.versions:
-                self.say(f"removing {name} version {app[len(prefix):]} (no traffic routes to it)")
-                serve.delete(app)
+        for v in served_versions(name, running):
+            if v not in policy.versions:
+                self.say(f"removing {name} version {v} (no traffic routes to it)")
+                serve.delete(app_name(name, v))
         return policy
 
     @staticmethod
@@ -178,9 +177,8 @@ class ServingControl:
                 self._deploy_gateway(models)
             else:
                 serve.delete(GATEWAY_APP)
-        for app in self._running_apps():
-            if app.startswith(f"{name}-v") and app[len(name) + 2:].isdigit():
-                serve.delete(app)
+        for v in served_versions(name, self._running_apps()):
+            serve.delete(app_name(name, v))
 
     def describe(self) -> dict:
         """What runs now: per app its status and replica counts; the gateway's table and counters."""

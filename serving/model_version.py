@@ -21,6 +21,12 @@ def app_name(model: str, version: int) -> str:
     return f"{model}-v{version}"
 
 
+def served_versions(model: str, apps) -> list[int]:
+    """The versions of `model` among Serve application names (the inverse of `app_name`)."""
+    prefix = f"{model}-v"
+    return sorted(int(a[len(prefix):]) for a in apps if a.startswith(prefix) and a[len(prefix):].isdigit())
+
+
 def replica_device(gpu_ids: list) -> str:
     """The device a replica predicts on: the first GPU Ray assigned it, else the CPU."""
     return "cuda:0" if gpu_ids else "cpu"

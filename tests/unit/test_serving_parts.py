@@ -128,3 +128,10 @@ def test_live_log_accepts_a_pyarrow_filesystem_uri(tmp_path):
     log.append("m", ("a", "b"), "r1", 1, None, np.ones((1, 2), dtype=np.float32), np.array([0]), 1.0)
     log.close()
     assert ds.dataset(str(tmp_path / "live"), partitioning="hive").count_rows() == 1
+
+
+def test_served_versions_reads_only_this_models_version_apps():
+    from serving.model_version import app_name, served_versions
+
+    apps = [app_name("m", 3), app_name("m", 12), app_name("m-v", 1), "handoff-gateway", "m-vx", app_name("other", 2)]
+    assert served_versions("m", apps) == [3, 12]
