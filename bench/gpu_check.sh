@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU path check: a short search with one GPU per trial; prints the device every trial trained on.
+# GPU path check, training and serving: `make demo`'s main job with every trial and every served
+# replica given a share of one GPU. Prints the device each trial trained on (from its results) and
+# the device each served version's weights are on (asked of a replica).
 # Run on a machine with a CUDA GPU and a CUDA build of torch (the pinned CPU wheel has no CUDA):
-#   bash bench/gpu_check.sh
+#   bash bench/gpu_check.sh            # PYTHON=python3 to use another interpreter than .venv's
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -14,13 +16,9 @@ print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}, 
 if not torch.cuda.is_available():
     raise SystemExit("no CUDA device visible: this check needs a GPU machine and a CUDA build of torch")
 PY
-RAY_AUTH_MODE=token "$PY" -m handoff tune configs/shuttle.yaml --home "$HOME_DIR" --json \
-  --set resources.gpu=1 --set resources.cpu=1 --set search.num_samples=2 --set search.epochs=2 \
-  --set search.scheduler.type=fifo > "$HOME_DIR/result.json"
-"$PY" - "$HOME_DIR/result.json" <<'PY'
-import json, sys
-result = json.load(open(sys.argv[1]))
-print(f"registered {result['name']} v{result['version']}; val_loss {result['metrics']['val_loss']:.5f}")
-PY
-# every trial reports the device it trained on; it is stored with each epoch's result
+# four trials share the GPU (0.25 each); each served version's replica takes half of it
+export RAY_AUTH_MODE=token HANDOFF_RESOURCES__GPU=0.25 HANDOFF_SEARCH__NUM_SAMPLES=4 HANDOFF_SEARCH__EPOCHS=3
+export HANDOFF_SERVING__VERSION_DEFAULTS__GPUS=0.5
+"$PY" -m handoff demo --home "$HOME_DIR" --port "${PORT:-8000}"
+echo "--- device of every trial's results (training):"
 grep -ho '"device": "[^"]*"' "$HOME_DIR"/tune/*/*/result.json | sort | uniq -c

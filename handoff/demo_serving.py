@@ -49,12 +49,21 @@ def show(out: Console, title: str, results: list[tuple[str, float, int]]) -> Non
     out.print(table)
 
 
+def _show_devices(out: Console, control, name: str) -> None:
+    """Where each served version's weights are (a replica asked): `cpu` or `cuda:0`."""
+    policy = control.current_policy(name)
+    devices = control.version_signatures(name, list(policy.versions))
+    out.print("  " + ", ".join(f"v{v} on {info['device']}" for v, info in sorted(devices.items())))
+
+
 def run_serving_demo(control, name: str, challenger: int, port: int, out: Console, requests: int = 300) -> None:
     url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
     out.print(f"\n[bold]Serving[/bold] {name}: the champion behind http://127.0.0.1:{port}")
+    _show_devices(out, control, name)
     show(out, f"{requests} live requests, champion only", send_load(url, requests))
     out.print(f"canary: version {challenger} gets 10% of live traffic …")
     control.canary(name, challenger, 10)
+    _show_devices(out, control, name)
     show(out, f"{requests * 2} live requests with a 10% canary of v{challenger}", send_load(url, requests * 2))
     out.print(f"try it:  curl -s -H 'content-type: application/json' -d "
               f"'{{\"inputs\":[{{\"name\":\"features\",\"shape\":[1,9],\"datatype\":\"FP32\",\"data\":{ROW}}}]}}' {url}")

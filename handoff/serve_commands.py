@@ -189,12 +189,14 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     for model, spec in ((state.get("gateway") or {}).get("models") or {}).items():
         policy = TrafficPolicy.from_json(spec["policy"])
         shares = policy.shares()
+        devices = {v: info.get("device", "?")
+                   for v, info in control.version_signatures(model, policy.versions).items()}
         for v in policy.versions:
             app_state = state["applications"].get(app_name(model, v), {})
             replicas = sum(d["replicas"].get("RUNNING", 0) for d in app_state.get("deployments", {}).values())
             f = figures.get((model, v), {})
             rows.append({"model": model, "version": v, "weight": shares.get(v, 0.0), "shadow": policy.shadow.get(v),
-                         "replicas": replicas, "status": app_state.get("status", "MISSING"),
+                         "replicas": replicas, "device": devices[v], "status": app_state.get("status", "MISSING"),
                          "requests": f.get("requests", 0), "errors": f.get("errors", 0),
                          "p50_ms_at_most": f.get("p50_ms_at_most"), "p99_ms_at_most": f.get("p99_ms_at_most"),
                          "shadow_agreement": f.get("shadow_agreement")})
@@ -205,12 +207,12 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
         out.print("nothing is served (start with `handoff serve NAME`)")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("model", "ver", "weight", "shadow", "replicas", "status", "requests", "errors", "p50 ≤ms",
+    for col in ("model", "ver", "weight", "shadow", "replicas", "device", "status", "requests", "errors", "p50 ≤ms",
                 "p99 ≤ms", "shadow agree"):
         table.add_column(col, no_wrap=True)
     for r in rows:
         table.add_row(r["model"], str(r["version"]), f"{r['weight']:.0%}", f"{r['shadow']:g}%" if r["shadow"] else "-",
-                      str(r["replicas"]), r["status"], str(r["requests"]), str(r["errors"]),
+                      str(r["replicas"]), r["device"], r["status"], str(r["requests"]), str(r["errors"]),
                       f"{r['p50_ms_at_most']:g}" if r["p50_ms_at_most"] else "-",
                       f"{r['p99_ms_at_most']:g}" if r["p99_ms_at_most"] else "-",
                       f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-")

@@ -129,13 +129,15 @@ class ServingControl:
         return policy
 
     @staticmethod
-    def _check_same_inputs(name: str, versions: list[int]) -> None:
+    def version_signatures(name: str, versions: list[int]) -> dict[int, dict]:
+        """Each served version's features, classes and the device its weights are on (one replica asked)."""
+        return {v: serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app_name(name, v))
+                .signature.remote().result(timeout_s=120) for v in versions}
+
+    def _check_same_inputs(self, name: str, versions: list[int]) -> None:
         """Versions that share one endpoint must take the same features and give the same classes."""
-        seen: dict[int, tuple] = {}
-        for v in versions:
-            info = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app_name(name, v)) \
-                .signature.remote().result(timeout_s=120)
-            seen[v] = (tuple(info["features"]), int(info["num_classes"]))
+        seen = {v: (tuple(info["features"]), int(info["num_classes"]))
+                for v, info in self.version_signatures(name, versions).items()}
         first = versions[0]
         for v, sig in seen.items():
             if sig != seen[first]:

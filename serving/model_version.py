@@ -32,6 +32,15 @@ def replica_device(gpu_ids: list) -> str:
     return "cuda:0" if gpu_ids else "cpu"
 
 
+def weights_device(python_model, assigned: str) -> str:
+    """Where the loaded model's weights really are (its first parameter's device): what `handoff
+    status` shows, so a GPU replica whose model stayed on the CPU is visible. `assigned` when the
+    model exposes no torch module."""
+    parameters = getattr(getattr(python_model, "model", None), "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return str(first.device) if first is not None else assigned
+
+
 @serve.deployment(name=DEPLOYMENT)
 class ModelVersion:
     """Loads `models:/NAME/V` through MLflow's pyfunc loader and predicts class probabilities."""
@@ -51,6 +60,7 @@ class ModelVersion:
         python_model = loaded.unwrap_python_model()
         self.features = tuple(python_model.features)
         self.num_classes = int(python_model.num_classes)
+        self.device = weights_device(python_model, self.device)
         self._proba = getattr(python_model, "predict_proba", None) or self._proba_from_frame(loaded)
 
     def _proba_from_frame(self, loaded):

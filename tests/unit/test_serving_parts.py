@@ -11,7 +11,7 @@ from serving.batcher import Batcher
 from serving.config import load_serving_config
 from serving.live_log import LiveLog, should_log
 from serving.metrics_read import summarize
-from serving.model_version import replica_device
+from serving.model_version import replica_device, weights_device
 from serving.policy import PolicyError, TrafficPolicy
 from serving.rollout import promote, rollback
 
@@ -114,6 +114,16 @@ def test_serving_config_layers_and_errors(tmp_path):
 
 def test_replica_device_follows_the_gpus_ray_assigned():
     assert replica_device([]) == "cpu" and replica_device([0]) == "cuda:0"
+
+
+def test_the_device_shown_is_where_the_weights_are_not_what_was_assigned():
+    import torch
+
+    class Wrapped:  # the shape of training's pyfunc: the torch module under `.model`
+        model = torch.nn.Linear(3, 2)
+
+    assert weights_device(Wrapped(), "cuda:0") == "cpu"  # assigned a GPU, weights stayed on the CPU
+    assert weights_device(object(), "cuda:0") == "cuda:0"  # no torch module: what Ray assigned
 
 
 def test_the_example_serving_config_loads():
