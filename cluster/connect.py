@@ -8,6 +8,15 @@ from cluster.services import ServicesState
 from cluster.settings import Settings
 
 
+#: set by Ray's job supervisor in the environment of a submitted job's entry point
+JOB_DRIVER_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def inside_ray_job(environ=None) -> bool:
+    """True in the entry point of a Ray job: it must join the job's cluster, never start its own."""
+    return JOB_DRIVER_ENV in (os.environ if environ is None else environ)
+
+
 class ClusterUnavailable(ConnectionError):
     """No Ray cluster answers at the address; the message says how to start one."""
 
@@ -22,6 +31,10 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None, include_das
     import ray
 
     if ray.is_initialized():
+        return
+    if address is None and inside_ray_job():
+        # the job's cluster (RAY_ADDRESS) and its runtime environment (working_dir) come from Ray
+        ray.init(log_to_driver=True, logging_level="WARNING")
         return
     if address is None:
         # "local": always a fresh in-process cluster, never whatever /tmp/ray/ray_current_cluster names

@@ -24,8 +24,10 @@ err = Console(stderr=True)
 DEFAULT_CONFIG = Path("configs/shuttle.yaml")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="state directory [env: HANDOFF_HOME; default ./.handoff]")]
-AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address [env: HANDOFF_ADDRESS; "
-                                                "default: the head `handoff up` started, else a local Ray in-process]")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster: a jobs API URL (http://HEAD:8265, "
+                                                "e.g. through `ray dashboard cluster.yaml`) runs this command there as a "
+                                                "Ray job; HOST:6379 joins it from here [env: HANDOFF_ADDRESS; default: "
+                                                "the head `handoff up` started, else a local Ray in-process]")]
 TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI [env: "
                                                  "HANDOFF_MLFLOW__TRACKING_URI; default: `handoff up`'s server, "
                                                  "else HANDOFF_HOME/mlflow.db]")]
@@ -298,6 +300,11 @@ def main() -> None:
     # Ray reads its authentication mode when it is first imported, so this must come before any
     # command imports Ray: token authentication unless the user explicitly disabled it.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from handoff.remote import job_address, run_as_job
+
+    address = job_address(sys.argv[1:], os.environ)
+    if address is not None:  # a dashboard URL: the command runs on the cluster as a Ray job
+        sys.exit(run_as_job(sys.argv[1:], address))
     app(prog_name="handoff")
 
 

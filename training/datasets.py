@@ -61,14 +61,17 @@ def check_exists(uri: str) -> None:
         raise DataError(f"dataset not found: {uri!r}")
 
 
-def read_frame(uri: str) -> pd.DataFrame:
-    """Read every Parquet file under `uri` through Ray Data into one pandas frame."""
+def read_frame(uri: str, *, on_this_node: bool = False) -> pd.DataFrame:
+    """Read every Parquet file under `uri` through Ray Data into one pandas frame.
+
+    `on_this_node`: the path exists only on this node's disk, so the read tasks must run here
+    (Ray Data's `local://`); otherwise they may run on any node and `uri` must be shared storage."""
     import ray.data
 
     check_exists(uri)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        ds = ray.data.read_parquet(uri, num_cpus=0.25)
+        ds = ray.data.read_parquet(f"local://{uri}" if on_this_node else uri, num_cpus=0.25)
         return ds.to_pandas()
     except Exception as exc:  # Ray wraps reader errors; name the URI either way
         raise DataError(f"cannot read Parquet from {uri!r}: {exc}") from exc

@@ -19,7 +19,7 @@ from rich.console import Console
 from cluster.settings import Settings
 from training import lineage
 from training.config import ExperimentConfig
-from training.datasets import read_frame, resolve_uri
+from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.prepare import PreparedData, prepare
 from training.progress import SearchProgress
 from training.registry import Registry
@@ -64,7 +64,9 @@ class RegisteredVersion:
 def load_data(cfg: ExperimentConfig, settings: Settings) -> PreparedData:
     """Read the configured dataset through Ray Data and prepare the seeded split."""
     uri = resolve_uri(cfg.dataset.uri, settings.datasets_dir)
-    return prepare(read_frame(uri), cfg.dataset, cfg.seed)
+    # a built-in dataset is materialised on this node's disk: read it here, not on other nodes
+    local_only = cfg.dataset.uri.startswith(BUILTIN_SCHEME)
+    return prepare(read_frame(uri, on_this_node=local_only), cfg.dataset, cfg.seed)
 
 
 def storage_path(cfg: ExperimentConfig, settings: Settings) -> str:
@@ -149,8 +151,8 @@ def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
         m = r.metrics or {}
         rows.append({"trial_id": m.get("trial_id", "?"), "status": "error" if r.error else "ok",
                      "epochs": int(m.get("epoch", 0)), metric: m.get(metric),
-                     "train_seconds": m.get("train_seconds"),
-                     "config": {k: v for k, v in (r.config or {}).items()}})
+                     "train_seconds": m.get("train_seconds"), "node_ip": m.get("node_ip"),
+                     "node_id": m.get("node_id"), "config": {k: v for k, v in (r.config or {}).items()}})
     return rows
 
 

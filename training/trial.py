@@ -34,6 +34,7 @@ def load_state(checkpoint: tune.Checkpoint) -> dict:
 def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> None:
     """Train on the trial's device; resume from Tune's checkpoint after a failure or restore."""
     device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
+    node_id = ray.get_runtime_context().get_node_id()  # with Tune's `node_ip`: where the trial ran
     spec = trial_spec(cfg, trial_config)
     start_epoch, state = 0, None
     checkpoint = tune.get_checkpoint()
@@ -47,7 +48,8 @@ def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> 
 
     def report(epoch: int, metrics: dict, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         clock["train_seconds"] += time.perf_counter() - clock["since"]
-        result = {**metrics, "epoch": epoch, "device": device, "train_seconds": clock["train_seconds"]}
+        result = {**metrics, "epoch": epoch, "device": device, "node_id": node_id,
+                  "train_seconds": clock["train_seconds"]}
         improved = clock["best"] is None or sign * metrics[metric] < sign * clock["best"]
         if improved or epoch == cfg.search.epochs:
             # Checkpoint only what can matter: a new best of this trial (the registered model is the

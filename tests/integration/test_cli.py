@@ -141,6 +141,7 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
         by_version = {r["version"]: r for r in rows}
         assert by_version[1]["requests"] >= 20 and by_version[1]["weight"] == pytest.approx(0.9)
         assert by_version[2]["replicas"] == 1 and by_version[1]["status"] == "RUNNING"
+        assert by_version[1]["device"] == by_version[2]["device"] == "cpu"  # where the weights are
         promoted = run(["promote", "cli-serve", "2", "--json", *serving])
         assert json.loads(promoted.stdout)["champion"] == 2, promoted.stderr
         rolled = run(["rollback", "cli-serve", "--json", *serving])

@@ -1,0 +1,172 @@
+"""Ray jobs: run Handoff's work on a cluster through Ray's job submission API.
+
+A job's entry point is `python -m handoff ...` (or another `python -m PACKAGE.MODULE`) run on the
+head node, with this repository as its `working_dir`, so the cluster runs exactly the code the user
+has. Entry points need no CPU of their own (they coordinate; trials and replicas ask for theirs),
+which also keeps them on the head node, next to the MLflow server bound to its localhost.
+
+Python use (address: the dashboard, reached through `ray dashboard cluster.yaml`):
+
+    from cluster.jobs import JobRunner, tune_job
+    runner = JobRunner("http://127.0.0.1:8265")
+    job_id = runner.submit(tune_job("configs/shuttle.yaml", ["search.num_samples=16"]))
+    status = runner.wait(job_id, on_status=print)       # or runner.follow(job_id, print): logs too
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: never uploaded with the working_dir (environments, state, build output)
+WORKING_DIR_EXCLUDES = [".venv", ".git", ".handoff", "mlruns", ".whl", "*.egg-info", "__pycache__",
+                        ".pytest_cache", ".ruff_cache", "bench/results"]
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+class JobError(RuntimeError):
+    """A job could not be submitted, failed, or did not finish in time; the message says which."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run as one Ray job. `submission_id` set: the job runs at most once under that id."""
+
+    kind: str
+    entrypoint: str
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
+    env: dict[str, str] = field(default_factory=dict)
+    submission_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def deterministic_id(kind: str, *parts: object) -> str:
+    """The same work always gets the same submission id (Ray refuses a second job under it)."""
+    digest = hashlib.sha256(json.dumps([kind, *parts], sort_keys=True, default=str).encode()).hexdigest()
+    return f"handoff-{kind}-{digest[:16]}"
+
+
+def _quote(args: Sequence[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def cli_job(kind: str, args: Sequence[str], *, submission_id: str | None = None,
+            env: dict[str, str] | None = None) -> JobSpec:
+    """Any `handoff` command run on the cluster as a job."""
+    return JobSpec(kind=kind, entrypoint=_quote(["python", "-m", "handoff", *args]), env=dict(env or {}),
+                   submission_id=submission_id, metadata={"handoff.kind": kind})
+
+
+def tune_job(config: str, overrides: Sequence[str] = (), *, submission_id: str | None = None) -> JobSpec:
+    """A search: `handoff tune CONFIG --set ...` (trials ask Ray for their own CPUs/GPUs)."""
+    args = ["tune", config, "--json"]
+    for o in overrides:
+        args += ["--set", o]
+    return cli_job("tune", args, submission_id=submission_id)
+
+
+def retrain_job(config: str, model: str, event_id: str, overrides: Sequence[str] = ()) -> JobSpec:
+    """A retraining search caused by drift event `event_id`: at most one job per (model, event),
+    however often the monitor asks."""
+    spec = tune_job(config, overrides, submission_id=deterministic_id("retrain", model, event_id))
+    return replace(spec, kind="retrain", env={"HANDOFF_PARENT_EVENT": event_id},
+                   metadata={"handoff.kind": "retrain", "handoff.model": model, "handoff.event": event_id})
+
+
+def deploy_job(model: str, serving_config: str | None = None) -> JobSpec:
+    """Serve `model` with its stored traffic policy (`handoff serve NAME`); idempotent on the cluster."""
+    args = ["serve", model] + (["--serving-config", serving_config] if serving_config else [])
+    return cli_job("deploy", args)
+
+
+def runtime_env(spec: JobSpec, working_dir: Path = REPO_ROOT) -> dict:
+    return {"working_dir": str(working_dir), "excludes": list(WORKING_DIR_EXCLUDES),
+            "env_vars": {"PYTHONUNBUFFERED": "1", **spec.env}}
+
+
+class JobRunner:
+    """Thin wrapper over Ray's `JobSubmissionClient` (token authentication: RAY_AUTH_MODE=token and
+    the token in ~/.ray/auth_token or RAY_AUTH_TOKEN, as for every Ray client)."""
+
+    def __init__(self, address: str):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            self.client = JobSubmissionClient(address)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError or auth errors here
+            raise JobError(f"cannot reach the jobs API at {address}: {exc}\n"
+                           "Forward the head's dashboard first: `ray dashboard cluster.yaml`.") from exc
+        self.address = address
+
+    def submit(self, spec: JobSpec, working_dir: Path = REPO_ROOT) -> str:
+        """Submit; with a `submission_id` that exists already, return it without a second run."""
+        if spec.submission_id and self._exists(spec.submission_id):
+            return spec.submission_id
+        kwargs = {"entrypoint": spec.entrypoint, "runtime_env": runtime_env(spec, working_dir),
+                  "submission_id": spec.submission_id, "metadata": dict(spec.metadata)}
+        if spec.num_cpus:
+            kwargs["entrypoint_num_cpus"] = spec.num_cpus
+        if spec.num_gpus:
+            kwargs["entrypoint_num_gpus"] = spec.num_gpus
+        try:
+            return self.client.submit_job(**kwargs)
+        except Exception as exc:
+            if spec.submission_id and self._exists(spec.submission_id):  # a concurrent submit won
+                return spec.submission_id
+            raise JobError(f"submitting {spec.kind} job to {self.address} failed: {exc}") from exc
+
+    def _exists(self, submission_id: str) -> bool:
+        try:
+            self.client.get_job_info(submission_id)
+            return True
+        except Exception:
+            return False
+
+    def status(self, job_id: str) -> str:
+        status = self.client.get_job_status(job_id)
+        return str(getattr(status, "value", status))
+
+    def wait(self, job_id: str, *, timeout_s: float = 3600.0, poll_s: float = 2.0,
+             on_status: Callable[[str], None] = lambda _: None) -> str:
+        """Poll until the job ends; `on_status` hears every change. Returns the final status."""
+        deadline, last = time.monotonic() + timeout_s, None
+        while True:
+            status = self.status(job_id)
+            if status != last:
+                on_status(status)
+                last = status
+            if status in TERMINAL:
+                return status
+            if time.monotonic() > deadline:
+                raise JobError(f"job {job_id} still {status} after {timeout_s:.0f}s (it keeps running; "
+                               f"`ray job stop {job_id}` stops it)")
+            time.sleep(poll_s)
+
+    def follow(self, job_id: str, write: Callable[[str], None]) -> str:
+        """Stream the job's logs as they come, then return its final status."""
+        async def tail() -> None:
+            async for chunk in self.client.tail_job_logs(job_id):
+                write(chunk)
+
+        asyncio.run(tail())
+        return self.wait(job_id, poll_s=0.5)
+
+    def logs(self, job_id: str) -> str:
+        return self.client.get_job_logs(job_id)
+
+    def stop(self, job_id: str) -> bool:
+        """Ask the job to stop; False when it had already ended."""
+        return bool(self.client.stop_job(job_id))

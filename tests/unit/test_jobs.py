@@ -1,0 +1,48 @@
+"""Job specs and the CLI's choice between running here and submitting a Ray job (pure parts)."""
+
+import shlex
+
+from cluster.jobs import REPO_ROOT, deploy_job, deterministic_id, retrain_job, runtime_env, tune_job
+from handoff.remote import job_address, without_address
+
+
+def test_a_dashboard_url_submits_a_host_port_joins_and_local_commands_never_leave():
+    url = "http://127.0.0.1:8265"
+    assert job_address(["tune", "c.yaml", "--address", url], {}) == url
+    assert job_address(["tune", "c.yaml", f"--address={url}"], {}) == url
+    assert job_address(["status"], {"HANDOFF_ADDRESS": "https://head:8265"}) == "https://head:8265"
+    assert job_address(["tune", "--address", "127.0.0.1:6379"], {}) is None  # joins as a driver
+    assert job_address(["tune"], {}) is None
+    assert job_address(["up", "--address", url], {}) is None  # local services stay local
+    assert job_address(["tune", "--help", "--address", url], {}) is None  # help is answered here
+    # the flag wins over the environment
+    assert job_address(["tune", "--address", "h:6379"], {"HANDOFF_ADDRESS": url}) is None
+
+
+def test_the_job_runs_the_same_command_without_the_address():
+    argv = ["tune", "c.yaml", "--address", "http://h:8265", "--set", "seed=3", "--address=http://x"]
+    assert without_address(argv) == ["tune", "c.yaml", "--set", "seed=3"]
+
+
+def test_retraining_runs_at_most_once_per_drift_event():
+    a = retrain_job("configs/shuttle.yaml", "shuttle", "event-17")
+    b = retrain_job("configs/shuttle.yaml", "shuttle", "event-17")
+    c = retrain_job("configs/shuttle.yaml", "shuttle", "event-18")
+    assert a.submission_id == b.submission_id != c.submission_id
+    assert a.submission_id == deterministic_id("retrain", "shuttle", "event-17")
+    assert a.env == {"HANDOFF_PARENT_EVENT": "event-17"} and a.kind == "retrain"
+
+
+def test_entry_points_are_handoff_commands_that_need_no_cpu_of_their_own():
+    spec = tune_job("configs/my config.yaml", ["search.num_samples=4", "seed=9"])
+    assert shlex.split(spec.entrypoint) == ["python", "-m", "handoff", "tune", "configs/my config.yaml", "--json",
+                                            "--set", "search.num_samples=4", "--set", "seed=9"]
+    assert spec.num_cpus == 0 and spec.num_gpus == 0 and spec.submission_id is None
+    assert shlex.split(deploy_job("shuttle").entrypoint)[3:] == ["serve", "shuttle"]
+
+
+def test_the_repository_travels_without_environments_or_state():
+    env = runtime_env(tune_job("c.yaml"))
+    assert env["working_dir"] == str(REPO_ROOT)
+    assert {".venv", ".git", ".handoff", "mlruns"} <= set(env["excludes"])
+    assert env["env_vars"]["PYTHONUNBUFFERED"] == "1"
