@@ -12,8 +12,9 @@ import urllib.request
 from pathlib import Path
 
 
-def mlflow_server_command(backend_store_uri: str, artifacts_dir: Path, host: str, port: int) -> list[str]:
-    """The command line of a tracking + registry server that proxies artifacts from `artifacts_dir`."""
+def mlflow_server_command(backend_store_uri: str, artifacts_dir: Path | str, host: str, port: int) -> list[str]:
+    """The command line of a tracking + registry server that proxies artifacts from `artifacts_dir`
+    (a local path or an object-store URI such as s3://bucket/prefix)."""
     mlflow = Path(sys.executable).with_name("mlflow")
     return [
         str(mlflow), "server",
@@ -26,11 +27,12 @@ def mlflow_server_command(backend_store_uri: str, artifacts_dir: Path, host: str
 
 
 def start_mlflow_server(
-    backend_store_uri: str, artifacts_dir: Path, *, host: str = "127.0.0.1", port: int = 5000,
+    backend_store_uri: str, artifacts_dir: Path | str, *, host: str = "127.0.0.1", port: int = 5000,
     log_path: Path, timeout_s: float = 90.0,
 ) -> subprocess.Popen:
     """Start the server in its own session (so it outlives the caller) and wait until it answers."""
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if "://" not in str(artifacts_dir):  # a local path; object stores need no directory
+        Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
