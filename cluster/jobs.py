@@ -62,10 +62,15 @@ def _quote(args: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+#: the head's interpreter: the cluster configs export HANDOFF_PYTHON (a login shell's PATH may put
+#: another `python` first, as pyenv does); plain `python` where it is not set
+PYTHON = "${HANDOFF_PYTHON:-python}"
+
+
 def cli_job(kind: str, args: Sequence[str], *, submission_id: str | None = None,
             env: dict[str, str] | None = None) -> JobSpec:
     """Any `handoff` command run on the cluster as a job."""
-    return JobSpec(kind=kind, entrypoint=_quote(["python", "-m", "handoff", *args]), env=dict(env or {}),
+    return JobSpec(kind=kind, entrypoint=f"{PYTHON} {_quote(['-m', 'handoff', *args])}", env=dict(env or {}),
                    submission_id=submission_id, metadata={"handoff.kind": kind})
 
 

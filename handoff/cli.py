@@ -35,6 +35,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JS
 
 
 def _fail(message: str, code: int = 2) -> None:
+    """Print one clear line and exit; HANDOFF_DEBUG=1 adds the traceback of the error being handled."""
+    if os.environ.get("HANDOFF_DEBUG") and sys.exc_info()[0] is not None:
+        err.print_exception()
     err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
     raise typer.Exit(code)
 

@@ -35,7 +35,7 @@ def test_retraining_runs_at_most_once_per_drift_event():
 
 def test_entry_points_are_handoff_commands_that_need_no_cpu_of_their_own():
     spec = tune_job("configs/my config.yaml", ["search.num_samples=4", "seed=9"])
-    assert shlex.split(spec.entrypoint) == ["python", "-m", "handoff", "tune", "configs/my config.yaml", "--json",
+    assert shlex.split(spec.entrypoint) == ["${HANDOFF_PYTHON:-python}", "-m", "handoff", "tune", "configs/my config.yaml", "--json",
                                             "--set", "search.num_samples=4", "--set", "seed=9"]
     assert spec.num_cpus == 0 and spec.num_gpus == 0 and spec.submission_id is None
     assert shlex.split(deploy_job("shuttle").entrypoint)[3:] == ["serve", "shuttle"]
