@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.jobs import JobRunner, tune_job
+from cluster.jobs import JobRunner, retrain_job, tune_job
 from tests.integration.conftest import REPO, SMALL, free_port
 
 HEAD, WORKER = "127.0.0.1", "127.0.0.2"
@@ -207,6 +207,21 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
         assert [int(v.version) for v in versions] == [result["version"]]
         # the shared storage held the search (checkpoints included)
         assert list((tmp_path / "shared" / "tune").glob("onprem-*/*/checkpoint_*"))
+
+        # the CLI with a jobs API address runs the command there (logs streamed, the job's exit code)
+        shown = subprocess.run([sys.executable, "-m", "handoff", "models", "onprem", "--json", "--address", dashboard],
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+        assert _last_json_object(shown.stdout)["versions"][0]["version"] == result["version"]
+        assert "as Ray job" in shown.stderr and "SUCCEEDED" in shown.stderr
+
+        # a retraining job for one drift event runs at most once; a job can be stopped
+        first = runner.submit(retrain_job("configs/shuttle.yaml", "onprem", "event-1", overrides))
+        again = runner.submit(retrain_job("configs/shuttle.yaml", "onprem", "event-1", overrides))
+        assert first == again and first.startswith("handoff-retrain-")
+        assert sum(j.submission_id == first for j in runner.client.list_jobs()) == 1
+        runner.stop(first)
+        assert runner.wait(first, timeout_s=120) == "STOPPED"
     finally:
         down = _ray("down", "-y", str(cfg_path), check=False)
         try:
