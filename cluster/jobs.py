@@ -101,19 +101,34 @@ def runtime_env(spec: JobSpec, working_dir: Path = REPO_ROOT) -> dict:
             "env_vars": {"PYTHONUNBUFFERED": "1", **spec.env}}
 
 
-class JobRunner:
-    """Thin wrapper over Ray's `JobSubmissionClient` (token authentication: RAY_AUTH_MODE=token and
-    the token in ~/.ray/auth_token or RAY_AUTH_TOKEN, as for every Ray client)."""
+def cluster_token(environ=None, home: Path | None = None) -> str | None:
+    """The Ray cluster token, found where Ray's own clients look: RAY_AUTH_TOKEN, the file named by
+    RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token. None when there is none (a cluster without auth)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("RAY_AUTH_TOKEN", "").strip():
+        return environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(environ["RAY_AUTH_TOKEN_PATH"]) if environ.get("RAY_AUTH_TOKEN_PATH") else \
+        (home or Path.home()) / ".ray" / "auth_token"
+    token = path.read_text().strip() if path.is_file() else ""
+    return token or None
 
-    def __init__(self, address: str):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+class JobRunner:
+    """Thin wrapper over Ray's `JobSubmissionClient`. The cluster token is sent explicitly (found as
+    Ray's clients find it), so this works whatever RAY_AUTH_MODE this process started with."""
+
+    def __init__(self, address: str, token: str | None = None):
         from ray.job_submission import JobSubmissionClient
 
+        token = token or cluster_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            self.client = JobSubmissionClient(address)
+            self.client = JobSubmissionClient(address, headers=headers)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError or auth errors here
-            raise JobError(f"cannot reach the jobs API at {address}: {exc}\n"
-                           "Forward the head's dashboard first: `ray dashboard cluster.yaml`.") from exc
+            hint = ("the cluster refused this token: use the cluster's (`ray get-auth-token` on the head, or "
+                    "RAY_AUTH_TOKEN)" if "uthenticat" in str(exc) else
+                    "forward the head's dashboard first: `ray dashboard cluster.yaml`")
+            raise JobError(f"cannot use the jobs API at {address}: {exc}\n{hint}") from exc
         self.address = address
 
     def submit(self, spec: JobSpec, working_dir: Path = REPO_ROOT) -> str:

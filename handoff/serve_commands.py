@@ -33,7 +33,7 @@ def quiet_serve_logs() -> None:
 
 def _control(home, address, tracking_uri, serving_config, sets):
     """Connect to the running cluster and build the control plane (or fail saying how to start one)."""
-    from cluster.connect import ClusterUnavailable, connect_ray, ray_address
+    from cluster.connect import ClusterUnavailable, connect_ray, inside_ray_job, ray_address
     from cluster.config_layers import ConfigError
     from cluster.services import read_services, resolve_tracking_uri
     from serving.config import load_serving_config
@@ -44,7 +44,7 @@ def _control(home, address, tracking_uri, serving_config, sets):
     settings = _settings(home, address, tracking_uri)
     services = read_services(settings)
     where = ray_address(settings, services)
-    if where is None:
+    if where is None and not inside_ray_job():  # a Ray job joins its own cluster
         _fail("serving needs a running cluster that outlives this command: start the local one with "
               "`handoff up`, or pass --address of a running cluster")
     path = serving_config or (DEFAULT_SERVING_CONFIG if DEFAULT_SERVING_CONFIG.is_file() else None)

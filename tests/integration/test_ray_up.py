@@ -215,6 +215,19 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
         assert _last_json_object(shown.stdout)["versions"][0]["version"] == result["version"]
         assert "as Ray job" in shown.stderr and "SUCCEEDED" in shown.stderr
 
+        # deploy as a job: the champion is served on the head, and answers over HTTP
+        gateway = free_port()
+        served = subprocess.run([sys.executable, "-m", "handoff", "serve", "onprem", "--address", dashboard,
+                                 "--set", f"gateway.port={gateway}"], cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
+        body = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
+                                       "data": [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]}]}).encode()
+        request = urllib.request.Request(f"http://{HEAD}:{gateway}/v2/models/onprem/infer", body,
+                                         {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            assert r.status == 200 and r.headers["x-model-version"] == str(result["version"])
+
         # a retraining job for one drift event runs at most once; a job can be stopped
         first = runner.submit(retrain_job("configs/shuttle.yaml", "onprem", "event-1", overrides))
         again = runner.submit(retrain_job("configs/shuttle.yaml", "onprem", "event-1", overrides))

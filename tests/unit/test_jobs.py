@@ -2,7 +2,7 @@
 
 import shlex
 
-from cluster.jobs import REPO_ROOT, deploy_job, deterministic_id, retrain_job, runtime_env, tune_job
+from cluster.jobs import REPO_ROOT, cluster_token, deploy_job, deterministic_id, retrain_job, runtime_env, tune_job
 from handoff.remote import job_address, without_address
 
 
@@ -46,3 +46,13 @@ def test_the_repository_travels_without_environments_or_state():
     assert env["working_dir"] == str(REPO_ROOT)
     assert {".venv", ".git", ".handoff", "mlruns"} <= set(env["excludes"])
     assert env["env_vars"]["PYTHONUNBUFFERED"] == "1"
+
+
+def test_the_token_is_found_where_ray_clients_find_it(tmp_path):
+    assert cluster_token({"RAY_AUTH_TOKEN": " abc\n"}, tmp_path) == "abc"
+    (tmp_path / "t").write_text("from-path\n")
+    assert cluster_token({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "t")}, tmp_path) == "from-path"
+    assert cluster_token({}, tmp_path) is None  # no ~/.ray/auth_token under this home
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("home-token")
+    assert cluster_token({}, tmp_path) == "home-token"
