@@ -16,13 +16,14 @@ Python use (address: the dashboard, reached through `ray dashboard cluster.yaml`
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from cluster.digest import stable_digest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,13 +53,10 @@ class JobSpec:
 
 def deterministic_id(kind: str, *parts: object) -> str:
     """The same work always gets the same submission id (Ray refuses a second job under it)."""
-    digest = hashlib.sha256(json.dumps([kind, *parts], sort_keys=True, default=str).encode()).hexdigest()
-    return f"handoff-{kind}-{digest[:16]}"
+    return f"handoff-{kind}-{stable_digest(kind, *parts)}"
 
 
 def _quote(args: Sequence[str]) -> str:
-    import shlex
-
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -8,7 +8,6 @@ HANDOFF_HOME/services.json; later commands read that file to connect. `down` sto
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cluster.head_services import port_open
 from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group
 from cluster.settings import Settings
 
@@ -116,11 +116,9 @@ def _wait_for_ports(proc: subprocess.Popen, ports: list[int], log: Path, timeout
     while pending and time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"`ray start --head` exited with code {proc.returncode}; see {log}")
-        with socket.socket() as sock:
-            sock.settimeout(1)
-            if sock.connect_ex(("127.0.0.1", pending[0])) == 0:
-                pending.pop(0)
-                continue
+        if port_open(pending[0]):
+            pending.pop(0)
+            continue
         time.sleep(0.5)
     if pending:
         raise TimeoutError(f"the Ray head did not open port(s) {pending} within {timeout_s:.0f}s; see {log}")

@@ -9,12 +9,13 @@ answered: deploy the versions the new policy needs, switch the gateway's routing
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
 
 from ray import serve
+
+from cluster.digest import stable_digest
 
 from serving.config import ServingConfig
 from serving.gateway import GATEWAY_APP, Gateway
@@ -32,7 +33,7 @@ HISTORY_TAG = "handoff.champion_history"
 def _stable_version(*parts) -> str:
     """A deployment code version derived from what the deployment runs: Serve then treats a later
     change of only `user_config` or replica counts as a lightweight update, never a restart."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_digest(*parts)
 
 
 class ServingControl:

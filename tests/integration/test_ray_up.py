@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +26,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.jobs import JobRunner, retrain_job, tune_job
+from cluster.head_services import port_open
+from cluster.jobs import JobRunner, cluster_token, retrain_job, tune_job
+from handoff.demo_serving import ROW
 from tests.integration.conftest import REPO, SMALL, free_port
 
 HEAD, WORKER = "127.0.0.1", "127.0.0.2"
@@ -46,12 +48,6 @@ def _ensure_ssh_tools() -> None:
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, capture_output=True)
 
 
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((host, port)) == 0
-
-
 def _wait(predicate, timeout_s: float, what: str, poll_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -69,7 +65,7 @@ def sshd(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("the ray up test starts sshd on port 22 and needs root (CI runs as root)")
     for host in (HEAD, WORKER):
-        if _port_open(host, 22):
+        if port_open(22, host):
             pytest.fail(f"something already listens on {host}:22; stop it to run this test")
     d = tmp_path_factory.mktemp("sshd")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
@@ -83,7 +79,7 @@ def sshd(tmp_path_factory):
     Path("/run/sshd").mkdir(exist_ok=True)
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
                             stdout=open(d / "sshd.log", "wb"), stderr=subprocess.STDOUT)
-    _wait(lambda: _port_open(HEAD, 22) and _port_open(WORKER, 22), 30, "sshd on both addresses")
+    _wait(lambda: port_open(22, HEAD) and port_open(22, WORKER), 30, "sshd on both addresses")
     yield d / "client_key"
     proc.terminate()
     proc.wait(timeout=30)
@@ -129,7 +125,7 @@ def _ray(*args: str, timeout: float = 600, check: bool = True) -> subprocess.Com
 def _alive_nodes(dashboard: str) -> dict[str, str]:
     """Live nodes' address → node id, from the dashboard's state API (with the token)."""
     request = urllib.request.Request(f"{dashboard}/api/v0/nodes?limit=100",
-                                     headers={"Authorization": f"Bearer {TOKEN_FILE.read_text().strip()}"})
+                                     headers={"Authorization": f"Bearer {cluster_token()}"})
     try:
         with urllib.request.urlopen(request, timeout=20) as r:
             nodes = json.load(r)["data"]["result"]["result"]
@@ -149,11 +145,11 @@ def _post_job(url: str, headers: dict[str, str]) -> int:
 
 
 def _last_json_object(text: str) -> dict:
+    """The last JSON object in the text that starts at the beginning of a line."""
     decoder, found = json.JSONDecoder(), None
-    for i in (i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith("{")):
-        start = sum(len(line) for line in text.splitlines(keepends=True)[:i])
+    for match in re.finditer(r"^\{", text, re.MULTILINE):
         try:
-            found = decoder.raw_decode(text[start:])[0]
+            found = decoder.raw_decode(text, match.start())[0]
         except json.JSONDecodeError:
             continue
     assert found is not None, f"no JSON result in the job's logs: {text[-3000:]}"
@@ -180,7 +176,7 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
         # (the head may name itself by the machine's own address rather than 127.0.0.1)
         _wait(lambda: len(_alive_nodes(dashboard)) == 2 and WORKER in _alive_nodes(dashboard), 240,
               "the worker on 127.0.0.2 to join", poll_s=3)
-        _wait(lambda: _port_open(HEAD, ports["mlflow"]), 120, "the MLflow server on the head")
+        _wait(lambda: port_open(ports["mlflow"], HEAD), 120, "the MLflow server on the head")
 
         # secure by default: the jobs API refuses a submission without the token, or with a wrong one
         assert _post_job(dashboard, {}) == 401
@@ -222,7 +218,7 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
                                 timeout=300)
         assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
         body = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
-                                       "data": [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]}]}).encode()
+                                       "data": ROW}]}).encode()
         request = urllib.request.Request(f"http://{HEAD}:{gateway}/v2/models/onprem/infer", body,
                                          {"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
@@ -241,8 +237,8 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
             assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
             # nothing left: no raylet or GCS, the MLflow server stopped with the head, ports closed
             _wait(lambda: not _ray_processes(), 60, "Ray processes to end")
-            _wait(lambda: not _port_open(HEAD, ports["mlflow"]), 60, "the MLflow server to stop with the head")
-            assert not any(_port_open(HEAD, p) for p in ports.values())
+            _wait(lambda: not port_open(ports["mlflow"], HEAD), 60, "the MLflow server to stop with the head")
+            assert not any(port_open(p, HEAD) for p in ports.values())
         finally:  # whatever failed above, leave the machine clean for the tests after this one
             if _ray_processes():
                 _ray("stop", "--force", check=False)
