@@ -12,7 +12,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from training.config import ExperimentConfig
 from training.prepare import PreparedData
-from training.search_space import param_space, scheduler
+from training.search_space import param_space, scheduler, trial_count
 from cluster.storage import join
 from training.trial import run_trial
 from training.trial_logger import MLflowTrialLogger
@@ -23,16 +23,21 @@ class SearchOutcome:
     results: tune.ResultGrid
     experiment_path: str
     wall_seconds: float
+    expected_trials: int
 
     def unfinished_trials(self) -> int:
-        """Trials neither terminated nor errored: more than zero means the search was interrupted.
+        """Trials neither terminated nor errored, or never started: more than zero means the search
+        was interrupted.
 
         Read from the experiment state Tune saved last: on Ctrl-C Tune snapshots the state with
         the interrupted trials still running, then stops them (which marks the in-memory trials
         TERMINATED, so the returned `ResultGrid` cannot tell an interrupted search from a finished one).
+        Trials the search had not yet generated (Ctrl-C between two trials with a concurrency limit)
+        are not in that state at all, hence the count against `expected_trials`.
         """
         trials = tune.ExperimentAnalysis(self.experiment_path).trials
-        return sum(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+        never_started = max(0, self.expected_trials - len(trials))
+        return sum(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in trials) + never_started
 
 
 def _trainable(cfg: ExperimentConfig, data: PreparedData):
@@ -71,7 +76,7 @@ def run_search(cfg: ExperimentConfig, data: PreparedData, *, storage_path: str, 
         ),
         run_config=_run_config(cfg, storage_path, run_name, tracking_uri, parent_run_id, list(callbacks)),
     )
-    return _fit(tuner, join(storage_path, run_name))
+    return _fit(tuner, join(storage_path, run_name), trial_count(cfg.search))
 
 
 def resume_search(cfg: ExperimentConfig, data: PreparedData, experiment_path: str,
@@ -81,7 +86,7 @@ def resume_search(cfg: ExperimentConfig, data: PreparedData, experiment_path: st
         raise FileNotFoundError(f"no Tune experiment to resume at {experiment_path}")
     tuner = tune.Tuner.restore(experiment_path, trainable=_trainable(cfg, data),
                                resume_unfinished=True, resume_errored=True)
-    return _fit(tuner, experiment_path)
+    return _fit(tuner, experiment_path, trial_count(cfg.search))
 
 
 def _quiet_tune() -> None:
@@ -90,8 +95,8 @@ def _quiet_tune() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def _fit(tuner: tune.Tuner, experiment_path: str) -> SearchOutcome:
+def _fit(tuner: tune.Tuner, experiment_path: str, expected_trials: int) -> SearchOutcome:
     _quiet_tune()
     start = time.perf_counter()
     results = tuner.fit()
-    return SearchOutcome(results, experiment_path, time.perf_counter() - start)
+    return SearchOutcome(results, experiment_path, time.perf_counter() - start, expected_trials)

@@ -27,6 +27,15 @@ def param_space(search: SearchConfig) -> dict[str, Any]:
     return space
 
 
+def trial_count(search: SearchConfig) -> int:
+    """How many trials a complete search runs: `num_samples` for every combination of the grids."""
+    count = search.num_samples
+    for dist in search.space.values():
+        if isinstance(dist, Grid):
+            count *= len(dist.values)
+    return count
+
+
 def scheduler(cfg: SchedulerConfig, max_epochs: int) -> TrialScheduler:
     """ASHA over epochs (`training_iteration`), or FIFO."""
     if cfg.type == "fifo":

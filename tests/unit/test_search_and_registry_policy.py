@@ -3,7 +3,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from training.config import SchedulerConfig, SearchConfig
 from training.lineage import lineage_tags, package_versions
 from training.registry import CHALLENGER, CHAMPION, alias_for_new_version
-from training.search_space import param_space, scheduler
+from training.search_space import param_space, scheduler, trial_count
 
 
 def test_space_translation_covers_every_distribution():
@@ -18,6 +18,13 @@ def test_space_translation_covers_every_distribution():
     assert type(space["c"].sampler).__name__ == "_LogUniform" and space["c"].lower == 1e-4
     assert (space["d"].lower, space["d"].upper) == (1, 4)
     assert space["e"] == {"grid_search": ["x", "y"]}
+
+
+def test_a_complete_search_runs_num_samples_for_every_grid_combination():
+    grids = {"g": {"type": "grid", "values": [1, 2, 3]}, "h": {"type": "grid", "values": ["x", "y"]},
+             "c": {"type": "choice", "values": [1, 2]}}
+    assert trial_count(SearchConfig.model_validate({"num_samples": 4, "space": grids})) == 24
+    assert trial_count(SearchConfig.model_validate({"num_samples": 4, "space": {}})) == 4
 
 
 def test_scheduler_choice():
