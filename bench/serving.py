@@ -8,13 +8,16 @@ Shuttle data) in a scratch store, then drives each shape with `wrk` (bounded: fi
   (b) the same HTTP app (FastAPI + uvicorn) in one process with the model in-process
   (c) plain Ray Serve with defaults: one deployment behind Serve's proxy
   (d) Handoff: gateway + version deployments, 90/10 split, live logging on
-  (e) (d) with dynamic batching in the version replicas
+  (e) (d) with the gateway's request coalescing (batching)
+  (dh) (d) with transport=handle: one Serve handle call per request instead of the direct path
 
     .venv/bin/python bench/serving.py [--seconds 10] [--only a,b,c,d,e]
 Writes bench/results/serving.json and prints a table.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: (c)'s endpoint is pickled into a Serve replica, and
+# a string annotation `request: "Request"` cannot be resolved there, so FastAPI took `request` for a
+# required query parameter and answered every request with 422 (earlier runs of this benchmark).
 
 import argparse
 import json
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -63,6 +67,16 @@ def wait_http(url: str, timeout: float = 120) -> None:
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.3)
     raise RuntimeError(f"{url} did not come up")
+
+
+def first_answer(url: str) -> None:
+    """One request before measuring: a shape that does not answer 200 is reported, not timed blind."""
+    req = urllib.request.Request(url, BODY.encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            print(f"  {url}: {r.status} {r.read(200)!r}", flush=True)
+    except urllib.error.HTTPError as exc:
+        print(f"  {url}: {exc.code} {exc.read(500)!r}  <- this shape fails", flush=True)
 
 
 def load_args(args) -> list[tuple[int, int]]:
@@ -161,7 +175,7 @@ def plain_serve_app(tracking_uri: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
-    parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument("--only", default="a,b,c,d,e,dh", help="shapes to run (dh: (d) over Serve handles)")
     parser.add_argument("--local-server", nargs=3, metavar=("MODEL_URI", "TRACKING_URI", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,24 +213,29 @@ def main() -> None:
             try:
                 wait_http(f"http://127.0.0.1:{LOCAL_PORT}/v2/health/live")
                 url = f"http://127.0.0.1:{LOCAL_PORT}/v2/models/bench/infer"
+                first_answer(url)
                 results["b FastAPI+uvicorn, 1 process"] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
             finally:
                 proc.terminate()
                 proc.wait(30)
         registry = Registry(uri)
-        for label, batch in (("d", 1), ("e", 32)):
+        for label, batch, transport in (("d", 1, "direct"), ("e", 32, "direct"), ("dh", 1, "handle")):
             if label not in only:
                 continue
             cfg = load_serving_config(None, [f"version_defaults.batching.max_batch_size={batch}",
-                                             "version_defaults.batching.max_in_flight=2"], environ={})
+                                             "version_defaults.batching.max_in_flight=2",
+                                             f"version_defaults.transport={transport}"], environ={})
             control = ServingControl(registry, cfg, str(Path(home) / "live"), say=print)
             control.traffic("bench", {1: 90, 2: 10})
             wait_http("http://127.0.0.1:8000/v2/health/ready")
             url = "http://127.0.0.1:8000/v2/models/bench/infer"
-            name = "d Handoff 90/10 + live log" if batch == 1 else f"e Handoff 90/10 + live log + batching ({batch})"
+            first_answer(url)
+            name = {"d": "d Handoff 90/10 + live log", "e": f"e Handoff 90/10 + live log + batching ({batch})",
+                    "dh": "d' (d) over Serve handles (transport=handle)"}[label]
             results[name] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
             gateway = control.describe()["gateway"]
             results[name]["split"] = {f"{c['version']}": c["n"] for c in gateway["counts"] if c["what"] == "requests"}
+            results[name]["direct"] = gateway["direct"]
             control.unserve("bench")
         serve.shutdown()
         # Plain Serve and the in-process forward pass run last, so neither leaves load behind for
@@ -226,6 +245,7 @@ def main() -> None:
             serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
             serve.run(plain_serve_app(uri), name="plain", route_prefix="/")
             url = f"http://127.0.0.1:{SERVE_PORT}/v2/models/bench/infer"
+            first_answer(url)
             results["c plain Ray Serve (defaults)"] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
             serve.shutdown()
         if "a" in only:
@@ -236,8 +256,8 @@ def main() -> None:
     print(f"\n{'shape':<48} {'conc':>5} {'req/s':>9} {'ok req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8}")
     for name, runs in results.items():
         for conc, r in runs.items():
-            if conc == "split":
-                print(f"{'':<48} split by version: {r}")
+            if conc in ("split", "direct"):
+                print(f"{'':<48} {conc}: {r}")
                 continue
             ok = max(r["rps"] - r["non_2xx"] / args.seconds, 0.0) if conc != "c1" else r["rps"]
             r["ok_rps"] = ok

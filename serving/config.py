@@ -7,6 +7,7 @@ Loaded once by the CLI (`configs/serving.yaml`, then `HANDOFF_SERVING__A__B` var
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -51,6 +52,9 @@ class VersionDeployment(_Strict):
     gpus: float = Field(0, ge=0)
     max_ongoing_requests: int = Field(64, ge=1)
     batching: Batching = Field(default_factory=Batching)
+    transport: Literal["direct", "handle"] = Field(
+        "direct", description="how the gateway reaches the replicas: `direct` (a TCP connection per replica, "
+        "the Serve handle as fallback) or `handle` (a Serve handle call per request or batch)")
 
 
 class GatewayConfig(_Strict):

@@ -118,7 +118,7 @@ class ServingControl:
         batching = {}
         for v in policy.versions:
             sizing = self.cfg.deployment_for(name, v)
-            batching[str(v)] = {**sizing.batching.model_dump(),
+            batching[str(v)] = {**sizing.batching.model_dump(), "transport": sizing.transport,
                                 "replicas": sizing.autoscaling.max_replicas if sizing.autoscaling else sizing.replicas}
         models[name] = {"policy": policy.to_json(), "batching": batching}
         self._deploy_gateway(models)

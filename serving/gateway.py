@@ -25,12 +25,14 @@ import numpy as np
 from ray import serve
 
 from serving.batcher import Batcher
+from serving.endpoints import directory as endpoint_directory
 from serving.http_app import Answer, build_app
 from serving.live_log import LiveLog, should_log
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name
 from serving.policy import TrafficPolicy
 from serving.protocol import BadRequest, ModelSignature
+from serving.replica_client import ReplicaPool
 
 log = logging.getLogger(__name__)
 GATEWAY_APP = "handoff-gateway"
@@ -111,6 +113,7 @@ class Gateway:
                  live_log: dict | None):
         self._models: dict[str, ModelRoutes] = {}
         self._handles: dict[tuple[str, int], object] = {}
+        self._pools: dict[tuple[str, int], ReplicaPool] = {}
         self._batchers: dict[tuple, Batcher] = {}
         self._metrics = _Metrics()
         self._log_cfg = live_log
@@ -165,15 +168,47 @@ class Gateway:
             routes[name] = ModelRoutes(sig, policy, handles, batchers)
         self._models = routes  # one assignment: a request sees the old table or the new one
         self._spec = dict(models)
+        self._forget_unrouted(routes)
+
+    def _forget_unrouted(self, routes: dict[str, ModelRoutes]) -> None:
+        """Close the direct connections and drop the batchers nothing routes to any more (a request
+        still holding the old table falls back to the version's Serve handle)."""
+        live = {(name, v) for name, r in routes.items() for v in r.handles}
+        in_use = {id(b) for r in routes.values() for b in r.batchers.values()}
+        for key in [k for k in self._pools if k not in live]:
+            self._pools.pop(key).close()
+        for key in [k for k, b in self._batchers.items() if id(b) not in in_use]:
+            del self._batchers[key]
 
     def _batcher(self, model: str, version: int, batching: dict) -> Batcher:
         """Reuse the running batcher when its settings hold (its queue stays with it)."""
         key = (model, version, batching.get("max_batch_size", 1), batching.get("max_in_flight", 2),
-               batching.get("replicas", 1))
+               batching.get("replicas", 1), batching.get("transport", "direct"))
         if key not in self._batchers:
-            handle = self._handle(model, version)
-            self._batchers[key] = Batcher(lambda x: handle.predict.remote(x), key[2], key[3] * key[4])
+            if key[5] == "direct":
+                call = self._pool(model, version).predict
+            else:
+                handle = self._handle(model, version)
+                call = lambda x: handle.predict.remote(x)  # noqa: E731
+            self._batchers[key] = Batcher(call, key[2], key[3] * key[4])
         return self._batchers[key]
+
+    def _pool(self, model: str, version: int) -> ReplicaPool:
+        """The direct connections to a version's replicas (started on first use, on the server loop)."""
+        key = (model, version)
+        if key not in self._pools:
+            handle = self._handle(model, version)
+            self._pools[key] = ReplicaPool(
+                f"{model}/v{version}",
+                lambda: self._directory().get.remote(app_name(model, version)),
+                lambda x: handle.predict.remote(x))
+            self._pools[key].start()
+        return self._pools[key]
+
+    def _directory(self):
+        if getattr(self, "_endpoints", None) is None:
+            self._endpoints = endpoint_directory()
+        return self._endpoints
 
     def _handle(self, model: str, version: int):
         key = (model, version)
@@ -254,7 +289,10 @@ class Gateway:
                 "models": dict(getattr(self, "_spec", {})),
                 "features": {name: list(r.sig.features) for name, r in self._models.items()},
                 "counts": [{"model": m, "version": v, "what": w, "n": n} for (m, v, w), n in dict(self._metrics.totals).items()],
-                "live_log_rows_written": self._live_log.rows_written if self._live_log else 0}
+                "live_log_rows_written": self._live_log.rows_written if self._live_log else 0,
+                "direct": {f"{m}/{v}": {"replicas": len(p.connections), "direct": p.direct,
+                                        "fallback": p.fallen_back, "discovery": p.last_discovery}
+                           for (m, v), p in self._pools.items()}}
 
     def flush_live_log(self) -> int:
         if self._live_log is not None:

@@ -12,7 +12,10 @@ import os
 import numpy as np
 from ray import serve
 
+from serving.autoscale import DIRECT_LOAD_METRIC, POLICY_PATH
 from serving.config import VersionDeployment
+from serving.endpoints import Registration
+from serving.replica_server import ReplicaServer
 
 DEPLOYMENT = "ModelVersion"
 
@@ -62,6 +65,8 @@ class ModelVersion:
         self.num_classes = int(python_model.num_classes)
         self.device = weights_device(python_model, self.device)
         self._proba = getattr(python_model, "predict_proba", None) or self._proba_from_frame(loaded)
+        self._endpoint = ReplicaServer(self._proba, ray.util.get_node_ip_address())
+        self._registration = Registration(app_name(model, self.version), self._endpoint.endpoint())
 
     def _proba_from_frame(self, loaded):
         """Versions registered before `predict_proba` existed: go through the pyfunc frame API."""
@@ -79,8 +84,19 @@ class ModelVersion:
                 "version": self.version, "pid": os.getpid()}
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a float32 matrix in feature order."""
+        """Class probabilities for a float32 matrix in feature order (the Serve handle path)."""
         return self._proba(x)
+
+    def record_autoscaling_stats(self) -> dict:
+        """Requests in flight on the direct path, which Serve's own count does not see."""
+        return {DIRECT_LOAD_METRIC: float(self._endpoint.load())}
+
+    def __del__(self):
+        """Graceful shutdown: unlisted first, then direct clients are told to go away after their answers."""
+        if getattr(self, "_registration", None) is not None:
+            self._registration.close()
+        if getattr(self, "_endpoint", None) is not None:
+            self._endpoint.close()
 
 
 def version_app(model: str, version: int, tracking_uri: str, registry_uri: str | None,
@@ -97,7 +113,8 @@ def version_app(model: str, version: int, tracking_uri: str, registry_uri: str |
         "logging_config": {"enable_access_log": False},
     }
     if sizing.autoscaling is not None:
-        options["autoscaling_config"] = sizing.autoscaling.model_dump()
+        options["autoscaling_config"] = {**sizing.autoscaling.model_dump(),
+                                         "policy": {"policy_function": POLICY_PATH}}
     else:
         options["num_replicas"] = sizing.replicas
     deployment = ModelVersion.options(**options).options(_internal=True, version=code_version)

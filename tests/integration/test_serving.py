@@ -48,7 +48,7 @@ def call(port, path, body=None, headers=None, raw: bytes | None = None, method=N
 class LoadLoop:
     """Bounded load on 127.0.0.1 (at most `max_requests`, at most `max_seconds`), counting outcomes."""
 
-    def __init__(self, port: int, threads: int = 3, max_requests: int = 20_000, max_seconds: float = 300):
+    def __init__(self, port: int, threads: int = 3, max_requests: int = 200_000, max_seconds: float = 300):
         self.port, self.max_requests, self.deadline = port, max_requests, time.monotonic() + max_seconds
         self.ok, self.failed, self.versions, self.failures = 0, 0, {}, []
         self._stop = threading.Event()
@@ -101,6 +101,26 @@ def served(ray_local, mlflow_server, shuttle_frame, tmp_path_factory):
 
 def gateway_pid(control) -> int:
     return control.describe()["gateway"]["pid"]
+
+
+def direct_paths(control) -> dict:
+    """Per served version: replicas the gateway is connected to, requests sent direct / by handle."""
+    return control.describe()["gateway"]["direct"]
+
+
+def resize(control, replicas: dict[str, int]) -> None:
+    """Serve the model again with `replicas` per "MODEL/V" (a lightweight update of the versions)."""
+    cfg = control.cfg.model_copy(update={"versions": {
+        key: control.cfg.version_defaults.model_copy(update={"replicas": n}) for key, n in replicas.items()}})
+    ServingControl(control.registry, cfg, control.live_log_root).serve_model(NAME)
+
+
+def wait_for(check, seconds: float, what: str, show=lambda: None) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}: {show()}")
+        time.sleep(0.5)
 
 
 def test_oip_v2_endpoints_answer_and_name_the_version(served):
@@ -167,6 +187,12 @@ def test_every_change_under_load_drops_no_request_and_weights_do_not_restart_the
         control.rollback(NAME)                            # the previous champion back
         assert registry.aliases(NAME)["champion"] == 1
         time.sleep(3)
+        resize(control, {f"{NAME}/1": 2})                 # a replica added: the gateway connects to it
+        wait_for(lambda: direct_paths(control)[f"{NAME}/1"]["replicas"] == 2, 60, "the second replica",
+                 lambda: (direct_paths(control), control.describe()["applications"].get(f"{NAME}-v1")))
+        resize(control, {})                               # and removed again: it says GOAWAY first
+        wait_for(lambda: direct_paths(control)[f"{NAME}/1"]["replicas"] == 1, 60, "one replica left",
+                 lambda: (direct_paths(control), control.describe()["applications"].get(f"{NAME}-v1")))
         control.canary(NAME, 2, 20)
         time.sleep(2)
         control.traffic(NAME, {1: 100})                   # remove version 2
@@ -174,6 +200,8 @@ def test_every_change_under_load_drops_no_request_and_weights_do_not_restart_the
     assert load.failed == 0, load.failures[:5]
     assert load.ok > 50 and set(load.versions) == {"1", "2"}
     assert gateway_pid(control) == pid
+    direct = direct_paths(control)[f"{NAME}/1"]
+    assert direct["direct"] > 10 * direct["fallback"], direct  # requests went straight to the replicas
     assert TrafficPolicy.from_json(registry.model_tags(NAME)[TRAFFIC_TAG]) == TrafficPolicy({1: 100.0})
     assert f"{NAME}-v2" not in control.describe()["applications"]
 

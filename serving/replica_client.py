@@ -1,0 +1,179 @@
+"""The gateway's side of the direct path: one `ReplicaPool` per served version.
+
+The pool learns the version's replicas (address and secret) from the endpoint directory
+(serving/endpoints.py), keeps one connection per replica, and
+sends each request to the replica with the fewest requests in flight. The Serve handle stays the
+fallback: while no replica is connected yet, and for a request whose replica went away before it
+answered (a prediction has no side effect, so sending it again is safe). Model failures are not
+retried: they reach the caller as `ReplicaError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from serving.wire import ERROR, GOAWAY, HELLO, PREDICT, READY, RESULT, FrameReader, WireError, encode, \
+    encode_matrix
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT_S = 5.0
+DISCOVERY_TIMEOUT_S = 10.0
+
+
+class ReplicaError(RuntimeError):
+    """The version's model failed on this request (its message names why)."""
+
+
+class ReplicaGone(ConnectionError):
+    """The connection ended before the replica answered (the request may be sent elsewhere)."""
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, on_lost: Callable[[], None]):
+        self.reader = FrameReader()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.open, self._next_id, self._on_lost = False, 0, on_lost
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except WireError as exc:
+            log.warning("replica sent a bad frame, closing: %s", exc)
+            self.transport.close()
+            return
+        for frame in frames:
+            if frame.kind == READY:
+                self.open = True
+                if not self.ready.done():
+                    self.ready.set_result(True)
+            elif frame.kind == GOAWAY:
+                self._retire()
+            elif frame.kind in (RESULT, ERROR):
+                future = self.pending.pop(frame.request_id, None)
+                if future is not None and not future.done():
+                    if frame.kind == RESULT:
+                        future.set_result(frame.matrix())
+                    else:
+                        future.set_exception(ReplicaError(frame.text()))
+                if not self.open and not self.pending:
+                    self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self._retire()
+        if not self.ready.done():
+            self.ready.set_exception(ReplicaGone("the replica closed the connection during the handshake"))
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ReplicaGone("the replica's connection closed before it answered"))
+        self.pending.clear()
+
+    def _retire(self) -> None:
+        """Send nothing new here; close once what is in flight is answered."""
+        if self.open:
+            self.open = False
+            self._on_lost()
+        if not self.pending and self.transport is not None:
+            self.transport.close()
+
+    def request(self, x: np.ndarray) -> asyncio.Future:
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        future = asyncio.get_running_loop().create_future()
+        self.pending[self._next_id] = future
+        self.transport.write(encode_matrix(PREDICT, self._next_id, x, load=len(self.pending)))
+        return future
+
+
+class ReplicaPool:
+    """Direct connections to one version's replicas; `fallback` (the Serve handle call) otherwise."""
+
+    def __init__(self, label: str, ask_endpoints: Callable[[], Awaitable[list]],
+                 fallback: Callable[[np.ndarray], Awaitable[np.ndarray]], refresh_s: float = 5.0):
+        self.label, self.ask_endpoints, self.fallback = label, ask_endpoints, fallback
+        self.refresh_s = refresh_s
+        self.connections: dict[str, _Connection] = {}
+        self.direct = self.fallen_back = 0
+        self.last_discovery = "not yet"
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._discover())
+
+    async def predict(self, x: np.ndarray) -> np.ndarray:
+        connection = self._pick()
+        if connection is not None:
+            try:
+                result = await connection.request(x)
+                self.direct += 1
+                return result
+            except ReplicaGone:
+                pass
+        self.fallen_back += 1
+        self._wake.set()
+        return await self.fallback(x)
+
+    def _pick(self) -> _Connection | None:
+        best = None
+        for connection in self.connections.values():
+            if connection.open and (best is None or len(connection.pending) < len(best.pending)):
+                best = connection
+        return best
+
+    def _lost(self, replica_id: str) -> None:
+        self.connections.pop(replica_id, None)
+        self._wake.set()  # look for the replacement now, not at the next refresh
+
+    async def _discover(self) -> None:
+        """Read the version's live endpoints, connect to new ones; again every `refresh_s` (every
+        second while none is connected), at once after a replica left or a request found no
+        connection. Reading the directory costs the version's replicas nothing."""
+        while True:
+            try:
+                endpoints = await asyncio.wait_for(self.ask_endpoints(), DISCOVERY_TIMEOUT_S)
+                self.last_discovery = f"{len(endpoints)} replica(s) listed"
+                for endpoint in endpoints:
+                    if endpoint["replica"] not in self.connections:
+                        await self._connect(endpoint)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - discovery retries; requests use the handle meanwhile
+                self.last_discovery = f"failed: {type(exc).__name__}: {exc}"
+                log.warning("%s: replica discovery failed (%s); retrying", self.label, exc)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.refresh_s if self.connections else 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _connect(self, endpoint: dict) -> None:
+        replica = endpoint["replica"]
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(loop.create_connection(
+                lambda: _Connection(lambda: self._lost(replica)), endpoint["host"], endpoint["port"]),
+                CONNECT_TIMEOUT_S)
+            connection.transport.write(encode(HELLO, 0, bytes.fromhex(endpoint["secret"])))
+            await asyncio.wait_for(connection.ready, CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, ReplicaGone) as exc:
+            self.last_discovery += f"; cannot reach {endpoint['host']}:{endpoint['port']}: {exc!r}"
+            log.warning("%s: cannot reach replica %s at %s:%s (%s); it stays on the Serve handle", self.label,
+                     replica, endpoint["host"], endpoint["port"], exc)
+            return
+        self.connections[replica] = connection
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for connection in list(self.connections.values()):
+            connection._retire()
+        self.connections.clear()
