@@ -117,7 +117,7 @@ def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
     import mlflow
     import uvicorn
 
-    from serving.http_app import Answer, build_app
+    from serving.http_app import Answer, build_asgi
     from serving.protocol import BadRequest, ModelSignature
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -139,7 +139,7 @@ def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
         async def answer(self, name, x, request_id, routing_key, version):
             return Answer(1, model.predict_proba(x))
 
-    uvicorn.run(build_app(LocalBackend(), 1_000_000), host="127.0.0.1", port=port, log_level="warning",
+    uvicorn.run(build_asgi(LocalBackend(), 1_000_000), host="127.0.0.1", port=port, log_level="warning",
                 access_log=False, http="httptools", loop="uvloop")
 
 

@@ -26,7 +26,7 @@ from ray import serve
 
 from serving.batcher import Batcher
 from serving.endpoints import directory as endpoint_directory
-from serving.http_app import Answer, build_app
+from serving.http_app import Answer, build_asgi
 from serving.live_log import LiveLog, should_log
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name
@@ -120,7 +120,7 @@ class Gateway:
         self._live_log = LiveLog(live_log["root"], live_log["flush_seconds"], live_log["max_rows"]) \
             if live_log else None
         self._shadow_tasks: set[asyncio.Task] = set()
-        app = build_app(self, max_body_bytes, frozenset(api_keys))
+        app = build_asgi(self, max_body_bytes, frozenset(api_keys))
         self._sock = reuse_port_socket(host, port)
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import itertools
 import os
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -60,24 +62,82 @@ def error(message: str, status: int) -> Response:
     return _json({"error": message}, status)
 
 
-async def read_json(request: Request, max_bytes: int):
-    """The decoded body, refusing bodies over `max_bytes` (413) and malformed JSON (400)."""
-    declared = request.headers.get("content-length")
+def check_declared_length(headers: Mapping[str, str], max_bytes: int) -> None:
+    """413 before reading when the declared body is over the limit."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise BadRequest(f"the body is {declared} bytes; the limit is {max_bytes}", status=413)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BadRequest(f"the body exceeds the limit of {max_bytes} bytes", status=413)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+
+
+def add_chunk(chunks: list[bytes], size: int, chunk: bytes, max_bytes: int) -> int:
+    """Collect one body chunk, refusing a body that grows over the limit (413)."""
+    size += len(chunk)
+    if size > max_bytes:
+        raise BadRequest(f"the body exceeds the limit of {max_bytes} bytes", status=413)
+    chunks.append(chunk)
+    return size
+
+
+def decode_json(raw: bytes):
+    """The decoded body, refusing an empty body or malformed JSON (400)."""
     if not raw:
         raise BadRequest("the body is empty; send a JSON object")
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+async def read_json(request: Request, max_bytes: int):
+    """The decoded body of a FastAPI request, with the same limits as the direct route."""
+    check_declared_length(request.headers, max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size = add_chunk(chunks, size, chunk, max_bytes)
+    return decode_json(b"".join(chunks))
+
+
+def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
+    """Inference needs `Authorization: Bearer KEY` or `x-api-key: KEY` when keys are configured."""
+    if not api_keys:
+        return True
+    key = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    return key in api_keys
+
+
+async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: Mapping[str, str], body,
+                version: int | None, mlflow_format: bool) -> Response:
+    """One inference request, whichever front received it: `body` is the decoded JSON, or the
+    BadRequest that reading it raised. Every refusal is a 4xx `{"error": ...}`; a failing version
+    is a 503."""
+    start = time.perf_counter()
+    if not authorised(headers, api_keys):
+        return error("missing or invalid API key (send Authorization: Bearer KEY or x-api-key)", 401)
+    try:
+        sig = backend.signature(name)
+        if isinstance(body, BadRequest):
+            raise body
+        if mlflow_format:
+            x, request_id = parse_invocations(body, sig), None
+        else:
+            x, request_id = parse_infer(body, sig)
+        request_id = request_id or headers.get("x-request-id") or next_request_id()
+        answer = await backend.answer(name, x, request_id, headers.get("x-routing-key"), version)
+    except BadRequest as exc:
+        return error(str(exc), exc.status)
+    except Exception as exc:  # noqa: BLE001 - a failing version is the server's fault, never a 500 page
+        log.exception("model %s: answering request failed", name)
+        return error(f"model {name!r} could not answer: {type(exc).__name__}: {exc}", 503)
+    payload = invocations_response(answer.proba) if mlflow_format else \
+        infer_response(name, answer.version, request_id, answer.proba)
+    response = _json(payload, version=answer.version)
+    response.headers["x-request-id"] = request_id
+    response.headers["x-latency-ms"] = f"{(time.perf_counter() - start) * 1000:.2f}"
+    return response
 
 
 _INFER_BODY = {"content": {"application/json": {"schema": {
@@ -100,15 +160,6 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
                   description="Open Inference Protocol v2 REST plus MLflow scoring payloads. "
                               "Every answer names the version that produced it (x-model-version); "
                               "the x-routing-key header makes routing sticky.")
-
-    def authorised(request: Request) -> bool:
-        if not api_keys:
-            return True
-        key = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            key = auth[7:].strip()
-        return key in api_keys
 
     @app.get("/v2/health/live", summary="The server process is up")
     async def live():
@@ -136,29 +187,11 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
         return _json({"name": name, "ready": ok}, 200 if ok else 503)
 
     async def _infer(name: str, request: Request, version: int | None, mlflow_format: bool) -> Response:
-        start = time.perf_counter()
-        if not authorised(request):
-            return error("missing or invalid API key (send Authorization: Bearer KEY or x-api-key)", 401)
         try:
-            sig = backend.signature(name)
             body = await read_json(request, max_body_bytes)
-            if mlflow_format:
-                x, request_id = parse_invocations(body, sig), None
-            else:
-                x, request_id = parse_infer(body, sig)
-            request_id = request_id or request.headers.get("x-request-id") or next_request_id()
-            answer = await backend.answer(name, x, request_id, request.headers.get("x-routing-key"), version)
         except BadRequest as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:  # noqa: BLE001 - a failing version is the server's fault, never a 500 page
-            log.exception("model %s: answering request failed", name)
-            return error(f"model {name!r} could not answer: {type(exc).__name__}: {exc}", 503)
-        payload = invocations_response(answer.proba) if mlflow_format else \
-            infer_response(name, answer.version, request_id, answer.proba)
-        response = _json(payload, version=answer.version)
-        response.headers["x-request-id"] = request_id
-        response.headers["x-latency-ms"] = f"{(time.perf_counter() - start) * 1000:.2f}"
-        return response
+            body = exc
+        return await infer(backend, api_keys, name, request.headers, body, version, mlflow_format)
 
     @app.post("/v2/models/{name}/infer", summary="Predict; the traffic policy picks the version",
               openapi_extra={"requestBody": _INFER_BODY})
@@ -186,3 +219,74 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
         return error(f"method {request.method} is not allowed on {request.url.path}", 405)
 
     return app
+
+
+_INFER_PATH = re.compile(r"^/v2/models/([^/]+)/(infer|invocations|versions/([^/]+)/infer)$")
+
+
+def match_inference(method: str, path: str) -> tuple[str, str | None, bool] | None:
+    """(model, version text or None, MLflow payload?) for an inference route, else None."""
+    if method != "POST":
+        return None
+    m = _INFER_PATH.match(path)
+    if m is None:
+        return None
+    return m.group(1), m.group(3), m.group(2) == "invocations"
+
+
+def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = frozenset()):
+    """The served ASGI app: the inference routes answered here directly, everything else (health,
+    metadata, OpenAPI, /docs, 404/405) by the FastAPI app, whose routes document the same API.
+
+    Why by hand: FastAPI's middleware stack, routing and request objects were ~40% of the gateway's
+    CPU per inference request (py-spy, README); this front parses the path and reads the body
+    itself and shares the request handling (`infer`) with the FastAPI routes."""
+    app = build_app(backend, max_body_bytes, api_keys)
+
+    async def front(scope, receive, send):
+        route = match_inference(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
+        if route is None:
+            await app(scope, receive, send)
+            return
+        name, version_text, mlflow_format = route
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if version_text is not None and not version_text.isdigit():
+            response = error(f"version {version_text!r} is not a version number", 400)
+        else:
+            body = await _read_body(receive, headers, max_body_bytes)
+            if body is None:
+                return  # the client went away
+            response = await infer(backend, api_keys, name, headers, body, None if version_text is None
+                                   else int(version_text), mlflow_format)
+        await response(scope, receive, send)
+
+    front.fastapi = app
+    return front
+
+
+async def _read_body(receive, headers: Mapping[str, str], max_bytes: int):
+    """The decoded JSON body, the BadRequest that refuses it, or None if the client disconnected.
+    An oversized body is drained (not kept) so the answer reaches the client."""
+    try:
+        check_declared_length(headers, max_bytes)
+    except BadRequest as exc:
+        return exc
+    chunks: list[bytes] = []
+    size, refused = 0, None
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        if refused is None:
+            try:
+                size = add_chunk(chunks, size, message.get("body", b""), max_bytes)
+            except BadRequest as exc:
+                refused, chunks = exc, []
+        if not message.get("more_body", False):
+            break
+    if refused is not None:
+        return refused
+    try:
+        return decode_json(b"".join(chunks))
+    except BadRequest as exc:
+        return exc

@@ -175,3 +175,16 @@ def test_autoscaling_counts_direct_requests_with_those_serve_saw():
     assert ongoing_requests_policy(_ctx(2, 0, {}))[0] == 0
     assert ongoing_requests_policy(_ctx(1, 8, {"a": 0.0}))[0] == pytest.approx(1.0)
     assert ongoing_requests_policy(_ctx(0, 3, {}))[0] == 0  # cold start is Serve's own rule
+
+
+def test_the_inference_routes_are_recognised_by_the_direct_http_front():
+    from serving.http_app import match_inference
+
+    assert match_inference("POST", "/v2/models/shuttle/infer") == ("shuttle", None, False)
+    assert match_inference("POST", "/v2/models/shuttle/versions/3/infer") == ("shuttle", "3", False)
+    assert match_inference("POST", "/v2/models/shuttle/versions/x/infer") == ("shuttle", "x", False)  # 400 later
+    assert match_inference("POST", "/v2/models/shuttle/invocations") == ("shuttle", None, True)
+    for method, path in (("GET", "/v2/models/shuttle/infer"), ("POST", "/v2/models/shuttle"),
+                         ("POST", "/v2/models/a/b/infer"), ("POST", "/v2/models/shuttle/versions/3/invocations"),
+                         ("POST", "/v2/models//infer")):
+        assert match_inference(method, path) is None  # left to FastAPI (405/404 with a JSON error)
