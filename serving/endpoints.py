@@ -5,10 +5,10 @@ and renews it every few seconds; a graceful shutdown removes it, and an entry no
 so a replica that died without shutting down drops out by itself. The gateway reads a version's
 live entries every few seconds.
 
-Why not Serve's own handle (`broadcast("endpoint")`): measured here, a handle held by the gateway
-replica kept answering from the replicas it first saw and never reached replicas added later
-(scale-up), so the gateway could not learn them. The directory is one 0-CPU actor for the cluster;
-the endpoints' secrets go only through Ray's authenticated channels.
+Why a directory and not Serve's `handle.broadcast("endpoint")`: reading it every few seconds
+sends nothing to the version replicas (a broadcast is a call into each of them), and a replica is
+listed as soon as its endpoint is up. The directory is one 0-CPU actor
+for the cluster; the endpoints' secrets go only through Ray's authenticated channels.
 """
 
 from __future__ import annotations
