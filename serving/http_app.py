@@ -221,6 +221,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
     return app
 
 
+DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body beyond this is not read: the connection is closed
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)/(infer|invocations|versions/([^/]+)/infer)$")
 
 
@@ -266,23 +267,28 @@ def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] =
 
 async def _read_body(receive, headers: Mapping[str, str], max_bytes: int):
     """The decoded JSON body, the BadRequest that refuses it, or None if the client disconnected.
-    An oversized body is drained (not kept) so the answer reaches the client."""
+    An oversized body is read and dropped (up to DRAIN_BYTES) before the 413 goes out: answering
+    while the client is still sending makes the client see a connection reset, not the 413."""
+    refused: BadRequest | None = None
     try:
         check_declared_length(headers, max_bytes)
     except BadRequest as exc:
-        return exc
+        refused = exc
     chunks: list[bytes] = []
-    size, refused = 0, None
+    size = drained = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
+        chunk = message.get("body", b"")
         if refused is None:
             try:
-                size = add_chunk(chunks, size, message.get("body", b""), max_bytes)
+                size = add_chunk(chunks, size, chunk, max_bytes)
             except BadRequest as exc:
                 refused, chunks = exc, []
-        if not message.get("more_body", False):
+        else:
+            drained += len(chunk)
+        if not message.get("more_body", False) or drained > DRAIN_BYTES:
             break
     if refused is not None:
         return refused
