@@ -25,6 +25,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the kernel's choice)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def head_gone(answers: list[bool], misses: int) -> bool:
     """The head counts as stopped after `misses` failed probes in a row (one miss can be a hiccup)."""
     return len(answers) >= misses and not any(answers[-misses:])

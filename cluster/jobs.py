@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cluster.digest import stable_digest
+from cluster.source import source_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,10 @@ WORKING_DIR_EXCLUDES = [".venv", ".git", ".handoff", "mlruns", ".whl", "*.egg-in
                         ".pytest_cache", ".ruff_cache", "bench/results"]
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+#: what the jobs API answers while the head's job agent has not registered yet (a head that just started)
+AGENT_NOT_READY = "No available agent to submit job"
+AGENT_WAIT_S = 60.0
 
 
 class JobError(RuntimeError):
@@ -95,8 +100,9 @@ def deploy_job(model: str, serving_config: str | None = None) -> JobSpec:
 
 
 def runtime_env(spec: JobSpec, working_dir: Path = REPO_ROOT) -> dict:
+    """The repository as `working_dir` (without `.git`, so its commit travels in the environment)."""
     return {"working_dir": str(working_dir), "excludes": list(WORKING_DIR_EXCLUDES),
-            "env_vars": {"PYTHONUNBUFFERED": "1", **spec.env}}
+            "env_vars": {"PYTHONUNBUFFERED": "1", **source_env(working_dir), **spec.env}}
 
 
 def cluster_token(environ=None, home: Path | None = None) -> str | None:
@@ -139,12 +145,17 @@ class JobRunner:
             kwargs["entrypoint_num_cpus"] = spec.num_cpus
         if spec.num_gpus:
             kwargs["entrypoint_num_gpus"] = spec.num_gpus
-        try:
-            return self.client.submit_job(**kwargs)
-        except Exception as exc:
-            if spec.submission_id and self._exists(spec.submission_id):  # a concurrent submit won
-                return spec.submission_id
-            raise JobError(f"submitting {spec.kind} job to {self.address} failed: {exc}") from exc
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return self.client.submit_job(**kwargs)
+            except Exception as exc:
+                if spec.submission_id and self._exists(spec.submission_id):  # a concurrent submit won
+                    return spec.submission_id
+                if AGENT_NOT_READY in str(exc) and time.monotonic() < deadline:
+                    time.sleep(1.0)  # a head that just started: its job agent registers within seconds
+                    continue
+                raise JobError(f"submitting {spec.kind} job to {self.address} failed: {exc}") from exc
 
     def _exists(self, submission_id: str) -> bool:
         try:

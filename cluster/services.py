@@ -3,6 +3,17 @@
 `up` starts a persistent Ray head (token authentication on, dashboard on 127.0.0.1) and a real
 `mlflow server` over the store under HANDOFF_HOME, and records their addresses in
 HANDOFF_HOME/services.json; later commands read that file to connect. `down` stops both.
+
+The head publishes where results belong: it runs with `HANDOFF_HOME` (absolute) and
+`HANDOFF_MLFLOW__TRACKING_URI` (the MLflow server) in its environment, which Ray passes to every
+worker and job entry point it starts, so a job submitted to it registers into this store and keeps
+its Tune results under this home, never in its throwaway working directory.
+
+Every service listens on 127.0.0.1 only. `ray start` turns `--node-ip-address=127.0.0.1` into the
+machine's address (it assumes other nodes will join), which makes the GCS, the raylet and the Ray
+client server listen on every address; with `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` Ray keeps its
+single-machine mode (the default on macOS and Windows): the node's address is 127.0.0.1 and Ray's
+gRPC servers bind to it. The head is single-node by design (`ray up` is for clusters).
 """
 
 from __future__ import annotations
@@ -15,9 +26,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cluster.head_services import port_open
+from cluster.head_services import free_port, port_open
 from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group
-from cluster.settings import Settings
+from cluster.settings import HOW_TO_SET, Settings, SettingsError
 
 
 class ServicesState(BaseModel):
@@ -26,6 +37,10 @@ class ServicesState(BaseModel):
     mlflow_uri: str
     mlflow_pid: int
     ray_pid: int
+    #: Ray's ports that are fixed by default (10001, 52365) and chosen free here, so a second Ray on
+    #: the machine neither stops the head from starting nor leaves its jobs API without an agent
+    client_server_port: int | None = None
+    agent_port: int | None = None
 
 
 def read_services(settings: Settings) -> ServicesState | None:
@@ -37,9 +52,36 @@ def read_services(settings: Settings) -> ServicesState | None:
 
 
 def resolve_tracking_uri(configured: str | None, settings: Settings, services: ServicesState | None) -> str:
-    """Config > HANDOFF_MLFLOW__TRACKING_URI > the server `handoff up` started > embedded store."""
-    return configured or settings.tracking_uri or (services.mlflow_uri if services else None) \
-        or settings.embedded_tracking_uri
+    """Config > HANDOFF_MLFLOW__TRACKING_URI > the server `handoff up` started > embedded store.
+
+    Inside a Ray job there is no embedded fallback: a job that finds no tracking URI fails, naming how
+    to give it one, rather than registering into a store nobody will read."""
+    uri = configured or settings.tracking_uri or (services.mlflow_uri if services else None)
+    if uri is None and settings.job_working_dir is not None:
+        raise SettingsError(f"this Ray job found no MLflow tracking URI (no --tracking-uri, no "
+                            f"HANDOFF_MLFLOW__TRACKING_URI, no `handoff up` services under {settings.home}), and a "
+                            f"job never falls back to a local store: {HOW_TO_SET}")
+    uri = uri or settings.embedded_tracking_uri
+    settings.refuse_in_working_dir("the MLflow store", uri)
+    return uri
+
+
+def head_environment(settings: Settings, mlflow_uri: str, environ=None) -> dict[str, str]:
+    """The Ray head's environment: the caller's without its `HANDOFF_*` variables, plus what jobs need
+    (state directory, MLflow server, the interpreter, token auth, Ray's single-machine mode).
+
+    The caller's `HANDOFF_*` variables stay out: experiment overrides (HANDOFF_SEARCH__…) or an
+    address belong to the command they were set for, not to every job the head will ever run."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if not k.startswith("HANDOFF_")}
+    env.update({
+        "HANDOFF_HOME": str(settings.home),
+        "HANDOFF_MLFLOW__TRACKING_URI": mlflow_uri,
+        "HANDOFF_PYTHON": sys.executable,  # the job entry point's interpreter (cluster/jobs.py)
+        "RAY_AUTH_MODE": "token",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # node address 127.0.0.1: Ray binds loopback only
+    })
+    return env
 
 
 def _ray_bin() -> str:
@@ -56,6 +98,11 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
     existing = read_services(settings)
     if existing is not None and is_healthy(existing.mlflow_uri):
         return existing
+    for port, what, flag in ((ray_port, "the Ray GCS", "--ray-port"), (dashboard_port, "the dashboard and jobs API",
+                             "--dashboard-port"), (mlflow_port, "the MLflow server", "--mlflow-port")):
+        if port_open(port):
+            raise RuntimeError(f"port {port} on 127.0.0.1, for {what}, is in use (another `handoff up` or Ray "
+                               f"or MLflow?): stop what holds it, or pass another {flag}")
     settings.home.mkdir(parents=True, exist_ok=True)
     logs = settings.home / "logs"
     # A token must exist before `ray start`, or the head comes up without authentication.
@@ -63,14 +110,17 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
                    env=_auth_env(), timeout=60)
     # `--block` keeps the head in one process group of ours, so `down` stops exactly this head
     # (a plain `ray stop` would stop every Ray on the machine).
+    mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
+    client_port, agent_port = free_port(), free_port()
     cmd = [_ray_bin(), "start", "--head", "--block", f"--port={ray_port}", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats",
+           f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "ray-head.log", "ab") as log:
         head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=_auth_env())
+                                start_new_session=True, env=head_environment(settings, mlflow_uri))
     try:
         _wait_for_ports(head, [ray_port, dashboard_port], logs / "ray-head.log")
         proc = start_mlflow_server(settings.embedded_tracking_uri, settings.artifacts_dir,
@@ -80,8 +130,8 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
         raise
     state = ServicesState(ray_address=f"127.0.0.1:{ray_port}",
                           dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-                          mlflow_uri=f"http://127.0.0.1:{mlflow_port}", mlflow_pid=proc.pid,
-                          ray_pid=head.pid)
+                          mlflow_uri=mlflow_uri, mlflow_pid=proc.pid, ray_pid=head.pid,
+                          client_server_port=client_port, agent_port=agent_port)
     settings.services_file.write_text(state.model_dump_json(indent=2))
     return state
 

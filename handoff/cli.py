@@ -51,6 +51,17 @@ def _settings(home: Path | None, address: str | None = None, tracking_uri: str |
         _fail(f"bad setting: {exc}")
 
 
+def _tracking_uri(configured: str | None, settings, services) -> str:
+    """The MLflow tracking URI this command uses, or a clear error (inside a Ray job: no fallback)."""
+    from cluster.services import resolve_tracking_uri
+    from cluster.settings import SettingsError
+
+    try:
+        return resolve_tracking_uri(configured, settings, services)
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from training.config_loader import ConfigError
     from training.prepare import DataError
@@ -223,11 +234,11 @@ def _serving_demo(settings, config: Path, home: Path | None, port: int) -> None:
 
 
 def _registry(home: Path | None, tracking_uri: str | None):
-    from cluster.services import read_services, resolve_tracking_uri
+    from cluster.services import read_services
     from training.registry import Registry
 
     settings = _settings(home, tracking_uri=tracking_uri)
-    return settings, Registry(resolve_tracking_uri(None, settings, read_services(settings)))
+    return settings, Registry(_tracking_uri(None, settings, read_services(settings)))
 
 
 @app.command()
@@ -272,13 +283,13 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
     retrained weights are bit-identical to the registered ones; exit code 1 when they are not.
     """
     from cluster.connect import connect_ray, ray_address
-    from cluster.services import read_services, resolve_tracking_uri
+    from cluster.services import read_services
     from training.registry import Registry
     from training.reproduce import reproduce as run
 
     settings = _settings(home, address, tracking_uri)
     services = read_services(settings)
-    registry = Registry(resolve_tracking_uri(None, settings, services))
+    registry = Registry(_tracking_uri(None, settings, services))
     try:
         connect_ray(ray_address(settings, services))
         with err.status(f"retraining {name}/{version} …"), contextlib.redirect_stdout(sys.stderr):

@@ -16,7 +16,12 @@ LOCAL_ONLY = {"up", "down", "demo"}
 
 
 def job_address(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
-    """The jobs API URL this command line should be submitted to, or None to run it here."""
+    """The jobs API URL this command line should be submitted to, or None to run it here (always
+    inside a Ray job: it runs where it was sent, and never submits itself again)."""
+    from cluster.settings import inside_ray_job
+
+    if inside_ray_job(environ):
+        return None
     if not argv or argv[0] in LOCAL_ONLY or argv[0].startswith("-") or {"--help", "-h"} & set(argv):
         return None
     address = environ.get("HANDOFF_ADDRESS")

@@ -15,7 +15,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, app, err, out
+from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out
 
 ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config",
                                                        help="serving YAML (default configs/serving.yaml if present)")]
@@ -35,7 +35,8 @@ def _control(home, address, tracking_uri, serving_config, sets):
     """Connect to the running cluster and build the control plane (or fail saying how to start one)."""
     from cluster.connect import ClusterUnavailable, connect_ray, inside_ray_job, ray_address
     from cluster.config_layers import ConfigError
-    from cluster.services import read_services, resolve_tracking_uri
+    from cluster.services import read_services
+    from cluster.settings import SettingsError
     from serving.config import load_serving_config
     from serving.control import ServingControl
     from training import Registry
@@ -56,8 +57,12 @@ def _control(home, address, tracking_uri, serving_config, sets):
         connect_ray(where)
     except ClusterUnavailable as exc:
         _fail(str(exc))
-    registry = Registry(resolve_tracking_uri(None, settings, services))
+    registry = Registry(_tracking_uri(None, settings, services))
     root = cfg.live_log.root or str(settings.live_log_dir)
+    try:
+        settings.refuse_in_working_dir("the live log (live_log.root, HANDOFF_SERVING__LIVE_LOG__ROOT)", root)
+    except SettingsError as exc:
+        _fail(str(exc))
     return ServingControl(registry, cfg, root, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False)), cfg
 
 

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
-import subprocess
 from pathlib import Path
 
 TAG_PREFIX = "handoff."
 _VERSIONED = {"torch": "torch", "ray": "ray", "mlflow": "mlflow"}
-
-
-def git_state(repo_dir: Path) -> tuple[str, bool]:
-    """(commit, dirty) of the checkout holding the code; ('unknown', True) outside a git checkout."""
-    try:
-        commit = subprocess.run(["git", "-C", str(repo_dir), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "-C", str(repo_dir), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, check=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", True
-    return commit, bool(status.strip())
 
 
 def package_versions() -> dict[str, str]:

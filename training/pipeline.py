@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from cluster.settings import Settings
+from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
@@ -70,7 +71,10 @@ def load_data(cfg: ExperimentConfig, settings: Settings) -> PreparedData:
 
 
 def storage_path(cfg: ExperimentConfig, settings: Settings) -> str:
-    return cfg.storage_path or str(settings.tune_dir)
+    """Where Tune keeps this search's results and checkpoints (refused inside a job's working directory)."""
+    path = cfg.storage_path or str(settings.tune_dir)
+    settings.refuse_in_working_dir("Tune's storage path (storage_path, HANDOFF_STORAGE_PATH)", path)
+    return path
 
 
 def latest_experiment(cfg: ExperimentConfig, settings: Settings) -> str:
@@ -194,7 +198,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
                           example, example_output, cfg.model.code_paths)
     digest = weights_hash(model.state_dict())
     trial_id = str(best.metrics.get("trial_id"))
-    commit, dirty = lineage.git_state(REPO_DIR)
+    commit, dirty = source_state(REPO_DIR)
     tags = lineage.lineage_tags(
         commit=commit, dirty=dirty, data_fingerprint=data.fingerprint, data_uri=cfg.dataset.uri,
         config_hash=cfg.config_hash(), seed=cfg.seed, versions=lineage.package_versions(),

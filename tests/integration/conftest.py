@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from cluster.head_services import free_port  # noqa: F401 - the tests' one way to pick a port
 from cluster.mlflow_server import start_mlflow_server, stop_process_group
 from cluster.settings import Settings
 from training.config_loader import load_config
@@ -23,12 +23,6 @@ SMALL = [
     "search.space.width={type: choice, values: [8, 16]}",
     "search.space.batch_size={type: choice, values: [256]}",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -56,3 +56,29 @@ def test_the_token_is_found_where_ray_clients_find_it(tmp_path):
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("home-token")
     assert cluster_token({}, tmp_path) == "home-token"
+
+
+def test_a_job_knows_the_commit_it_was_submitted_from(tmp_path):
+    import subprocess
+
+    from cluster.source import COMMIT_ENV, DIRTY_ENV, git_state, source_env, source_state
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    assert source_env(repo) == {}  # not a checkout: nothing to tell
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f.py").write_text("a = 1\n")
+    subprocess.run([*git, "add", "f.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    commit, dirty = git_state(repo)
+    assert len(commit) == 40 and not dirty
+    (repo / "f.py").write_text("a = 2\n")
+    env = runtime_env(tune_job("c.yaml"), working_dir=repo)["env_vars"]
+    assert env[COMMIT_ENV] == commit and env[DIRTY_ENV] == "true"
+    copy = tmp_path / "unpacked"  # the job's copy: no .git, so the submitter's record is used
+    copy.mkdir()
+    assert source_state(copy, {COMMIT_ENV: commit, DIRTY_ENV: "false"}) == (commit, False)
+    assert source_state(copy, {}) == ("unknown", True)
+    assert source_state(repo, {COMMIT_ENV: "0" * 40}) == (commit, True)  # a real checkout wins
