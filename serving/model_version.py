@@ -35,53 +35,29 @@ def replica_device(gpu_ids: list) -> str:
     return "cuda:0" if gpu_ids else "cpu"
 
 
-def weights_device(python_model, assigned: str) -> str:
-    """Where the loaded model's weights really are (its first parameter's device): what `handoff
-    status` shows, so a GPU replica whose model stayed on the CPU is visible. `assigned` when the
-    model exposes no torch module."""
-    parameters = getattr(getattr(python_model, "model", None), "parameters", None)
-    first = next(iter(parameters()), None) if callable(parameters) else None
-    return str(first.device) if first is not None else assigned
-
-
 @serve.deployment(name=DEPLOYMENT)
 class ModelVersion:
-    """Loads `models:/NAME/V` through MLflow's pyfunc loader and predicts class probabilities."""
+    """Loads `models:/NAME/V` once per replica (through `training.load_version`, the one owner of
+    the training→serving contract) and predicts class probabilities."""
 
     def __init__(self, model: str, version: int, tracking_uri: str, registry_uri: str | None = None):
-        import mlflow
         import ray
         import torch
 
-        self.model, self.version = model, int(version)
-        self.device = replica_device(ray.get_gpu_ids())
-        os.environ["HANDOFF_DEVICE"] = self.device  # read by the model's load_context
+        from training import load_version
+
         torch.set_num_threads(1)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(registry_uri or tracking_uri)
-        loaded = mlflow.pyfunc.load_model(f"models:/{model}/{self.version}")
-        python_model = loaded.unwrap_python_model()
-        self.features = tuple(python_model.features)
-        self.num_classes = int(python_model.num_classes)
-        self.device = weights_device(python_model, self.device)
-        self._proba = getattr(python_model, "predict_proba", None) or self._proba_from_frame(loaded)
+        self.loaded = load_version(model, int(version), tracking_uri, registry_uri,
+                                   device=replica_device(ray.get_gpu_ids()))
+        self._proba = self.loaded.predict_proba
         self._endpoint = ReplicaServer(self._proba, ray.util.get_node_ip_address())
-        self._registration = Registration(app_name(model, self.version), self._endpoint.endpoint())
-
-    def _proba_from_frame(self, loaded):
-        """Versions registered before `predict_proba` existed: go through the pyfunc frame API."""
-        import pandas as pd
-
-        columns = [f"probability_{k}" for k in range(self.num_classes)]
-
-        def proba(x: np.ndarray) -> np.ndarray:
-            out = loaded.predict(pd.DataFrame(x, columns=list(self.features)))
-            return out[columns].to_numpy(dtype=np.float32)
-        return proba
+        self._registration = Registration(app_name(model, self.loaded.version), self._endpoint.endpoint())
 
     def signature(self) -> dict:
-        return {"features": list(self.features), "num_classes": self.num_classes, "device": self.device,
-                "version": self.version, "pid": os.getpid()}
+        """What the gateway and `handoff status` need: inputs, classes, where the weights are."""
+        loaded = self.loaded
+        return {"features": list(loaded.features), "num_classes": loaded.num_classes, "device": loaded.device,
+                "version": loaded.version, "pid": os.getpid()}
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for a float32 matrix in feature order (the Serve handle path)."""

@@ -1,6 +1,7 @@
 """Training half of Handoff: data, models, Ray Tune search, MLflow tracking and registry.
 
-The public registry API (used by serving, monitoring and the CLI) is exported here, imported on
+The public API (the registry, used by serving, monitoring and the CLI; the training→serving
+contract, used by serving replicas) is exported here, imported on
 first use: a Tune trial imports `training.trial`, and pulling MLflow into every trial worker
 would add seconds to each worker's start. Importing this package starts nothing.
 """
@@ -9,10 +10,21 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["CHALLENGER", "CHAMPION", "Registry", "RegistryError", "VersionInfo", "alias_for_new_version"]
+#: public name → the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(["CHALLENGER", "CHAMPION", "Registry", "RegistryError", "VersionInfo",
+                     "alias_for_new_version"], "training.registry"),
+    # the training→serving contract: what a replica loads and how answers are named
+    **dict.fromkeys(["LoadedVersion", "predicted_class", "prediction_frame", "probability_columns"],
+                    "training.contract"),
+    "load_version": "training.serving_load",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        return getattr(importlib.import_module("training.registry"), name)
+    # not cluster.lazy: this package travels inside every registered model (its pyfunc code) and
+    # must import where the rest of Handoff is not installed
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -20,6 +20,7 @@ from cluster.settings import Settings
 from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
+from training.contract import prediction_frame
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.prepare import PreparedData, prepare
 from training.progress import SearchProgress
@@ -190,9 +191,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         client.log_metric(parent, key, value)
     example = pd.DataFrame(data.x_test[:5], columns=data.features)
     proba = predict_proba(model, example.to_numpy())
-    example_output = pd.DataFrame({"prediction": proba.argmax(axis=1).astype("int64"),
-                                   **{f"probability_{k}": proba[:, k].astype("float64")
-                                      for k in range(data.num_classes)}})
+    example_output = prediction_frame(proba)
     model_uri = log_model(parent, tracking_uri, model.state_dict(),
                           model_spec(spec.family, spec.model_params, data.features, data.num_classes),
                           example, example_output, cfg.model.code_paths)

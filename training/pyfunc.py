@@ -8,13 +8,14 @@ parameters, feature order, classes). The `training` package travels inside the m
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+
+from training.contract import prediction_frame
 
 
 class HandoffTorchModel(mlflow.pyfunc.PythonModel):
@@ -29,9 +30,10 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
                             np.zeros(n_features), np.ones(n_features))
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-        # A serving replica names its device (the GPU Ray assigned it, or the CPU); elsewhere use
-        # the GPU when the process can see one.
-        self.device = os.environ.get("HANDOFF_DEVICE") or ("cuda:0" if torch.cuda.is_available() else "cpu")
+        # A serving replica names its device in the model config (training.serving_load: the GPU Ray
+        # assigned it, or the CPU); elsewhere use the GPU when the process can see one.
+        config = getattr(context, "model_config", None) or {}
+        self.device = config.get("device") or ("cuda:0" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.features = spec["features"]
         self.num_classes = spec["num_classes"]
@@ -45,10 +47,8 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         missing = [f for f in self.features if f not in model_input.columns]
         if missing:
             raise ValueError(f"input is missing feature column(s) {missing}; expected {self.features}")
-        proba = self.predict_proba(np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float32")))
-        out = {"prediction": proba.argmax(axis=1).astype("int64")}
-        out.update({f"probability_{k}": proba[:, k].astype("float64") for k in range(self.num_classes)})
-        return pd.DataFrame(out)
+        return prediction_frame(self.predict_proba(
+            np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float32"))))
 
 
 def model_spec(family: str, model_params: dict, features: list[str], num_classes: int) -> dict:

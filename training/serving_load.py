@@ -1,0 +1,43 @@
+"""Load a registered version for serving, onto the device its replica was given (MLflow pyfunc)."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from training.contract import LoadedVersion, probability_columns
+
+
+def load_version(name: str, version: int, tracking_uri: str, registry_uri: str | None = None,
+                 device: str = "cpu") -> LoadedVersion:
+    """`models:/NAME/V` loaded once, its weights on `device` (the model reads it from its pyfunc
+    `model_config`). Versions registered before `predict_proba` existed answer through the pyfunc
+    frame API; versions whose loader predates `model_config` choose the GPU only where Ray made one
+    visible to the process."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri or tracking_uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}", model_config={"device": device})
+    python_model = loaded.unwrap_python_model()
+    features = tuple(python_model.features)
+    num_classes = int(python_model.num_classes)
+    proba = getattr(python_model, "predict_proba", None) or _proba_from_frame(loaded, features, num_classes)
+    return LoadedVersion(name=name, version=int(version), features=features, num_classes=num_classes,
+                         device=weights_device(python_model, device), predict_proba=proba)
+
+
+def _proba_from_frame(loaded, features: tuple[str, ...], num_classes: int):
+    columns = probability_columns(num_classes)
+
+    def proba(x: np.ndarray) -> np.ndarray:
+        out = loaded.predict(pd.DataFrame(x, columns=list(features)))
+        return out[columns].to_numpy(dtype=np.float32)
+    return proba
+
+
+def weights_device(python_model, assigned: str) -> str:
+    """Where the loaded model's weights really are (its first parameter's device), so a GPU replica
+    whose model stayed on the CPU is visible; `assigned` when the model exposes no torch module."""
+    parameters = getattr(getattr(python_model, "model", None), "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return str(first.device) if first is not None else assigned
