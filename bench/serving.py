@@ -114,15 +114,14 @@ def bench_in_process(model_uri: str, calls: int = 3000) -> dict:
 
 def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
     """(b): the Handoff HTTP app with the model in this process, under uvicorn."""
-    import mlflow
     import uvicorn
 
     from serving.http_app import Answer, build_asgi
     from serving.protocol import BadRequest, ModelSignature
+    from training import load_version, predicted_class
 
-    mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    sig = ModelSignature("bench", tuple(model.features), int(model.num_classes))
+    model = load_version(*model_uri.split("/")[-2:], tracking_uri=tracking_uri)
+    sig = ModelSignature("bench", model.features, model.num_classes)
 
     class LocalBackend:
         def signature(self, name):
@@ -137,7 +136,8 @@ def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
             return True
 
         async def answer(self, name, x, request_id, routing_key, version):
-            return Answer(1, model.predict_proba(x))
+            proba = model.predict_proba(x)
+            return Answer(1, proba, predicted_class(proba))
 
     uvicorn.run(build_asgi(LocalBackend(), 1_000_000), host="127.0.0.1", port=port, log_level="warning",
                 access_log=False, http="httptools", loop="uvloop")

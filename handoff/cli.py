@@ -211,8 +211,7 @@ def _serving_demo(settings, config: Path, home: Path | None, port: int) -> None:
 
     from handoff.demo_serving import run_serving_demo
     from handoff.serve_commands import quiet_serve_logs
-    from serving.config import load_serving_config
-    from serving.control import ServingControl
+    from serving import ServingControl, live_log_dir, load_serving_config
     from training.config_loader import load_config
     from training.registry import CHALLENGER, CHAMPION, Registry
 
@@ -229,8 +228,9 @@ def _serving_demo(settings, config: Path, home: Path | None, port: int) -> None:
     control.traffic(name, {aliases[CHAMPION]: 100})
     run_serving_demo(control, name, aliases[CHALLENGER], port, out)
     control.unserve(name)  # graceful: the gateway writes the live log it buffered
-    rows = ds.dataset(str(settings.live_log_dir / f"model={name}"), partitioning="hive").count_rows()
-    out.print(f"live log: {rows} row(s) so far under {settings.live_log_dir}/model={name}/ (Parquet, by date)")
+    where = live_log_dir(str(settings.live_log_dir), name)
+    rows = ds.dataset(where, partitioning="hive").count_rows()
+    out.print(f"live log: {rows} row(s) so far under {where}/ (Parquet, by date)")
 
 
 def _registry(home: Path | None, tracking_uri: str | None):

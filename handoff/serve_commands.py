@@ -37,8 +37,7 @@ def _control(home, address, tracking_uri, serving_config, sets):
     from cluster.config_layers import ConfigError
     from cluster.services import read_services
     from cluster.settings import SettingsError
-    from serving.config import load_serving_config
-    from serving.control import ServingControl
+    from serving import ServingControl, load_serving_config
     from training import Registry
 
     quiet_serve_logs()
@@ -68,7 +67,7 @@ def _control(home, address, tracking_uri, serving_config, sets):
 
 def _run(action, as_json: bool, cfg=None) -> None:
     """Run one control-plane action; user mistakes become a clear error and exit code 2."""
-    from serving.policy import PolicyError
+    from serving import PolicyError
     from training import RegistryError
 
     try:
@@ -115,7 +114,7 @@ def traffic(name: NameArg,
     Weights are relative (3=1 2=9 is 10%/90%). Versions not yet deployed are deployed first, so no
     request is dropped. A weight change updates the gateway in place; no replica restarts.
     """
-    from serving.policy import PolicyError, parse_weights
+    from serving import PolicyError, parse_weights
 
     try:
         parsed = parse_weights(weights)
@@ -183,9 +182,7 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
 
     Counters come from Ray's Prometheus metrics (recorded by the gateway every second; the node's
     agent exports them every few seconds)."""
-    from serving.metrics_read import scrape, summarize
-    from serving.model_version import app_name
-    from serving.policy import TrafficPolicy
+    from serving import TrafficPolicy, app_name, scrape, summarize
 
     control, _ = _control(home, address, tracking_uri, serving_config, [])
     state = control.describe()

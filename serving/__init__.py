@@ -1,1 +1,32 @@
-"""Serving: versioned Ray Serve deployments from the registry with traffic splitting (issue 3)."""
+"""Serving: versioned Ray Serve deployments from the registry, behind one HTTP gateway.
+
+The public API (what the CLI and the monitoring package call) is exported here, imported on first
+use so that importing the package starts nothing and pulls in neither Ray Serve nor MLflow:
+
+- `ServingControl`: serve, traffic, canary, shadow, promote, rollback, unserve, describe.
+- `ServingConfig`, `load_serving_config`: the typed serving config (file, environment, flags).
+- `TrafficPolicy`, `PolicyError`, `parse_weights`: the pure traffic policy.
+- `GATEWAY_APP`, `app_name`: the Serve application names (the gateway, one per version).
+- `scrape`, `summarize`: read the gateway's Prometheus metrics back.
+- `live_log_dir`: where the live log of one model lies (Parquet, Hive partitions by date).
+"""
+
+from __future__ import annotations
+
+from cluster.lazy import lazy_exports
+
+#: public name → the module that defines it
+_EXPORTS = {
+    "ServingControl": "serving.control",
+    "ServingConfig": "serving.config",
+    "load_serving_config": "serving.config",
+    "TrafficPolicy": "serving.policy",
+    "PolicyError": "serving.policy",
+    "parse_weights": "serving.policy",
+    "GATEWAY_APP": "serving.gateway",
+    "app_name": "serving.model_version",
+    "scrape": "serving.metrics_read",
+    "summarize": "serving.metrics_read",
+    "live_log_dir": "serving.live_log",
+}
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

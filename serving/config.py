@@ -87,6 +87,42 @@ class ServingConfig(_Strict):
         return self.versions.get(f"{model}/{version}", self.version_defaults)
 
 
+class VersionRouting(BaseModel):
+    """How the gateway calls one served version (derived from its `VersionDeployment`): the transport,
+    and the coalescing that bounds calls in flight to its replicas."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transport: Literal["direct", "handle"] = "direct"
+    max_batch_size: int = Field(32, ge=1)
+    max_in_flight: int = Field(2, ge=1)
+    replicas: int = Field(1, ge=1, description="replicas (the autoscaling maximum): calls in flight scale with it")
+
+    @classmethod
+    def of(cls, sizing: VersionDeployment) -> VersionRouting:
+        return cls(transport=sizing.transport, max_batch_size=sizing.batching.max_batch_size,
+                   max_in_flight=sizing.batching.max_in_flight,
+                   replicas=sizing.autoscaling.max_replicas if sizing.autoscaling else sizing.replicas)
+
+
+class ModelRouting(_Strict):
+    """One served model in the gateway's table: its traffic policy (JSON, as stored on the
+    registered model) and how to call each version it names."""
+
+    policy: str
+    versions: dict[int, VersionRouting]
+
+
+class RoutingTable(_Strict):
+    """The gateway's `user_config`: every served model. A change reaches the running gateway
+    replicas' `reconfigure` without a restart (Serve passes it as JSON: `to_user_config`)."""
+
+    models: dict[str, ModelRouting] = Field(default_factory=dict)
+
+    def to_user_config(self) -> dict:
+        return self.model_dump(mode="json")
+
+
 def load_serving_config(path: Path | None, overrides: list[str] = (), environ=None) -> ServingConfig:
     """`configs/serving.yaml` (optional) → `HANDOFF_SERVING__A__B=v` variables → `--set a.b=v`."""
     return load_layered(ServingConfig, path, overrides, environ, env_prefix=SERVING_ENV_PREFIX)

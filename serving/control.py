@@ -17,7 +17,7 @@ from ray import serve
 
 from cluster.digest import stable_digest
 
-from serving.config import ServingConfig
+from serving.config import ModelRouting, RoutingTable, ServingConfig, VersionRouting
 from serving.gateway import GATEWAY_APP, Gateway
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name, served_versions, version_app
@@ -68,10 +68,12 @@ class ServingControl:
     def _running_apps() -> dict:
         return serve.status().applications
 
-    def _gateway_models(self) -> dict:
+    def _gateway_models(self) -> dict[str, ModelRouting]:
+        """The routing table the running gateway holds (empty when no gateway runs)."""
         if GATEWAY_APP not in self._running_apps():
             return {}
-        return serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)["models"]
+        models = serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)["models"]
+        return dict(RoutingTable.model_validate({"models": models}).models)
 
     def _deploy_version(self, name: str, version: int, new: bool) -> None:
         sizing = self.cfg.deployment_for(name, version)
@@ -82,17 +84,18 @@ class ServingControl:
                      f"{sizing.gpus} GPU each)")
         serve.run(app, name=app_name(name, version), route_prefix=None)
 
-    def _deploy_gateway(self, models: dict) -> None:
+    def _deploy_gateway(self, models: dict[str, ModelRouting]) -> None:
         g = self.cfg.gateway
-        log_cfg = None
+        live_log = None
         if self.cfg.live_log.enabled and self.live_log_root:
-            log_cfg = {"root": self.live_log_root, "sample_percent": self.cfg.live_log.sample_percent,
-                       "flush_seconds": self.cfg.live_log.flush_seconds, "max_rows": self.cfg.live_log.max_rows}
-        args = (g.host, g.port, g.max_body_bytes, list(g.api_keys), log_cfg)
+            live_log = self.cfg.live_log.model_copy(update={"root": self.live_log_root})
+        # replicas and CPUs are Serve options, not the replica's code: changing them never restarts it
+        code = g.model_dump(exclude={"replicas", "cpus"}), live_log.model_dump() if live_log else None
         deployment = Gateway.options(num_replicas=g.replicas, ray_actor_options={"num_cpus": g.cpus},
-                                     user_config={"models": models}, max_ongoing_requests=1000)
-        deployment = deployment.options(_internal=True, version=_stable_version("gateway", *args))
-        serve.run(deployment.bind(*args), name=GATEWAY_APP, route_prefix=None)
+                                     user_config=RoutingTable(models=models).to_user_config(),
+                                     max_ongoing_requests=1000)
+        deployment = deployment.options(_internal=True, version=_stable_version("gateway", *code))
+        serve.run(deployment.bind(g, live_log), name=GATEWAY_APP, route_prefix=None)
 
     # --- the one way every change happens ---------------------------------------------------------
     def apply(self, name: str, policy: TrafficPolicy) -> TrafficPolicy:
@@ -114,13 +117,9 @@ class ServingControl:
                 if app_name(name, v) not in running:
                     serve.delete(app_name(name, v))
             raise
-        models = dict(self._gateway_models())
-        batching = {}
-        for v in policy.versions:
-            sizing = self.cfg.deployment_for(name, v)
-            batching[str(v)] = {**sizing.batching.model_dump(), "transport": sizing.transport,
-                                "replicas": sizing.autoscaling.max_replicas if sizing.autoscaling else sizing.replicas}
-        models[name] = {"policy": policy.to_json(), "batching": batching}
+        models = self._gateway_models()
+        models[name] = ModelRouting(policy=policy.to_json(), versions={
+            v: VersionRouting.of(self.cfg.deployment_for(name, v)) for v in policy.versions})
         self._deploy_gateway(models)
         self.registry.set_model_tag(name, TRAFFIC_TAG, policy.to_json())
         for v in served_versions(name, running):
@@ -174,7 +173,7 @@ class ServingControl:
 
     def unserve(self, name: str) -> None:
         """Stop serving `name` (the stored policy stays, so `serve` brings the same weights back)."""
-        models = dict(self._gateway_models())
+        models = self._gateway_models()
         if models.pop(name, None) is not None:
             if models:
                 self._deploy_gateway(models)

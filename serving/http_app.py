@@ -1,9 +1,11 @@
-"""The HTTP surface: OIP v2 REST and MLflow scoring payloads over a `Backend` (FastAPI).
+"""The HTTP surface: OIP v2 REST and MLflow scoring payloads over a `Backend`.
 
 The app decides nothing about traffic: it parses and validates (serving.protocol), asks the
-backend to answer, and turns every refusal into a 4xx `{"error": ...}`. The backend is the
-gateway (Ray Serve handles to version deployments) in production and an in-process model in the
-serving benchmark's single-process baseline.
+backend to answer, and turns every refusal into a 4xx `{"error": ...}`. One body reader
+(`read_body`) and one inference handler (`infer`) serve every inference route, whether the thin
+ASGI front (what runs) or the FastAPI app (which documents the API in OpenAPI and /docs) received
+it. The backend is the gateway's router in production and an in-process model in the serving
+benchmark's single-process baseline and the unit tests.
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ from typing import Protocol
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
+from serving.binary import HEADER_LENGTH, attach_binary_inputs, split_body
 from serving.protocol import BadRequest, ModelSignature, infer_response, invocations_response, parse_infer, \
-    parse_invocations
+    parse_invocations, requested_outputs
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Answer:
+    """What a version answered: probabilities and the class of each row, taken once (by the router)
+    and used by the HTTP answer and the live log alike."""
+
     version: int
     proba: np.ndarray
+    prediction: np.ndarray
 
 
 class Backend(Protocol):
@@ -56,6 +64,13 @@ def _json(payload: dict, status: int = 200, version: int | None = None) -> Respo
     headers = {"x-model-version": str(version)} if version is not None else None
     return Response(json.dumps(payload, separators=(",", ":")), status_code=status,
                     media_type="application/json", headers=headers)
+
+
+def _binary(payload: dict, blobs: list[bytes], version: int) -> Response:
+    """An answer with binary outputs: the JSON, then the outputs' bytes; the header says where the JSON ends."""
+    head = json.dumps(payload, separators=(",", ":")).encode()
+    return Response(head + b"".join(blobs), media_type="application/octet-stream",
+                    headers={"x-model-version": str(version), "Inference-Header-Content-Length": str(len(head))})
 
 
 def error(message: str, status: int) -> Response:
@@ -88,16 +103,6 @@ def decode_json(raw: bytes):
         raise BadRequest(f"malformed JSON: {exc}") from None
 
 
-async def read_json(request: Request, max_bytes: int):
-    """The decoded body of a FastAPI request, with the same limits as the direct route."""
-    check_declared_length(request.headers, max_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size = add_chunk(chunks, size, chunk, max_bytes)
-    return decode_json(b"".join(chunks))
-
-
 def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
     """Inference needs `Authorization: Bearer KEY` or `x-api-key: KEY` when keys are configured."""
     if not api_keys:
@@ -109,10 +114,10 @@ def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
     return key in api_keys
 
 
-async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: Mapping[str, str], body,
-                version: int | None, mlflow_format: bool) -> Response:
-    """One inference request, whichever front received it: `body` is the decoded JSON, or the
-    BadRequest that reading it raised. Every refusal is a 4xx `{"error": ...}`; a failing version
+async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: Mapping[str, str],
+                body: bytes | BadRequest, version: int | None, mlflow_format: bool) -> Response:
+    """The one inference handler, whichever route received the request: `body` is the raw body, or
+    the BadRequest that reading it raised. Every refusal is a 4xx `{"error": ...}`; a failing version
     is a 503."""
     start = time.perf_counter()
     if not authorised(headers, api_keys):
@@ -121,10 +126,18 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
         sig = backend.signature(name)
         if isinstance(body, BadRequest):
             raise body
+        header_length = headers.get(HEADER_LENGTH)
         if mlflow_format:
-            x, request_id = parse_invocations(body, sig), None
+            if header_length is not None:
+                raise BadRequest("binary tensor data is an Open Inference Protocol extension: send it to "
+                                 "/infer; /invocations takes MLflow's JSON payloads")
+            x, request_id = parse_invocations(decode_json(body), sig), None
         else:
+            json_part, tail = split_body(body, header_length)
+            body = decode_json(json_part)
+            attach_binary_inputs(body, tail)
             x, request_id = parse_infer(body, sig)
+            outputs = requested_outputs(body)
         request_id = request_id or headers.get("x-request-id") or next_request_id()
         answer = await backend.answer(name, x, request_id, headers.get("x-routing-key"), version)
     except BadRequest as exc:
@@ -132,52 +145,117 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
     except Exception as exc:  # noqa: BLE001 - a failing version is the server's fault, never a 500 page
         log.exception("model %s: answering request failed", name)
         return error(f"model {name!r} could not answer: {type(exc).__name__}: {exc}", 503)
-    payload = invocations_response(answer.proba) if mlflow_format else \
-        infer_response(name, answer.version, request_id, answer.proba)
-    response = _json(payload, version=answer.version)
+    if mlflow_format:
+        response = _json(invocations_response(answer.proba, answer.prediction), version=answer.version)
+    else:
+        payload, blobs = infer_response(name, answer.version, request_id, answer.proba, answer.prediction, outputs)
+        response = _json(payload, version=answer.version) if not blobs else _binary(payload, blobs, answer.version)
     response.headers["x-request-id"] = request_id
     response.headers["x-latency-ms"] = f"{(time.perf_counter() - start) * 1000:.2f}"
     return response
 
 
-_INFER_BODY = {"content": {"application/json": {"schema": {
+class ErrorBody(BaseModel):
+    """Every refusal: a 4xx (or a 503 for a version that failed) with one message naming the problem."""
+
+    error: str = Field(examples=["input 'features': shape [1, 3] does not match [rows, 9]"])
+
+
+class OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list
+
+
+class InferResponse(BaseModel):
+    """OIP v2 answer: `prediction` (class index per row) and `probability` (rows × classes)."""
+
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[OutputTensor]
+
+
+_BINARY_NOTE = ("OIP v2 JSON, or the binary tensor data extension (tritonclient's default): the JSON header, "
+                "its length in the Inference-Header-Content-Length header, then each binary input's bytes "
+                "(parameters.binary_data_size); parameters.binary_data_output (or outputs[i].parameters."
+                "binary_data) asks for outputs as bytes after the answer's JSON header")
+_INFER_BODY = {"description": _BINARY_NOTE, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}, "application/json": {"schema": {
     "type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"},
         "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "shape", "datatype", "data"],
                                               "properties": {"name": {"type": "string"},
                                                              "shape": {"type": "array", "items": {"type": "integer"}},
                                                              "datatype": {"type": "string", "example": "FP32"},
-                                                             "data": {"type": "array"}}}}}}}}}
+                                                             "data": {"type": "array"}}}}}},
+    "example": {"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
+                            "data": [50, 0, 80, 0, 20, 0, 30, 60, 30]}]}}}}
 _INVOCATIONS_BODY = {"content": {"application/json": {"schema": {
-    "type": "object", "description": "exactly one of dataframe_split, dataframe_records, instances, inputs",
-    "properties": {k: {} for k in ("dataframe_split", "dataframe_records", "instances", "inputs")}}}}}
+    "type": "object", "description": "exactly one of the four MLflow scoring payloads",
+    "oneOf": [
+        {"required": ["dataframe_split"], "properties": {"dataframe_split": {
+            "type": "object", "required": ["columns", "data"],
+            "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                           "data": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}}}},
+        {"required": ["dataframe_records"], "properties": {"dataframe_records": {
+            "type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}}}},
+        {"required": ["instances"], "properties": {"instances": {
+            "description": "rows (lists in feature order, or objects by feature name) or {feature: [values]}"}}},
+        {"required": ["inputs"], "properties": {"inputs": {
+            "description": "rows (lists in feature order, or objects by feature name) or {feature: [values]}"}}},
+    ]},
+    "example": {"dataframe_split": {"columns": ["f1", "f2"], "data": [[1.0, 2.0]]}}}}}
+_INVOCATIONS_ANSWER = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"predictions": {"type": "array", "items": {
+        "type": "object", "description": "prediction (class index) and probability_K for each class K"}}}}}}}
+
+
+def _refusals(*statuses: int) -> dict:
+    """OpenAPI entries for the error answers a route can give, all with the `ErrorBody` schema."""
+    meaning = {400: "malformed request: bad JSON, shape, datatype, version text, empty batch",
+               401: "missing or invalid API key (only when gateway.api_keys is set)",
+               404: "unknown model, or a version of it that is not served",
+               405: "method not allowed on this path (the Allow header lists the allowed ones)",
+               413: "body over gateway.max_body_bytes",
+               422: "missing or unknown features, NaN or infinite values",
+               503: "the model (or the gateway) cannot answer now; a failing version is a 503, never a 500"}
+    return {status: {"model": ErrorBody, "description": meaning[status]} for status in statuses}
+
+
+_INFERENCE_REFUSALS = _refusals(400, 401, 404, 405, 413, 422, 503)
 
 
 def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = frozenset()) -> FastAPI:
-    """The FastAPI app; `api_keys` non-empty makes inference need `Authorization: Bearer KEY`
-    or `x-api-key: KEY` (401 otherwise). Health and metadata stay open for probes."""
+    """The FastAPI app: health, metadata, OpenAPI and /docs, and the inference routes (answered by
+    the same reader and handler as the direct front, so both answer alike). `api_keys` non-empty
+    makes inference need `Authorization: Bearer KEY` or `x-api-key: KEY` (401 otherwise). Health
+    and metadata stay open for probes."""
     app = FastAPI(title="Handoff inference", version="2",
                   description="Open Inference Protocol v2 REST plus MLflow scoring payloads. "
-                              "Every answer names the version that produced it (x-model-version); "
-                              "the x-routing-key header makes routing sticky.")
+                              "Every answer names the version that produced it (x-model-version) and the "
+                              "request (x-request-id); the x-routing-key header makes routing sticky.")
 
     @app.get("/v2/health/live", summary="The server process is up")
     async def live():
         return _json({"live": True})
 
-    @app.get("/v2/health/ready", summary="Every served model can answer")
+    @app.get("/v2/health/ready", summary="Every served model can answer",
+             responses={503: {"description": "not ready: no model, or the routing table has not arrived"}})
     async def ready():
         ok = backend.ready()
         return _json({"ready": ok}, 200 if ok else 503)
 
-    @app.get("/v2/models/{name}", summary="Model metadata: inputs, outputs, versions")
+    @app.get("/v2/models/{name}", summary="Model metadata: inputs, outputs, versions", responses=_refusals(404))
     async def metadata(name: str):
         try:
             return _json(backend.signature(name).metadata(backend.versions(name)))
         except BadRequest as exc:
             return error(str(exc), exc.status)
 
-    @app.get("/v2/models/{name}/ready", summary="The model's live versions can answer")
+    @app.get("/v2/models/{name}/ready", summary="The model's live versions can answer",
+             responses=_refusals(404, 503))
     async def model_ready(name: str):
         try:
             backend.signature(name)
@@ -186,29 +264,28 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
         ok = backend.ready(name)
         return _json({"name": name, "ready": ok}, 200 if ok else 503)
 
-    async def _infer(name: str, request: Request, version: int | None, mlflow_format: bool) -> Response:
-        try:
-            body = await read_json(request, max_body_bytes)
-        except BadRequest as exc:
-            body = exc
-        return await infer(backend, api_keys, name, request.headers, body, version, mlflow_format)
+    async def route(request: Request, name: str, version: str | None, mlflow_format: bool) -> Response:
+        response = await answer_inference(backend, max_body_bytes, api_keys, name, version, mlflow_format,
+                                          request.headers, request.receive)
+        return response if response is not None else Response(status_code=400)  # the client went away
 
     @app.post("/v2/models/{name}/infer", summary="Predict; the traffic policy picks the version",
+              response_model=InferResponse, responses=_INFERENCE_REFUSALS,
               openapi_extra={"requestBody": _INFER_BODY})
-    async def infer(name: str, request: Request):
-        return await _infer(name, request, None, False)
+    async def infer_route(name: str, request: Request):
+        return await route(request, name, None, False)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", summary="Predict with one version",
+              response_model=InferResponse, responses=_INFERENCE_REFUSALS,
               openapi_extra={"requestBody": _INFER_BODY})
-    async def infer_version(name: str, version: str, request: Request):
-        if not version.isdigit():
-            return error(f"version {version!r} is not a version number", 400)
-        return await _infer(name, request, int(version), False)
+    async def infer_version_route(name: str, version: str, request: Request):
+        return await route(request, name, version, False)
 
     @app.post("/v2/models/{name}/invocations", summary="Predict from an MLflow scoring payload",
+              responses={200: _INVOCATIONS_ANSWER, **_INFERENCE_REFUSALS},
               openapi_extra={"requestBody": _INVOCATIONS_BODY})
-    async def invocations(name: str, request: Request):
-        return await _infer(name, request, None, True)
+    async def invocations_route(name: str, request: Request):
+        return await route(request, name, None, True)
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc):
@@ -216,7 +293,11 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
 
     @app.exception_handler(405)
     async def not_allowed(request: Request, exc):
-        return error(f"method {request.method} is not allowed on {request.url.path}", 405)
+        response = error(f"method {request.method} is not allowed on {request.url.path}", 405)
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+        return response
 
     return app
 
@@ -235,13 +316,28 @@ def match_inference(method: str, path: str) -> tuple[str, str | None, bool] | No
     return m.group(1), m.group(3), m.group(2) == "invocations"
 
 
+async def answer_inference(backend: Backend, max_body_bytes: int, api_keys: frozenset[str], name: str,
+                           version_text: str | None, mlflow_format: bool, headers: Mapping[str, str],
+                           receive) -> Response | None:
+    """One inference request from its route's parts: the version checked, the body read (`read_body`),
+    then `infer`. None when the client went away before sending its body."""
+    if version_text is not None and not version_text.isdigit():
+        return error(f"version {version_text!r} is not a version number", 400)
+    body = await read_body(receive, headers, max_body_bytes)
+    if body is None:
+        return None
+    return await infer(backend, api_keys, name, headers, body, None if version_text is None else int(version_text),
+                       mlflow_format)
+
+
 def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = frozenset()):
     """The served ASGI app: the inference routes answered here directly, everything else (health,
-    metadata, OpenAPI, /docs, 404/405) by the FastAPI app, whose routes document the same API.
+    metadata, OpenAPI, /docs, 404/405) by the FastAPI app, whose routes document the same API and
+    answer through the same reader and handler.
 
     Why by hand: FastAPI's middleware stack, routing and request objects were ~40% of the gateway's
-    CPU per inference request (py-spy, README); this front parses the path and reads the body
-    itself and shares the request handling (`infer`) with the FastAPI routes."""
+    CPU per inference request (py-spy, README); this front parses the path and hands the request to
+    the same `answer_inference` the FastAPI routes use."""
     app = build_app(backend, max_body_bytes, api_keys)
 
     async def front(scope, receive, send):
@@ -251,24 +347,19 @@ def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] =
             return
         name, version_text, mlflow_format = route
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if version_text is not None and not version_text.isdigit():
-            response = error(f"version {version_text!r} is not a version number", 400)
-        else:
-            body = await _read_body(receive, headers, max_body_bytes)
-            if body is None:
-                return  # the client went away
-            response = await infer(backend, api_keys, name, headers, body, None if version_text is None
-                                   else int(version_text), mlflow_format)
-        await response(scope, receive, send)
+        response = await answer_inference(backend, max_body_bytes, api_keys, name, version_text, mlflow_format,
+                                          headers, receive)
+        if response is not None:
+            await response(scope, receive, send)
 
     front.fastapi = app
     return front
 
 
-async def _read_body(receive, headers: Mapping[str, str], max_bytes: int):
-    """The decoded JSON body, the BadRequest that refuses it, or None if the client disconnected.
-    An oversized body is read and dropped (up to DRAIN_BYTES) before the 413 goes out: answering
-    while the client is still sending makes the client see a connection reset, not the 413."""
+async def read_body(receive, headers: Mapping[str, str], max_bytes: int) -> bytes | BadRequest | None:
+    """The one body reader: the raw body, the BadRequest that refuses it (413), or None if the client
+    disconnected. An oversized body is read and dropped (up to DRAIN_BYTES) before the 413 goes out:
+    answering while the client is still sending makes the client see a connection reset, not the 413."""
     refused: BadRequest | None = None
     try:
         check_declared_length(headers, max_bytes)
@@ -290,9 +381,4 @@ async def _read_body(receive, headers: Mapping[str, str], max_bytes: int):
             drained += len(chunk)
         if not message.get("more_body", False) or drained > DRAIN_BYTES:
             break
-    if refused is not None:
-        return refused
-    try:
-        return decode_json(b"".join(chunks))
-    except BadRequest as exc:
-        return exc
+    return refused if refused is not None else b"".join(chunks)

@@ -29,6 +29,11 @@ from cluster.storage import filesystem, join
 log = logging.getLogger(__name__)
 
 
+def live_log_dir(root: str, model: str) -> str:
+    """The directory holding one model's live log under `root` (`ROOT/model=NAME`, dates below)."""
+    return join(root, f"model={model}")
+
+
 def should_log(request_id: str, sample_percent: float) -> bool:
     """Sampling decided by the request id, so a retried request is sampled the same way."""
     if sample_percent >= 100:
@@ -101,7 +106,7 @@ class LiveLog:
                 self._write(model, day, day_rows)
 
     def _write(self, model: str, day: str, rows: list[tuple]) -> None:
-        directory = join(join(self.base, f"model={model}"), f"date={day}")
+        directory = join(live_log_dir(self.base, model), f"date={day}")
         path = join(directory, f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet")
         try:
             self.fs.create_dir(directory, recursive=True)

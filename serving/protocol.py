@@ -194,26 +194,61 @@ def parse_invocations(body, sig: ModelSignature) -> np.ndarray:
     return _records(value, sig, key)
 
 
-def infer_response(model: str, version: int, request_id: str, proba: np.ndarray) -> dict:
-    """The OIP v2 answer: `prediction` (class index) and `probability` (rows × classes)."""
-    prediction = proba.argmax(axis=1)
-    return {
-        "model_name": model, "model_version": str(version), "id": request_id,
-        "outputs": [
-            {"name": "prediction", "datatype": "INT64", "shape": [int(proba.shape[0])],
-             "data": prediction.tolist()},
-            {"name": "probability", "datatype": "FP32", "shape": list(map(int, proba.shape)),
-             "data": [round(float(p), 7) for p in proba.reshape(-1)]},
-        ],
-    }
+#: the outputs of an OIP v2 answer, in order
+OUTPUTS = ("prediction", "probability")
 
 
-def invocations_response(proba: np.ndarray) -> dict:
-    """MLflow's scoring answer: one record per row with the class and each class probability."""
-    rows = []
-    for p in proba:
-        row = {"prediction": int(p.argmax())}
-        row.update({f"probability_{k}": float(v) for k, v in enumerate(p)})
-        rows.append(row)
-    return {"predictions": rows}
+def requested_outputs(body: dict) -> list[tuple[str, bool]]:
+    """(output name, as binary?) for each output the request wants: the ones it names in `outputs`,
+    else all; binary where `outputs[i].parameters.binary_data` or `parameters.binary_data_output` say so."""
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be an object")
+    default_binary = bool(params.get("binary_data_output", False))
+    asked = body.get("outputs")
+    if asked is None:
+        return [(name, default_binary) for name in OUTPUTS]
+    if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    chosen: list[tuple[str, bool]] = []
+    for o in asked:
+        if o.get("name") not in OUTPUTS:
+            raise BadRequest(f"output {o.get('name')!r} is not one of this model's outputs {list(OUTPUTS)}")
+        if any(o["name"] == name for name, _ in chosen):
+            raise BadRequest(f"output {o['name']!r} is asked for twice")
+        chosen.append((o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary))))
+    return chosen
 
+
+def infer_response(model: str, version: int, request_id: str, proba: np.ndarray, prediction: np.ndarray,
+                   outputs: list[tuple[str, bool]] | None = None) -> tuple[dict, list[bytes]]:
+    """The OIP v2 answer (`prediction`: class index as the router took it; `probability`: rows ×
+    classes) with the outputs asked for, and the bytes of those asked for as binary, in order."""
+    from serving.binary import encode_binary
+
+    tensors = {"prediction": ("INT64", [int(proba.shape[0])], prediction),
+               "probability": ("FP32", list(map(int, proba.shape)), proba)}
+    entries, blobs = [], []
+    for name, binary in outputs or [(name, False) for name in OUTPUTS]:
+        datatype, shape, values = tensors[name]
+        entry = {"name": name, "datatype": datatype, "shape": shape}
+        if binary:
+            blob = encode_binary(values, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif name == "prediction":
+            entry["data"] = values.tolist()
+        else:
+            entry["data"] = [round(float(p), 7) for p in values.reshape(-1)]
+        entries.append(entry)
+    return {"model_name": model, "model_version": str(version), "id": request_id, "outputs": entries}, blobs
+
+
+def invocations_response(proba: np.ndarray, prediction: np.ndarray) -> dict:
+    """MLflow's scoring answer: one record per row with the columns the registered pyfunc model gives
+    (`prediction` and one probability column per class, named by `training.probability_columns`)."""
+    from training import probability_columns
+
+    columns = probability_columns(proba.shape[1])
+    return {"predictions": [{"prediction": int(c), **{col: float(p) for col, p in zip(columns, row)}}
+                            for c, row in zip(prediction.tolist(), proba)]}

@@ -7,6 +7,7 @@ through every change a production model sees, under a bounded load loop that cou
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -144,6 +145,32 @@ def test_oip_v2_endpoints_answer_and_name_the_version(served):
         assert answer["predictions"][0]["prediction"] == body["outputs"][0]["data"][0]
     status, _, openapi = call(port, "/openapi.json")
     assert status == 200 and f"/v2/models/{{name}}/infer" in openapi["paths"]
+
+
+def test_tritonclient_with_its_defaults_and_with_json_gets_the_json_paths_answers(served):
+    """The most used OIP v2 client, unchanged: binary tensors in and out by default, JSON when told."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    _, port, _, _ = served
+    rows = np.array([ROW, [41.0, 1.0, 77.0, 0.0, 38.0, 14.0, 36.0, 39.0, 4.0], [0.0] * 9], dtype=np.float32)
+    status, _, expected = call(port, f"/v2/models/{NAME}/versions/1/infer", infer_body(rows.tolist()))
+    assert status == 200
+    want = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in expected["outputs"]}
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        assert client.is_server_live() and client.is_model_ready(NAME)
+        for binary in (True, False):
+            tensor = httpclient.InferInput("features", list(rows.shape), "FP32")
+            tensor.set_data_from_numpy(rows, binary_data=binary)
+            outputs = None if binary else [httpclient.InferRequestedOutput(name, binary_data=False)
+                                           for name in ("prediction", "probability")]
+            result = client.infer(NAME, [tensor], model_version="1", outputs=outputs)
+            assert result.get_response()["model_version"] == "1"
+            assert result.as_numpy("prediction").tolist() == want["prediction"].tolist()
+            np.testing.assert_allclose(result.as_numpy("probability"), want["probability"], atol=1e-6)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("path, kwargs, status, message", [
@@ -318,3 +345,72 @@ def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):
     assert call(port, f"/v2/models/{NAME}/infer", infer_body(), {"x-api-key": "wrong"})[0] == 401
     assert call(port, f"/v2/models/{NAME}/infer", infer_body(), {"authorization": "Bearer s3cret"})[0] == 200
     assert call(port, "/v2/health/ready")[0] == 200  # probes stay open
+
+
+def gateway_pids(control, cfg, want: int, seconds: float = 120) -> set[int]:
+    """The pids of the running gateway replicas, once `want` distinct ones have answered `describe`."""
+    import ray.serve as serve
+
+    pids: set[int] = set()
+    deadline = time.monotonic() + seconds
+    while len(pids) < want:
+        assert time.monotonic() < deadline, f"only {len(pids)} gateway replica(s) answered: {pids}"
+        try:
+            pids.add(serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=10)["pid"])
+        except Exception:  # noqa: BLE001 - a replica being replaced
+            time.sleep(0.5)
+    return pids
+
+
+def serve_with_gateways(registry, live_root, port: int, replicas: int) -> ServingControl:
+    cfg = load_serving_config(None, [f"gateway.port={port}", "gateway.cpus=0.1", "version_defaults.cpus=0.1",
+                                     f"gateway.replicas={replicas}"], environ={})
+    control = ServingControl(registry, cfg, str(live_root))
+    control.serve_model(NAME)
+    return control
+
+
+def test_a_killed_gateway_comes_back_without_a_wrong_answer(served):
+    """One gateway replica, kill -9 under load: connections are refused while it restarts (nothing
+    listens), then it answers again; never a 404 for the served model, never any other error."""
+    import signal
+
+    _, port, live_root, registry = served
+    control = serve_with_gateways(registry, live_root, port, 1)
+    (before,) = gateway_pids(control, control.cfg, 1)
+    with LoadLoop(port, threads=4, max_requests=100_000, max_seconds=180) as load:
+        wait_for(lambda: load.ok > 100, 60, "answers before the kill")
+        os.kill(before, signal.SIGKILL)
+        killed_at = load.ok + load.failed
+        wait_for(lambda: load.ok + load.failed > killed_at + 20 and load.failed > 0, 60, "the kill to be seen")
+        wait_for(lambda: gateway_pids(control, control.cfg, 1) != {before}, 120, "a new gateway replica")
+        answered = load.ok
+        wait_for(lambda: load.ok > answered + 200, 90, "answers from the new gateway",
+                 lambda: load.failures[-3:])
+    assert load.failed > 0, "the kill went unnoticed: no request failed while nothing listened"
+    wrong = [(status, body) for status, body in load.failures if status != 0]
+    assert not wrong, f"a restarting gateway answered wrongly: {wrong[:5]}"
+
+
+def test_with_two_gateways_killing_one_loses_at_most_its_requests_in_flight(served):
+    import signal
+
+    _, port, live_root, registry = served
+    control = serve_with_gateways(registry, live_root, port, 2)
+    try:
+        pids = gateway_pids(control, control.cfg, 2)
+        threads = 4
+        with LoadLoop(port, threads=threads, max_requests=100_000, max_seconds=180) as load:
+            wait_for(lambda: load.ok > 200, 60, "answers from both gateways")
+            os.kill(min(pids), signal.SIGKILL)
+            sent = load.ok + load.failed
+            wait_for(lambda: load.ok + load.failed > sent + 1000, 90, "answers after the kill")
+            wait_for(lambda: len(gateway_pids(control, control.cfg, 2) - pids) == 1, 120,
+                     "the killed gateway replaced")
+            sent = load.ok + load.failed
+            wait_for(lambda: load.ok + load.failed > sent + 500, 90, "answers with the new gateway")
+        # each load thread has one request in flight at a time: the killed replica held at most that many
+        assert load.failed <= threads, f"{load.failed} failed: {load.failures[:8]}"
+        assert all(status == 0 for status, _ in load.failures), load.failures
+    finally:
+        serve_with_gateways(registry, live_root, port, 1)

@@ -72,10 +72,12 @@ def test_bad_mlflow_payloads(body, message):
 
 def test_responses_name_the_version_and_carry_class_and_probabilities():
     proba = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
-    r = infer_response("m", 3, "r1", proba)
+    prediction = np.array([0, 1])
+    r, blobs = infer_response("m", 3, "r1", proba, prediction)
+    assert blobs == []
     assert r["model_version"] == "3" and r["outputs"][0]["data"] == [0, 1]
     assert r["outputs"][1]["shape"] == [2, 2]
-    assert invocations_response(proba)["predictions"][1] == {"prediction": 1, "probability_0": pytest.approx(0.2),
+    assert invocations_response(proba, prediction)["predictions"][1] == {"prediction": 1, "probability_0": pytest.approx(0.2),
                                                              "probability_1": pytest.approx(0.8)}
 
 

@@ -1,0 +1,200 @@
+"""The gateway's router: which version answers a request, and how the request reaches it.
+
+Holds the routing table (per model: signature, traffic policy, how to call each version), chooses
+the version (the pure policy, serving/policy.py), sends the request over the direct path to one of
+the version's replicas (serving/replica_client.py; the version's Serve handle is the fallback, or
+the only path with `transport: handle`) through a per-version batcher, mirrors it to shadow
+versions, and appends the answer to the live log. It is the HTTP app's `Backend`. Everything runs
+on the gateway's HTTP event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.batcher import Batcher
+from serving.config import LiveLogConfig, RoutingTable, VersionRouting
+from serving.endpoints import directory as endpoint_directory
+from serving.http_app import Answer
+from serving.live_log import LiveLog, should_log
+from serving.metrics import GatewayMetrics
+from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
+from serving.model_version import app_name
+from serving.policy import TrafficPolicy
+from serving.protocol import BadRequest, ModelSignature
+from serving.replica_client import ReplicaPool
+from training import predicted_class
+
+log = logging.getLogger(__name__)
+SHADOW_TIMEOUT_S = 10.0  # a shadow that does not answer in time counts as failed
+
+
+@dataclass
+class ModelRoutes:
+    """What the router knows of one model: its signature, policy, and a handle and batcher per version."""
+
+    sig: ModelSignature
+    policy: TrafficPolicy
+    handles: dict[int, object]
+    batchers: dict[int, Batcher]
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class Router:
+    def __init__(self, live_log: LiveLogConfig | None, metrics: GatewayMetrics):
+        self.table = RoutingTable()
+        self.metrics = metrics
+        self._models: dict[str, ModelRoutes] = {}
+        self._handles: dict[tuple[str, int], object] = {}
+        self._pools: dict[tuple[str, int], ReplicaPool] = {}
+        self._batchers: dict[tuple[str, int, VersionRouting], Batcher] = {}
+        self._endpoints = None
+        self._log_cfg = live_log
+        self.live_log = LiveLog(live_log.root, live_log.flush_seconds, live_log.max_rows) if live_log else None
+        self._shadow_tasks: set[asyncio.Task] = set()
+
+    # --- the routing table ------------------------------------------------------------------------
+    async def apply(self, table: RoutingTable) -> None:
+        """Build the new table (asking a new version for its signature), then swap it in at once."""
+        routes: dict[str, ModelRoutes] = {}
+        for name, spec in table.models.items():
+            policy = TrafficPolicy.from_json(spec.policy)
+            handles = {v: self._handle(name, v) for v in policy.versions}
+            current = self._models.get(name)
+            sig = current.sig if current is not None and set(handles) <= set(current.handles) else None
+            if sig is None:
+                info = await handles[policy.live_versions[0]].signature.remote()
+                sig = ModelSignature(name, tuple(info["features"]), int(info["num_classes"]))
+            batchers = {v: self._batcher(name, v, spec.versions.get(v, VersionRouting())) for v in handles}
+            routes[name] = ModelRoutes(sig, policy, handles, batchers)
+        self._models = routes  # one assignment: a request sees the old table or the new one
+        self.table = table
+        self._forget_unrouted(routes)
+
+    def _forget_unrouted(self, routes: dict[str, ModelRoutes]) -> None:
+        """Close the direct connections and drop the batchers nothing routes to any more (a request
+        still holding the old table falls back to the version's Serve handle)."""
+        live = {(name, v) for name, r in routes.items() for v in r.handles}
+        in_use = {id(b) for r in routes.values() for b in r.batchers.values()}
+        for key in [k for k in self._pools if k not in live]:
+            self._pools.pop(key).close()
+        for key in [k for k, b in self._batchers.items() if id(b) not in in_use]:
+            del self._batchers[key]
+
+    def _batcher(self, model: str, version: int, routing: VersionRouting) -> Batcher:
+        """Reuse the running batcher when its settings hold (its queue stays with it)."""
+        key = (model, version, routing)
+        if key not in self._batchers:
+            if routing.transport == "direct":
+                call = self._pool(model, version).predict
+            else:
+                handle = self._handle(model, version)
+                call = lambda x: handle.predict.remote(x)  # noqa: E731
+            self._batchers[key] = Batcher(call, routing.max_batch_size, routing.max_in_flight * routing.replicas)
+        return self._batchers[key]
+
+    def _pool(self, model: str, version: int) -> ReplicaPool:
+        """The direct connections to a version's replicas (started on first use, on this loop)."""
+        key = (model, version)
+        if key not in self._pools:
+            handle = self._handle(model, version)
+            self._pools[key] = ReplicaPool(
+                f"{model}/v{version}",
+                lambda: self._directory().get.remote(app_name(model, version)),
+                lambda x: handle.predict.remote(x))
+            self._pools[key].start()
+        return self._pools[key]
+
+    def _directory(self):
+        if self._endpoints is None:
+            self._endpoints = endpoint_directory()
+        return self._endpoints
+
+    def _handle(self, model: str, version: int):
+        from ray import serve
+
+        key = (model, version)
+        if key not in self._handles:
+            self._handles[key] = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app_name(model, version))
+        return self._handles[key]
+
+    # --- Backend (used by the HTTP app) -------------------------------------------------------------
+    def _routes(self, model: str) -> ModelRoutes:
+        routes = self._models.get(model)
+        if routes is None:
+            served = ", ".join(sorted(self._models)) or "none"
+            raise BadRequest(f"unknown model {model!r} (served: {served})", status=404)
+        return routes
+
+    def signature(self, model: str) -> ModelSignature:
+        return self._routes(model).sig
+
+    def versions(self, model: str) -> list[int]:
+        return self._routes(model).policy.versions
+
+    def ready(self, model: str | None = None) -> bool:
+        return bool(self._models) if model is None else model in self._models
+
+    async def answer(self, model: str, x: np.ndarray, request_id: str, routing_key: str | None,
+                     version: int | None) -> Answer:
+        """Choose the version (or check the one asked for), call it, count, log, mirror to shadows."""
+        start = time.perf_counter()
+        routes = self._routes(model)
+        if version is None:
+            version = routes.policy.choose(routing_key, routes.rng)
+        elif version not in routes.handles:
+            raise BadRequest(f"model {model!r} has no served version {version} "
+                             f"(served: {', '.join(map(str, routes.policy.versions))})", status=404)
+        try:
+            proba = await routes.batchers[version].submit(x)
+        except Exception:
+            self.metrics.count(model, version, "errors")
+            raise
+        latency_ms = (time.perf_counter() - start) * 1000
+        self.metrics.observe_latency(model, version, latency_ms)
+        self.metrics.count(model, version, "requests")
+        prediction = predicted_class(proba)
+        self._log(model, routes, request_id, version, routing_key, x, prediction, latency_ms, shadow=False)
+        for shadow_version in routes.policy.mirrors(routes.rng):
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(model, routes, shadow_version, x, prediction, request_id, routing_key))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+        return Answer(version, proba, prediction)
+
+    async def _shadow(self, model: str, routes: ModelRoutes, version: int, x: np.ndarray,
+                      live_prediction: np.ndarray, request_id: str, routing_key: str | None) -> None:
+        """Mirror a request: record the shadow's answer and agreement; never affect the caller."""
+        start = time.perf_counter()
+        try:
+            proba = await asyncio.wait_for(routes.batchers[version].submit(x), SHADOW_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
+            self.metrics.count(model, version, "shadow_errors")
+            log.warning("shadow version %s/%s failed: %s", model, version, exc)
+            return
+        prediction = predicted_class(proba)
+        self.metrics.count(model, version, "shadow", len(prediction))
+        self.metrics.count(model, version, "shadow_agreements", int((prediction == live_prediction).sum()))
+        self._log(model, routes, request_id, version, routing_key, x, prediction,
+                  (time.perf_counter() - start) * 1000, shadow=True)
+
+    def _log(self, model: str, routes: ModelRoutes, request_id: str, version: int, routing_key: str | None,
+             x: np.ndarray, prediction: np.ndarray, latency_ms: float, shadow: bool) -> None:
+        if self.live_log is not None and should_log(request_id, self._log_cfg.sample_percent):
+            self.live_log.append(model, routes.sig.features, request_id, version, routing_key, x, prediction,
+                                 latency_ms, shadow=shadow)
+
+    # --- what the control plane reads ---------------------------------------------------------------
+    def describe(self) -> dict:
+        """The routing table, signatures and the direct path's state of each version."""
+        return {"models": self.table.to_user_config()["models"],
+                "features": {name: list(r.sig.features) for name, r in self._models.items()},
+                "direct": {f"{m}/{v}": {"replicas": len(p.connections), "direct": p.direct,
+                                        "fallback": p.fallen_back, "discovery": p.last_discovery}
+                           for (m, v), p in self._pools.items()}}
