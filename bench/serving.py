@@ -10,6 +10,8 @@ Shuttle data) in a scratch store, then drives each shape with `wrk` (bounded: fi
   (d) Handoff: gateway + version deployments, 90/10 split, live logging on
   (e) (d) with the gateway's request coalescing (batching)
   (dh) (d) with transport=handle: one Serve handle call per request instead of the direct path
+  (f) (d) with the OIP v2 binary tensor extension (binary in and out, as tritonclient sends) against
+      the JSON body, 1-row and 256-row requests, at concurrency 16
 
     .venv/bin/python bench/serving.py [--seconds 10] [--only a,b,c,d,e]
 Writes bench/results/serving.json and prints a table.
@@ -77,6 +79,46 @@ def first_answer(url: str) -> None:
             print(f"  {url}: {r.status} {r.read(200)!r}", flush=True)
     except urllib.error.HTTPError as exc:
         print(f"  {url}: {exc.code} {exc.read(500)!r}  <- this shape fails", flush=True)
+
+
+def oip_body(rows: int, binary: bool) -> tuple[bytes, dict[str, str]]:
+    """An OIP v2 request of `rows` copies of ROW: JSON, or binary in and out (tritonclient's default)."""
+    import numpy as np
+
+    x = np.tile(np.asarray(ROW, dtype=np.float32), (rows, 1))
+    if not binary:
+        return json.dumps({"inputs": [{"name": "features", "shape": [rows, 9], "datatype": "FP32",
+                                       "data": x.reshape(-1).tolist()}]}).encode(), {"Content-Type": "application/json"}
+    head = json.dumps({"inputs": [{"name": "features", "shape": [rows, 9], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    return head + x.tobytes(), {"Content-Type": "application/octet-stream",
+                                "Inference-Header-Content-Length": str(len(head))}
+
+
+def wrk_script(directory: Path, name: str, body: bytes, headers: dict[str, str]) -> Path:
+    """A wrk script that POSTs `body` (read from a file, so binary bodies pass unchanged)."""
+    (directory / f"{name}.body").write_bytes(body)
+    lines = [f"local f = io.open('{directory / (name + '.body')}', 'rb')", "wrk.body = f:read('*all')", "f:close()",
+             "wrk.method = 'POST'"] + [f"wrk.headers['{k}'] = '{v}'" for k, v in headers.items()]
+    script = directory / f"{name}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def bench_binary(url: str, directory: Path, seconds: int) -> dict:
+    """(f): the same deployment, JSON against binary bodies, 1 and 256 rows a request, at c16."""
+    out = {}
+    for rows in (1, 256):
+        for binary in (False, True):
+            body, headers = oip_body(rows, binary)
+            req = urllib.request.Request(url, body, headers)
+            with urllib.request.urlopen(req, timeout=30) as r:  # answers before it is timed
+                assert r.status == 200, r.status
+            run = wrk(url, 16, seconds, wrk_script(directory, f"{'bin' if binary else 'json'}{rows}", body, headers))
+            run["rows_per_s"] = run["rps"] * rows
+            out[f"{'binary' if binary else 'JSON'} {rows} row(s) c16"] = run
+    return out
 
 
 def load_args(args) -> list[tuple[int, int]]:
@@ -175,7 +217,7 @@ def plain_serve_app(tracking_uri: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
-    parser.add_argument("--only", default="a,b,c,d,e,dh", help="shapes to run (dh: (d) over Serve handles)")
+    parser.add_argument("--only", default="a,b,c,d,e,dh,f", help="shapes to run (dh: (d) over Serve handles; f: binary vs JSON bodies)")
     parser.add_argument("--local-server", nargs=3, metavar=("MODEL_URI", "TRACKING_URI", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -219,7 +261,8 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
         registry = Registry(uri)
-        for label, batch, transport in (("d", 1, "direct"), ("e", 32, "direct"), ("dh", 1, "handle")):
+        for label, batch, transport in (("d", 1, "direct"), ("e", 32, "direct"), ("dh", 1, "handle"),
+                                        ("f", 1, "direct")):
             if label not in only:
                 continue
             cfg = load_serving_config(None, [f"version_defaults.batching.max_batch_size={batch}",
@@ -231,8 +274,12 @@ def main() -> None:
             url = "http://127.0.0.1:8000/v2/models/bench/infer"
             first_answer(url)
             name = {"d": "d Handoff 90/10 + live log", "e": f"e Handoff 90/10 + live log + batching ({batch})",
-                    "dh": "d' (d) over Serve handles (transport=handle)"}[label]
-            results[name] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
+                    "dh": "d' (d) over Serve handles (transport=handle)",
+                    "f": "f (d): JSON vs binary tensor bodies"}[label]
+            if label == "f":
+                results[name] = bench_binary(url, Path(home), args.seconds)
+            else:
+                results[name] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
             gateway = control.describe()["gateway"]
             results[name]["split"] = {f"{c['version']}": c["n"] for c in gateway["counts"] if c["what"] == "requests"}
             results[name]["direct"] = gateway["direct"]
@@ -261,8 +308,9 @@ def main() -> None:
                 continue
             ok = max(r["rps"] - r["non_2xx"] / args.seconds, 0.0) if conc != "c1" else r["rps"]
             r["ok_rps"] = ok
+            rows = f"  rows/s {r['rows_per_s']:,.0f}" if "rows_per_s" in r else ""
             print(f"{name:<48} {conc:>5} {r['rps']:>9.1f} {ok:>9.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
-                  f"{r['non_2xx']:>8}")
+                  f"{r['non_2xx']:>8}{rows}")
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "serving.json").write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),
