@@ -160,10 +160,10 @@ def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
 
     from serving.http_app import Answer, build_asgi
     from serving.protocol import BadRequest, ModelSignature
-    from training import load_version, predicted_class
+    from training import class_labels, load_version, predicted_class
 
     model = load_version(*model_uri.split("/")[-2:], tracking_uri=tracking_uri)
-    sig = ModelSignature("bench", model.features, model.num_classes)
+    sig = ModelSignature("bench", model.features, model.classes)
 
     class LocalBackend:
         def signature(self, name):
@@ -179,7 +179,8 @@ def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
 
         async def answer(self, name, x, request_id, routing_key, version):
             proba = model.predict_proba(x)
-            return Answer(1, proba, predicted_class(proba))
+            prediction = predicted_class(proba)
+            return Answer(1, proba, prediction, class_labels(sig.classes, prediction))
 
     uvicorn.run(build_asgi(LocalBackend(), 1_000_000), host="127.0.0.1", port=port, log_level="warning",
                 access_log=False, http="httptools", loop="uvloop")

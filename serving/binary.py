@@ -67,5 +67,11 @@ def attach_binary_inputs(body, tail: bytes) -> None:
 
 
 def encode_binary(values: np.ndarray, datatype: str) -> bytes:
-    """An output's values as the extension sends them: little-endian, row-major."""
+    """An output's values as the extension sends them: little-endian, row-major; BOOL one byte each;
+    BYTES each element as a 4-byte little-endian length and its UTF-8 bytes (as Triton does)."""
+    if datatype == "BYTES":
+        parts = [str(v).encode() for v in values.reshape(-1).tolist()]
+        return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+    if datatype == "BOOL":
+        return np.ascontiguousarray(values, dtype=np.bool_).tobytes()
     return np.ascontiguousarray(values, dtype=DTYPES[datatype]).tobytes()

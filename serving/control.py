@@ -136,14 +136,14 @@ class ServingControl:
 
     def _check_same_inputs(self, name: str, versions: list[int]) -> None:
         """Versions that share one endpoint must take the same features and give the same classes."""
-        seen = {v: (tuple(info["features"]), int(info["num_classes"]))
+        seen = {v: (tuple(info["features"]), tuple(info["classes"]))
                 for v, info in self.version_signatures(name, versions).items()}
         first = versions[0]
         for v, sig in seen.items():
             if sig != seen[first]:
-                raise PolicyError(f"{name} version {v} takes features {list(sig[0])} with {sig[1]} classes, "
-                                  f"version {first} takes {list(seen[first][0])} with {seen[first][1]}; "
-                                  "versions behind one endpoint must match")
+                raise PolicyError(f"{name} version {v} takes features {list(sig[0])} and gives classes "
+                                  f"{list(sig[1])}, version {first} takes {list(seen[first][0])} and gives "
+                                  f"{list(seen[first][1])}; versions behind one endpoint must match")
 
     # --- the commands -----------------------------------------------------------------------------
     def serve_model(self, name: str) -> TrafficPolicy:

@@ -34,12 +34,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Answer:
-    """What a version answered: probabilities and the class of each row, taken once (by the router)
-    and used by the HTTP answer and the live log alike."""
+    """What a version answered: probabilities, and the class of each row (its index and its name),
+    taken once (by the router) and used by the HTTP answer and the live log alike."""
 
     version: int
     proba: np.ndarray
     prediction: np.ndarray
+    label: np.ndarray
 
 
 class Backend(Protocol):
@@ -146,9 +147,11 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
         log.exception("model %s: answering request failed", name)
         return error(f"model {name!r} could not answer: {type(exc).__name__}: {exc}", 503)
     if mlflow_format:
-        response = _json(invocations_response(answer.proba, answer.prediction), version=answer.version)
+        response = _json(invocations_response(sig, answer.proba, answer.prediction, answer.label),
+                         version=answer.version)
     else:
-        payload, blobs = infer_response(name, answer.version, request_id, answer.proba, answer.prediction, outputs)
+        payload, blobs = infer_response(name, answer.version, request_id, sig, answer.proba, answer.prediction,
+                                        answer.label, outputs)
         response = _json(payload, version=answer.version) if not blobs else _binary(payload, blobs, answer.version)
     response.headers["x-request-id"] = request_id
     response.headers["x-latency-ms"] = f"{(time.perf_counter() - start) * 1000:.2f}"

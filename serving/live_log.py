@@ -1,7 +1,8 @@
 """The live log: one Parquet row per answered request, written in batches off the request path.
 
 Row contract (ARCHITECTURE.md): `request_id, ts, model, version, routing_key, <features...>,
-prediction, latency_ms`, plus `shadow` (true for a mirrored version's answer). Files land under
+prediction, label, latency_ms`, plus `shadow` (true for a mirrored version's answer); `label` is
+the class as the user named it. Files land under
 `ROOT/model=NAME/date=YYYY-MM-DD/part-*.parquet` on a local path or any pyarrow filesystem URI;
 `model` and `date` are Hive partition keys (read back as columns by `pyarrow.dataset` with
 `partitioning="hive"` and by Ray Data), so the files themselves do not repeat them.
@@ -42,7 +43,7 @@ def should_log(request_id: str, sample_percent: float) -> bool:
 
 
 def rows_table(model: str, features: tuple[str, ...], rows: list[tuple]) -> pa.Table:
-    """Buffered rows `(request_id, ts, version, routing_key, x_row, prediction, latency_ms, shadow)`."""
+    """Buffered rows `(request_id, ts, version, routing_key, x_row, prediction, latency_ms, shadow, label)`."""
     x = np.asarray([r[4] for r in rows], dtype=np.float32).reshape(len(rows), len(features))
     columns = {
         "request_id": pa.array([r[0] for r in rows], pa.string()),
@@ -53,6 +54,8 @@ def rows_table(model: str, features: tuple[str, ...], rows: list[tuple]) -> pa.T
     for j, f in enumerate(features):
         columns[f] = pa.array(x[:, j])
     columns["prediction"] = pa.array([r[5] for r in rows], pa.int64())
+    if any(r[8] is not None for r in rows):
+        columns["label"] = pa.array([r[8] for r in rows])  # the class as the user named it
     columns["latency_ms"] = pa.array([r[6] for r in rows], pa.float32())
     columns["shadow"] = pa.array([r[7] for r in rows], pa.bool_())
     return pa.table(columns)
@@ -75,12 +78,13 @@ class LiveLog:
 
     def append(self, model: str, features: tuple[str, ...], request_id: str, version: int,
                routing_key: str | None, x: np.ndarray, predictions: np.ndarray, latency_ms: float,
-               shadow: bool = False) -> None:
+               shadow: bool = False, labels: np.ndarray | None = None) -> None:
         """One row per input row of an answered request (row ids `request_id`, `request_id#1`, ...);
-        `shadow` rows are a mirrored version's answers, which no caller saw."""
+        `shadow` rows are a mirrored version's answers, which no caller saw; `labels` name the classes."""
         now = datetime.now(timezone.utc)
+        names = labels.tolist() if labels is not None else [None] * x.shape[0]
         rows = [(request_id if i == 0 else f"{request_id}#{i}", now, version, routing_key, x[i],
-                 int(predictions[i]), latency_ms, shadow) for i in range(x.shape[0])]
+                 int(predictions[i]), latency_ms, shadow, names[i]) for i in range(x.shape[0])]
         with self._lock:
             self._features[model] = features
             buf = self._buffers.setdefault(model, [])

@@ -56,7 +56,8 @@ class ModelVersion:
     def signature(self) -> dict:
         """What the gateway and `handoff status` need: inputs, classes, where the weights are."""
         loaded = self.loaded
-        return {"features": list(loaded.features), "num_classes": loaded.num_classes, "device": loaded.device,
+        return {"features": list(loaded.features), "classes": list(loaded.classes),
+                "num_classes": loaded.num_classes, "device": loaded.device,
                 "version": loaded.version, "pid": os.getpid()}
 
     async def predict(self, x: np.ndarray) -> np.ndarray:

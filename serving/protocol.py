@@ -25,22 +25,36 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True)
 class ModelSignature:
-    """What a served model takes and gives: feature names in order and the number of classes."""
+    """What a served model takes and gives: feature names in order and its classes (the label's
+    values as the user had them, in class-index order)."""
 
     name: str
     features: tuple[str, ...]
-    num_classes: int
+    classes: tuple
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def label_datatype(self) -> str:
+        """The OIP datatype of the `label` output: BYTES for strings, BOOL, or INT64 for ids."""
+        first = self.classes[0]
+        return "BOOL" if isinstance(first, bool) else "BYTES" if isinstance(first, str) else "INT64"
 
     def metadata(self, versions: list[int]) -> dict:
-        """OIP v2 model metadata: one FP32 [-1, n] input (or one tensor per feature), two outputs."""
+        """OIP v2 model metadata: one FP32 [-1, n] input (or one tensor per feature), three outputs,
+        and the class names (`parameters.classes`, in the order of the probability columns)."""
         return {
             "name": self.name, "versions": [str(v) for v in versions], "platform": "handoff-torch",
             "inputs": [{"name": MATRIX_INPUT, "datatype": "FP32", "shape": [-1, len(self.features)],
                         "parameters": {"columns": list(self.features)}}],
             "outputs": [{"name": "prediction", "datatype": "INT64", "shape": [-1]},
-                        {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes]}],
-            "parameters": {"per_feature_inputs": [
-                {"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]},
+                        {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes],
+                         "parameters": {"classes": list(self.classes)}},
+                        {"name": "label", "datatype": self.label_datatype, "shape": [-1]}],
+            "parameters": {"classes": list(self.classes),
+                           "per_feature_inputs": [{"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]},
         }
 
 
@@ -195,7 +209,7 @@ def parse_invocations(body, sig: ModelSignature) -> np.ndarray:
 
 
 #: the outputs of an OIP v2 answer, in order
-OUTPUTS = ("prediction", "probability")
+OUTPUTS = ("prediction", "probability", "label")
 
 
 def requested_outputs(body: dict) -> list[tuple[str, bool]]:
@@ -220,14 +234,18 @@ def requested_outputs(body: dict) -> list[tuple[str, bool]]:
     return chosen
 
 
-def infer_response(model: str, version: int, request_id: str, proba: np.ndarray, prediction: np.ndarray,
+def infer_response(model: str, version: int, request_id: str, sig: ModelSignature, proba: np.ndarray,
+                   prediction: np.ndarray, label: np.ndarray,
                    outputs: list[tuple[str, bool]] | None = None) -> tuple[dict, list[bytes]]:
     """The OIP v2 answer (`prediction`: class index as the router took it; `probability`: rows ×
-    classes) with the outputs asked for, and the bytes of those asked for as binary, in order."""
+    classes; `label`: the class as the user named it) with the outputs asked for, and the bytes of
+    those asked for as binary, in order."""
     from serving.binary import encode_binary
 
-    tensors = {"prediction": ("INT64", [int(proba.shape[0])], prediction),
-               "probability": ("FP32", list(map(int, proba.shape)), proba)}
+    rows = [int(proba.shape[0])]
+    tensors = {"prediction": ("INT64", rows, prediction),
+               "probability": ("FP32", list(map(int, proba.shape)), proba),
+               "label": (sig.label_datatype, rows, label)}
     entries, blobs = [], []
     for name, binary in outputs or [(name, False) for name in OUTPUTS]:
         datatype, shape, values = tensors[name]
@@ -236,19 +254,19 @@ def infer_response(model: str, version: int, request_id: str, proba: np.ndarray,
             blob = encode_binary(values, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
-        elif name == "prediction":
-            entry["data"] = values.tolist()
-        else:
+        elif name == "probability":
             entry["data"] = [round(float(p), 7) for p in values.reshape(-1)]
+        else:
+            entry["data"] = values.tolist()
         entries.append(entry)
     return {"model_name": model, "model_version": str(version), "id": request_id, "outputs": entries}, blobs
 
 
-def invocations_response(proba: np.ndarray, prediction: np.ndarray) -> dict:
+def invocations_response(sig: ModelSignature, proba: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> dict:
     """MLflow's scoring answer: one record per row with the columns the registered pyfunc model gives
-    (`prediction` and one probability column per class, named by `training.probability_columns`)."""
+    (`prediction`, `label` and one probability column per class, named by `training.probability_columns`)."""
     from training import probability_columns
 
-    columns = probability_columns(proba.shape[1])
-    return {"predictions": [{"prediction": int(c), **{col: float(p) for col, p in zip(columns, row)}}
-                            for c, row in zip(prediction.tolist(), proba)]}
+    columns = probability_columns(sig.classes)
+    return {"predictions": [{"prediction": int(c), "label": name, **{col: float(p) for col, p in zip(columns, row)}}
+                            for c, name, row in zip(prediction.tolist(), label.tolist(), proba)]}

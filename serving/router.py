@@ -29,7 +29,7 @@ from serving.model_version import app_name
 from serving.policy import TrafficPolicy
 from serving.protocol import BadRequest, ModelSignature
 from serving.replica_client import ReplicaPool
-from training import predicted_class
+from training import class_labels, predicted_class
 
 log = logging.getLogger(__name__)
 SHADOW_TIMEOUT_S = 10.0  # a shadow that does not answer in time counts as failed
@@ -70,7 +70,7 @@ class Router:
             sig = current.sig if current is not None and set(handles) <= set(current.handles) else None
             if sig is None:
                 info = await handles[policy.live_versions[0]].signature.remote()
-                sig = ModelSignature(name, tuple(info["features"]), int(info["num_classes"]))
+                sig = ModelSignature(name, tuple(info["features"]), tuple(info["classes"]))
             batchers = {v: self._batcher(name, v, spec.versions.get(v, VersionRouting())) for v in handles}
             routes[name] = ModelRoutes(sig, policy, handles, batchers)
         self._models = routes  # one assignment: a request sees the old table or the new one
@@ -160,13 +160,14 @@ class Router:
         self.metrics.observe_latency(model, version, latency_ms)
         self.metrics.count(model, version, "requests")
         prediction = predicted_class(proba)
-        self._log(model, routes, request_id, version, routing_key, x, prediction, latency_ms, shadow=False)
+        label = class_labels(routes.sig.classes, prediction)
+        self._log(model, routes, request_id, version, routing_key, x, prediction, label, latency_ms, shadow=False)
         for shadow_version in routes.policy.mirrors(routes.rng):
             task = asyncio.get_running_loop().create_task(
                 self._shadow(model, routes, shadow_version, x, prediction, request_id, routing_key))
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
-        return Answer(version, proba, prediction)
+        return Answer(version, proba, prediction, label)
 
     async def _shadow(self, model: str, routes: ModelRoutes, version: int, x: np.ndarray,
                       live_prediction: np.ndarray, request_id: str, routing_key: str | None) -> None:
@@ -182,13 +183,13 @@ class Router:
         self.metrics.count(model, version, "shadow", len(prediction))
         self.metrics.count(model, version, "shadow_agreements", int((prediction == live_prediction).sum()))
         self._log(model, routes, request_id, version, routing_key, x, prediction,
-                  (time.perf_counter() - start) * 1000, shadow=True)
+                  class_labels(routes.sig.classes, prediction), (time.perf_counter() - start) * 1000, shadow=True)
 
     def _log(self, model: str, routes: ModelRoutes, request_id: str, version: int, routing_key: str | None,
-             x: np.ndarray, prediction: np.ndarray, latency_ms: float, shadow: bool) -> None:
+             x: np.ndarray, prediction: np.ndarray, label: np.ndarray, latency_ms: float, shadow: bool) -> None:
         if self.live_log is not None and should_log(request_id, self._log_cfg.sample_percent):
             self.live_log.append(model, routes.sig.features, request_id, version, routing_key, x, prediction,
-                                 latency_ms, shadow=shadow)
+                                 latency_ms, shadow=shadow, labels=label)
 
     # --- what the control plane reads ---------------------------------------------------------------
     def describe(self) -> dict:

@@ -15,7 +15,7 @@ _EXPORTS = {
     **dict.fromkeys(["CHALLENGER", "CHAMPION", "Registry", "RegistryError", "VersionInfo",
                      "alias_for_new_version"], "training.registry"),
     # the training→serving contract: what a replica loads and how answers are named
-    **dict.fromkeys(["LoadedVersion", "predicted_class", "prediction_frame", "probability_columns"],
+    **dict.fromkeys(["LoadedVersion", "class_labels", "predicted_class", "prediction_frame", "probability_columns"],
                     "training.contract"),
     "load_version": "training.serving_load",
 }

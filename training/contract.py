@@ -1,9 +1,10 @@
 """The training→serving contract, pure: what a registered version answers and how it is named.
 
 A version predicts class probabilities for a float32 matrix whose columns are its features in
-order. The class of a row is the most probable one (`predicted_class`, taken once per answer and
-used by everything that reports it); the probability columns of tabular answers (the pyfunc
-`predict`, MLflow scoring payloads) are named here and nowhere else.
+order. Its classes are the label's values as the user had them (ids 0..K-1, False/True or strings),
+in class-index order. The class of a row is the most probable one (`predicted_class`, taken once
+per answer and used by everything that reports it), named by `class_labels`; the columns of
+tabular answers (the pyfunc `predict`, MLflow scoring payloads) are named here and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PREDICTION_COLUMN = "prediction"
+PREDICTION_COLUMN = "prediction"  # the class index
+LABEL_COLUMN = "label"            # the class as the user named it
 
 
-def probability_columns(num_classes: int) -> list[str]:
-    """`probability_0` … `probability_{K-1}`: one column per class, in class order."""
-    return [f"probability_{k}" for k in range(num_classes)]
+def probability_columns(classes) -> list[str]:
+    """`probability_<class>` for each class, in class order (`probability_0`… for ids 0..K-1)."""
+    return [f"probability_{c}" for c in classes]
+
+
+def class_labels(classes, prediction: np.ndarray) -> np.ndarray:
+    """The class of each row as the user named it (strings, booleans or ids)."""
+    return np.asarray(list(classes))[prediction]
 
 
 def predicted_class(proba: np.ndarray) -> np.ndarray:
@@ -27,11 +34,12 @@ def predicted_class(proba: np.ndarray) -> np.ndarray:
     return proba.argmax(axis=1).astype(np.int64, copy=False)
 
 
-def prediction_frame(proba: np.ndarray, prediction: np.ndarray | None = None) -> pd.DataFrame:
-    """The tabular answer: `prediction` and one probability column per class."""
+def prediction_frame(proba: np.ndarray, classes, prediction: np.ndarray | None = None) -> pd.DataFrame:
+    """The tabular answer: `prediction` (class index), `label` (the class) and one probability
+    column per class."""
     prediction = predicted_class(proba) if prediction is None else prediction
-    out = {PREDICTION_COLUMN: prediction}
-    out.update({col: proba[:, k].astype("float64") for k, col in enumerate(probability_columns(proba.shape[1]))})
+    out = {PREDICTION_COLUMN: prediction, LABEL_COLUMN: class_labels(classes, prediction)}
+    out.update({col: proba[:, k].astype("float64") for k, col in enumerate(probability_columns(classes))})
     return pd.DataFrame(out)
 
 
@@ -43,6 +51,10 @@ class LoadedVersion:
     name: str
     version: int
     features: tuple[str, ...]
-    num_classes: int
+    classes: tuple
     device: str
     predict_proba: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)

@@ -191,9 +191,9 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         client.log_metric(parent, key, value)
     example = pd.DataFrame(data.x_test[:5], columns=data.features)
     proba = predict_proba(model, example.to_numpy())
-    example_output = prediction_frame(proba)
+    example_output = prediction_frame(proba, data.classes)
     model_uri = log_model(parent, tracking_uri, model.state_dict(),
-                          model_spec(spec.family, spec.model_params, data.features, data.num_classes),
+                          model_spec(spec.family, spec.model_params, data.features, data.classes),
                           example, example_output, cfg.model.code_paths)
     digest = weights_hash(model.state_dict())
     trial_id = str(best.metrics.get("trial_id"))
@@ -204,7 +204,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         experiment_path=outcome.experiment_path, trial_id=trial_id,
         trial_params=json.dumps(best.config, sort_keys=True), epochs_trained=int(state["epoch"]),
         weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
-        search_run_id=parent,
+        search_run_id=parent, classes=data.classes,
     )
     registry = Registry(tracking_uri, registry_uri)
     model_id = model_uri.split("/", 1)[1].lstrip("/") if model_uri.startswith("models:/") else None

@@ -27,7 +27,7 @@ class PreparedData:
 
     features: list[str]
     label: str
-    num_classes: int
+    classes: list  # the label's values in class-index order (ints 0..K-1, False/True, or sorted strings)
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -35,6 +35,10 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     fingerprint: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -61,27 +65,57 @@ def validate_frame(df: pd.DataFrame, features: list[str], label: str) -> None:
         if n_inf:
             problems.append(f"feature {col!r} has {n_inf} infinite value(s)")
     y = df[label]
-    if not pd.api.types.is_numeric_dtype(y):
-        problems.append(f"label {label!r} has non-numeric type {y.dtype}; expected class ids 0..K-1")
-    else:
+    n_missing = int(y.isna().sum())
+    if n_missing:
+        problems.append(f"label {label!r} is missing in {n_missing} row(s)")
+    if pd.api.types.is_bool_dtype(y) or _is_text(y):
+        pass  # class names: any value is a class
+    elif pd.api.types.is_numeric_dtype(y):
         values = y.to_numpy(dtype="float64", na_value=np.nan)
-        n_missing = int(np.isnan(values).sum())
-        if n_missing:
-            problems.append(f"label {label!r} is missing in {n_missing} row(s)")
         finite = values[np.isfinite(values)]
         n_bad = int(((finite < 0) | (finite != np.round(finite))).sum()) + int(np.isinf(values).sum())
         if n_bad:
-            problems.append(f"label {label!r} has {n_bad} value(s) that are not class ids 0..K-1")
+            problems.append(f"label {label!r} has {n_bad} value(s) that are not class ids 0..K-1 (whole, not "
+                            "negative numbers; strings or booleans name classes otherwise)")
+    else:
+        problems.append(f"label {label!r} has type {y.dtype}; use class ids 0..K-1, booleans or strings")
     if len(df) == 0:
         problems.append("the data has no rows")
     if problems:
         raise DataError("data does not match the declared schema:\n  " + "\n  ".join(problems))
 
 
+def _is_text(y: pd.Series) -> bool:
+    """Strings (object or string dtype holding only str values)."""
+    if pd.api.types.is_string_dtype(y) and not pd.api.types.is_object_dtype(y):
+        return True
+    return pd.api.types.is_object_dtype(y) and bool(y.dropna().map(type).eq(str).all())
+
+
+def label_classes(y: pd.Series) -> list:
+    """The classes in their stable order: integer ids 0..max (ids are their own index), False/True,
+    or the distinct strings sorted."""
+    if pd.api.types.is_bool_dtype(y):
+        return [False, True]
+    if _is_text(y):
+        return sorted(str(v) for v in y.unique())
+    return list(range(max(int(y.max()) + 1, 2)))  # as before class names: ids of the rows used (see prepare)
+
+
+def class_index(y: pd.Series, classes: list) -> np.ndarray:
+    """Each label's class index (int64)."""
+    if pd.api.types.is_bool_dtype(y):
+        return y.to_numpy(dtype="int64")
+    if _is_text(y):
+        return np.searchsorted(np.asarray(classes, dtype=object), y.astype(str).to_numpy(dtype=object)).astype("int64")
+    return y.to_numpy(dtype="int64")
+
+
 def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A 64-bit content hash per row over `columns` (values cast to float64, so int/float agree)."""
-    canon = df[columns].astype("float64")
-    canon.columns = list(range(len(columns)))
+    """A 64-bit content hash per row over `columns` (numbers cast to float64, so int/float agree;
+    a text label hashed as text)."""
+    canon = pd.DataFrame({i: (df[c].astype(str) if _is_text(df[c]) else df[c].astype("float64"))
+                          for i, c in enumerate(columns)})
     return pd.util.hash_pandas_object(canon, index=False).to_numpy(dtype="uint64")
 
 
@@ -92,7 +126,8 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int) -> PreparedData:
     hashes = row_hashes(df, columns)
     order = np.lexsort((hashes,))  # stable: equal hashes are equal rows
     x_all = df[cfg.features].to_numpy(dtype="float32")[order]
-    y_all = df[cfg.label].to_numpy(dtype="int64")[order]
+    classes = label_classes(df[cfg.label])
+    y_all = class_index(df[cfg.label], classes)[order]
     hashes = hashes[order]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y_all))
@@ -105,10 +140,12 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int) -> PreparedData:
         raise DataError(f"{n} row(s) are too few to split into train/validation/test")
     test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
     used = np.concatenate([train_idx, val_idx, test_idx])
+    if isinstance(classes[0], int) and not isinstance(classes[0], bool):  # ids: as many classes as the rows used show
+        classes = list(range(max(int(y_all[used].max()) + 1, 2)))
     return PreparedData(
         features=list(cfg.features),
         label=cfg.label,
-        num_classes=max(int(y_all[used].max()) + 1, 2),
+        classes=classes,
         x_train=x_all[train_idx], y_train=y_all[train_idx],
         x_val=x_all[val_idx], y_val=y_all[val_idx],
         x_test=x_all[test_idx], y_test=y_all[test_idx],

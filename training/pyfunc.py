@@ -37,6 +37,7 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         self.model = model.to(self.device).eval()
         self.features = spec["features"]
         self.num_classes = spec["num_classes"]
+        self.classes = spec.get("classes") or list(range(self.num_classes))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for a float32 matrix whose columns are `self.features` in order."""
@@ -48,8 +49,10 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         if missing:
             raise ValueError(f"input is missing feature column(s) {missing}; expected {self.features}")
         return prediction_frame(self.predict_proba(
-            np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float32"))))
+            np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float32"))), self.classes)
 
 
-def model_spec(family: str, model_params: dict, features: list[str], num_classes: int) -> dict:
-    return {"family": family, "model_params": model_params, "features": features, "num_classes": num_classes}
+def model_spec(family: str, model_params: dict, features: list[str], classes: list) -> dict:
+    """What `spec.json` holds: the factory and its parameters, the feature order and the classes."""
+    return {"family": family, "model_params": model_params, "features": features, "num_classes": len(classes),
+            "classes": list(classes)}

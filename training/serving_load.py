@@ -20,14 +20,15 @@ def load_version(name: str, version: int, tracking_uri: str, registry_uri: str |
     loaded = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}", model_config={"device": device})
     python_model = loaded.unwrap_python_model()
     features = tuple(python_model.features)
-    num_classes = int(python_model.num_classes)
-    proba = getattr(python_model, "predict_proba", None) or _proba_from_frame(loaded, features, num_classes)
-    return LoadedVersion(name=name, version=int(version), features=features, num_classes=num_classes,
+    # versions registered before class names were kept: ids 0..K-1
+    classes = tuple(getattr(python_model, "classes", None) or range(int(python_model.num_classes)))
+    proba = getattr(python_model, "predict_proba", None) or _proba_from_frame(loaded, features, classes)
+    return LoadedVersion(name=name, version=int(version), features=features, classes=classes,
                          device=weights_device(python_model, device), predict_proba=proba)
 
 
-def _proba_from_frame(loaded, features: tuple[str, ...], num_classes: int):
-    columns = probability_columns(num_classes)
+def _proba_from_frame(loaded, features: tuple[str, ...], classes: tuple):
+    columns = probability_columns(classes)
 
     def proba(x: np.ndarray) -> np.ndarray:
         out = loaded.predict(pd.DataFrame(x, columns=list(features)))

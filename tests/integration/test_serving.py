@@ -335,6 +335,49 @@ def test_a_version_with_other_features_is_refused_and_serving_goes_on(served, ml
     assert call(port, f"/v2/models/{NAME}/infer", infer_body())[0] == 200
 
 
+def test_class_names_as_the_user_has_them_end_to_end(served, mlflow_server, shuttle_frame, tmp_path):
+    """A label column of strings: trained, registered with its classes, served, answered by name
+    (OIP `label` output, MLflow payload, live log), published in the metadata."""
+    import mlflow
+
+    _, port, live_root, registry = served
+    names = {0: "nominal", 1: "anomaly"}
+    data = write_parquet(shuttle_frame.iloc[:3000].assign(anomaly=lambda d: d["anomaly"].map(names)),
+                         tmp_path / "named.parquet")
+    model = "labels-it"
+    version = tune_and_register(small_config(str(data), model, "search.num_samples=1"), settings_for(tmp_path),
+                                mlflow_server).version
+    assert registry.version(model, version).lineage["classes"] == '["anomaly", "nominal"]'
+    mlflow.set_tracking_uri(mlflow_server)
+    frame = mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(
+        shuttle_frame.iloc[-50:][[f"f{i}" for i in range(1, 10)]].astype("float32"))
+    assert list(frame.columns) == ["prediction", "label", "probability_anomaly", "probability_nominal"]
+    assert set(frame.label) <= {"anomaly", "nominal"}
+    cfg = load_serving_config(None, [f"gateway.port={port}", "live_log.flush_seconds=0.5",
+                                     "version_defaults.cpus=0.1", "gateway.cpus=0.1"], environ={})
+    control = ServingControl(registry, cfg, str(live_root))
+    control.serve_model(model)
+    try:
+        rows = shuttle_frame.iloc[-20:]
+        x = rows[[f"f{i}" for i in range(1, 10)]].to_numpy(dtype="float32")
+        status, _, meta = call(port, f"/v2/models/{model}")
+        assert status == 200 and meta["parameters"]["classes"] == ["anomaly", "nominal"]
+        status, _, answer = call(port, f"/v2/models/{model}/infer", infer_body(x.tolist()))
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        assert status == 200 and outputs["label"]["datatype"] == "BYTES"
+        assert outputs["label"]["data"] == [["anomaly", "nominal"][i] for i in outputs["prediction"]["data"]]
+        truth = rows["anomaly"].map(names).tolist()
+        assert sum(a == b for a, b in zip(outputs["label"]["data"], truth)) >= 18
+        status, _, scored = call(port, f"/v2/models/{model}/invocations", {"instances": x.tolist()})
+        assert status == 200 and [r["label"] for r in scored["predictions"]] == outputs["label"]["data"]
+        assert set(scored["predictions"][0]) == {"prediction", "label", "probability_anomaly", "probability_nominal"}
+    finally:
+        control.unserve(model)  # the gateway writes its live log
+    logged = ds.dataset(str(live_root / f"model={model}"), partitioning="hive").to_table().to_pandas()
+    assert len(logged) >= 40 and set(logged["label"]) <= {"anomaly", "nominal"}
+    assert (logged["label"] == logged["prediction"].map({0: "anomaly", 1: "nominal"})).all()
+
+
 def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):
     _, port, live_root, registry = served
     cfg = load_serving_config(None, [f"gateway.port={port}", "gateway.cpus=0.1", "version_defaults.cpus=0.1",

@@ -84,7 +84,8 @@ def test_pyfunc_model_has_signature_example_and_predicts(two_versions, mlflow_se
     inputs = [c.name for c in model.metadata.get_input_schema().inputs]
     assert inputs == [f"f{i}" for i in range(1, 10)]
     out = model.predict(shuttle_frame.iloc[-200:][inputs].astype("float32"))
-    assert list(out.columns) == ["prediction", "probability_0", "probability_1"]
+    assert list(out.columns) == ["prediction", "label", "probability_0", "probability_1"]
+    assert (out.label == out.prediction).all()  # integer ids are their own class names
     np.testing.assert_allclose(out.probability_0 + out.probability_1, 1.0, rtol=1e-5)
     accuracy = (out.prediction.to_numpy() == shuttle_frame.iloc[-200:].anomaly.to_numpy()).mean()
     assert accuracy > 0.9

@@ -9,9 +9,9 @@ import pytest
 
 from serving.http_app import Answer, build_asgi
 from serving.protocol import BadRequest, ModelSignature
-from training import predicted_class
+from training import class_labels, predicted_class
 
-SIG = ModelSignature("m", ("f1", "f2", "f3"), 2)
+SIG = ModelSignature("m", ("f1", "f2", "f3"), ("cat", "dog"))
 ROW = [1.0, 2.0, 3.0]
 
 
@@ -20,7 +20,7 @@ class OneModelBackend:
 
     def signature(self, model: str) -> ModelSignature:
         if model == "broken":
-            return ModelSignature("broken", SIG.features, 2)
+            return ModelSignature("broken", SIG.features, (0, 1))
         if model != "m":
             raise BadRequest(f"unknown model {model!r} (served: m)", status=404)
         return SIG
@@ -38,7 +38,8 @@ class OneModelBackend:
             raise BadRequest(f"model 'm' has no served version {version} (served: 1)", status=404)
         s = x.sum(axis=1, keepdims=True) / 10
         proba = np.concatenate([1 / (1 + np.exp(s)), 1 - 1 / (1 + np.exp(s))], axis=1).astype(np.float32)
-        return Answer(1, proba, predicted_class(proba))
+        prediction = predicted_class(proba)
+        return Answer(1, proba, prediction, class_labels(SIG.classes, prediction))
 
 
 def call(app, method: str, path: str, body: bytes = b"", headers: dict | None = None):
@@ -81,14 +82,15 @@ def test_every_inference_route_answers_alike_through_both_fronts(path, body):
         assert status == 200 and headers["x-model-version"] == "1" and headers["x-request-id"]
     direct, documented = (payload for _, _, payload in answers.values())
     if "invocations" in path:
-        assert direct == documented and set(direct["predictions"][0]) == {"prediction", "probability_0",
-                                                                           "probability_1"}
-        assert direct["predictions"][0]["prediction"] == 1
+        assert direct == documented and set(direct["predictions"][0]) == {"prediction", "label", "probability_cat",
+                                                                           "probability_dog"}
+        assert direct["predictions"][0]["prediction"] == 1 and direct["predictions"][0]["label"] == "dog"
     else:
         for payload in (direct, documented):
             payload.pop("id")
         assert direct == documented and direct["outputs"][0] == {"name": "prediction", "datatype": "INT64",
                                                                  "shape": [1], "data": [1]}
+        assert direct["outputs"][2] == {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["dog"]}
 
 
 BAD = [
@@ -166,9 +168,18 @@ def split_answer(headers: dict, raw: bytes) -> tuple[dict, dict[str, np.ndarray]
     n = int(headers["inference-header-content-length"])
     head, tail, offset, arrays = json.loads(raw[:n]), raw[n:], 0, {}
     for out in head["outputs"]:
-        dtype = {"INT64": "<i8", "FP32": "<f4"}[out["datatype"]]
         size = out["parameters"]["binary_data_size"]
-        arrays[out["name"]] = np.frombuffer(tail[offset:offset + size], dtype).reshape(out["shape"])
+        blob = tail[offset:offset + size]
+        if out["datatype"] == "BYTES":  # each element: 4-byte little-endian length, then its bytes
+            items, i = [], 0
+            while i < len(blob):
+                n = int.from_bytes(blob[i:i + 4], "little")
+                items.append(blob[i + 4:i + 4 + n].decode())
+                i += 4 + n
+            arrays[out["name"]] = np.asarray(items)
+        else:
+            dtype = {"INT64": "<i8", "FP32": "<f4"}[out["datatype"]]
+            arrays[out["name"]] = np.frombuffer(blob, dtype).reshape(out["shape"])
         offset += size
     assert offset == len(tail)
     return head, arrays
@@ -185,8 +196,10 @@ def test_binary_tensors_in_and_out_give_the_json_paths_answers():
         status, answer_headers, raw = call(app, "POST", "/v2/models/m/infer", body, headers)
         assert status == 200 and answer_headers["content-type"] == "application/octet-stream"
         head, arrays = split_answer(answer_headers, raw)
-        assert head["model_version"] == "1" and [o["name"] for o in head["outputs"]] == ["prediction", "probability"]
+        assert head["model_version"] == "1"
+        assert [o["name"] for o in head["outputs"]] == ["prediction", "probability", "label"]
         assert arrays["prediction"].tolist() == expected["prediction"].tolist()
+        assert arrays["label"].tolist() == expected["label"].tolist()
         np.testing.assert_allclose(arrays["probability"], expected["probability"], atol=1e-6)
         # binary in, JSON out (binary_data_output false), and one output asked for as binary
         body, headers = binary_request(rows, binary_out=False)

@@ -85,3 +85,28 @@ def test_all_problems_are_reported_together():
 def test_too_few_rows_to_split():
     with pytest.raises(DataError, match="too few"):
         prepare(frame(2), cfg(), seed=0)
+
+
+def test_class_names_as_users_have_them_strings_and_booleans():
+    df = frame()
+    df["y"] = np.where(df["a"] > 0.5, "high", np.where(df["a"] < -0.5, "low", "mid"))
+    p = prepare(df, cfg(), seed=1)
+    assert p.classes == ["high", "low", "mid"] and p.num_classes == 3
+    index = {name: i for i, name in enumerate(p.classes)}
+    rows = pd.DataFrame(np.concatenate([p.x_train, p.x_val, p.x_test]), columns=FEATURES)
+    labels = np.concatenate([p.y_train, p.y_val, p.y_test])
+    expected = np.where(rows["a"] > 0.5, "high", np.where(rows["a"] < -0.5, "low", "mid"))
+    assert [index[e] for e in expected] == labels.tolist()  # each row's index names its own class
+    renamed = df.assign(y=df["y"].map({"high": "HIGH", "low": "low", "mid": "mid"}))
+    assert prepare(renamed, cfg(), seed=1).fingerprint != p.fingerprint  # the label text is data
+    assert prepare(df.sample(frac=1.0, random_state=2), cfg(), seed=1).fingerprint == p.fingerprint
+    flags = frame().assign(y=lambda d: d["a"] > 0)
+    b = prepare(flags, cfg(), seed=1)
+    assert b.classes == [False, True] and set(np.unique(b.y_train)) == {0, 1}
+
+
+def test_integer_ids_stay_their_own_class_index():
+    p = prepare(frame(), cfg(), seed=1)
+    assert p.classes == [0, 1]
+    with pytest.raises(DataError, match="missing in 2 row"):
+        prepare(frame().assign(y=lambda d: d["y"].astype("object").where(d.index > 1, None)), cfg(), seed=1)

@@ -6,7 +6,7 @@ import pytest
 from serving.protocol import BadRequest, ModelSignature, infer_response, invocations_response, parse_infer, \
     parse_invocations
 
-SIG = ModelSignature("m", ("a", "b", "c"), 2)
+SIG = ModelSignature("m", ("a", "b", "c"), (0, 1))
 ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
 
@@ -73,15 +73,35 @@ def test_bad_mlflow_payloads(body, message):
 def test_responses_name_the_version_and_carry_class_and_probabilities():
     proba = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
     prediction = np.array([0, 1])
-    r, blobs = infer_response("m", 3, "r1", proba, prediction)
+    r, blobs = infer_response("m", 3, "r1", SIG, proba, prediction, np.array([0, 1]))
     assert blobs == []
     assert r["model_version"] == "3" and r["outputs"][0]["data"] == [0, 1]
-    assert r["outputs"][1]["shape"] == [2, 2]
-    assert invocations_response(proba, prediction)["predictions"][1] == {"prediction": 1, "probability_0": pytest.approx(0.2),
-                                                             "probability_1": pytest.approx(0.8)}
+    assert r["outputs"][1]["shape"] == [2, 2] and r["outputs"][2] == {"name": "label", "datatype": "INT64",
+                                                                      "shape": [2], "data": [0, 1]}
+    assert invocations_response(SIG, proba, prediction, np.array([0, 1]))["predictions"][1] == {
+        "prediction": 1, "label": 1, "probability_0": pytest.approx(0.2), "probability_1": pytest.approx(0.8)}
+
+
+def test_class_names_are_answered_as_the_user_named_them_in_json_and_binary():
+    from serving.binary import encode_binary
+    from training import class_labels
+
+    sig = ModelSignature("m", ("a", "b", "c"), ("cat", "dog", "émeu"))
+    proba = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]], dtype=np.float32)
+    prediction = np.array([2, 0])
+    label = class_labels(sig.classes, prediction)
+    r, blobs = infer_response("m", 1, "r", sig, proba, prediction, label, [("label", False), ("prediction", True)])
+    assert r["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["émeu", "cat"]}
+    assert r["outputs"][1]["parameters"]["binary_data_size"] == 16 and len(blobs) == 1
+    assert encode_binary(label, "BYTES") == b"\x05\x00\x00\x00" + "émeu".encode()[:5] + b"\x03\x00\x00\x00cat"
+    assert invocations_response(sig, proba, prediction, label)["predictions"][0]["probability_émeu"] == \
+        pytest.approx(0.7)
+    meta = sig.metadata([1])
+    assert meta["parameters"]["classes"] == ["cat", "dog", "émeu"] and meta["outputs"][2]["datatype"] == "BYTES"
+    assert ModelSignature("m", ("a",), (False, True)).label_datatype == "BOOL"
 
 
 def test_metadata_lists_inputs_outputs_and_versions():
     meta = SIG.metadata([2, 3])
     assert meta["versions"] == ["2", "3"] and meta["inputs"][0]["shape"] == [-1, 3]
-    assert [o["name"] for o in meta["outputs"]] == ["prediction", "probability"]
+    assert [o["name"] for o in meta["outputs"]] == ["prediction", "probability", "label"]
