@@ -43,10 +43,9 @@ class _Deployment:
     """Stands in for the endpoint directory and the version's Serve handle (the fallback)."""
 
     def __init__(self, servers):
-        self.servers, self.asked, self.fallback_calls = servers, 0, 0
+        self.servers, self.fallback_calls = servers, 0
 
     async def ask_endpoints(self):
-        self.asked += 1
         return [server.endpoint() for server in self.servers]
 
     async def fallback(self, x):
@@ -137,9 +136,14 @@ def test_a_replica_shutting_down_loses_no_request_and_its_replacement_is_found()
 
     try:
         answers = asyncio.run(scenario())
+        direct = 0
         for i, answer in enumerate(answers):  # every request answered, by a replica or the fallback
-            assert answer.tolist() in (_double(np.full((1, 2), i, dtype=np.float32)).tolist(), [[-1.0, -1.0]])
-        assert new.requests > 0
+            by_replica = _double(np.full((1, 2), i, dtype=np.float32)).tolist()
+            assert answer.tolist() in (by_replica, [[-1.0, -1.0]])
+            direct += answer.tolist() == by_replica
+        # the replicas answered most of them: the old one what it had received, the new one once found
+        assert direct > len(answers) // 2, f"only {direct} of {len(answers)} answered by a replica"
+        assert old.requests > 0 and new.requests > 0
     finally:
         old.close()
         new.close()

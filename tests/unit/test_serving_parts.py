@@ -44,7 +44,28 @@ def test_batcher_coalesces_concurrent_requests_and_splits_the_answers():
     assert calls == [1, 8, 1]  # the first goes at once; the rest wait for it and go together
 
 
-def test_batcher_off_sends_each_request_alone_and_failures_reach_every_waiter():
+def test_batcher_off_sends_each_request_alone_at_once():
+    calls, in_flight, most = [], [0], [0]
+
+    async def call(x):
+        calls.append(x.shape[0])
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        await asyncio.sleep(0.01)
+        in_flight[0] -= 1
+        return x * 2
+
+    async def scenario():
+        batcher = Batcher(call, max_batch_size=1, max_in_flight=1)  # off: max_in_flight does not apply
+        xs = [np.full((2, 2), i, dtype=np.float32) for i in range(10)]
+        return await asyncio.gather(*(batcher.submit(x) for x in xs)), xs
+
+    results, xs = asyncio.run(scenario())
+    assert all((r == x * 2).all() for r, x in zip(results, xs))
+    assert calls == [2] * 10 and most[0] == 10  # one call per request, none waiting for another
+
+
+def test_a_failed_batch_reaches_every_waiter_in_it():
     async def failing(x):
         raise RuntimeError("replica gone")
 
