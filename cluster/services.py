@@ -43,6 +43,10 @@ class ServicesState(BaseModel):
     agent_port: int | None = None
 
 
+#: seconds the Ray head's processes get to stop after SIGTERM before they are killed (`handoff down`)
+RAY_GRACE_S = 8.0
+
+
 def read_services(settings: Settings) -> ServicesState | None:
     """The services `handoff up` recorded, or None when it has not run (or `down` has)."""
     path = settings.services_file
@@ -142,7 +146,10 @@ def down(settings: Settings) -> bool:
     if state is None:
         return False
     stop_process_group(state.mlflow_pid)
-    stop_process_group(state.ray_pid, timeout_s=60)
+    # Ray's processes stop within seconds of SIGTERM, except the raylet and the GCS, which linger ~30 s
+    # waiting for each other; the store and Tune results are not theirs, so they are killed after a
+    # short grace period (a gateway's buffered live log is written by `handoff unserve`, not here)
+    stop_process_group(state.ray_pid, timeout_s=RAY_GRACE_S)
     _forget_head(state.ray_address)
     settings.services_file.unlink(missing_ok=True)
     return True
