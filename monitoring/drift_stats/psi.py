@@ -1,0 +1,36 @@
+"""Population stability index over the reference's quantile bins (edges and shares fixed at registration).
+
+PSI = Σ (w − r) · ln(w / r) over bins, with reference shares r and window shares w; an empty bin
+on either side counts as `EPSILON` so the index stays finite. Bins are the reference's deciles by
+default; repeated values (ties at an edge) merge bins, so a discrete feature gets one bin per value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPSILON = 1e-4
+
+
+def psi_bins(reference: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Inner bin edges: the reference's quantiles taken among its own values (so a discrete feature's
+    edges are its values), duplicates and the maximum dropped (values ≤ edge fall left)."""
+    if bins < 2:
+        raise ValueError(f"PSI needs at least 2 bins, not {bins}")
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1], method="inverted_cdf"))
+    return edges[edges < np.max(reference)]
+
+
+def psi_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The share of `values` in each bin (len(edges) + 1 bins)."""
+    if values.shape[0] == 0:
+        raise ValueError("PSI needs at least one value")
+    counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=edges.shape[0] + 1)
+    return counts / values.shape[0]
+
+
+def psi(reference_shares: np.ndarray, window_shares: np.ndarray) -> float:
+    """The index between two share vectors over the same bins."""
+    r = np.maximum(np.asarray(reference_shares, dtype=float), EPSILON)
+    w = np.maximum(np.asarray(window_shares, dtype=float), EPSILON)
+    return float(np.sum((w - r) * np.log(w / r)))

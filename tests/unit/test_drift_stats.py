@@ -1,0 +1,94 @@
+"""Drift statistics (pure): each equals SciPy's where SciPy computes it, on seeded data of many shapes."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from monitoring.drift_stats import (adjust, chi2_counts, jensen_shannon, ks_against_sorted, psi, psi_bins,
+                                    psi_shares, wasserstein)
+
+SHAPES = [(50, 30), (400, 1000), (10_000, 10_000), (20_000, 5_000), (20_000, 12_000), (15_000, 300), (11_000, 11_000)]
+
+
+@pytest.mark.parametrize("n_ref, n_win", SHAPES)
+@pytest.mark.parametrize("kind", ["normal", "shifted", "ties", "constant window"])
+def test_ks_against_a_sorted_reference_equals_scipy(n_ref, n_win, kind):
+    rng = np.random.default_rng(n_ref * 7 + n_win)
+    reference = rng.normal(size=n_ref)
+    window = rng.normal(loc=0.3 if kind == "shifted" else 0.0, size=n_win)
+    if kind == "ties":  # few distinct values on both sides
+        reference, window = np.round(reference, 1), np.round(window * 1.1, 1)
+    if kind == "constant window":
+        window = np.full(n_win, np.median(reference))
+    expected = stats.ks_2samp(reference, window)
+    d, p = ks_against_sorted(np.sort(reference), window)
+    assert d == expected.statistic
+    assert p == pytest.approx(expected.pvalue, rel=1e-12, abs=1e-300)
+
+
+def test_ks_refuses_an_empty_sample():
+    with pytest.raises(ValueError, match="at least one value"):
+        ks_against_sorted(np.array([]), np.array([1.0]))
+
+
+def test_psi_is_zero_for_the_reference_and_grows_with_the_shift():
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=20_000)
+    edges = psi_bins(reference)
+    ref_shares = psi_shares(reference, edges)
+    assert len(edges) == 9 and ref_shares == pytest.approx(np.full(10, 0.1), abs=1e-3)
+    assert psi(ref_shares, ref_shares) == 0.0
+    scores = [psi(ref_shares, psi_shares(rng.normal(loc=s, size=5_000), edges)) for s in (0.0, 0.3, 1.0)]
+    assert scores[0] < 0.01 < scores[1] < scores[2]
+    w = psi_shares(rng.normal(loc=0.3, size=5_000), edges)  # the formula itself
+    assert psi(ref_shares, w) == pytest.approx(float(np.sum((w - ref_shares) * np.log(w / ref_shares))))
+
+
+def test_psi_bins_of_a_discrete_feature_are_its_values_and_an_empty_bin_stays_finite():
+    reference = np.repeat([0.0, 1.0, 2.0], [500, 300, 200])
+    edges = psi_bins(reference)
+    assert edges.tolist() == [0.0, 1.0]
+    assert psi_shares(reference, edges).tolist() == [0.5, 0.3, 0.2]
+    only_zeros = psi_shares(np.zeros(100), edges)
+    assert np.isfinite(psi(psi_shares(reference, edges), only_zeros)) and psi(psi_shares(reference, edges), only_zeros) > 1
+
+
+def test_chi_squared_equals_scipy_and_ignores_categories_empty_on_both_sides():
+    ref, win = np.array([500, 300, 200, 0]), np.array([90, 70, 40, 0])
+    stat, p = chi2_counts(ref, win)
+    expected = stats.chi2_contingency(np.array([ref[:3], win[:3]]), correction=False)
+    assert stat == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+    assert chi2_counts(np.array([10, 0]), np.array([5, 0])) == (0.0, 1.0)
+    assert chi2_counts(ref, np.array([10, 80, 110, 0]))[1] < 1e-10
+    with pytest.raises(ValueError, match="same categories"):
+        chi2_counts(ref, np.array([1, 2]))
+
+
+def test_distances_equal_scipy_normalised_by_scale():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=2_000), rng.normal(loc=0.5, scale=2.0, size=3_000)
+    assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(a, b))
+    assert wasserstein(a * 10, b * 10, scale=10.0) == pytest.approx(wasserstein(a, b))
+    assert wasserstein(np.ones(3), np.ones(3), scale=0.0) == 0.0
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5])
+    assert jensen_shannon(p, p) == 0.0 and jensen_shannon(p, q) == pytest.approx(jensen_shannon(q, p))
+    assert 0 < jensen_shannon(p, q) < 1 and jensen_shannon(np.array([1.0, 0]), np.array([0, 1.0])) == pytest.approx(1.0)
+
+
+def test_corrections_keep_false_alarms_down_across_twenty_null_features():
+    rng = np.random.default_rng(3)
+    windows = [np.array([ks_against_sorted(np.sort(rng.normal(size=2_000)), rng.normal(size=500))[1]
+                         for _ in range(20)]) for _ in range(60)]
+    raw = np.mean([np.sum(p < 0.05) for p in windows])
+    assert 0.4 < raw < 2.0  # about one false alarm per 20-feature window, uncorrected
+    for method in ("bonferroni", "benjamini-hochberg"):
+        alarms = sum(bool(np.any(adjust(p, method) < 0.05)) for p in windows)
+        assert alarms <= 8, (method, alarms)  # family-wise ≤ α on average: a few of 60
+    p = np.array([0.01, 0.04, 0.03, 0.5])
+    assert adjust(p, "bonferroni").tolist() == pytest.approx([0.04, 0.16, 0.12, 1.0])
+    assert adjust(p, "benjamini-hochberg") == pytest.approx(stats.false_discovery_control(p, method="bh"))
+    assert adjust(p, "none").tolist() == p.tolist()
+    with pytest.raises(ValueError, match="unknown correction"):
+        adjust(p, "holm")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        adjust(np.array([1.5]))
