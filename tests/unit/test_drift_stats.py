@@ -11,7 +11,7 @@ SHAPES = [(50, 30), (400, 1000), (10_000, 10_000), (20_000, 5_000), (20_000, 12_
 
 
 @pytest.mark.parametrize("n_ref, n_win", SHAPES)
-@pytest.mark.parametrize("kind", ["normal", "shifted", "ties", "constant window"])
+@pytest.mark.parametrize("kind", ["normal", "shifted", "ties", "constant window", "integers", "disjoint", "narrower"])
 def test_ks_against_a_sorted_reference_equals_scipy(n_ref, n_win, kind):
     rng = np.random.default_rng(n_ref * 7 + n_win)
     reference = rng.normal(size=n_ref)
@@ -20,6 +20,12 @@ def test_ks_against_a_sorted_reference_equals_scipy(n_ref, n_win, kind):
         reference, window = np.round(reference, 1), np.round(window * 1.1, 1)
     if kind == "constant window":
         window = np.full(n_win, np.median(reference))
+    if kind == "integers":  # heavy ties, some values only on one side
+        reference, window = rng.poisson(3.0, n_ref).astype(float), rng.poisson(3.5, n_win).astype(float)
+    if kind == "disjoint":  # every window value above every reference value
+        window = reference.max() + 1 + rng.random(n_win)
+    if kind == "narrower":  # the window inside the reference's range, with the reference's own values
+        window = rng.choice(np.round(reference, 2), n_win) * 0.5
     expected = stats.ks_2samp(reference, window)
     d, p = ks_against_sorted(np.sort(reference), window)
     assert d == expected.statistic
