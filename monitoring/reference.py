@@ -1,0 +1,103 @@
+"""The reference profile of a registered version, pure: what scoring needs of the training data.
+
+Computed once from the training split at registration (a sorted sample and PSI bins per feature,
+summary statistics, the reference prediction distribution, row count, data fingerprint) and stored
+with the version, so scoring never reads the training data again. `to_bytes`/`from_bytes` give its
+stored form: one `.npz` file (arrays, and the rest as JSON), no pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitoring.drift_stats import psi_bins, psi_shares
+from training import predicted_class
+
+PROFILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    """One numeric column of the reference: a sorted sample (for KS and Wasserstein), its PSI bins and
+    shares, and summary statistics over every reference row."""
+
+    sorted_sample: np.ndarray
+    psi_edges: np.ndarray
+    psi_shares: np.ndarray
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+
+    @classmethod
+    def of(cls, values: np.ndarray, sample: np.ndarray, bins: int) -> NumericReference:
+        edges = psi_bins(values, bins)
+        return cls(np.sort(values[sample]).astype(np.float64), edges, psi_shares(values, edges),
+                   float(values.mean()), float(values.std()), float(values.min()), float(values.max()))
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Per feature a `NumericReference`; the reference's predicted-class counts and, per class, the
+    predicted probability's `NumericReference`."""
+
+    features: dict[str, NumericReference]
+    classes: tuple
+    class_counts: np.ndarray
+    probabilities: dict[str, NumericReference]
+    rows: int
+    fingerprint: str
+
+    def to_bytes(self) -> bytes:
+        arrays, meta = {}, {"profile_version": PROFILE_VERSION, "rows": self.rows, "fingerprint": self.fingerprint,
+                            "classes": list(self.classes), "features": {}, "probabilities": {}}
+        for group, refs in (("features", self.features), ("probabilities", self.probabilities)):
+            for i, (name, ref) in enumerate(refs.items()):
+                key = f"{group}{i}"
+                meta[group][name] = {"key": key, "mean": ref.mean, "std": ref.std, "minimum": ref.minimum,
+                                     "maximum": ref.maximum}
+                arrays[f"{key}_sample"], arrays[f"{key}_edges"], arrays[f"{key}_shares"] = (
+                    ref.sorted_sample, ref.psi_edges, ref.psi_shares)
+        arrays["class_counts"] = self.class_counts
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReferenceProfile:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            meta = json.loads(arrays["meta"].tobytes())
+            if meta.get("profile_version") != PROFILE_VERSION:
+                raise ValueError(f"reference profile version {meta.get('profile_version')!r} is not "
+                                 f"{PROFILE_VERSION}; rebuild it with `handoff monitor profile`")
+            groups = {}
+            for group in ("features", "probabilities"):
+                groups[group] = {name: NumericReference(arrays[f"{m['key']}_sample"], arrays[f"{m['key']}_edges"],
+                                                        arrays[f"{m['key']}_shares"], m["mean"], m["std"],
+                                                        m["minimum"], m["maximum"])
+                                 for name, m in meta[group].items()}
+            return cls(groups["features"], tuple(meta["classes"]), arrays["class_counts"], groups["probabilities"],
+                       int(meta["rows"]), meta["fingerprint"])
+
+
+def build_profile(x: np.ndarray, features: list[str], proba: np.ndarray, classes: list, fingerprint: str, *,
+                  sample_size: int = 20_000, bins: int = 10, seed: int = 0) -> ReferenceProfile:
+    """The profile of the reference rows `x` (rows × features, in order) and the model's class
+    probabilities for them; at most `sample_size` rows kept per column (seeded), statistics over all."""
+    if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
+        raise ValueError(f"reference rows must be a non-empty matrix of {len(features)} feature column(s)")
+    if proba.shape != (x.shape[0], len(classes)):
+        raise ValueError(f"probabilities must be {x.shape[0]} rows × {len(classes)} classes, not {proba.shape}")
+    n = x.shape[0]
+    sample = np.sort(np.random.default_rng(seed).permutation(n)[:sample_size])
+    feature_refs = {f: NumericReference.of(x[:, j].astype(np.float64), sample, bins) for j, f in enumerate(features)}
+    prediction = predicted_class(proba)
+    probability_refs = {str(c): NumericReference.of(proba[:, k].astype(np.float64), sample, bins)
+                        for k, c in enumerate(classes)}
+    return ReferenceProfile(feature_refs, tuple(classes), np.bincount(prediction, minlength=len(classes)),
+                            probability_refs, n, fingerprint)

@@ -1,0 +1,83 @@
+"""Score one window of live rows against a version's reference profile, pure.
+
+Per feature: KS (the test), PSI, the Wasserstein distance in reference standard deviations and the
+Jensen–Shannon distance over the PSI bins (effect sizes); the same for each class's predicted
+probability, and chi-squared on the predicted classes' counts. The features' p-values are corrected
+together (Benjamini–Hochberg by default); a window drifts when a corrected p-value is below α.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from monitoring.drift_stats import adjust, chi2_counts, jensen_shannon, ks_against_sorted, psi, psi_shares, \
+    wasserstein
+from monitoring.reference import NumericReference, ReferenceProfile
+from training import predicted_class
+
+
+@dataclass(frozen=True)
+class ColumnScore:
+    """One column of one window: the test's statistic and p-values (raw and corrected) and the effect sizes."""
+
+    column: str
+    test: str
+    statistic: float
+    p_value: float
+    adjusted_p: float
+    psi: float | None
+    wasserstein: float | None  # in reference standard deviations
+    jensen_shannon: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """A scored window: its rows, every feature's score, the prediction's scores, and the verdict."""
+
+    rows: int
+    features: tuple[ColumnScore, ...]
+    prediction: tuple[ColumnScore, ...]
+    drifted: bool
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [s.column for s in self.features if s.drifted]
+
+
+def _numeric(column: str, ref: NumericReference, values: np.ndarray) -> tuple[str, float, float, float, float, float]:
+    statistic, p = ks_against_sorted(ref.sorted_sample, values)
+    shares = psi_shares(values, ref.psi_edges)
+    return (column, statistic, p, psi(ref.psi_shares, shares),
+            wasserstein(ref.sorted_sample, values, scale=ref.std), jensen_shannon(ref.psi_shares, shares))
+
+
+def _scores(raw: list[tuple], test: str, alpha: float, correction: str) -> tuple[ColumnScore, ...]:
+    adjusted = adjust([r[2] for r in raw], correction)
+    return tuple(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js, bool(a < alpha))
+                 for (column, stat, p, psi_, w, js), a in zip(raw, adjusted))
+
+
+def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, proba: np.ndarray | None = None,
+                 *, alpha: float = 0.05, correction: str = "benjamini-hochberg") -> WindowScores:
+    """Scores of the window `x` (rows × `features`) and, when given, of its class probabilities."""
+    if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
+        raise ValueError(f"a window must be a non-empty matrix of {len(features)} feature column(s)")
+    missing = [f for f in features if f not in profile.features]
+    if missing:
+        raise ValueError(f"the reference profile has no feature(s) {missing}")
+    values = np.ascontiguousarray(x.T, dtype=np.float64)  # one contiguous row per feature
+    feature_scores = _scores([_numeric(f, profile.features[f], values[j]) for j, f in enumerate(features)],
+                             "ks", alpha, correction)
+    prediction_scores: tuple[ColumnScore, ...] = ()
+    if proba is not None:
+        columns = [_numeric(f"probability_{c}", profile.probabilities[str(c)], proba[:, k].astype(np.float64))
+                   for k, c in enumerate(profile.classes)]
+        counts = np.bincount(predicted_class(proba), minlength=len(profile.classes))
+        stat, p = chi2_counts(profile.class_counts, counts)
+        classes = _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none")
+        prediction_scores = _scores(columns, "ks", alpha, correction) + classes
+    return WindowScores(int(x.shape[0]), feature_scores, prediction_scores,
+                        any(s.drifted for s in feature_scores))

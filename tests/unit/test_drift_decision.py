@@ -1,0 +1,80 @@
+"""Reference profile, window scoring and the drift decision (pure), on seeded streams with known truth."""
+
+import numpy as np
+import pytest
+
+from monitoring.decision import DriftState, decide
+from monitoring.reference import ReferenceProfile, build_profile
+from monitoring.scoring import score_window
+
+FEATURES = [f"x{j}" for j in range(20)]
+
+
+def softmax_two(x: np.ndarray) -> np.ndarray:
+    s = x[:, :3].sum(axis=1, keepdims=True)
+    p = 1 / (1 + np.exp(-s))
+    return np.hstack([1 - p, p])
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    x = np.random.default_rng(0).normal(size=(20_000, 20))
+    return build_profile(x, FEATURES, softmax_two(x), ["no", "yes"], "fp")
+
+
+def test_the_profile_survives_its_stored_form(profile):
+    back = ReferenceProfile.from_bytes(profile.to_bytes())
+    assert back.classes == ("no", "yes") and back.rows == 20_000 and back.fingerprint == "fp"
+    for name in FEATURES:
+        a, b = profile.features[name], back.features[name]
+        assert np.array_equal(a.sorted_sample, b.sorted_sample) and np.array_equal(a.psi_edges, b.psi_edges)
+        assert a.mean == b.mean and a.std == b.std
+    assert np.array_equal(back.class_counts, profile.class_counts) and set(back.probabilities) == {"no", "yes"}
+    assert np.all(np.diff(profile.features["x0"].sorted_sample) >= 0)
+
+
+def test_no_drift_windows_rarely_alarm_and_a_shift_flags_exactly_the_shifted_features(profile):
+    rng = np.random.default_rng(1)
+    alarms = sum(score_window(profile, FEATURES, rng.normal(size=(2_000, 20))).drifted for _ in range(40))
+    assert alarms <= 3  # BH at α = 0.05 over 20 features: a few of 40 at most
+    x = rng.normal(size=(5_000, 20))
+    x[:, [2, 7, 11]] += 0.3  # a 0.3σ mean shift in three features
+    scores = score_window(profile, FEATURES, x, softmax_two(x))
+    assert scores.drifted and scores.drifted_features == ["x2", "x7", "x11"]
+    shifted = {s.column: s for s in scores.features}
+    assert shifted["x2"].wasserstein == pytest.approx(0.3, abs=0.06) and shifted["x2"].psi > shifted["x0"].psi
+    assert shifted["x2"].adjusted_p < 0.05 <= shifted["x0"].adjusted_p
+    prediction = {s.column: s for s in scores.prediction}
+    assert set(prediction) == {"probability_no", "probability_yes", "predicted_class"}
+    assert prediction["predicted_class"].drifted  # x2 feeds the model: more "yes"
+
+
+def test_bad_windows_are_refused_naming_the_problem(profile):
+    with pytest.raises(ValueError, match="20 feature column"):
+        score_window(profile, FEATURES, np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="no feature"):
+        score_window(profile, [*FEATURES[:-1], "zz"], np.zeros((10, 20)))
+
+
+def test_drift_is_declared_after_persistence_windows_once_per_episode(profile):
+    rng = np.random.default_rng(2)
+    clean = score_window(profile, FEATURES, rng.normal(size=(2_000, 20)))
+    shifted_x = rng.normal(size=(2_000, 20))
+    shifted_x[:, 4] += 1.0
+    shifted = score_window(profile, FEATURES, shifted_x)
+    assert not clean.drifted and shifted.drifted
+    stream = [clean, clean, shifted, shifted, shifted, shifted, clean, shifted, shifted, shifted]
+    state, events = DriftState(), []
+    for i, window in enumerate(stream):
+        state, event = decide(state, window, i, "m", 3, persistence=3)
+        if event:
+            events.append((i, event))
+    assert [i for i, _ in events] == [4, 9]  # the third drifted window in a row, once per episode
+    first = events[0][1]
+    assert (first.first_window, first.last_window, first.version) == (2, 4, 3) and list(first.features) == ["x4"]
+    replay, again = DriftState(), None
+    for i, window in enumerate(stream[:5]):
+        replay, again = decide(replay, window, i, "m", 3, persistence=3)
+    assert again.event_id == first.event_id  # a replayed decision is the same event
+    with pytest.raises(ValueError, match="persistence"):
+        decide(DriftState(), shifted, 0, "m", 3, persistence=0)
