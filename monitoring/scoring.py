@@ -61,8 +61,10 @@ def _scores(raw: list[tuple], test: str, alpha: float, correction: str) -> tuple
 
 
 def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, proba: np.ndarray | None = None,
-                 *, alpha: float = 0.05, correction: str = "benjamini-hochberg") -> WindowScores:
-    """Scores of the window `x` (rows × `features`) and, when given, of its class probabilities."""
+                 *, prediction: np.ndarray | None = None, alpha: float = 0.05,
+                 correction: str = "benjamini-hochberg") -> WindowScores:
+    """Scores of the window `x` (rows × `features`) and, when given, of its class probabilities or
+    its predicted classes (the live log keeps the class, not the probabilities)."""
     if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
         raise ValueError(f"a window must be a non-empty matrix of {len(features)} feature column(s)")
     missing = [f for f in features if f not in profile.features]
@@ -75,9 +77,11 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
     if proba is not None:
         columns = [_numeric(f"probability_{c}", profile.probabilities[str(c)], proba[:, k].astype(np.float64))
                    for k, c in enumerate(profile.classes)]
-        counts = np.bincount(predicted_class(proba), minlength=len(profile.classes))
+        prediction_scores = _scores(columns, "ks", alpha, correction)
+        prediction = predicted_class(proba)
+    if prediction is not None:
+        counts = np.bincount(prediction, minlength=len(profile.classes))[:len(profile.classes)]
         stat, p = chi2_counts(profile.class_counts, counts)
-        classes = _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none")
-        prediction_scores = _scores(columns, "ks", alpha, correction) + classes
+        prediction_scores += _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none")
     return WindowScores(int(x.shape[0]), feature_scores, prediction_scores,
                         any(s.drifted for s in feature_scores))

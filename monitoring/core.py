@@ -1,0 +1,170 @@
+"""One model's monitor without Ray: read new live-log rows, cut windows, score, decide, persist.
+
+`MonitorCore.step()` is one pass: it reads the files written since the last pass, scores every
+window that is due against the reference profile of the version that answered its rows, runs the
+drift decision, and saves its state after every window, so a restarted monitor (a new
+`MonitorCore` over the same store) neither scores a row twice nor skips one. The Ray actor
+(monitoring/monitor.py) only calls `step` on a timer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from monitoring.decision import DriftState, decide
+from monitoring.live_reader import START, CorruptFile, Position, list_files, read_rows
+from monitoring.reference import ReferenceProfile
+from monitoring.scoring import WindowScores, score_window
+from monitoring.state_store import StateStore
+from monitoring.windows import Window, Windower, WindowSpec
+
+END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    alpha: float = 0.05
+    correction: str = "benjamini-hochberg"
+    persistence: int = 3
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class MonitorCore:
+    def __init__(self, model: str, live_root: str, store: StateStore,
+                 profile_of: Callable[[int], ReferenceProfile | None], spec: WindowSpec = WindowSpec(),
+                 drift: DriftSettings = DriftSettings(), clock: Callable[[], float] = time.time):
+        self.model, self.live_root, self.store = model, live_root, store
+        self.profile_of, self.spec, self.drift, self.clock = profile_of, spec, drift, clock
+        self._profiles: dict[int, ReferenceProfile | None] = {}
+        saved = store.load() or {}
+        self.state = {
+            "model": model,
+            "files": saved.get("files", []),  # every file read, in read order: its index is its number
+            "read_head": saved.get("read_head", START.to_json()),
+            "next": saved.get("next", {}),
+            "windows": saved.get("windows", {}),
+            "rows_scored": saved.get("rows_scored", {}),
+            "rows_unprofiled": saved.get("rows_unprofiled", {}),
+            "drift": saved.get("drift", {}),
+            "corrupt": saved.get("corrupt", []),
+            "last_window": saved.get("last_window"),
+            "events_logged": saved.get("events_logged", 0),
+        }
+        skip = {int(v): Position.from_json(p) for v, p in self.state["next"].items()}
+        self.windower = Windower(spec, skip_before=skip)
+        floor = self.floor()  # a restart re-reads the files from the floor on (a whole file read: after it)
+        self._read_upto = max(floor.file if floor.row >= END_ROW else floor.file - 1, -1)
+        self.features: list[str] | None = None
+
+    # --- positions ------------------------------------------------------------------------------
+    @property
+    def read_head(self) -> Position:
+        return Position.from_json(self.state["read_head"])
+
+    def floor(self) -> Position:
+        """The first row any version still needs: where a restarted monitor starts reading."""
+        positions = [Position.from_json(p) for p in self.state["next"].values()]
+        return min(positions, default=self.read_head)
+
+    # --- one pass -------------------------------------------------------------------------------------
+    def step(self) -> list[dict]:
+        """Read what is new, score every window that is due; the events of this pass, oldest first.
+        State and events are saved after every window."""
+        events: list[dict] = []
+        known = {key: i for i, key in enumerate(self.state["files"])}
+        for key in list_files(self.live_root, self.model, now=self.clock()):
+            if key not in known:  # a new file: numbered after every file read so far
+                known[key] = len(self.state["files"])
+                self.state["files"].append(key)
+        for number in range(self._read_upto + 1, len(self.state["files"])):
+            key = self.state["files"][number]
+            if key not in self.state["corrupt"]:
+                events += self._read(key, number)
+            self._read_upto = number
+            if Position(number, END_ROW) > self.read_head:
+                self.state["read_head"] = Position(number, END_ROW).to_json()
+        now = np.datetime64(int(self.clock() * 1000), "ms")
+        for window in self.windower.ready(now):
+            events += self._record(self._score(window))
+        self._record([])  # the read head moved: saved even when no window was due
+        return events
+
+    def _read(self, key: str, number: int) -> list[dict]:
+        """Buffer one file's rows; a file that cannot be read, or has other features, is skipped with an event."""
+        try:
+            rows, features = read_rows(self.live_root, self.model, key, number)
+        except CorruptFile as exc:
+            reason = str(exc)
+        else:
+            if self.features is None or features == self.features:
+                self.features = features
+                self.windower.add(rows)
+                return []
+            reason = f"{key}: its features {features} are not the model's {self.features}"
+        self.state["corrupt"].append(key)
+        return self._record([{"kind": "file_skipped", "file": key, "reason": reason}])
+
+    def _profile(self, version: int) -> ReferenceProfile | None:
+        if version not in self._profiles:
+            self._profiles[version] = self.profile_of(version)
+        return self._profiles[version]
+
+    def _score(self, window: Window) -> list[dict]:
+        """Score one window (or count it, for a version without a usable profile) and move its version's
+        position past it."""
+        v = str(window.version)
+        profile = self._profile(window.version)
+        if profile is not None and list(profile.features) != self.features:
+            reason = f"its reference profile has features {list(profile.features)}, the live log {self.features}"
+            profile = None
+        else:
+            reason = "it has no reference profile (`handoff monitor profile` makes one)"
+        if profile is None:
+            self.state["rows_unprofiled"][v] = self.state["rows_unprofiled"].get(v, 0) + window.rows
+            events = [{"kind": "window_unprofiled", "version": window.version, "rows": window.rows,
+                       "reason": f"version {window.version}: {window.rows} row(s) counted, not scored: {reason}"}]
+        else:
+            index = self.state["windows"].get(v, 0)
+            scores = score_window(profile, self.features, window.x, prediction=window.prediction,
+                                  alpha=self.drift.alpha, correction=self.drift.correction)
+            state, event = decide(DriftState(**self.state["drift"].get(v, {})), scores, index, self.model,
+                                  window.version, self.drift.persistence)
+            self.state["drift"][v] = asdict(state)
+            self.state["windows"][v] = index + 1
+            self.state["rows_scored"][v] = self.state["rows_scored"].get(v, 0) + window.rows
+            self.state["last_window"] = _window_record(window, index, scores)
+            events = [{"kind": "window_scored", **self.state["last_window"]}]
+            if event is not None:
+                events.append({"kind": "drift_declared", **asdict(event)})
+        return events
+
+    def _note_positions(self) -> None:
+        """Each version's first row not yet scored: where its buffered rows start, else after what was read."""
+        buffered = self.windower.next_positions()
+        seen = set(self.state["windows"]) | set(self.state["rows_unprofiled"]) | {str(k) for k in buffered}
+        self.state["next"] = {k: (buffered[int(k)] if int(k) in buffered else self.read_head).to_json() for k in seen}
+
+    def _record(self, events: list[dict]) -> list[dict]:
+        """Stamp and append `events`, then save the state (after every window and every pass)."""
+        stamped = [{"time": _now_iso(), "model": self.model, **e} for e in events]
+        self._note_positions()
+        self.store.commit(self.state, stamped)
+        return stamped
+
+
+def _window_record(window: Window, index: int, scores: WindowScores) -> dict:
+    return {"version": window.version, "window": index, "rows": window.rows,
+            "first": window.first.to_json(), "last": window.last.to_json(), "drifted": scores.drifted,
+            "drifted_features": scores.drifted_features,
+            "scores": {s.column: {"test": s.test, "statistic": s.statistic, "p_value": s.p_value,
+                                  "adjusted_p": s.adjusted_p, "psi": s.psi, "wasserstein": s.wasserstein,
+                                  "jensen_shannon": s.jensen_shannon, "drifted": s.drifted}
+                       for s in (*scores.features, *scores.prediction)}}

@@ -1,0 +1,106 @@
+"""Read a model's live log in order, from a position, as the gateway writes it (pyarrow, no Ray).
+
+Files are `ROOT/model=NAME/date=DAY/part-<ms>-<id>.parquet`, one per gateway replica and flush. The
+monitor numbers files in the order it first reads them (several gateways write concurrently, so
+names do not tell the order in which files become complete), and a `Position` (that number, a row)
+names one row of the log. A file too young to be complete (written within `settle_s`) is left for
+the next pass; an older one that cannot be read is reported as corrupt and skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from cluster.storage import filesystem, join
+
+SETTLE_S = 5.0  # a file younger than this may still be being written
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """One row of the live log: the file's number in read order and the row's index in the file."""
+
+    file: int
+    row: int = 0
+
+    def to_json(self) -> list:
+        return [self.file, self.row]
+
+    @classmethod
+    def from_json(cls, value) -> Position:
+        return cls(int(value[0]), int(value[1]))
+
+
+START = Position(-1, 0)  # before every file
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of one file (shadow rows removed), with each row's position and answering version."""
+
+    file: int              # the file's number in read order
+    index: np.ndarray      # row numbers within the file
+    version: np.ndarray
+    ts: np.ndarray         # datetime64[ms]
+    x: np.ndarray          # rows × features, float64
+    prediction: np.ndarray
+
+
+class CorruptFile(ValueError):
+    """A live-log file that cannot be read (truncated, not Parquet, columns missing)."""
+
+
+def model_dir(root: str, model: str) -> str:
+    return join(root, f"model={model}")
+
+
+def list_files(root: str, model: str, *, now: float | None = None, settle_s: float = SETTLE_S) -> list[str]:
+    """Keys of the model's files old enough to be complete, oldest first (by modification time)."""
+    fs, base = filesystem(model_dir(root, model))
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    now = time.time() if now is None else now
+    found = []
+    for info in infos:
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+            continue
+        mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+        if now - mtime >= settle_s:
+            found.append((mtime, info.path[len(base):].lstrip("/")))
+    return [key for _, key in sorted(found)]
+
+
+#: the live log's columns around the features (serving/live_log.py): features lie between these
+BEFORE_FEATURES, AFTER_FEATURES = "routing_key", "prediction"
+
+
+def feature_columns(column_names: list[str]) -> list[str]:
+    """The feature columns of a live-log file, in order (between `routing_key` and `prediction`)."""
+    if BEFORE_FEATURES not in column_names or AFTER_FEATURES not in column_names:
+        return []
+    return column_names[column_names.index(BEFORE_FEATURES) + 1:column_names.index(AFTER_FEATURES)]
+
+
+def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[str]]:
+    """The file's non-shadow rows and its feature columns; `CorruptFile` when it cannot be read or
+    lacks a column."""
+    fs, base = filesystem(model_dir(root, model))
+    try:
+        table = pq.read_table(f"{base}/{key}", filesystem=fs)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
+        raise CorruptFile(f"{key}: {type(exc).__name__}: {exc}") from None
+    features = feature_columns(table.column_names)
+    missing = [c for c in ["version", "ts", "prediction", "shadow"] if c not in table.column_names]
+    if missing or not features:
+        raise CorruptFile(f"{key}: column(s) {missing or 'of features'} missing")
+    live = ~table.column("shadow").to_numpy(zero_copy_only=False).astype(bool)
+    index = np.nonzero(live)[0]
+    x = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)[live] for f in features])
+    rows = Rows(number, index, table.column("version").to_numpy(zero_copy_only=False)[live].astype(np.int64),
+                table.column("ts").to_numpy(zero_copy_only=False)[live].astype("datetime64[ms]"), x,
+                table.column("prediction").to_numpy(zero_copy_only=False)[live].astype(np.int64))
+    return rows, features

@@ -1,0 +1,122 @@
+"""The monitor's core on real live-log files written by the gateway's own writer (no Ray):
+windows per version, restarts that neither re-score nor skip a row, corrupt files, unprofiled versions."""
+
+import time
+
+import numpy as np
+import pytest
+
+from monitoring.core import DriftSettings, MonitorCore
+from monitoring.reference import build_profile
+from monitoring.state_store import StateStore
+from monitoring.windows import WindowSpec
+from serving.live_log import LiveLog
+
+FEATURES = ("f0", "f1", "f2", "f3")
+RNG = np.random.default_rng(7)
+REFERENCE = RNG.normal(size=(8_000, 4))
+PROFILE = build_profile(REFERENCE, list(FEATURES), np.tile([0.5, 0.5], (8_000, 1)), [0, 1], "fp")
+
+
+def write(root, batches):
+    """One file per batch: [(version, rows, shift, shadow)], as the gateway's writer makes them."""
+    log = LiveLog(str(root), flush_seconds=3600)
+    for i, (version, rows, shift, shadow) in enumerate(batches):
+        x = (RNG.normal(size=(rows, 4)) + shift).astype(np.float32)
+        log.append("m", FEATURES, f"b{time.monotonic_ns()}-{i}", version, None, x, np.zeros(rows, dtype=np.int64), 1.0,
+                   shadow=shadow)
+        log.flush()
+        time.sleep(0.002)
+    log.close()
+
+
+def core(tmp_path, spec=WindowSpec(rows=500, seconds=3600, min_rows=100), persistence=2, profiles=None):
+    profiles = {1: PROFILE} if profiles is None else profiles
+    return MonitorCore("m", str(tmp_path / "live"), StateStore(str(tmp_path / "state"), "m"), profiles.get, spec,
+                       DriftSettings(persistence=persistence), clock=lambda: time.time() + 60)
+
+
+def kinds(events, kind):
+    return [e for e in events if e["kind"] == kind]
+
+
+def test_windows_per_version_shadow_rows_excluded_and_unprofiled_rows_counted(tmp_path):
+    write(tmp_path / "live", [(1, 700, 0.0, False), (2, 300, 0.0, False), (1, 700, 0.0, True), (1, 400, 0.0, False)])
+    monitor = core(tmp_path)
+    events = monitor.step()
+    scored = kinds(events, "window_scored")
+    assert [(e["version"], e["window"], e["rows"]) for e in scored] == [(1, 0, 500), (1, 1, 500)]
+    assert monitor.state["rows_scored"] == {"1": 1000} and not any(e["drifted"] for e in scored)
+    assert monitor.state["rows_unprofiled"] == {}  # 300 rows of v2 wait for a window of 500
+    assert monitor.windower.buffers[1].rows == 100 and monitor.windower.buffers[2].rows == 300
+    write(tmp_path / "live", [(2, 300, 0.0, False)])
+    events = monitor.step()
+    unprofiled = kinds(events, "window_unprofiled")
+    assert len(unprofiled) == 1 and unprofiled[0]["rows"] == 500 and "no reference profile" in unprofiled[0]["reason"]
+    assert monitor.state["rows_unprofiled"] == {"2": 500}
+    assert [e["kind"] for e in StateStore(str(tmp_path / "state"), "m").events()].count("window_scored") == 2
+
+
+@pytest.mark.parametrize("crash_after_saves", range(1, 10))  # every save of the first phase
+def test_a_restart_anywhere_neither_rescores_nor_skips_a_row(tmp_path, crash_after_saves):
+    profiles = {1: PROFILE, 2: PROFILE}
+    write(tmp_path / "live", [(1, 450, 0.0, False), (2, 120, 0.0, False), (1, 450, 0.0, False), (1, 450, 0.0, True)])
+    first = core(tmp_path, profiles=profiles)
+    saves, real_save = [0], first.store.save
+
+    def crashing_save(state):  # the actor dies between writing a window's events and its state
+        saves[0] += 1
+        if saves[0] > crash_after_saves:
+            raise RuntimeError("the actor died")
+        real_save(state)
+
+    first.store.save = crashing_save
+    with pytest.raises(RuntimeError):
+        for _ in range(4):
+            first.step()
+            write(tmp_path / "live", [(1, 450, 0.0, False), (2, 450, 0.0, False)])
+    write(tmp_path / "live", [(1, 300, 0.0, False)])
+    for _ in range(2):  # restarted twice: new cores over the same state
+        core(tmp_path, profiles=profiles).step()
+    last = core(tmp_path, profiles=profiles)
+    last.step()
+    windows = kinds(StateStore(str(tmp_path / "state"), "m").events(), "window_scored")
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(tmp_path / "live"), partitioning="hive").to_table().to_pandas()
+    for version in (1, 2):
+        mine = [w for w in windows if w["version"] == version]
+        assert [w["window"] for w in mine] == list(range(len(mine)))  # no window twice, none missing
+        assert sum(w["rows"] for w in mine) == last.state["rows_scored"].get(str(version), 0)
+        buffered = last.windower.buffers[version].rows if version in last.windower.buffers else 0
+        live_rows = int(((table["version"] == version) & ~table["shadow"]).sum())
+        assert last.state["rows_scored"].get(str(version), 0) + buffered == live_rows  # each row once
+
+
+def test_a_corrupt_file_is_skipped_recorded_and_never_stops_the_monitor(tmp_path):
+    write(tmp_path / "live", [(1, 500, 0.0, False)])
+    day = next((tmp_path / "live" / "model=m").iterdir())
+    (day / "part-0000000000000-broken.parquet").write_bytes(b"PAR1 not really parquet")
+    write(tmp_path / "live", [(1, 500, 0.0, False)])
+    monitor = core(tmp_path)
+    events = monitor.step()
+    skipped = kinds(events, "file_skipped")
+    assert len(skipped) == 1 and "broken" in skipped[0]["file"] and skipped[0]["reason"]
+    assert monitor.state["rows_scored"] == {"1": 1000}
+    assert kinds(core(tmp_path).step(), "file_skipped") == []  # recorded: not retried
+
+
+def test_a_persistent_shift_is_declared_once_after_the_persistence_windows(tmp_path):
+    write(tmp_path / "live", [(1, 500, 0.0, False)] * 2 + [(1, 500, 0.5, False)] * 4)
+    events = core(tmp_path, persistence=3).step()
+    drifted = [e["window"] for e in kinds(events, "window_scored") if e["drifted"]]
+    declared = kinds(events, "drift_declared")
+    assert drifted == [2, 3, 4, 5] and len(declared) == 1
+    assert (declared[0]["first_window"], declared[0]["last_window"]) == (2, 4)
+    assert set(declared[0]["features"]) == set(FEATURES) and declared[0]["version"] == 1
+
+
+def test_slow_traffic_is_scored_by_age(tmp_path):
+    write(tmp_path / "live", [(1, 150, 0.0, False)])
+    monitor = core(tmp_path, spec=WindowSpec(rows=5_000, seconds=30, min_rows=100))
+    assert [e["rows"] for e in kinds(monitor.step(), "window_scored")] == [150]  # its rows are 60 s old
