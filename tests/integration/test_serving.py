@@ -51,7 +51,7 @@ class LoadLoop:
 
     def __init__(self, port: int, threads: int = 3, max_requests: int = 200_000, max_seconds: float = 300):
         self.port, self.max_requests, self.deadline = port, max_requests, time.monotonic() + max_seconds
-        self.ok, self.failed, self.versions, self.failures = 0, 0, {}, []
+        self.ok, self.failed, self.versions, self.failures, self.failed_at = 0, 0, {}, [], []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -70,6 +70,7 @@ class LoadLoop:
                 else:
                     self.failed += 1
                     self.failures.append((status, body))
+                    self.failed_at.append(time.monotonic())
 
     def __enter__(self):
         for t in self._threads:
@@ -446,14 +447,19 @@ def test_with_two_gateways_killing_one_loses_at_most_its_requests_in_flight(serv
         with LoadLoop(port, threads=threads, max_requests=100_000, max_seconds=180) as load:
             wait_for(lambda: load.ok > 200, 60, "answers from both gateways")
             os.kill(min(pids), signal.SIGKILL)
+            killed_at = time.monotonic()
             sent = load.ok + load.failed
             wait_for(lambda: load.ok + load.failed > sent + 1000, 90, "answers after the kill")
             wait_for(lambda: len(gateway_pids(control, control.cfg, 2) - pids) == 1, 120,
                      "the killed gateway replaced")
             sent = load.ok + load.failed
             wait_for(lambda: load.ok + load.failed > sent + 500, 90, "answers with the new gateway")
-        # each load thread has one request in flight at a time: the killed replica held at most that many
-        assert load.failed <= threads, f"{load.failed} failed: {load.failures[:8]}"
+        # each load thread has one request in flight at a time: the killed replica held at most that many,
+        # plus a thread's next connection if the kernel queued it on the dying socket in the milliseconds
+        # its process took to exit; nothing fails after that
+        after = [round(t - killed_at, 3) for t in load.failed_at]
+        assert load.failed <= 2 * threads, f"{load.failed} failed, at {after} s after the kill: {load.failures[:8]}"
+        assert all(t < 1.0 for t in after), f"requests failed after the kill was over: {after}"
         assert all(status == 0 for status, _ in load.failures), load.failures
     finally:
         serve_with_gateways(registry, live_root, port, 1)
