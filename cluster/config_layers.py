@@ -1,6 +1,7 @@
 """Layered typed configuration: a YAML file, then `HANDOFF_*` variables, then `--set` flags.
 
-Used for the experiment config (`HANDOFF_A__B`) and the serving config (`HANDOFF_SERVING__A__B`).
+Used for the experiment config (`HANDOFF_A__B`), the serving config (`HANDOFF_SERVING__A__B`) and
+the monitoring config (`HANDOFF_MONITORING__A__B`).
 Precedence: flag > environment > file. An override names a dotted path (`search.num_samples=4`,
 or `HANDOFF_SEARCH__NUM_SAMPLES=4` in the environment); its value is parsed as YAML so numbers,
 booleans, lists and `null` keep their type. Every failure is a `ConfigError` naming the field.
@@ -22,6 +23,9 @@ from cluster.settings import SETTINGS_ENV
 
 ENV_PREFIX = "HANDOFF_"
 SERVING_ENV_PREFIX = "HANDOFF_SERVING__"
+MONITORING_ENV_PREFIX = "HANDOFF_MONITORING__"
+#: the prefixes of the configs other than the experiment's (whose variables are `HANDOFF_A__B`)
+_OTHER_CONFIGS = (SERVING_ENV_PREFIX, MONITORING_ENV_PREFIX)
 
 
 class ConfigError(ValueError):
@@ -77,7 +81,7 @@ def _env_overrides(environ: Mapping[str, str], prefix: str, fields: set[str]) ->
     for var in sorted(environ):
         if not var.startswith(prefix) or var in SETTINGS_ENV:
             continue
-        if prefix == ENV_PREFIX and var.startswith(SERVING_ENV_PREFIX):
+        if prefix == ENV_PREFIX and var.startswith(_OTHER_CONFIGS):
             continue
         dotted = var[len(prefix):].lower().replace("__", ".")
         head = dotted.split(".", 1)[0]

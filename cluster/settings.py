@@ -124,6 +124,11 @@ class Settings(BaseModel):
         return self.home / "live"
 
     @property
+    def monitor_dir(self) -> Path:
+        """Monitor state and events of the embedded default (one folder per model)."""
+        return self.home / "monitor"
+
+    @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
 

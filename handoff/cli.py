@@ -124,7 +124,8 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
         # Ray Tune and MLflow print banners to stdout; keep stdout for the result (--json parses it)
         with contextlib.redirect_stdout(sys.stderr):
             result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri,
-                                       console=err, resume_path=resume_path)
+                                       console=err, resume_path=resume_path,
+                                       on_registered=_profiler(uri, cfg.mlflow.registry_uri))
     except _user_errors() as exc:
         _fail(str(exc))
     except SearchInterrupted as exc:
@@ -135,6 +136,22 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
         out.print_json(json.dumps(result.to_dict()))
         return
     _print_search_summary(result)
+
+
+def _profiler(tracking_uri: str, registry_uri: str | None):
+    """The registration hook: store the new version's reference profile (monitoring scores against it).
+    A failure leaves the version registered, says so, and names the command that makes the profile."""
+    def record(view) -> None:
+        from handoff.monitor_commands import record_profile
+        from training import Registry
+
+        try:
+            record_profile(Registry(tracking_uri, registry_uri), view)
+            err.log(f"reference profile of {view.name} v{view.version} stored ({view.x_train.shape[0]} training rows)")
+        except Exception as exc:  # noqa: BLE001 - the version is registered; its profile can be made later
+            err.print(f"[yellow]warning:[/yellow] {view.name} v{view.version} has no reference profile ({exc}); "
+                      f"make it with `handoff monitor profile {view.name} {view.version}`")
+    return record
 
 
 def _print_search_summary(result) -> None:
@@ -307,7 +324,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
         raise typer.Exit(1)
 
 
-from handoff import serve_commands  # noqa: E402,F401 - registers the serving commands on `app`
+from handoff import monitor_commands, serve_commands  # noqa: E402,F401 - register their commands on `app`
 
 
 def main() -> None:

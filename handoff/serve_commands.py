@@ -16,6 +16,7 @@ from rich import box
 from rich.table import Table
 
 from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out
+from handoff.monitor_commands import MonitoringConfigOpt
 
 ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config",
                                                        help="serving YAML (default configs/serving.yaml if present)")]
@@ -94,14 +95,24 @@ def _run(action, as_json: bool, cfg=None) -> None:
 
 @app.command()
 def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
-          serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+          serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+          monitoring_config_path: MonitoringConfigOpt = None, monitoring_overrides: Annotated[
+              list[str] | None, typer.Option("--monitoring-set", help="override a monitoring field: "
+                                             "--monitoring-set enabled=false")] = None) -> None:
     """Serve a registered model over HTTP (OIP v2 on port 8000) with its stored traffic policy.
 
     A model served for the first time sends all traffic to its `champion`; after that the policy
     stored on the registered model (tag handoff.traffic) comes back, so a restart keeps the weights.
+    The model's drift monitor starts with it (monitoring.enabled, default on).
     """
+    from handoff.monitor_commands import monitoring_config, start_monitor
+
+    mon = monitoring_config(monitoring_config_path, monitoring_overrides)
     control, cfg = _control(home, address, tracking_uri, serving_config, overrides)
     _run(lambda: control.serve_model(name), as_json, cfg)
+    if mon.enabled and control.live_log_root:
+        start_monitor(name, _settings(home, address, tracking_uri), control.registry.tracking_uri,
+                      control.live_log_root, mon)
 
 
 @app.command()
@@ -169,9 +180,16 @@ def rollback(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tr
 @app.command()
 def unserve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
             serving_config: ServingConfigOpt = None, overrides: SetOpt = None) -> None:
-    """Stop serving a model (its live log is written out; the stored policy stays for the next `serve`)."""
+    """Stop serving a model, and its monitor.
+
+    The gateway writes its buffered live log first; the stored traffic policy and the monitor's
+    state stay, so the next `serve` brings the same weights back and the monitor resumes."""
+    from monitoring.monitor import stop
+
     control, _ = _control(home, address, tracking_uri, serving_config, overrides)
     control.unserve(name)
+    if stop(name):
+        out.print(f"{name}: monitor stopped (its state stays)")
     out.print(f"{name}: no longer served")
 
 

@@ -18,6 +18,9 @@ _EXPORTS = {
     **dict.fromkeys(["LoadedVersion", "class_labels", "predicted_class", "prediction_frame", "probability_columns"],
                     "training.contract"),
     "load_version": "training.serving_load",
+    # what a version was trained on (monitoring profiles it)
+    "TrainingView": "training.training_view",
+    "training_view": "training.training_view",
 }
 __all__ = sorted(_EXPORTS)
 

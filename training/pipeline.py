@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
 from training.contract import prediction_frame
+from training.training_view import TrainingView
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.prepare import PreparedData, prepare
 from training.progress import SearchProgress
@@ -108,8 +110,10 @@ def _read_manifest(experiment_path: str) -> dict:
 
 def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: str, *,
                       registry_uri: str | None = None, console: Console | None = None,
-                      resume_path: str | None = None, data: PreparedData | None = None) -> RegisteredVersion:
-    """Run (or resume) the search, then log and register its best model; return what was registered."""
+                      resume_path: str | None = None, data: PreparedData | None = None,
+                      on_registered: Callable[[TrainingView], None] | None = None) -> RegisteredVersion:
+    """Run (or resume) the search, then log and register its best model; return what was registered.
+    `on_registered` hears what the new version was trained on (monitoring profiles it from that)."""
     console = console or Console(stderr=True)
     data = data if data is not None else load_data(cfg, settings)
     console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}")
@@ -142,7 +146,7 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
         run = lambda: resume_search(cfg, data, resume_path, callbacks=[progress])  # noqa: E731
     try:
         outcome = run()
-        registered = _register_best(cfg, data, outcome, client, tracking_uri, registry_uri, parent)
+        registered = _register_best(cfg, data, outcome, client, tracking_uri, registry_uri, parent, on_registered)
     except BaseException:
         client.set_terminated(parent, status="FAILED")
         raise
@@ -162,7 +166,8 @@ def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
 
 
 def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOutcome, client: MlflowClient,
-                   tracking_uri: str, registry_uri: str | None, parent: str) -> RegisteredVersion:
+                   tracking_uri: str, registry_uri: str | None, parent: str,
+                   on_registered: Callable[[TrainingView], None] | None = None) -> RegisteredVersion:
     metric, mode = cfg.search.metric, cfg.search.mode
     unfinished = outcome.unfinished_trials()
     if unfinished:
@@ -211,6 +216,9 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     version = registry.register(cfg.name, model_uri, parent, tags, model_id=model_id,
                                 description=f"best of search {Path(outcome.experiment_path).name}")
     alias = registry.assign_new_version_alias(cfg.name, version)
+    if on_registered is not None:
+        on_registered(TrainingView(cfg.name, version, data.x_train, predict_proba(model, data.x_train),
+                                   list(data.features), list(data.classes), data.fingerprint, cfg.seed))
     return RegisteredVersion(
         name=cfg.name, version=version, alias=alias, tracking_uri=tracking_uri, search_run_id=parent,
         experiment_path=outcome.experiment_path, trial_id=trial_id, trial_params=dict(best.config),

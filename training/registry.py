@@ -132,3 +132,28 @@ class Registry:
 
     def download(self, run_id: str, artifact_path: str, dst: str) -> str:
         return self.client.download_artifacts(run_id, artifact_path, dst)
+
+    def put_version_artifact(self, name: str, version: int, artifact_path: str, data: bytes) -> None:
+        """Store `data` as an artifact of the version's run, at `artifact_path` (replacing any before)."""
+        import tempfile
+        from pathlib import Path
+
+        run_id = self.version(name, version).run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(artifact_path).name
+            local.write_bytes(data)
+            parent = str(Path(artifact_path).parent)
+            self.client.log_artifact(run_id, str(local), artifact_path=None if parent == "." else parent)
+
+    def get_version_artifact(self, name: str, version: int, artifact_path: str) -> bytes | None:
+        """The bytes of an artifact of the version's run, or None when the run has no such artifact."""
+        import tempfile
+        from pathlib import Path
+
+        run_id = self.version(name, version).run_id
+        parent = str(Path(artifact_path).parent)
+        listed = {a.path for a in self.client.list_artifacts(run_id, None if parent == "." else parent)}
+        if artifact_path not in listed:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(self.client.download_artifacts(run_id, artifact_path, tmp)).read_bytes()

@@ -90,6 +90,7 @@ def test_up_tune_models_down(shuttle_frame, tmp_path):
                      *sets(*SMALL, "name=services-it", f"dataset.uri={data}", "search.num_samples=2")])
         assert tuned.returncode == 0, tuned.stderr
         assert json.loads(tuned.stdout)["tracking_uri"] == state["mlflow_uri"]
+        assert "reference profile of services-it v1 stored" in " ".join(tuned.stderr.split())
         shown = run(["models", "services-it", "--home", str(home)])
         assert shown.returncode == 0 and "champion" in shown.stdout, shown.stderr
     finally:
@@ -121,6 +122,8 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
         served = run(["serve", "cli-serve", "--json", *serving])
         assert served.returncode == 0, served.stderr
         assert json.loads(served.stdout)["weights"] == {"1": 1.0}
+        monitor = run(["monitor", "cli-serve", "status", "--json", "--home", str(home)])
+        assert monitor.returncode == 0 and json.loads(monitor.stdout)["running"], monitor.stderr
         body = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
                                        "data": [50, 0, 80, 0, 20, 0, 30, 60, 30]}]}).encode()
         url = f"http://127.0.0.1:{http_port}/v2/models/cli-serve/infer"
@@ -148,7 +151,13 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
         assert json.loads(rolled.stdout) == {"weights": {"1": 1.0}, "shadow": {}, "champion": 1}
         again = run(["rollback", "cli-serve", *serving])
         assert again.returncode == 2 and "no previous champion" in again.stderr
-        assert run(["unserve", "cli-serve", *serving]).returncode == 0
+        unserved = run(["unserve", "cli-serve", *serving])
+        assert unserved.returncode == 0 and "monitor stopped" in unserved.stdout, unserved.stderr
+        stopped = run(["monitor", "cli-serve", "status", "--json", "--home", str(home)])
+        assert stopped.returncode == 0 and not json.loads(stopped.stdout)["running"], stopped.stderr
+        assert run(["events", "cli-serve", "--json", "--home", str(home)]).returncode == 0
+        bad = run(["monitor", "cli-serve", "restart", "--home", str(home)])
+        assert bad.returncode == 2 and "usage: handoff monitor NAME start|stop|status" in bad.stderr
         assert list((home / "live").glob("model=cli-serve/date=*/*.parquet"))
     finally:
         assert run(["down", "--home", str(home)], timeout=180).returncode == 0

@@ -105,3 +105,18 @@ def test_config_hash_is_stable_and_sensitive():
     a = load_config(EXAMPLE, environ={})
     assert a.config_hash() == load_config(EXAMPLE, environ={}).config_hash()
     assert a.config_hash() != load_config(EXAMPLE, ["seed=8"], environ={}).config_hash()
+
+
+def test_monitoring_config_layers_and_its_variables_stay_out_of_the_experiment_config():
+    from monitoring.config import load_monitoring_config
+
+    env = {"HANDOFF_MONITORING__PERSISTENCE": "5", "HANDOFF_SEARCH__NUM_SAMPLES": "4"}
+    cfg = load_monitoring_config(Path("configs/monitoring.yaml"), ["window_rows=1000"], environ=env)
+    assert cfg.persistence == 5 and cfg.window_rows == 1000 and cfg.correction == "benjamini-hochberg"
+    assert load_config(EXAMPLE, [], environ=env).search.num_samples == 4  # not "monitoring is no section"
+    with pytest.raises(ConfigError, match="min_rows"):
+        load_monitoring_config(None, ["window_rows=100", "min_rows=500"], environ={})
+    with pytest.raises(ConfigError, match="correction"):
+        load_monitoring_config(None, ["correction=holm"], environ={})
+    with pytest.raises(ConfigError, match="not a config section"):
+        load_monitoring_config(None, [], environ={"HANDOFF_MONITORING__WINDOW__ROWS": "1"})

@@ -1,0 +1,207 @@
+"""`handoff monitor …` and `handoff events`: the drift monitor of a served model.
+
+    handoff monitor NAME start|stop|status      the model's monitor actor (needs the running cluster)
+    handoff monitor profile NAME VERSION        compute and store a version's reference profile
+    handoff events NAME [--kind K] [--json]     what the monitor recorded, oldest first
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out
+
+MonitorSetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a monitoring field: "
+                                                         "--set window_rows=2000 (env HANDOFF_MONITORING__WINDOW_ROWS)")]
+MonitoringConfigOpt = Annotated[Path | None, typer.Option("--monitoring-config", help="monitoring YAML "
+                                                          "(default configs/monitoring.yaml if present)")]
+DEFAULT_MONITORING_CONFIG = Path("configs/monitoring.yaml")
+
+
+def monitoring_config(path: Path | None, sets: list[str] | None):
+    """The typed monitoring config (file, then environment, then flags), or a clear error."""
+    from cluster.config_layers import ConfigError
+    from monitoring.config import load_monitoring_config
+
+    path = path or (DEFAULT_MONITORING_CONFIG if DEFAULT_MONITORING_CONFIG.is_file() else None)
+    try:
+        return load_monitoring_config(path, list(sets or []))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def state_root(settings, cfg) -> str:
+    return cfg.state_root or str(settings.monitor_dir)
+
+
+def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg) -> None:
+    """Start (or find) the model's monitor actor on the connected cluster."""
+    from monitoring.monitor import start
+
+    start(name, live_root, state_root(settings, cfg), tracking_uri, cfg)
+    err.print(f"[dim]monitor of {name} running (windows of {cfg.window_rows} rows or {cfg.window_seconds:g} s, "
+              f"drift after {cfg.persistence} drifted window(s)); `handoff monitor {name} status`[/dim]",
+              highlight=False)
+
+
+def record_profile(registry, view) -> None:
+    """Profile what a version was trained on and store it with the version (the registration hook)."""
+    from monitoring.profiles import profile_from_training, save_profile
+
+    profile = profile_from_training(view.x_train, view.features, view.proba_train, view.classes, view.fingerprint,
+                                    view.seed)
+    save_profile(registry, view.name, view.version, profile)
+
+
+@app.command(name="monitor")
+def monitor_command(
+    args: Annotated[list[str], typer.Argument(help="NAME start|stop|status, or: profile NAME VERSION")],
+    home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
+    monitoring_config_path: MonitoringConfigOpt = None, overrides: MonitorSetOpt = None,
+    serving_overrides: Annotated[list[str] | None, typer.Option(
+        "--serving-set", help="a serving field, for where the live log is: --serving-set live_log.root=s3://…")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The drift monitor of a served model: one Ray actor per model that scores the live log.
+
+    `handoff monitor NAME start` starts it (`handoff serve` does too, unless monitoring.enabled is
+    false), `stop` stops it (its state stays; `start` resumes where it stopped), `status` shows what
+    it has scored. `handoff monitor profile NAME VERSION` computes the reference profile of a
+    version registered before profiles existed (versions registered now get theirs at registration).
+    """
+    if len(args) == 3 and args[0] == "profile":
+        _profile(args[1], args[2], home, tracking_uri, as_json)
+        return
+    if len(args) != 2 or args[1] not in ("start", "stop", "status"):
+        _fail("usage: handoff monitor NAME start|stop|status, or handoff monitor profile NAME VERSION")
+    name, action = args
+    cfg = monitoring_config(monitoring_config_path, overrides)
+    settings = _settings(home, address, tracking_uri)
+    if action == "status" and not _connect(settings, required=False):
+        _print_status(_stored_status(name, settings, cfg), as_json)
+        return
+    _connect(settings, required=True)
+    from monitoring.monitor import find, stop
+
+    if action == "start":
+        from cluster.services import read_services
+        from serving import load_serving_config
+
+        serving_cfg = load_serving_config(None, list(serving_overrides or []))
+        live_root = serving_cfg.live_log.root or str(settings.live_log_dir)
+        start_monitor(name, settings, _tracking_uri(None, settings, read_services(settings)), live_root, cfg)
+    elif action == "stop":
+        out.print(f"monitor of {name} stopped" if stop(name) else f"no monitor of {name} was running")
+    else:
+        import ray
+
+        actor = find(name)
+        status = ray.get(actor.status.remote(), timeout=60) if actor is not None else _stored_status(name, settings, cfg)
+        _print_status(status, as_json)
+
+
+def _connect(settings, required: bool) -> bool:
+    """Join the running cluster; False (when not required) if there is none."""
+    from cluster.connect import ClusterUnavailable, connect_ray, inside_ray_job, ray_address
+    from cluster.services import read_services
+
+    where = ray_address(settings, read_services(settings))
+    if where is None and not inside_ray_job():
+        if required:
+            _fail("the monitor runs on a cluster that outlives this command: start the local one with "
+                  "`handoff up`, or pass --address of a running cluster")
+        return False
+    try:
+        connect_ray(where)
+    except ClusterUnavailable as exc:
+        if required:
+            _fail(str(exc))
+        return False
+    return True
+
+
+def _stored_status(name: str, settings, cfg) -> dict:
+    from monitoring.state_store import StateStore
+
+    state = StateStore(state_root(settings, cfg), name).load()
+    if state is None:
+        _fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
+    return {"model": name, "running": False, "windows": state["windows"], "rows_scored": state["rows_scored"],
+            "rows_unprofiled": state["rows_unprofiled"], "files_read": len(state["files"]),
+            "files_skipped": state["corrupt"], "drift": state["drift"], "last_window": state["last_window"]}
+
+
+def _print_status(status: dict, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(status))
+        return
+    out.print(f"monitor of {status['model']}: {'running' if status['running'] else 'stopped'}"
+              + (f", last error: {status['last_error']}" if status.get("last_error") else ""))
+    for version, windows in sorted(status["windows"].items()):
+        drift = status["drift"].get(version, {})
+        out.print(f"  v{version}: {windows} window(s), {status['rows_scored'].get(version, 0)} row(s) scored; "
+                  f"{'DRIFT declared' if drift.get('declared') else 'no drift declared'}"
+                  f" ({drift.get('consecutive', 0)} drifted window(s) in a row)")
+    for version, rows in sorted(status["rows_unprofiled"].items()):
+        out.print(f"  v{version}: {rows} row(s) not scored: no reference profile (`handoff monitor profile`)")
+    last = status.get("last_window")
+    if last:
+        verdict = f"drifted: {', '.join(last['drifted_features'])}" if last["drifted"] else "no drift"
+        out.print(f"  last window: v{last['version']} #{last['window']} ({last['rows']} rows): {verdict}")
+    if status["files_skipped"]:
+        out.print(f"  files skipped (unreadable): {len(status['files_skipped'])}")
+
+
+def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) -> None:
+    from cluster.services import read_services
+    from training import Registry, RegistryError, training_view
+    from training.reproduce import DataChanged
+
+    if not version_text.isdigit():
+        _fail(f"version {version_text!r} is not a version number")
+    settings = _settings(home, tracking_uri=tracking_uri)
+    registry = Registry(_tracking_uri(None, settings, read_services(settings)))
+    try:
+        with err.status(f"profiling {name}/{version_text} from its training data …"):
+            view = training_view(name, int(version_text), settings, registry)
+            record_profile(registry, view)
+    except (RegistryError, DataChanged, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps({"name": name, "version": int(version_text), "rows": int(view.x_train.shape[0])}))
+    else:
+        out.print(f"reference profile of {name}/{version_text} stored ({view.x_train.shape[0]} training rows, "
+                  f"{len(view.features)} feature(s))")
+
+
+@app.command()
+def events(name: Annotated[str, typer.Argument(help="registered model name")],
+           kind: Annotated[str | None, typer.Option(help="only this kind: window_scored, drift_declared, "
+                                                     "file_skipped, window_unprofiled")] = None,
+           last: Annotated[int | None, typer.Option(help="only the last N")] = None,
+           home: HomeOpt = None, monitoring_config_path: MonitoringConfigOpt = None,
+           overrides: MonitorSetOpt = None, as_json: JsonOpt = False) -> None:
+    """What the monitor of NAME recorded (windows scored, drift declared, files skipped), oldest first."""
+    from monitoring.state_store import StateStore
+
+    cfg = monitoring_config(monitoring_config_path, overrides)
+    settings = _settings(home)
+    found = [e for e in StateStore(state_root(settings, cfg), name).events() if kind is None or e["kind"] == kind]
+    if last is not None:
+        found = found[-last:]
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    if not found:
+        out.print(f"no events of {name} under {state_root(settings, cfg)}")
+    for e in found:
+        detail = {"window_scored": lambda: f"v{e['version']} window {e['window']}: {e['rows']} rows, "
+                                           + (f"drifted: {', '.join(e['drifted_features'])}" if e["drifted"] else "no drift"),
+                  "drift_declared": lambda: f"v{e['version']} DRIFT {e['event_id']} (windows {e['first_window']}-"
+                                            f"{e['last_window']}): {', '.join(e['features'])}",
+                  }.get(e["kind"], lambda: e.get("reason", ""))()
+        out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)

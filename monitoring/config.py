@@ -1,0 +1,41 @@
+"""Typed monitoring configuration: windows, the drift test and decision, where the monitor keeps state.
+
+Loaded once by the CLI (`configs/monitoring.yaml` if present, then `HANDOFF_MONITORING__A__B`
+variables, then `--set a.b=value` flags) and passed down; no defaults are read anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.config_layers import MONITORING_ENV_PREFIX, load_layered
+
+
+class MonitoringConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="`handoff serve` starts the model's monitor")
+    window_rows: int = Field(5_000, ge=10, description="rows of one version in a window")
+    window_seconds: float = Field(300.0, gt=0, description="a window closes after this long with fewer rows")
+    min_rows: int = Field(200, ge=10, description="fewest rows a window closed by time may have")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance after correction")
+    correction: Literal["benjamini-hochberg", "bonferroni", "none"] = "benjamini-hochberg"
+    persistence: int = Field(3, ge=1, description="drifted windows in a row that declare drift")
+    poll_seconds: float = Field(2.0, gt=0, description="how often the monitor looks for new live-log files")
+    cpus: float = Field(0.1, gt=0, le=1, description="CPUs the monitor actor reserves")
+    state_root: str | None = Field(None, description="where monitor state and events live "
+                                   "(default HANDOFF_HOME/monitor; a shared URI on a cluster)")
+
+    @model_validator(mode="after")
+    def _rows(self) -> MonitoringConfig:
+        if self.min_rows > self.window_rows:
+            raise ValueError(f"min_rows ({self.min_rows}) is more than window_rows ({self.window_rows})")
+        return self
+
+
+def load_monitoring_config(path: Path | None, overrides: list[str] = (), environ=None) -> MonitoringConfig:
+    """`configs/monitoring.yaml` (optional) → `HANDOFF_MONITORING__A__B=v` variables → `--set a.b=v`."""
+    return load_layered(MonitoringConfig, path, overrides, environ, env_prefix=MONITORING_ENV_PREFIX)

@@ -1,0 +1,113 @@
+"""The monitor actor: one detached, named Ray actor per served model that runs `MonitorCore` on a timer.
+
+Named `handoff-monitor-NAME` in namespace `handoff`, restarted by Ray if it dies (`max_restarts=-1`):
+a restarted actor resumes from the state its core committed after every window. It reserves
+`cpus` (0.1 by default) and sleeps between passes. `start`, `stop` and `status` are the control
+functions the CLI and serving's commands call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+from monitoring.config import MonitoringConfig
+
+NAMESPACE = "handoff"
+log = logging.getLogger(__name__)
+
+
+def actor_name(model: str) -> str:
+    return f"handoff-monitor-{model}"
+
+
+class Monitor:
+    """Runs one model's monitor: a pass every `poll_seconds` on a thread of the actor."""
+
+    def __init__(self, model: str, live_root: str, state_root: str, tracking_uri: str, cfg: dict):
+        from monitoring.core import DriftSettings, MonitorCore
+        from monitoring.profiles import load_profile
+        from monitoring.state_store import StateStore
+        from monitoring.windows import WindowSpec
+        from training import Registry
+
+        self.model, self.cfg = model, MonitoringConfig.model_validate(cfg)
+        registry = Registry(tracking_uri)
+        self.core = MonitorCore(model, live_root, StateStore(state_root, model),
+                                lambda version: load_profile(registry, model, version),
+                                WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
+                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence))
+        self.passes, self.last_error, self.started = 0, None, time.time()
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="handoff-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    self.core.step()
+                    self.passes += 1
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - a bad pass is reported, the monitor goes on
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("monitor %s: pass failed: %s", self.model, traceback.format_exc())
+            self._stop.wait(self.cfg.poll_seconds)
+
+    def status(self) -> dict:
+        """What the monitor has done: windows and rows per version, drift state, the last window."""
+        with self._lock:
+            state = dict(self.core.state)
+            buffered = sum(b.rows for b in self.core.windower.buffers.values())
+        return {"model": self.model, "running": True, "passes": self.passes, "last_error": self.last_error,
+                "uptime_s": round(time.time() - self.started, 1), "windows": state["windows"],
+                "rows_scored": state["rows_scored"], "rows_unprofiled": state["rows_unprofiled"],
+                "rows_buffered": buffered,
+                "files_read": len(state["files"]), "files_skipped": list(state["corrupt"]),
+                "drift": state["drift"], "last_window": state["last_window"]}
+
+    def step_now(self) -> list[dict]:
+        """One pass now (tests and `handoff monitor NAME status --refresh`); its events."""
+        with self._lock:
+            return self.core.step()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def start(model: str, live_root: str, state_root: str, tracking_uri: str, cfg: MonitoringConfig):
+    """The model's monitor actor, started if it is not running (idempotent)."""
+    import ray
+
+    actor = ray.remote(Monitor).options(
+        name=actor_name(model), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        max_restarts=-1, max_task_retries=-1, num_cpus=cfg.cpus, max_concurrency=4)
+    return actor.remote(model, live_root, state_root, tracking_uri, cfg.model_dump())
+
+
+def find(model: str):
+    """The running monitor actor of `model`, or None."""
+    import ray
+
+    try:
+        return ray.get_actor(actor_name(model), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def stop(model: str) -> bool:
+    """Stop the model's monitor for good (its state stays); False when none ran."""
+    import ray
+
+    actor = find(model)
+    if actor is None:
+        return False
+    try:
+        ray.get(actor.shutdown.remote(), timeout=60)
+    except Exception:  # noqa: BLE001 - it is killed below either way
+        pass
+    ray.kill(actor, no_restart=True)
+    return True

@@ -1,0 +1,151 @@
+"""The drift monitor on a real local Ray, a real `mlflow server` and the real gateway writing the live log.
+
+A version registered through the pipeline gets its reference profile at registration (stored in
+MLflow); served, its monitor actor scores the live log in windows, declares drift when shifted rows
+keep coming, survives being killed mid-stream (every row scored once), skips a corrupt file, and
+counts the rows of a version without a profile.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from monitoring.config import MonitoringConfig
+from monitoring.monitor import find, start, stop
+from monitoring.profiles import load_profile, profile_from_training, save_profile
+from monitoring.state_store import StateStore
+from serving.config import load_serving_config
+from serving.control import ServingControl
+from training import Registry
+from training.pipeline import tune_and_register
+
+from .conftest import free_port, settings_for, small_config, write_parquet
+
+pytestmark = pytest.mark.integration
+NAME = "monitor-it"
+FEATURES = [f"f{i}" for i in range(1, 10)]
+
+
+def post(port: int, rows: np.ndarray) -> None:
+    body = json.dumps({"inputs": [{"name": "features", "shape": list(rows.shape), "datatype": "FP32",
+                                   "data": rows.reshape(-1).tolist()}]}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{NAME}/infer", body,
+                                 {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+
+
+def wait_for(check, seconds: float, what: str, show=lambda: None):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}: {show()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def monitored(ray_local, mlflow_server, shuttle_frame, tmp_path_factory):
+    home = tmp_path_factory.mktemp("monitor-home")
+    data = write_parquet(shuttle_frame.iloc[:4000], home / "d.parquet")
+    registry = Registry(mlflow_server)
+
+    def record(view):
+        save_profile(registry, view.name, view.version,
+                     profile_from_training(view.x_train, view.features, view.proba_train, view.classes,
+                                           view.fingerprint, view.seed))
+
+    profiled = tune_and_register(small_config(str(data), NAME, "search.num_samples=1"), settings_for(home),
+                                 mlflow_server, on_registered=record).version
+    bare = tune_and_register(small_config(str(data), NAME, "search.num_samples=1", "seed=8"), settings_for(home),
+                             mlflow_server).version  # registered without a profile
+    port = free_port()
+    cfg = load_serving_config(None, [f"gateway.port={port}", "live_log.flush_seconds=0.5", "version_defaults.cpus=0.1",
+                                     "gateway.cpus=0.1", "version_defaults.batching.max_batch_size=1"], environ={})
+    control = ServingControl(registry, cfg, str(home / "live"))
+    control.traffic(NAME, {profiled: 100})
+    mon = MonitoringConfig(window_rows=300, min_rows=50, window_seconds=600, persistence=2, poll_seconds=0.5)
+    start(NAME, str(home / "live"), str(home / "monitor"), mlflow_server, mon)
+    yield {"home": home, "port": port, "registry": registry, "control": control, "profiled": profiled,
+           "bare": bare, "frame": shuttle_frame, "mon": mon, "tracking": mlflow_server}
+    stop(NAME)
+    control.unserve(NAME)
+
+
+def status():
+    import ray
+
+    return ray.get(find(NAME).status.remote(), timeout=60)
+
+
+def test_registration_stores_the_profile_and_older_versions_have_none(monitored):
+    profile = load_profile(monitored["registry"], NAME, monitored["profiled"])
+    assert profile is not None and list(profile.features) == FEATURES and profile.rows > 2000
+    assert load_profile(monitored["registry"], NAME, monitored["bare"]) is None
+
+
+def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitored):
+    port, frame = monitored["port"], monitored["frame"]
+    rows = frame.iloc[-900:][FEATURES].to_numpy(dtype=np.float32)
+    for chunk in np.array_split(rows, 90):
+        post(port, chunk)
+    wait_for(lambda: status()["windows"].get(str(monitored["profiled"]), 0) >= 3, 120, "three windows scored",
+             status)
+    clean = StateStore(str(monitored["home"] / "monitor"), NAME).events()
+    assert not [e for e in clean if e["kind"] == "drift_declared"]
+    shifted = rows.copy()
+    shifted[:, 0] += 4 * frame["f1"].std()  # a large, lasting shift of one sensor
+    for chunk in np.array_split(shifted, 90):
+        post(port, chunk)
+    declared = wait_for(lambda: [e for e in StateStore(str(monitored["home"] / "monitor"), NAME).events()
+                                 if e["kind"] == "drift_declared"], 120, "drift declared", status)
+    assert declared[0]["version"] == monitored["profiled"] and "f1" in declared[0]["features"]
+
+
+def test_a_killed_monitor_resumes_and_scores_every_row_once(monitored):
+    import ray
+
+    port, frame = monitored["port"], monitored["frame"]
+    rows = frame.iloc[-2000:-1400][FEATURES].to_numpy(dtype=np.float32)
+    for chunk in np.array_split(rows, 60):
+        post(port, chunk)
+    ray.kill(find(NAME), no_restart=False)  # Ray restarts it (max_restarts=-1) from its committed state
+    for chunk in np.array_split(rows, 60):
+        post(port, chunk)
+    monitored["control"].unserve(NAME)  # the gateway writes what it buffered
+    live = ds.dataset(str(monitored["home"] / "live"), partitioning="hive").to_table().to_pandas()
+    expected = int((~live["shadow"]).sum())
+
+    def all_accounted():
+        s = status()
+        return sum(s["rows_scored"].values()) + sum(s["rows_unprofiled"].values()) + s["rows_buffered"] == expected
+
+    wait_for(all_accounted, 120, f"all {expected} live rows scored or buffered once", status)
+    windows = [e for e in StateStore(str(monitored["home"] / "monitor"), NAME).events() if e["kind"] == "window_scored"]
+    numbers = [e["window"] for e in windows if e["version"] == monitored["profiled"]]
+    assert numbers == list(range(len(numbers)))  # none twice, none missing, across the restart
+    monitored["control"].traffic(NAME, {monitored["profiled"]: 100})
+
+
+def test_a_corrupt_file_is_skipped_and_a_version_without_profile_is_counted(monitored):
+    home, port, frame = monitored["home"], monitored["port"], monitored["frame"]
+    day = next((home / "live" / f"model={NAME}").iterdir())
+    (day / "part-0-truncated.parquet").write_bytes(b"PAR1\x00\x01 truncated")
+    monitored["control"].traffic(NAME, {monitored["bare"]: 100})
+    rows = frame.iloc[-700:][FEATURES].to_numpy(dtype=np.float32)
+    for chunk in np.array_split(rows, 35):
+        post(port, chunk)
+    wait_for(lambda: status()["rows_unprofiled"].get(str(monitored["bare"]), 0) >= 300, 120,
+             "rows of the version without a profile counted", status)
+    events = StateStore(str(home / "monitor"), NAME).events()
+    skipped = [e for e in events if e["kind"] == "file_skipped"]
+    assert any("truncated" in e["file"] for e in skipped)
+    assert status()["last_error"] is None  # the monitor went on
