@@ -39,6 +39,9 @@ class Monitor:
                                 lambda version: load_profile(registry, model, version),
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
                                 DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence))
+        from monitoring.metrics import MonitorMetrics
+
+        self.metrics = MonitorMetrics()
         self.passes, self.last_error, self.started = 0, None, time.time()
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="handoff-monitor", daemon=True)
@@ -50,6 +53,7 @@ class Monitor:
                 with self._lock:
                     self.core.step()
                     self.passes += 1
+                    self.metrics.set_from(self.model, self.core.state)
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - a bad pass is reported, the monitor goes on
                 self.last_error = f"{type(exc).__name__}: {exc}"

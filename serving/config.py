@@ -70,14 +70,17 @@ class GatewayConfig(_Strict):
 
 class LiveLogConfig(_Strict):
     """The live log written by the gateway: a file per model and date every `flush_seconds`, or as
-    soon as `max_rows` rows are buffered (large batch requests fill 5,000 rows many times a second:
-    that many small files cost the gateway ~10% of its CPU in Parquet writers alone)."""
+    soon as `max_rows` rows or `max_requests` requests are buffered. Rows bound the file size of
+    batch traffic (5,000-row files cost the gateway ~10% of its CPU in Parquet writers at 256 rows a
+    request); requests bound the writer's per-request work in one go (20,000 one-row requests at a
+    time showed as ~90 ms p99 latency, 5,000 as ~16 ms)."""
 
     enabled: bool = True
     root: str | None = None  # default: HANDOFF_HOME/live
     sample_percent: float = Field(100, ge=0, le=100)
     flush_seconds: float = Field(2.0, gt=0)
     max_rows: int = Field(50_000, ge=1)
+    max_requests: int = Field(5_000, ge=1)
 
 
 class ServingConfig(_Strict):

@@ -56,7 +56,8 @@ class Router:
         self._batchers: dict[tuple[str, int, VersionRouting], Batcher] = {}
         self._endpoints = None
         self._log_cfg = live_log
-        self.live_log = LiveLog(live_log.root, live_log.flush_seconds, live_log.max_rows) if live_log else None
+        self.live_log = LiveLog(live_log.root, live_log.flush_seconds, live_log.max_rows,
+                                live_log.max_requests) if live_log else None
         self._shadow_tasks: set[asyncio.Task] = set()
 
     # --- the routing table ------------------------------------------------------------------------

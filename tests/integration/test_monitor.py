@@ -109,6 +109,17 @@ def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitor
                                  if e["kind"] == "drift_declared"], 120, "drift declared", status)
     assert declared[0]["version"] == monitored["profiled"] and "f1" in declared[0]["features"]
 
+    from serving.metrics_read import scrape
+
+    def exported() -> str:  # the agent exports gauges every few seconds
+        text = "\n".join(scrape())
+        return text if "handoff_drift_detected" in text and "handoff_drift_score" in text else ""
+
+    text = wait_for(exported, 90, "the monitor's gauges in Prometheus")
+    detected = [line for line in text.splitlines()
+                if line.startswith(("ray_handoff_drift_detected", "handoff_drift_detected")) and NAME in line]
+    assert detected and detected[0].rstrip().endswith("1.0"), detected
+
 
 def test_a_killed_monitor_resumes_and_scores_every_row_once(monitored):
     import ray

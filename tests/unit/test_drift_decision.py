@@ -78,3 +78,18 @@ def test_drift_is_declared_after_persistence_windows_once_per_episode(profile):
     assert again.event_id == first.event_id  # a replayed decision is the same event
     with pytest.raises(ValueError, match="persistence"):
         decide(DriftState(), shifted, 0, "m", 3, persistence=0)
+
+
+def test_gauges_carry_every_statistic_of_the_last_window_and_the_counters(profile):
+    from monitoring.metrics import gauge_values
+
+    window = {"version": 3, "scores": {"x0": {"statistic": 0.1, "p_value": 0.2, "adjusted_p": 0.4, "psi": 0.01,
+                                              "wasserstein": 0.05, "jensen_shannon": 0.02},
+                                       "predicted_class": {"statistic": 2.0, "p_value": 0.3, "adjusted_p": 0.3,
+                                                           "psi": None, "wasserstein": None, "jensen_shannon": None}}}
+    values = gauge_values("m", window, {"3": {"declared": True}}, {"3": 7}, {"3": 3500})
+    scores = {(t["feature"], t["statistic"]): v for g, v, t in values if g == "score"}
+    assert scores[("x0", "psi")] == 0.01 and ("predicted_class", "psi") not in scores and len(scores) == 9
+    assert ("detected", 1.0, {"model": "m", "version": "3"}) in values
+    assert ("windows", 7.0, {"model": "m", "version": "3"}) in values and ("rows", 3500.0, {"model": "m", "version": "3"}) in values
+    assert gauge_values("m", None, {}, {}, {}) == []
