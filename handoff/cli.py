@@ -34,6 +34,14 @@ TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
+def print_result(payload, **dumps) -> None:
+    """Print a command's `--json` result, then send anything printed after it (Ray's log
+    deduplicator writes to stdout at exit) to stderr, so stdout stays one JSON document."""
+    out.print_json(json.dumps(payload, **dumps))
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+
 def _fail(message: str, code: int = 2) -> None:
     """Print one clear line and exit; HANDOFF_DEBUG=1 adds the traceback of the error being handled."""
     if os.environ.get("HANDOFF_DEBUG") and sys.exc_info()[0] is not None:
@@ -133,7 +141,7 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
     except (SearchFailed, ClusterUnavailable) as exc:
         _fail(str(exc), 1)
     if as_json:
-        out.print_json(json.dumps(result.to_dict()))
+        print_result(result.to_dict())
         return
     _print_search_summary(result)
 
@@ -269,8 +277,7 @@ def models(name: Annotated[str, typer.Argument(help="registered model name")],
     except _user_errors() as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps({"name": name, "aliases": registry.aliases(name),
-                                   "versions": [v.to_dict() for v in versions]}))
+        print_result({"name": name, "aliases": registry.aliases(name), "versions": [v.to_dict() for v in versions]})
         return
     table = Table(title=f"{name}  ({registry.tracking_uri})", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "data"):
@@ -314,7 +321,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
     except _user_errors() as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps(result.to_dict()))
+        print_result(result.to_dict())
     else:
         out.print(f"{name}/{version}: retrained {result.epochs} epoch(s) on the CPU")
         out.print(f"  registered weights sha256 {result.registered_weights_sha256}")

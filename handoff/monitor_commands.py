@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out
+from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out,
+                         print_result)
 
 MonitorSetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a monitoring field: "
                                                          "--set window_rows=2000 (env HANDOFF_MONITORING__WINDOW_ROWS)")]
@@ -137,7 +138,7 @@ def _stored_status(name: str, settings, cfg) -> dict:
 
 def _print_status(status: dict, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(status))
+        print_result(status)
         return
     out.print(f"monitor of {status['model']}: {'running' if status['running'] else 'stopped'}"
               + (f", last error: {status['last_error']}" if status.get("last_error") else ""))
@@ -172,7 +173,7 @@ def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) ->
     except (RegistryError, DataChanged, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
-        out.print_json(json.dumps({"name": name, "version": int(version_text), "rows": int(view.x_train.shape[0])}))
+        print_result({"name": name, "version": int(version_text), "rows": int(view.x_train.shape[0])})
     else:
         out.print(f"reference profile of {name}/{version_text} stored ({view.x_train.shape[0]} training rows, "
                   f"{len(view.features)} feature(s))")
@@ -194,7 +195,7 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
     if last is not None:
         found = found[-last:]
     if as_json:
-        out.print_json(json.dumps(found))
+        print_result(found)
         return
     if not found:
         out.print(f"no events of {name} under {state_root(settings, cfg)}")

@@ -15,7 +15,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out
+from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out,
+                         print_result)
 from handoff.monitor_commands import MonitoringConfigOpt
 
 ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config",
@@ -81,7 +82,7 @@ def _run(action, as_json: bool, cfg=None) -> None:
     if hasattr(result, "champion"):
         payload["champion"] = result.champion
     if as_json:
-        out.print_json(json.dumps(payload))
+        print_result(payload)
         return
     live = ", ".join(f"v{v} {share:.0%}" for v, share in policy.shares().items())
     shadow = ", ".join(f"v{v} {p:g}%" for v, p in policy.shadow.items())
@@ -221,7 +222,7 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
                          "p50_ms_at_most": f.get("p50_ms_at_most"), "p99_ms_at_most": f.get("p99_ms_at_most"),
                          "shadow_agreement": f.get("shadow_agreement")})
     if as_json:
-        out.print_json(json.dumps({"versions": rows, "applications": state["applications"]}, default=str))
+        print_result({"versions": rows, "applications": state["applications"]}, default=str)
         return
     if not rows:
         out.print("nothing is served (start with `handoff serve NAME`)")
