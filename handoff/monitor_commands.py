@@ -126,14 +126,13 @@ def _connect(settings, required: bool) -> bool:
 
 
 def _stored_status(name: str, settings, cfg) -> dict:
+    from monitoring.monitor import status_of
     from monitoring.state_store import StateStore
 
     state = StateStore(state_root(settings, cfg), name).load()
     if state is None:
         _fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
-    return {"model": name, "running": False, "windows": state["windows"], "rows_scored": state["rows_scored"],
-            "rows_unprofiled": state["rows_unprofiled"], "files_read": len(state["files"]),
-            "files_skipped": state["corrupt"], "drift": state["drift"], "last_window": state["last_window"]}
+    return status_of(name, state, running=False)
 
 
 def _print_status(status: dict, as_json: bool) -> None:

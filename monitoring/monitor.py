@@ -19,6 +19,13 @@ NAMESPACE = "handoff"
 log = logging.getLogger(__name__)
 
 
+def status_of(model: str, state: dict, running: bool) -> dict:
+    """What a monitor's committed state says it has done (the running actor adds its own counters)."""
+    return {"model": model, "running": running, "windows": state["windows"], "rows_scored": state["rows_scored"],
+            "rows_unprofiled": state["rows_unprofiled"], "files_read": len(state["files"]),
+            "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"]}
+
+
 def actor_name(model: str) -> str:
     return f"handoff-monitor-{model}"
 
@@ -65,12 +72,8 @@ class Monitor:
         with self._lock:
             state = dict(self.core.state)
             buffered = sum(b.rows for b in self.core.windower.buffers.values())
-        return {"model": self.model, "running": True, "passes": self.passes, "last_error": self.last_error,
-                "uptime_s": round(time.time() - self.started, 1), "windows": state["windows"],
-                "rows_scored": state["rows_scored"], "rows_unprofiled": state["rows_unprofiled"],
-                "rows_buffered": buffered,
-                "files_read": len(state["files"]), "files_skipped": list(state["corrupt"]),
-                "drift": state["drift"], "last_window": state["last_window"]}
+        return {**status_of(self.model, state, running=True), "passes": self.passes, "last_error": self.last_error,
+                "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
 
     def step_now(self) -> list[dict]:
         """One pass now (tests and `handoff monitor NAME status --refresh`); its events."""

@@ -17,6 +17,10 @@ import pyarrow.fs as pafs
 from cluster.storage import filesystem, join
 
 
+def _json_lines(events: list[dict]) -> bytes:
+    return "".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode()
+
+
 class StateStore:
     def __init__(self, root: str, model: str):
         self.fs, base = filesystem(root)
@@ -46,7 +50,7 @@ class StateStore:
     def _write_events(self, events: list[dict]) -> None:
         self.fs.create_dir(self.dir, recursive=True)
         with self.fs.open_output_stream(self.events_path) as f:
-            f.write("".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode())
+            f.write(_json_lines(events))
 
     def save(self, state: dict) -> None:
         self.fs.create_dir(self.dir, recursive=True)
@@ -59,7 +63,7 @@ class StateStore:
         if not events:
             return
         self.fs.create_dir(self.dir, recursive=True)
-        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode()
+        lines = _json_lines(events)
         if isinstance(self.fs, pafs.LocalFileSystem):
             with open(self.events_path, "ab") as f:
                 f.write(lines)
