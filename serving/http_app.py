@@ -49,6 +49,7 @@ class Backend(Protocol):
     def ready(self, model: str | None = None) -> bool: ...
     async def answer(self, model: str, x: np.ndarray, request_id: str, routing_key: str | None,
                      version: int | None) -> Answer: ...             # BadRequest(404) for a version
+    async def feedback(self, model: str, payload) -> dict: ...      # BadRequest(422) naming bad labels
 
 
 _ID_PREFIX = os.urandom(6).hex()
@@ -210,6 +211,13 @@ _INVOCATIONS_BODY = {"content": {"application/json": {"schema": {
             "description": "rows (lists in feature order, or objects by feature name) or {feature: [values]}"}}},
     ]},
     "example": {"dataframe_split": {"columns": ["f1", "f2"], "data": [[1.0, 2.0]]}}}}}
+_FEEDBACK_BODY = {"content": {"application/json": {"schema": {
+    "type": "object", "required": ["labels"], "properties": {"labels": {"type": "array", "items": {
+        "type": "object", "required": ["request_id", "label"],
+        "properties": {"request_id": {"type": "string", "description": "a live-log row id: the request's id "
+                                      "(x-request-id) for its first row, ID#1, ID#2, ... for the others"},
+                       "label": {"description": "the true class, as the model names its classes"}}}}}},
+    "example": {"labels": [{"request_id": "3f2a-17", "label": "yes"}]}}}}
 _INVOCATIONS_ANSWER = {"content": {"application/json": {"schema": {
     "type": "object", "properties": {"predictions": {"type": "array", "items": {
         "type": "object", "description": "prediction (class index) and probability_K for each class K"}}}}}}}
@@ -222,7 +230,7 @@ def _refusals(*statuses: int) -> dict:
                404: "unknown model, or a version of it that is not served",
                405: "method not allowed on this path (the Allow header lists the allowed ones)",
                413: "body over gateway.max_body_bytes",
-               422: "missing or unknown features, NaN or infinite values",
+               422: "missing or unknown features, NaN or infinite values; feedback: bad ids or labels, named",
                503: "the model (or the gateway) cannot answer now; a failing version is a 503, never a 500"}
     return {status: {"model": ErrorBody, "description": meaning[status]} for status in statuses}
 
@@ -289,6 +297,25 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
               openapi_extra={"requestBody": _INVOCATIONS_BODY})
     async def invocations_route(name: str, request: Request):
         return await route(request, name, None, True)
+
+    @app.post("/v2/models/{name}/feedback", summary="Send the true labels of answered rows",
+              description="Labels are written beside the live log before the answer; the model's monitor "
+                          "joins them to the rows and publishes live accuracy and log loss per version. "
+                          "Sending an id again is idempotent (one label per id, the latest).",
+              responses=_refusals(400, 401, 404, 405, 413, 422, 503), openapi_extra={"requestBody": _FEEDBACK_BODY})
+    async def feedback_route(name: str, request: Request):
+        if not authorised(request.headers, api_keys):
+            return error("missing or invalid API key (send Authorization: Bearer KEY or x-api-key)", 401)
+        body = await read_body(request.receive, request.headers, max_body_bytes)
+        if body is None:
+            return Response(status_code=400)  # the client went away
+        try:
+            if isinstance(body, BadRequest):
+                raise body
+            backend.signature(name)
+            return _json(await backend.feedback(name, decode_json(body)))
+        except BadRequest as exc:
+            return error(str(exc), exc.status)
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc):

@@ -1,8 +1,9 @@
 """The live log: one Parquet row per answered request, written in batches off the request path.
 
 Row contract (ARCHITECTURE.md): `request_id, ts, model, version, routing_key, <features...>,
-prediction, label, latency_ms`, plus `shadow` (true for a mirrored version's answer); `label` is
-the class as the user named it. Files land under
+prediction, probabilities, label, latency_ms`, plus `shadow` (true for a mirrored version's answer);
+`label` is the class as the user named it, `probabilities` the class probabilities (a fixed-size
+list, in class order: what the monitor's live log loss needs once labels come back). Files land under
 `ROOT/model=NAME/date=YYYY-MM-DD/part-*.parquet` on a local path or any pyarrow filesystem URI;
 `model` and `date` are Hive partition keys (read back as columns by `pyarrow.dataset` with
 `partitioning="hive"` and by Ray Data), so the files themselves do not repeat them.
@@ -62,6 +63,7 @@ class Chunk:
     label: np.ndarray | None  # the class as the user named it, per row
     latency_ms: float
     shadow: bool
+    proba: np.ndarray | None = None  # rows × classes
 
     @property
     def rows(self) -> int:
@@ -93,6 +95,10 @@ def rows_table(features: tuple[str, ...], chunks: list[Chunk]) -> pa.Table:
     for j, f in enumerate(features):
         columns[f] = pa.array(x[:, j])
     columns["prediction"] = pa.array(np.concatenate([c.prediction for c in chunks]).astype(np.int64), pa.int64())
+    widths = {None if c.proba is None else c.proba.shape[1] for c in chunks}
+    if len(widths) == 1 and None not in widths:
+        flat = np.concatenate([c.proba for c in chunks]).astype(np.float32, copy=False).reshape(-1)
+        columns["probabilities"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), widths.pop())
     if all(c.label is not None for c in chunks):
         columns["label"] = pa.array(np.concatenate([c.label for c in chunks]))  # the class as the user named it
     columns["latency_ms"] = pa.array(np.repeat([c.latency_ms for c in chunks], counts).astype(np.float32))
@@ -144,12 +150,13 @@ class LiveLog:
 
     def append(self, model: str, features: tuple[str, ...], request_id: str, version: int,
                routing_key: str | None, x: np.ndarray, predictions: np.ndarray, latency_ms: float,
-               shadow: bool = False, labels: np.ndarray | None = None) -> None:
+               shadow: bool = False, labels: np.ndarray | None = None, proba: np.ndarray | None = None) -> None:
         """One row per input row of an answered request (row ids `request_id`, `request_id#1`, ...);
-        `shadow` rows are a mirrored version's answers, which no caller saw; `labels` name the classes.
+        `shadow` rows are a mirrored version's answers, which no caller saw; `labels` name the classes,
+        `proba` gives their probabilities.
         The request path keeps only the request's arrays: rows are built by the writer."""
         chunk = Chunk(request_id, datetime.now(timezone.utc), version, routing_key, x, predictions, labels,
-                      latency_ms, shadow)
+                      latency_ms, shadow, proba)
         with self._lock:
             self._features[model] = features
             requests = self._buffers.setdefault(model, [])

@@ -21,6 +21,7 @@ import numpy as np
 from serving.batcher import Batcher
 from serving.config import LiveLogConfig, RoutingTable, VersionRouting
 from serving.endpoints import directory as endpoint_directory
+from serving.feedback import FeedbackLog, parse_feedback
 from serving.http_app import Answer
 from serving.live_log import LiveLog, should_log
 from serving.metrics import GatewayMetrics
@@ -58,6 +59,7 @@ class Router:
         self._log_cfg = live_log
         self.live_log = LiveLog(live_log.root, live_log.flush_seconds, live_log.max_rows,
                                 live_log.max_requests) if live_log else None
+        self.feedback_log = FeedbackLog(live_log.root) if live_log else None
         self._shadow_tasks: set[asyncio.Task] = set()
 
     # --- the routing table ------------------------------------------------------------------------
@@ -162,7 +164,7 @@ class Router:
         self.metrics.count(model, version, "requests")
         prediction = predicted_class(proba)
         label = class_labels(routes.sig.classes, prediction)
-        self._log(model, routes, request_id, version, routing_key, x, prediction, label, latency_ms, shadow=False)
+        self._log(model, routes, request_id, version, routing_key, x, proba, prediction, label, latency_ms, shadow=False)
         for shadow_version in routes.policy.mirrors(routes.rng):
             task = asyncio.get_running_loop().create_task(
                 self._shadow(model, routes, shadow_version, x, prediction, request_id, routing_key))
@@ -183,14 +185,25 @@ class Router:
         prediction = predicted_class(proba)
         self.metrics.count(model, version, "shadow", len(prediction))
         self.metrics.count(model, version, "shadow_agreements", int((prediction == live_prediction).sum()))
-        self._log(model, routes, request_id, version, routing_key, x, prediction,
+        self._log(model, routes, request_id, version, routing_key, x, proba, prediction,
                   class_labels(routes.sig.classes, prediction), (time.perf_counter() - start) * 1000, shadow=True)
 
     def _log(self, model: str, routes: ModelRoutes, request_id: str, version: int, routing_key: str | None,
-             x: np.ndarray, prediction: np.ndarray, label: np.ndarray, latency_ms: float, shadow: bool) -> None:
+             x: np.ndarray, proba: np.ndarray, prediction: np.ndarray, label: np.ndarray, latency_ms: float,
+             shadow: bool) -> None:
         if self.live_log is not None and should_log(request_id, self._log_cfg.sample_percent):
             self.live_log.append(model, routes.sig.features, request_id, version, routing_key, x, prediction,
-                                 latency_ms, shadow=shadow, labels=label)
+                                 latency_ms, shadow=shadow, labels=label, proba=proba)
+
+    async def feedback(self, model: str, payload) -> dict:
+        """Check a batch of labels against the model's classes and write it beside the live log
+        before answering (an acknowledged label is on disk)."""
+        routes = self._routes(model)
+        labels = parse_feedback(payload, routes.sig.classes)
+        if self.feedback_log is None:
+            raise BadRequest("the live log is off (serving live_log.enabled), so labels have nowhere to go", 503)
+        await asyncio.to_thread(self.feedback_log.write, model, labels)
+        return {"model": model, "accepted": len(labels)}
 
     # --- what the control plane reads ---------------------------------------------------------------
     def describe(self) -> dict:

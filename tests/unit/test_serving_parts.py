@@ -80,10 +80,12 @@ def test_live_log_writes_every_row_partitioned_by_model_and_date(tmp_path):
     log = LiveLog(str(tmp_path), flush_seconds=60)
     x = np.arange(18, dtype=np.float32).reshape(2, 9)
     features = tuple(f"f{j}" for j in range(9))
+    proba = np.array([[0.8, 0.2], [0.3, 0.7]], dtype=np.float32)
     for i in range(5):
-        log.append("m", features, f"r{i}", 3, "key", x[:1], np.array([1]), 2.5, labels=np.array(["dog"]))
+        log.append("m", features, f"r{i}", 3, "key", x[:1], np.array([1]), 2.5, labels=np.array(["dog"]),
+                   proba=proba[1:])
     log.append("m", features, "multi", 4, None, x, np.array([0, 1]), 1.0, shadow=True,
-               labels=np.array(["cat", "dog"]))
+               labels=np.array(["cat", "dog"]), proba=proba)
     log.close()
     table = ds.dataset(str(tmp_path), partitioning="hive").to_table().to_pandas()
     assert len(table) == 7 and log.rows_written == 7
@@ -91,6 +93,7 @@ def test_live_log_writes_every_row_partitioned_by_model_and_date(tmp_path):
     assert sorted(table["request_id"])[:3] == ["multi", "multi#1", "r0"]
     multi = table[table.request_id.str.startswith("multi")].sort_values("request_id")
     assert multi["f0"].tolist() == [0.0, 9.0] and multi["label"].tolist() == ["cat", "dog"]
+    assert np.allclose(np.stack(multi["probabilities"].to_list()), proba)
     assert multi["version"].tolist() == [4, 4] and multi["routing_key"].isna().all() and multi["shadow"].all()
     single = table[table.request_id == "r3"].iloc[0]
     assert single["version"] == 3 and single["routing_key"] == "key" and single["latency_ms"] == 2.5
