@@ -24,6 +24,9 @@ class MonitoringConfig(BaseModel):
     alpha: float = Field(0.05, gt=0, lt=1, description="significance after correction")
     correction: Literal["benjamini-hochberg", "bonferroni", "none"] = "benjamini-hochberg"
     persistence: int = Field(3, ge=1, description="drifted windows in a row that declare drift")
+    label_windows: int = Field(50, ge=1, description="recent windows per version that late labels still join "
+                               "(their row ids are kept)")
+    mlflow: bool = Field(True, description="log each window to a monitoring run per model and version in MLflow")
     poll_seconds: float = Field(2.0, gt=0, description="how often the monitor looks for new live-log files")
     cpus: float = Field(0.1, gt=0, le=1, description="CPUs the monitor actor reserves")
     state_root: str | None = Field(None, description="where monitor state and events live "

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from monitoring.decision import DriftState, decide
+from monitoring.labels import Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, read_rows
 from monitoring.reference import ReferenceProfile
 from monitoring.scoring import WindowScores, score_window
@@ -33,6 +34,15 @@ class DriftSettings:
     persistence: int = 3
 
 
+@dataclass(frozen=True)
+class LabelJoin:
+    """Where labels come from and where scored windows' rows are kept for them, over the last `horizon` windows."""
+
+    feedback: Feedback
+    window_rows: WindowRows
+    horizon: int = 50
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -40,9 +50,10 @@ def _now_iso() -> str:
 class MonitorCore:
     def __init__(self, model: str, live_root: str, store: StateStore,
                  profile_of: Callable[[int], ReferenceProfile | None], spec: WindowSpec = WindowSpec(),
-                 drift: DriftSettings = DriftSettings(), clock: Callable[[], float] = time.time):
+                 drift: DriftSettings = DriftSettings(), clock: Callable[[], float] = time.time,
+                 labels: LabelJoin | None = None):
         self.model, self.live_root, self.store = model, live_root, store
-        self.profile_of, self.spec, self.drift, self.clock = profile_of, spec, drift, clock
+        self.profile_of, self.spec, self.drift, self.clock, self.labels = profile_of, spec, drift, clock, labels
         self._profiles: dict[int, ReferenceProfile | None] = {}
         saved = store.load() or {}
         self.state = {
@@ -57,7 +68,13 @@ class MonitorCore:
             "corrupt": saved.get("corrupt", []),
             "last_window": saved.get("last_window"),
             "events_logged": saved.get("events_logged", 0),
+            "feedback_files": saved.get("feedback_files", []),
+            "labels": saved.get("labels", {}),  # version → window → label_stats
         }
+        if labels is not None:  # every label sent so far, back in memory
+            for key in self.state["feedback_files"]:
+                labels.feedback.read(key)
+        self._new_windows: list[tuple[int, int]] = []
         skip = {int(v): Position.from_json(p) for v, p in self.state["next"].items()}
         self.windower = Windower(spec, skip_before=skip)
         floor = self.floor()  # a restart re-reads the files from the floor on (a whole file read: after it)
@@ -94,6 +111,8 @@ class MonitorCore:
         now = np.datetime64(int(self.clock() * 1000), "ms")
         for window in self.windower.ready(now):
             events += self._record(self._score(window))
+        if self.labels is not None:
+            events += self._record(self._join_labels())
         self._record([])  # the read head moved: saved even when no window was due
         return events
 
@@ -141,9 +160,46 @@ class MonitorCore:
             self.state["windows"][v] = index + 1
             self.state["rows_scored"][v] = self.state["rows_scored"].get(v, 0) + window.rows
             self.state["last_window"] = _window_record(window, index, scores)
+            if self.labels is not None:
+                self.labels.window_rows.save(window.version, index, window.ids, window.prediction, window.proba,
+                                             self.labels.horizon)
+                self._new_windows.append((window.version, index))
             events = [{"kind": "window_scored", **self.state["last_window"]}]
             if event is not None:
                 events.append({"kind": "drift_declared", **asdict(event)})
+        return events
+
+    def _join_labels(self) -> list[dict]:
+        """Read new label files, then join labels to the windows they can change: every window in the
+        horizon when labels arrived, else only the windows scored in this pass. An event per window
+        whose label counts changed."""
+        events, arrived = [], False
+        for key in self.labels.feedback.new_files(self.state["feedback_files"]):
+            self.state["feedback_files"].append(key)
+            n = self.labels.feedback.read(key)
+            if n < 0:
+                events.append({"kind": "feedback_skipped", "file": key, "reason": f"{key}: not a readable label file"})
+            arrived = arrived or n > 0
+        if arrived:
+            due = [(int(v), w) for v, n in self.state["windows"].items()
+                   for w in range(max(0, n - self.labels.horizon), n)]
+        else:
+            due = self._new_windows
+        self._new_windows = []
+        if not self.labels.feedback.labels:
+            return events
+        for version, window in due:
+            rows = self.labels.window_rows.load(version, window)
+            if rows is None:
+                continue
+            ids, prediction, proba = rows
+            stats = label_stats(prediction, proba, self.labels.feedback.lookup(ids))
+            kept = self.state["labels"].setdefault(str(version), {})
+            if kept.get(str(window)) != stats and stats["labelled"]:
+                kept[str(window)] = stats
+                events.append({"kind": "window_labels", "version": version, "window": window, **stats})
+            for old in [w for w in kept if int(w) < window - self.labels.horizon]:
+                del kept[old]
         return events
 
     def _note_positions(self) -> None:

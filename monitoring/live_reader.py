@@ -49,6 +49,8 @@ class Rows:
     ts: np.ndarray         # datetime64[ms]
     x: np.ndarray          # rows × features, float64
     prediction: np.ndarray
+    ids: np.ndarray        # row ids (object): what label feedback names
+    proba: np.ndarray | None  # rows × classes, float32 (None in files written before the column existed)
 
 
 class CorruptFile(ValueError):
@@ -74,6 +76,9 @@ def list_files(root: str, model: str, *, now: float | None = None, settle_s: flo
     return [key for _, key in sorted(found)]
 
 
+#: the columns the monitor reads besides the features (and `probabilities` where present)
+NEEDED = ("request_id", "version", "ts", "prediction", "shadow")
+
 #: the live log's columns around the features (serving/live_log.py): features lie between these
 BEFORE_FEATURES, AFTER_FEATURES = "routing_key", "prediction"
 
@@ -90,17 +95,30 @@ def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[
     lacks a column."""
     fs, base = filesystem(model_dir(root, model))
     try:
-        table = pq.read_table(f"{base}/{key}", filesystem=fs)
+        with fs.open_input_file(f"{base}/{key}") as f:
+            parquet = pq.ParquetFile(f)
+            names = parquet.schema_arrow.names
+            features = feature_columns(names)
+            missing = [c for c in NEEDED if c not in names]
+            if missing or not features:
+                raise CorruptFile(f"{key}: column(s) {missing or 'of features'} missing")
+            wanted = [*NEEDED, *features, *(["probabilities"] if "probabilities" in names else [])]
+            table = parquet.read(columns=wanted, use_threads=False)
+    except CorruptFile:
+        raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
         raise CorruptFile(f"{key}: {type(exc).__name__}: {exc}") from None
-    features = feature_columns(table.column_names)
-    missing = [c for c in ["version", "ts", "prediction", "shadow"] if c not in table.column_names]
-    if missing or not features:
-        raise CorruptFile(f"{key}: column(s) {missing or 'of features'} missing")
     live = ~table.column("shadow").to_numpy(zero_copy_only=False).astype(bool)
     index = np.nonzero(live)[0]
-    x = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64)[live] for f in features])
+    x = np.empty((len(index), len(features)))
+    for j, f in enumerate(features):
+        x[:, j] = table.column(f).to_numpy(zero_copy_only=False)[live]
+    proba = None
+    if "probabilities" in table.column_names:
+        column = table.column("probabilities").combine_chunks()
+        proba = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)[live]
     rows = Rows(number, index, table.column("version").to_numpy(zero_copy_only=False)[live].astype(np.int64),
                 table.column("ts").to_numpy(zero_copy_only=False)[live].astype("datetime64[ms]"), x,
-                table.column("prediction").to_numpy(zero_copy_only=False)[live].astype(np.int64))
+                table.column("prediction").to_numpy(zero_copy_only=False)[live].astype(np.int64),
+                table.column("request_id").to_numpy(zero_copy_only=False)[live], proba)
     return rows, features

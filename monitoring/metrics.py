@@ -3,15 +3,20 @@
 `gauge_values` (pure) turns a scored window into the values to set; `MonitorMetrics` holds the
 Ray gauges and sets them. Gauges: `handoff_drift_score` (model, version, feature, statistic:
 p_value, adjusted_p, psi, wasserstein, jensen_shannon), `handoff_drift_detected` (model, version:
-1 while an episode is declared), `handoff_monitor_windows` and `handoff_monitor_rows_scored`.
+1 while an episode is declared), `handoff_monitor_windows` and `handoff_monitor_rows_scored`,
+`handoff_live_accuracy` and `handoff_live_log_loss` (model, version: over the labelled rows of the
+recent windows), `handoff_monitor_rows_behind` (model: read from the live log, not yet in a window).
 """
 
 from __future__ import annotations
 
+from monitoring.labels import summary
+
 STATISTICS = ("statistic", "p_value", "adjusted_p", "psi", "wasserstein", "jensen_shannon")
 
 
-def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, rows_scored: dict) -> list[tuple]:
+def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, rows_scored: dict,
+                 labels: dict | None = None, rows_behind: int | None = None) -> list[tuple]:
     """(gauge, value, tags) for the last scored window and the counters, in a stable order."""
     out: list[tuple] = []
     if window is not None:
@@ -27,6 +32,13 @@ def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, ro
         out.append(("windows", float(n), {"model": model, "version": version}))
     for version, n in sorted(rows_scored.items()):
         out.append(("rows", float(n), {"model": model, "version": version}))
+    for version, per_window in sorted((labels or {}).items()):
+        live = summary(per_window)
+        for gauge in ("accuracy", "log_loss"):
+            if live[gauge] is not None:
+                out.append((gauge, float(live[gauge]), {"model": model, "version": version}))
+    if rows_behind is not None:
+        out.append(("behind", float(rows_behind), {"model": model}))
     return out
 
 
@@ -41,9 +53,16 @@ class MonitorMetrics:
                                       tag_keys=("model", "version")),
             "windows": metrics.Gauge("handoff_monitor_windows", "windows scored", tag_keys=("model", "version")),
             "rows": metrics.Gauge("handoff_monitor_rows_scored", "live rows scored", tag_keys=("model", "version")),
+            "accuracy": metrics.Gauge("handoff_live_accuracy", "accuracy on the labelled rows of recent windows",
+                                      tag_keys=("model", "version")),
+            "log_loss": metrics.Gauge("handoff_live_log_loss", "mean log loss on the labelled rows of recent windows",
+                                      tag_keys=("model", "version")),
+            "behind": metrics.Gauge("handoff_monitor_rows_behind", "live-log rows read but not yet in a window",
+                                    tag_keys=("model",)),
         }
 
-    def set_from(self, model: str, state: dict) -> None:
+    def set_from(self, model: str, state: dict, rows_behind: int) -> None:
         for gauge, value, tags in gauge_values(model, state.get("last_window"), state.get("drift", {}),
-                                               state.get("windows", {}), state.get("rows_scored", {})):
+                                               state.get("windows", {}), state.get("rows_scored", {}),
+                                               state.get("labels", {}), rows_behind):
             self.gauges[gauge].set(value, tags=tags)

@@ -21,9 +21,12 @@ log = logging.getLogger(__name__)
 
 def status_of(model: str, state: dict, running: bool) -> dict:
     """What a monitor's committed state says it has done (the running actor adds its own counters)."""
+    from monitoring.labels import summary
+
     return {"model": model, "running": running, "windows": state["windows"], "rows_scored": state["rows_scored"],
             "rows_unprofiled": state["rows_unprofiled"], "files_read": len(state["files"]),
-            "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"]}
+            "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
+            "live": {v: summary(w) for v, w in state.get("labels", {}).items()}}
 
 
 def actor_name(model: str) -> str:
@@ -34,7 +37,9 @@ class Monitor:
     """Runs one model's monitor: a pass every `poll_seconds` on a thread of the actor."""
 
     def __init__(self, model: str, live_root: str, state_root: str, tracking_uri: str, cfg: dict):
-        from monitoring.core import DriftSettings, MonitorCore
+        from monitoring.core import DriftSettings, LabelJoin, MonitorCore
+        from monitoring.labels import Feedback, WindowRows
+        from monitoring.mlflow_sink import MlflowSink
         from monitoring.profiles import load_profile
         from monitoring.state_store import StateStore
         from monitoring.windows import WindowSpec
@@ -45,7 +50,10 @@ class Monitor:
         self.core = MonitorCore(model, live_root, StateStore(state_root, model),
                                 lambda version: load_profile(registry, model, version),
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
-                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence))
+                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence),
+                                labels=LabelJoin(Feedback(live_root, model), WindowRows(state_root, model),
+                                                 self.cfg.label_windows))
+        self.sink = MlflowSink(tracking_uri, model) if self.cfg.mlflow else None
         from monitoring.metrics import MonitorMetrics
 
         self.metrics = MonitorMetrics()
@@ -58,27 +66,35 @@ class Monitor:
         while not self._stop.is_set():
             try:
                 with self._lock:
-                    self.core.step()
+                    events = self.core.step()
                     self.passes += 1
-                    self.metrics.set_from(self.model, self.core.state)
+                    self.metrics.set_from(self.model, self.core.state, self._buffered())
+                if self.sink is not None:
+                    self.sink.log(events)
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - a bad pass is reported, the monitor goes on
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("monitor %s: pass failed: %s", self.model, traceback.format_exc())
             self._stop.wait(self.cfg.poll_seconds)
 
+    def _buffered(self) -> int:
+        return sum(b.rows for b in self.core.windower.buffers.values())
+
     def status(self) -> dict:
         """What the monitor has done: windows and rows per version, drift state, the last window."""
         with self._lock:
             state = dict(self.core.state)
-            buffered = sum(b.rows for b in self.core.windower.buffers.values())
+            buffered = self._buffered()
         return {**status_of(self.model, state, running=True), "passes": self.passes, "last_error": self.last_error,
                 "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
 
     def step_now(self) -> list[dict]:
         """One pass now (tests and `handoff monitor NAME status --refresh`); its events."""
         with self._lock:
-            return self.core.step()
+            events = self.core.step()
+        if self.sink is not None:
+            self.sink.log(events)
+        return events
 
     def shutdown(self) -> None:
         self._stop.set()

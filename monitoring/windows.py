@@ -37,6 +37,8 @@ class Window:
     ts_first: np.datetime64
     x: np.ndarray
     prediction: np.ndarray
+    ids: np.ndarray
+    proba: np.ndarray | None
 
     @property
     def rows(self) -> int:
@@ -50,6 +52,12 @@ class _Chunk:
     ts: np.ndarray
     x: np.ndarray
     prediction: np.ndarray
+    ids: np.ndarray
+    proba: np.ndarray | None
+
+    def part(self, rows: slice) -> _Chunk:
+        return _Chunk(self.file, self.index[rows], self.ts[rows], self.x[rows], self.prediction[rows], self.ids[rows],
+                      None if self.proba is None else self.proba[rows])
 
 
 @dataclass
@@ -76,15 +84,17 @@ class VersionBuffer:
         while need:
             c = self.chunks[0]
             k = min(need, len(c.index))
-            taken.append(_Chunk(c.file, c.index[:k], c.ts[:k], c.x[:k], c.prediction[:k]))
+            taken.append(c.part(slice(None, k)))
             if k == len(c.index):
                 self.chunks.pop(0)
             else:
-                self.chunks[0] = _Chunk(c.file, c.index[k:], c.ts[k:], c.x[k:], c.prediction[k:])
+                self.chunks[0] = c.part(slice(k, None))
             need -= k
+        proba = None if any(c.proba is None for c in taken) else np.concatenate([c.proba for c in taken])
         return Window(version, Position(taken[0].file, int(taken[0].index[0])),
                       Position(taken[-1].file, int(taken[-1].index[-1])), taken[0].ts[0],
-                      np.concatenate([c.x for c in taken]), np.concatenate([c.prediction for c in taken]))
+                      np.concatenate([c.x for c in taken]), np.concatenate([c.prediction for c in taken]),
+                      np.concatenate([c.ids for c in taken]), proba)
 
 
 class Windower:
@@ -110,7 +120,8 @@ class Windower:
             else:
                 mask = np.nonzero(mask)[0]
             self.buffers.setdefault(int(version), VersionBuffer()).add(
-                _Chunk(rows.file, rows.index[mask], rows.ts[mask], rows.x[mask], rows.prediction[mask]))
+                _Chunk(rows.file, rows.index[mask], rows.ts[mask], rows.x[mask], rows.prediction[mask],
+                       rows.ids[mask], None if rows.proba is None else rows.proba[mask]))
 
     def ready(self, now: np.datetime64) -> Iterator[Window]:
         """Every window due, cut one at a time (a window's rows leave the buffer only when the caller

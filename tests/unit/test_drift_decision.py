@@ -93,3 +93,31 @@ def test_gauges_carry_every_statistic_of_the_last_window_and_the_counters(profil
     assert ("detected", 1.0, {"model": "m", "version": "3"}) in values
     assert ("windows", 7.0, {"model": "m", "version": "3"}) in values and ("rows", 3500.0, {"model": "m", "version": "3"}) in values
     assert gauge_values("m", None, {}, {}, {}) == []
+
+
+def test_live_accuracy_gauges_sum_the_labelled_rows_of_the_kept_windows():
+    from monitoring.metrics import gauge_values
+
+    labels = {"3": {"0": {"rows": 500, "labelled": 100, "correct": 90, "log_loss_sum": 20.0},
+                    "1": {"rows": 500, "labelled": 0, "correct": 0, "log_loss_sum": 0.0},
+                    "2": {"rows": 500, "labelled": 300, "correct": 210, "log_loss_sum": 100.0}}}
+    values = gauge_values("m", None, {}, {}, {}, labels, rows_behind=42)
+    assert ("accuracy", 0.75, {"model": "m", "version": "3"}) in values
+    assert ("log_loss", 0.3, {"model": "m", "version": "3"}) in values and ("behind", 42.0, {"model": "m"}) in values
+
+
+def test_mlflow_metrics_of_each_event_kind_are_stepped_by_window():
+    from monitoring.mlflow_sink import metric_key, window_metrics
+
+    scored = {"kind": "window_scored", "version": 2, "window": 4, "rows": 5000, "drifted": True,
+              "drifted_features": ["x 0"], "scores": {"x 0": {"adjusted_p": 1e-9, "psi": 0.3, "wasserstein": 0.31},
+                                                      "predicted_class": {"adjusted_p": 0.5, "psi": None,
+                                                                          "wasserstein": None}}}
+    metrics = window_metrics(scored)
+    assert ("x 0.psi", 0.3, 4) in metrics and ("drifted", 1.0, 4) in metrics and ("rows", 5000.0, 4) in metrics
+    assert not any(k.startswith("predicted_class.psi") for k, _, _ in metrics) and len(metrics) == 7
+    labelled = window_metrics({"kind": "window_labels", "version": 2, "window": 1, "rows": 500, "labelled": 200,
+                               "correct": 150, "log_loss_sum": 80.0})
+    assert labelled == [("labelled", 200.0, 1), ("live_accuracy", 0.75, 1), ("live_log_loss", 0.4, 1)]
+    assert window_metrics({"kind": "drift_declared", "version": 2, "last_window": 6}) == [("drift_declared", 1.0, 6)]
+    assert window_metrics({"kind": "file_skipped"}) == [] and metric_key("a{b}", "psi") == "a_b_.psi"

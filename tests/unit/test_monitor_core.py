@@ -6,10 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from monitoring.core import DriftSettings, MonitorCore
+from monitoring.core import DriftSettings, LabelJoin, MonitorCore
+from monitoring.labels import Feedback, WindowRows, summary
 from monitoring.reference import build_profile
 from monitoring.state_store import StateStore
 from monitoring.windows import WindowSpec
+from serving.feedback import FeedbackLog, parse_feedback
 from serving.live_log import LiveLog
 
 FEATURES = ("f0", "f1", "f2", "f3")
@@ -120,3 +122,39 @@ def test_slow_traffic_is_scored_by_age(tmp_path):
     write(tmp_path / "live", [(1, 150, 0.0, False)])
     monitor = core(tmp_path, spec=WindowSpec(rows=5_000, seconds=30, min_rows=100))
     assert [e["rows"] for e in kinds(monitor.step(), "window_scored")] == [150]  # its rows are 60 s old
+
+
+def labelled_core(tmp_path):
+    return MonitorCore("m", str(tmp_path / "live"), StateStore(str(tmp_path / "state"), "m"), {1: PROFILE}.get,
+                       WindowSpec(rows=500, seconds=3600, min_rows=100), clock=lambda: time.time() + 60,
+                       labels=LabelJoin(Feedback(str(tmp_path / "live"), "m"),
+                                        WindowRows(str(tmp_path / "state"), "m"), horizon=5))
+
+
+def send(tmp_path, labels):
+    FeedbackLog(str(tmp_path / "live")).write("m", parse_feedback(
+        [{"request_id": rid, "label": label} for rid, label in labels], (0, 1)))
+
+
+def test_labels_join_rows_late_and_again_idempotently_across_a_restart(tmp_path):
+    log = LiveLog(str(tmp_path / "live"), flush_seconds=3600)
+    x = RNG.normal(size=(500, 4)).astype(np.float32)
+    log.append("m", FEATURES, "req", 1, None, x, np.zeros(500, dtype=np.int64), 1.0,
+               proba=np.tile(np.array([[0.9, 0.1]], dtype=np.float32), (500, 1)))
+    log.close()
+    monitor = labelled_core(tmp_path)
+    assert kinds(monitor.step(), "window_scored") and monitor.state["labels"] == {}  # no label yet
+    ids = ["req"] + [f"req#{i}" for i in range(1, 150)]
+    send(tmp_path, [(rid, 0 if i < 100 else 1) for i, rid in enumerate(ids)] + [("unknown-id", 1)])
+    joined = kinds(monitor.step(), "window_labels")
+    assert [(e["version"], e["window"], e["rows"], e["labelled"], e["correct"]) for e in joined] == [(1, 0, 500, 150, 100)]
+    assert joined[0]["log_loss_sum"] == pytest.approx(-100 * np.log(0.9) - 50 * np.log(0.1), rel=1e-6)
+    send(tmp_path, [(rid, 0 if i < 100 else 1) for i, rid in enumerate(ids)])  # the same labels again
+    assert kinds(monitor.step(), "window_labels") == []
+    restarted = labelled_core(tmp_path)
+    assert restarted.state["labels"] == {"1": {"0": {k: joined[0][k] for k in ("rows", "labelled", "correct",
+                                                                                "log_loss_sum")}}}
+    send(tmp_path, [("req#200", 1)])  # a late label after the restart: joined with every earlier one
+    again = kinds(restarted.step(), "window_labels")
+    assert [(e["labelled"], e["correct"]) for e in again] == [(151, 100)]
+    assert summary(restarted.state["labels"]["1"])["accuracy"] == pytest.approx(100 / 151)

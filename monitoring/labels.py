@@ -1,0 +1,118 @@
+"""Live accuracy: labels sent back to the gateway (`POST /v2/models/{name}/feedback`) joined to rows.
+
+The gateway writes each accepted batch as a Parquet file under `ROOT/_feedback/model=NAME/`
+(serving/feedback.py; the layout is the contract, this module reads it without importing
+serving). Labels may come long after the answer, so the join is kept open: each scored window's
+row ids, predictions and probabilities are kept (`WindowRows`, one small file per window, the
+last `horizon` windows of a version), and whenever labels arrive the windows in the horizon are
+joined again. `label_stats` (pure) is what a window's joined rows say: how many are labelled,
+how many of those the version got right, and their summed log loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from cluster.storage import filesystem, join
+
+FEEDBACK_DIR = "_feedback"
+UNLABELLED = -1
+MIN_P = 1e-15  # log loss of a probability of 0 for the true class: -log(1e-15), as scikit-learn clips
+
+
+def label_stats(prediction: np.ndarray, proba: np.ndarray | None, label: np.ndarray) -> dict:
+    """Of a window's rows with `label` ≥ 0 (the true class index; UNLABELLED otherwise): how many,
+    how many predicted right, and the summed log loss (None without probabilities)."""
+    known = label >= 0
+    n = int(known.sum())
+    correct = int((prediction[known] == label[known]).sum())
+    loss = None
+    if proba is not None:
+        k = label[known]
+        inside = k < proba.shape[1]
+        p = np.where(inside, proba[known][np.arange(n), np.minimum(k, proba.shape[1] - 1)], 0.0)
+        loss = float(-np.log(np.clip(p.astype(np.float64), MIN_P, 1.0)).sum())
+    return {"rows": int(label.shape[0]), "labelled": n, "correct": correct, "log_loss_sum": loss}
+
+
+def summary(windows: dict[str, dict]) -> dict:
+    """Accuracy and mean log loss over the given windows' labelled rows (None where nothing is labelled)."""
+    labelled = sum(w["labelled"] for w in windows.values())
+    correct = sum(w["correct"] for w in windows.values())
+    losses = [w["log_loss_sum"] for w in windows.values() if w["labelled"]]
+    loss = None if not losses or any(v is None for v in losses) else sum(losses) / labelled
+    return {"labelled": labelled, "accuracy": correct / labelled if labelled else None, "log_loss": loss,
+            "windows": len(windows)}
+
+
+class Feedback:
+    """Every label sent for one model, read from the feedback files as they appear (latest wins)."""
+
+    def __init__(self, root: str, model: str):
+        self.fs, base = filesystem(root)
+        self.dir = join(join(base, FEEDBACK_DIR), f"model={model}")
+        self.labels: dict[str, int] = {}
+
+    def new_files(self, read: list[str]) -> list[str]:
+        """Keys of feedback files not in `read`, oldest first (files are moved in whole)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.dir, recursive=True, allow_not_found=True))
+        done = set(read)
+        found = [(i.mtime.timestamp() if i.mtime else 0.0, i.path[len(self.dir):].lstrip("/")) for i in infos
+                 if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                 and not i.base_name.startswith(".")]
+        return [key for _, key in sorted(found) if key not in done]
+
+    def read(self, key: str) -> int:
+        """Add one file's labels; how many it had (0 for a file that cannot be read)."""
+        try:
+            table = pq.read_table(join(self.dir, key), filesystem=self.fs, columns=["request_id", "class_index"])
+        except Exception:  # noqa: BLE001 - a broken label file is skipped (the caller records it)
+            return -1
+        self.labels.update(zip(table.column("request_id").to_pylist(), table.column("class_index").to_pylist()))
+        return table.num_rows
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """The class index labelled for each id, UNLABELLED where none was sent."""
+        get = self.labels.get
+        return np.fromiter((get(i, UNLABELLED) for i in ids), dtype=np.int64, count=len(ids))
+
+
+class WindowRows:
+    """Row ids, predictions and probabilities of a version's recent windows (what a late label joins)."""
+
+    def __init__(self, state_root: str, model: str):
+        self.fs, base = filesystem(state_root)
+        self.dir = join(join(base, f"model={model}"), "window_rows")
+
+    def _path(self, version: int, window: int) -> str:
+        return join(self.dir, f"v{version}-w{window}.parquet")
+
+    def save(self, version: int, window: int, ids: np.ndarray, prediction: np.ndarray, proba: np.ndarray | None,
+             horizon: int) -> None:
+        """Keep this window's rows; forget the window that falls out of the horizon."""
+        columns = {"request_id": pa.array(ids, pa.string()), "prediction": pa.array(prediction, pa.int64())}
+        if proba is not None:
+            columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(proba.astype(np.float32).reshape(-1)), proba.shape[1])
+        self.fs.create_dir(self.dir, recursive=True)
+        pq.write_table(pa.table(columns), self._path(version, window), filesystem=self.fs, compression="none")
+        if window >= horizon and self._exists(version, window - horizon):
+            self.fs.delete_file(self._path(version, window - horizon))
+
+    def _exists(self, version: int, window: int) -> bool:
+        return self.fs.get_file_info(self._path(version, window)).type == pafs.FileType.File
+
+    def load(self, version: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        try:
+            table = pq.read_table(self._path(version, window), filesystem=self.fs)
+        except (FileNotFoundError, OSError):
+            return None
+        proba = None
+        if "probabilities" in table.column_names:
+            column = table.column("probabilities").combine_chunks()
+            proba = column.flatten().to_numpy().reshape(len(column), -1)
+        return (table.column("request_id").to_numpy(zero_copy_only=False),
+                table.column("prediction").to_numpy(), proba)
