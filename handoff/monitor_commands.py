@@ -125,6 +125,43 @@ def _connect(settings, required: bool) -> bool:
     return True
 
 
+def monitor_status(name: str, settings, cfg) -> dict | None:
+    """The model's monitor as the running actor reports it, else as its saved state says; None when
+    no monitor of it has run (needs a connected Ray)."""
+    import ray
+
+    from monitoring.monitor import find, status_of
+    from monitoring.state_store import StateStore
+
+    actor = find(name)
+    if actor is not None:
+        try:
+            return ray.get(actor.status.remote(), timeout=15)
+        except Exception:  # noqa: BLE001 - a busy or restarting actor: its saved state is the answer
+            pass
+    state = StateStore(state_root(settings, cfg), name).load()
+    return None if state is None else status_of(name, state, running=actor is not None)
+
+
+def verdict(status: dict | None, version: int) -> tuple[str, str]:
+    """(drift, live accuracy) of one version for the status table."""
+    if status is None:
+        return "no monitor", "-"
+    v = str(version)
+    live = status.get("live", {}).get(v) or {}
+    accuracy = f"{live['accuracy']:.1%} of {live['labelled']}" if live.get("accuracy") is not None else "-"
+    if status["drift"].get(v, {}).get("declared"):
+        return "DRIFT", accuracy
+    last = status.get("last_window")
+    if last and str(last["version"]) == v:
+        return (f"window {last['window']}: drifted" if last["drifted"] else f"window {last['window']}: ok"), accuracy
+    if v in status["windows"]:
+        return f"{status['windows'][v]} window(s) ok", accuracy
+    if v in status["rows_unprofiled"]:
+        return "no profile", accuracy
+    return "no window yet", accuracy
+
+
 def _stored_status(name: str, settings, cfg) -> dict:
     from monitoring.monitor import status_of
     from monitoring.state_store import StateStore
@@ -146,6 +183,11 @@ def _print_status(status: dict, as_json: bool) -> None:
         out.print(f"  v{version}: {windows} window(s), {status['rows_scored'].get(version, 0)} row(s) scored; "
                   f"{'DRIFT declared' if drift.get('declared') else 'no drift declared'}"
                   f" ({drift.get('consecutive', 0)} drifted window(s) in a row)")
+    for version, live in sorted(status.get("live", {}).items()):
+        if live.get("accuracy") is not None:
+            loss = f", log loss {live['log_loss']:.3f}" if live.get("log_loss") is not None else ""
+            out.print(f"  v{version}: live accuracy {live['accuracy']:.1%} on {live['labelled']} labelled row(s) "
+                      f"of the last {live['windows']} window(s){loss}")
     for version, rows in sorted(status["rows_unprofiled"].items()):
         out.print(f"  v{version}: {rows} row(s) not scored: no reference profile (`handoff monitor profile`)")
     last = status.get("last_window")
@@ -181,7 +223,8 @@ def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) ->
 @app.command()
 def events(name: Annotated[str, typer.Argument(help="registered model name")],
            kind: Annotated[str | None, typer.Option(help="only this kind: window_scored, drift_declared, "
-                                                     "file_skipped, window_unprofiled")] = None,
+                                                     "window_labels, window_unprofiled, file_skipped, "
+                                                     "feedback_skipped")] = None,
            last: Annotated[int | None, typer.Option(help="only the last N")] = None,
            home: HomeOpt = None, monitoring_config_path: MonitoringConfigOpt = None,
            overrides: MonitorSetOpt = None, as_json: JsonOpt = False) -> None:
@@ -203,5 +246,7 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
                                            + (f"drifted: {', '.join(e['drifted_features'])}" if e["drifted"] else "no drift"),
                   "drift_declared": lambda: f"v{e['version']} DRIFT {e['event_id']} (windows {e['first_window']}-"
                                             f"{e['last_window']}): {', '.join(e['features'])}",
+                  "window_labels": lambda: f"v{e['version']} window {e['window']}: {e['correct']}/{e['labelled']} "
+                                           f"labelled row(s) right",
                   }.get(e["kind"], lambda: e.get("reason", ""))()
         out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)

@@ -203,11 +203,15 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     agent exports them every few seconds)."""
     from serving import TrafficPolicy, app_name, scrape, summarize
 
+    from handoff.monitor_commands import monitor_status, monitoring_config, verdict
+
     control, _ = _control(home, address, tracking_uri, serving_config, [])
     state = control.describe()
     figures = summarize(scrape())
-    rows = []
+    settings, monitoring = _settings(home, address, tracking_uri), monitoring_config(None, None)
+    rows, monitors = [], {}
     for model, spec in ((state.get("gateway") or {}).get("models") or {}).items():
+        monitors[model] = monitor_status(model, settings, monitoring)
         policy = TrafficPolicy.from_json(spec["policy"])
         shares = policy.shares()
         devices = {v: info.get("device", "?")
@@ -221,20 +225,22 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
                          "requests": f.get("requests", 0), "errors": f.get("errors", 0),
                          "p50_ms_at_most": f.get("p50_ms_at_most"), "p99_ms_at_most": f.get("p99_ms_at_most"),
                          "shadow_agreement": f.get("shadow_agreement")})
+            rows[-1]["drift"], rows[-1]["live_accuracy"] = verdict(monitors[model], v)
     if as_json:
-        print_result({"versions": rows, "applications": state["applications"]}, default=str)
+        print_result({"versions": rows, "applications": state["applications"], "monitors": monitors}, default=str)
         return
     if not rows:
         out.print("nothing is served (start with `handoff serve NAME`)")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("model", "ver", "weight", "shadow", "replicas", "device", "status", "requests", "errors", "p50 ≤ms",
-                "p99 ≤ms", "shadow agree"):
+                "p99 ≤ms", "shadow agree", "drift", "live acc"):
         table.add_column(col, no_wrap=True)
     for r in rows:
         table.add_row(r["model"], str(r["version"]), f"{r['weight']:.0%}", f"{r['shadow']:g}%" if r["shadow"] else "-",
                       str(r["replicas"]), r["device"], r["status"], str(r["requests"]), str(r["errors"]),
                       f"{r['p50_ms_at_most']:g}" if r["p50_ms_at_most"] else "-",
                       f"{r['p99_ms_at_most']:g}" if r["p99_ms_at_most"] else "-",
-                      f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-")
+                      f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-",
+                      r["drift"], r["live_accuracy"])
     out.print(table)

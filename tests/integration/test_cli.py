@@ -142,6 +142,8 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
                 break
             time.sleep(3)
         by_version = {r["version"]: r for r in rows}
+        assert json.loads(shown.stdout)["monitors"]["cli-serve"]["running"]
+        assert by_version[1]["drift"] == "no window yet" and by_version[1]["live_accuracy"] == "-"
         assert by_version[1]["requests"] >= 20 and by_version[1]["weight"] == pytest.approx(0.9)
         assert by_version[2]["replicas"] == 1 and by_version[1]["status"] == "RUNNING"
         assert by_version[1]["device"] == by_version[2]["device"] == "cpu"  # where the weights are

@@ -9,8 +9,12 @@ counts the rows of a version without a profile.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -32,13 +36,24 @@ NAME = "monitor-it"
 FEATURES = [f"f{i}" for i in range(1, 10)]
 
 
-def post(port: int, rows: np.ndarray) -> None:
+def post(port: int, rows: np.ndarray, request_id: str | None = None) -> dict:
     body = json.dumps({"inputs": [{"name": "features", "shape": list(rows.shape), "datatype": "FP32",
                                    "data": rows.reshape(-1).tolist()}]}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{NAME}/infer", body,
-                                 {"content-type": "application/json"})
+    headers = {"content-type": "application/json", **({"x-request-id": request_id} if request_id else {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{NAME}/infer", body, headers)
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200
+        return json.loads(r.read())
+
+
+def send_labels(port: int, labels: list[dict]) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{NAME}/feedback",
+                                 json.dumps({"labels": labels}).encode(), {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def wait_for(check, seconds: float, what: str, show=lambda: None):
@@ -120,6 +135,49 @@ def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitor
     assert any("handoff_drift_score" in text and NAME in text for text in scrape())
 
 
+def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(monitored, tmp_path):
+    from mlflow import MlflowClient
+
+    from monitoring.mlflow_sink import EXPERIMENT
+    from serving.metrics_read import scrape
+
+    port, frame, version = monitored["port"], monitored["frame"], monitored["profiled"]
+    sample = frame.iloc[-1400:-1000]
+    answers = [post(port, row[None], f"fb-{i}")["outputs"] for i, row in
+               enumerate(sample[FEATURES].to_numpy(dtype=np.float32))]
+    predicted = [next(o for o in a if o["name"] == "label")["data"][0] for a in answers]
+    truth = sample["anomaly"].tolist()
+    labels = [{"request_id": f"fb-{i}", "label": int(t)} for i, t in enumerate(truth)]
+    assert send_labels(port, labels[:200]) == (200, {"model": NAME, "accepted": 200})
+    assert send_labels(port, labels[:200])[0] == 200  # sent twice: one label per id
+    status_code, refused = send_labels(port, [{"request_id": "fb-0", "label": 7}, {"request_id": "", "label": 1}])
+    assert status_code == 422 and "label 7 is not one of the model's classes [0, 1]" in refused["error"]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("request_id,label\n" + "".join(f"{d['request_id']},{d['label']}\n" for d in labels[200:]))
+    sent = subprocess.run([str(Path(sys.executable).with_name("handoff")), "feedback", NAME, str(csv),
+                           "--url", f"http://127.0.0.1:{port}", "--json"], capture_output=True, text=True, timeout=120)
+    assert sent.returncode == 0 and json.loads(sent.stdout)["accepted"] == 200, sent.stderr
+    for chunk in np.array_split(frame.iloc[-1000:-400][FEATURES].to_numpy(dtype=np.float32), 20):
+        post(port, chunk)  # unlabelled rows after them: every labelled row ends up in a scored window
+    expected = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
+    live = wait_for(lambda: (status()["live"].get(str(version)) or {}).get("labelled") == 400
+                    and status()["live"][str(version)], 120, "400 labelled rows joined", status)
+    assert live["accuracy"] == pytest.approx(expected) and live["log_loss"] > 0
+
+    client = MlflowClient(monitored["tracking"])
+    run = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                             f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{version}'")[0]
+    history = client.get_metric_history(run.info.run_id, "f1.psi")
+    assert len(history) >= 6 and sorted(m.step for m in history) == list(range(len(history)))
+    assert run.data.metrics["drift_declared"] == 1.0 and "live_accuracy" in run.data.metrics
+
+    def accuracy_exported() -> bool:
+        return any(line.startswith(("ray_handoff_live_accuracy", "handoff_live_accuracy")) and NAME in line
+                   for line in "\n".join(scrape()).splitlines())
+
+    assert wait_for(accuracy_exported, 90, "handoff_live_accuracy in Prometheus")
+
+
 def test_a_killed_monitor_resumes_and_scores_every_row_once(monitored):
     import ray
 
@@ -159,3 +217,21 @@ def test_a_corrupt_file_is_skipped_and_a_version_without_profile_is_counted(moni
     skipped = [e for e in events if e["kind"] == "file_skipped"]
     assert any("truncated" in e["file"] for e in skipped)
     assert status()["last_error"] is None  # the monitor went on
+
+
+def test_a_model_unserved_and_served_again_resumes_its_monitor_from_its_state(monitored):
+    home, port, frame, version = monitored["home"], monitored["port"], monitored["frame"], monitored["profiled"]
+    v = str(version)
+    stop(NAME)
+    monitored["control"].unserve(NAME)
+    before = StateStore(str(home / "monitor"), NAME).load()
+    monitored["control"].traffic(NAME, {version: 100})
+    start(NAME, str(home / "live"), str(home / "monitor"), monitored["tracking"], monitored["mon"])
+    resumed = status()
+    assert resumed["windows"][v] == before["windows"][v] and resumed["rows_scored"][v] == before["rows_scored"][v]
+    for chunk in np.array_split(frame.iloc[-600:][FEATURES].to_numpy(dtype=np.float32), 20):
+        post(port, chunk)
+    wait_for(lambda: status()["windows"][v] >= before["windows"][v] + 2, 120, "two more windows", status)
+    numbers = [e["window"] for e in StateStore(str(home / "monitor"), NAME).events()
+               if e["kind"] == "window_scored" and e["version"] == version]
+    assert numbers == list(range(len(numbers)))  # continued, none repeated
