@@ -27,6 +27,9 @@ class MonitoringConfig(BaseModel):
     label_windows: int = Field(50, ge=1, description="recent windows per version that late labels still join "
                                "(their row ids are kept)")
     mlflow: bool = Field(True, description="log each window to a monitoring run per model and version in MLflow")
+    compact: bool = Field(True, description="merge live-log files every version has read into larger ones")
+    compact_min_files: int = Field(16, ge=2, description="small files of a day before they are merged")
+    compact_target_rows: int = Field(1_000_000, ge=1000, description="rows of a merged file at most")
     poll_seconds: float = Field(2.0, gt=0, description="how often the monitor looks for new live-log files")
     cpus: float = Field(0.1, gt=0, le=1, description="CPUs the monitor actor reserves")
     state_root: str | None = Field(None, description="where monitor state and events live "

@@ -15,10 +15,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 import numpy as np
+import pyarrow.fs as pafs
 
+from cluster.storage import filesystem
+
+from monitoring.compaction import CompactionSpec, describe, merge_files, plan_merges
 from monitoring.decision import DriftState, decide
 from monitoring.labels import Feedback, WindowRows, label_stats
-from monitoring.live_reader import START, CorruptFile, Position, list_files, read_rows
+from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.reference import ReferenceProfile
 from monitoring.scoring import WindowScores, score_window
 from monitoring.state_store import StateStore
@@ -51,14 +55,19 @@ class MonitorCore:
     def __init__(self, model: str, live_root: str, store: StateStore,
                  profile_of: Callable[[int], ReferenceProfile | None], spec: WindowSpec = WindowSpec(),
                  drift: DriftSettings = DriftSettings(), clock: Callable[[], float] = time.time,
-                 labels: LabelJoin | None = None):
-        self.model, self.live_root, self.store = model, live_root, store
+                 labels: LabelJoin | None = None, compaction: CompactionSpec | None = None):
+        self.model, self.live_root, self.store, self.compaction = model, live_root, store, compaction
         self.profile_of, self.spec, self.drift, self.clock, self.labels = profile_of, spec, drift, clock, labels
         self._profiles: dict[int, ReferenceProfile | None] = {}
         saved = store.load() or {}
         self.state = {
             "model": model,
-            "files": saved.get("files", []),  # every file read, in read order: its index is its number
+            # files in read order from number `files_base` on (a file's number: base + its index); the files
+            # before it every version has read: kept in `consumed` (rows, schema id) until compacted away
+            "files": saved.get("files", []),
+            "files_base": saved.get("files_base", 0),
+            "consumed": saved.get("consumed", {}),
+            "compaction": saved.get("compaction"),  # a merge under way: finished (or undone) on restart
             "read_head": saved.get("read_head", START.to_json()),
             "next": saved.get("next", {}),
             "windows": saved.get("windows", {}),
@@ -75,6 +84,10 @@ class MonitorCore:
             for key in self.state["feedback_files"]:
                 labels.feedback.read(key)
         self._new_windows: list[tuple[int, int]] = []
+        if self.state["compaction"] is not None:
+            self._finish_merge()
+        if compaction is not None:
+            self._sweep_unrecorded_merges()
         skip = {int(v): Position.from_json(p) for v, p in self.state["next"].items()}
         self.windower = Windower(spec, skip_before=skip)
         floor = self.floor()  # a restart re-reads the files from the floor on (a whole file read: after it)
@@ -96,13 +109,14 @@ class MonitorCore:
         """Read what is new, score every window that is due; the events of this pass, oldest first.
         State and events are saved after every window."""
         events: list[dict] = []
-        known = {key: i for i, key in enumerate(self.state["files"])}
+        known = set(self.state["files"]) | set(self.state["consumed"]) | set(self.state["corrupt"])
         for key in list_files(self.live_root, self.model, now=self.clock()):
             if key not in known:  # a new file: numbered after every file read so far
-                known[key] = len(self.state["files"])
+                known.add(key)
                 self.state["files"].append(key)
-        for number in range(self._read_upto + 1, len(self.state["files"])):
-            key = self.state["files"][number]
+        base = self.state["files_base"]
+        for number in range(max(self._read_upto + 1, base), base + len(self.state["files"])):
+            key = self.state["files"][number - base]
             if key not in self.state["corrupt"]:
                 events += self._read(key, number)
             self._read_upto = number
@@ -114,7 +128,82 @@ class MonitorCore:
         if self.labels is not None:
             events += self._record(self._join_labels())
         self._record([])  # the read head moved: saved even when no window was due
+        if self.compaction is not None:
+            events += self._record(self._compact())
         return events
+
+    # --- compaction -------------------------------------------------------------------------------------
+    def _compact(self) -> list[dict]:
+        """Move the files every version has read out of the numbered list, then merge small ones."""
+        floor = self.floor()
+        limit = floor.file + (1 if floor.row >= END_ROW else 0)  # numbers below it are read by every version
+        files, consumed = self.state["files"], self.state["consumed"]
+        while self.state["files_base"] < limit and files:
+            key = files.pop(0)
+            self.state["files_base"] += 1
+            if key not in self.state["corrupt"]:
+                try:
+                    consumed[key] = list(describe(self.live_root, self.model, key))
+                except Exception:  # noqa: BLE001 - gone or unreadable now: nothing to merge
+                    pass
+        events = []
+        for sources in plan_merges([(k, rows, schema) for k, (rows, schema) in consumed.items()], self.compaction):
+            events += self._merge(sources)
+        return events
+
+    def _merge(self, sources: list[str]) -> list[dict]:
+        """Merge `sources` into one file: written unlisted, recorded, moved into place, sources deleted."""
+        day = sources[0].rsplit("/", 1)[0] + "/" if "/" in sources[0] else ""
+        tag = f"{int(self.clock() * 1000)}-{len(self.state['consumed'])}"
+        pending = {"tmp": f"{day}.compacting-{tag}.tmp", "output": f"{day}compacted-{tag}.parquet",
+                   "sources": sources, "rows": sum(self.state["consumed"][k][0] for k in sources),
+                   "schema": self.state["consumed"][sources[0]][1]}
+        try:
+            rows = merge_files(self.live_root, self.model, sources, pending["tmp"])
+        except Exception as exc:  # noqa: BLE001 - a merge that fails leaves the sources as they are
+            self._delete(pending["tmp"])
+            return [{"kind": "compaction_failed", "files": len(sources), "reason": f"{type(exc).__name__}: {exc}"}]
+        if rows != pending["rows"]:
+            self._delete(pending["tmp"])
+            return [{"kind": "compaction_failed", "files": len(sources),
+                     "reason": f"merged {rows} rows, the sources have {pending['rows']}"}]
+        self.state["compaction"] = pending
+        self.store.save(self.state)
+        fs, base = filesystem(model_dir(self.live_root, self.model))
+        fs.move(f"{base}/{pending['tmp']}", f"{base}/{pending['output']}")
+        return self._finish_merge()
+
+    def _finish_merge(self) -> list[dict]:
+        """Complete the recorded merge: if its file is in place, the sources go; else it is undone."""
+        pending = self.state["compaction"]
+        fs, base = filesystem(model_dir(self.live_root, self.model))
+        events = []
+        if fs.get_file_info(f"{base}/{pending['output']}").type == pafs.FileType.File:
+            self.state["consumed"][pending["output"]] = [pending["rows"], pending["schema"]]
+            for key in pending["sources"]:
+                self._delete(key)
+                self.state["consumed"].pop(key, None)
+            events.append({"kind": "files_compacted", "files": len(pending["sources"]), "rows": pending["rows"],
+                           "output": pending["output"]})
+        else:
+            self._delete(pending["tmp"])
+        self.state["compaction"] = None
+        self.store.save(self.state)
+        return events
+
+    def _sweep_unrecorded_merges(self) -> None:
+        """Delete merges written but never recorded (the monitor died between the two): no reader lists them."""
+        fs, base = filesystem(model_dir(self.live_root, self.model))
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+            if info.base_name.startswith(".compacting-") and info.base_name.endswith(".tmp"):
+                fs.delete_file(info.path)
+
+    def _delete(self, key: str) -> None:
+        fs, base = filesystem(model_dir(self.live_root, self.model))
+        try:
+            fs.delete_file(f"{base}/{key}")
+        except FileNotFoundError:
+            pass
 
     def _read(self, key: str, number: int) -> list[dict]:
         """Buffer one file's rows; a file that cannot be read, or has other features, is skipped with an event."""

@@ -24,7 +24,8 @@ def status_of(model: str, state: dict, running: bool) -> dict:
     from monitoring.labels import summary
 
     return {"model": model, "running": running, "windows": state["windows"], "rows_scored": state["rows_scored"],
-            "rows_unprofiled": state["rows_unprofiled"], "files_read": len(state["files"]),
+            "rows_unprofiled": state["rows_unprofiled"], "files_read": state.get("files_base", 0) + len(state["files"]),
+            "files_compacted_into": sum(1 for k in state.get("consumed", {}) if "compacted-" in k),
             "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
             "live": {v: summary(w) for v, w in state.get("labels", {}).items()}}
 
@@ -37,6 +38,7 @@ class Monitor:
     """Runs one model's monitor: a pass every `poll_seconds` on a thread of the actor."""
 
     def __init__(self, model: str, live_root: str, state_root: str, tracking_uri: str, cfg: dict):
+        from monitoring.compaction import CompactionSpec
         from monitoring.core import DriftSettings, LabelJoin, MonitorCore
         from monitoring.labels import Feedback, WindowRows
         from monitoring.mlflow_sink import MlflowSink
@@ -52,7 +54,9 @@ class Monitor:
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
                                 DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence),
                                 labels=LabelJoin(Feedback(live_root, model), WindowRows(state_root, model),
-                                                 self.cfg.label_windows))
+                                                 self.cfg.label_windows),
+                                compaction=CompactionSpec(self.cfg.compact_min_files, self.cfg.compact_target_rows)
+                                if self.cfg.compact else None)
         self.sink = MlflowSink(tracking_uri, model) if self.cfg.mlflow else None
         from monitoring.metrics import MonitorMetrics
 
