@@ -250,3 +250,45 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
                                            f"labelled row(s) right",
                   }.get(e["kind"], lambda: e.get("reason", ""))()
         out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)
+
+
+@app.command()
+def report(name: Annotated[str, typer.Argument(help="served model name")],
+           event: Annotated[str | None, typer.Argument(help="drift event id (default: the latest)")] = None,
+           out_dir: Annotated[Path | None, typer.Option("--out", help="directory to write into "
+                                                        "(default ./handoff-reports/NAME/EVENT)")] = None,
+           open_it: Annotated[bool, typer.Option("--open", help="open the page in a browser")] = False,
+           home: HomeOpt = None, monitoring_config_path: MonitoringConfigOpt = None,
+           overrides: MonitorSetOpt = None, as_json: JsonOpt = False) -> None:
+    """Write the drift report of a drift event of NAME: report.png and a self-contained report.html.
+
+    For each feature that moved: its histogram against the reference (training) and its corrected
+    p-value over recent windows with the threshold; above them, how far every feature moved. The
+    monitor also logs each report to MLflow (run monitor-NAME-vVERSION, artifacts drift-reports/EVENT)."""
+    from monitoring.report import write_report
+    from monitoring.state_store import StateStore
+
+    cfg = monitoring_config(monitoring_config_path, overrides)
+    settings = _settings(home)
+    events = StateStore(state_root(settings, cfg), name).events()
+    declared = [e for e in events if e["kind"] == "drift_declared"]
+    if not declared:
+        _fail(f"no drift event of {name} under {state_root(settings, cfg)} (`handoff events {name}` lists what "
+              "the monitor recorded)")
+    chosen = declared[-1] if event is None else next((e for e in declared if e["event_id"] == event), None)
+    if chosen is None:
+        _fail(f"no drift event {event!r} of {name}; known: {', '.join(e['event_id'] for e in declared[-10:])}")
+    target = out_dir or Path("handoff-reports") / name / chosen["event_id"]
+    try:
+        page = write_report(chosen, events, target)
+    except ValueError as exc:
+        _fail(str(exc))
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    if as_json:
+        print_result({"event_id": chosen["event_id"], "html": str(page), "png": str(page.with_name("report.png"))})
+    else:
+        out.print(f"drift report of {name} {chosen['event_id']} (v{chosen['version']}, features "
+                  f"{', '.join(chosen['features'])}): {page}")

@@ -24,6 +24,7 @@ from monitoring.decision import DriftState, decide
 from monitoring.labels import Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.reference import ReferenceProfile
+from monitoring.report import histograms, shown_features
 from monitoring.scoring import WindowScores, score_window
 from monitoring.state_store import StateStore
 from monitoring.windows import Window, Windower, WindowSpec
@@ -254,8 +255,12 @@ class MonitorCore:
                                              self.labels.horizon)
                 self._new_windows.append((window.version, index))
             events = [{"kind": "window_scored", **self.state["last_window"]}]
-            if event is not None:
-                events.append({"kind": "drift_declared", **asdict(event)})
+            if event is not None:  # what its report draws, taken while the window's rows are here
+                columns = shown_features(self.state["last_window"]["scores"])
+                drawn = histograms({c: profile.features[c].sorted_sample for c in columns},
+                                   {c: window.x[:, self.features.index(c)] for c in columns}, columns)
+                events.append({"kind": "drift_declared", **asdict(event), "alpha": self.drift.alpha,
+                               "histograms": drawn})
         return events
 
     def _join_labels(self) -> list[dict]:

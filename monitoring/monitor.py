@@ -73,8 +73,7 @@ class Monitor:
                     events = self.core.step()
                     self.passes += 1
                     self.metrics.set_from(self.model, self.core.state, self._buffered())
-                if self.sink is not None:
-                    self.sink.log(events)
+                self._publish(events)
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - a bad pass is reported, the monitor goes on
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -96,9 +95,30 @@ class Monitor:
         """One pass now (tests and `handoff monitor NAME status --refresh`); its events."""
         with self._lock:
             events = self.core.step()
-        if self.sink is not None:
-            self.sink.log(events)
+        self._publish(events)
         return events
+
+    def _publish(self, events: list[dict]) -> None:
+        """Log the pass's windows to MLflow, and each drift event's report as artifacts of its run."""
+        if self.sink is None:
+            return
+        self.sink.log(events)
+        for event in (e for e in events if e["kind"] == "drift_declared"):
+            try:
+                self._log_report(event)
+            except Exception:  # noqa: BLE001 - a report that fails is logged; `handoff report` can redraw it
+                log.error("monitor %s: drift report %s failed: %s", self.model, event["event_id"],
+                          traceback.format_exc())
+
+    def _log_report(self, event: dict) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from monitoring.report import write_report
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(event, self.core.store.events(), Path(tmp))
+            self.sink.log_artifact_dir(event["version"], tmp, f"drift-reports/{event['event_id']}")
 
     def shutdown(self) -> None:
         self._stop.set()

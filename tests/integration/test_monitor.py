@@ -170,6 +170,15 @@ def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(m
     history = client.get_metric_history(run.info.run_id, "f1.psi")
     assert len(history) >= 6 and sorted(m.step for m in history) == list(range(len(history)))
     assert run.data.metrics["drift_declared"] == 1.0 and "live_accuracy" in run.data.metrics
+    reports = client.list_artifacts(run.info.run_id, "drift-reports")
+    assert len(reports) == 1 and {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, reports[0].path)} \
+        == {"report.html", "report.png"}
+    drawn = subprocess.run([str(Path(sys.executable).with_name("handoff")), "report", NAME, "--home",
+                            str(monitored["home"]), "--out", str(tmp_path / "report"), "--json"],
+                           capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0 and json.loads(drawn.stdout)["event_id"] == reports[0].path.rsplit("/", 1)[-1], \
+        drawn.stderr
+    assert "f1" in (tmp_path / "report" / "report.html").read_text()
 
     def accuracy_exported() -> bool:
         return any(line.startswith(("ray_handoff_live_accuracy", "handoff_live_accuracy")) and NAME in line
