@@ -4,15 +4,17 @@ One statistic per module: `ks` (Kolmogorov–Smirnov against a reference sorted 
 (population stability index over reference quantile bins), `chi2` (categorical counts),
 `distances` (Wasserstein and Jensen–Shannon), and `correction` (Bonferroni, Benjamini–Hochberg)
 across the features of a window. Where SciPy computes a statistic it is called; the KS statistic
-against a fixed reference uses the reference's sorted values, and its unit test shows it equals
-`scipy.stats.ks_2samp` (statistic and p-value).
+against a fixed reference uses the reference's sorted values, the Wasserstein distance and PSI
+shares of a sorted window their sorted forms, and unit tests show each equals SciPy's
+(`ks_2samp`'s statistic and p-value, `wasserstein_distance`) or the plain form.
 """
 
 from monitoring.drift_stats.chi2 import chi2_counts
 from monitoring.drift_stats.correction import CORRECTIONS, adjust
-from monitoring.drift_stats.distances import jensen_shannon, wasserstein
-from monitoring.drift_stats.ks import ks_against_sorted
-from monitoring.drift_stats.psi import psi, psi_bins, psi_shares
+from monitoring.drift_stats.distances import jensen_shannon, wasserstein, wasserstein_sorted
+from monitoring.drift_stats.ks import EXACT_MAX_N, ks_against_sorted, ks_pvalues, ks_statistic_sorted
+from monitoring.drift_stats.psi import psi, psi_bins, psi_shares, psi_shares_sorted
 
-__all__ = ["CORRECTIONS", "adjust", "chi2_counts", "jensen_shannon", "ks_against_sorted", "psi", "psi_bins",
-           "psi_shares", "wasserstein"]
+__all__ = ["CORRECTIONS", "EXACT_MAX_N", "adjust", "chi2_counts", "jensen_shannon", "ks_against_sorted", "ks_pvalues",
+           "ks_statistic_sorted", "psi", "psi_bins", "psi_shares", "psi_shares_sorted", "wasserstein",
+           "wasserstein_sorted"]
