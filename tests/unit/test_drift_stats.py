@@ -88,6 +88,13 @@ def test_distances_equal_scipy_normalised_by_scale():
     p, q = np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.5, 0.5])
     assert jensen_shannon(p, p) == 0.0 and jensen_shannon(p, q) == pytest.approx(jensen_shannon(q, p))
     assert 0 < jensen_shannon(p, q) < 1 and jensen_shannon(np.array([1.0, 0]), np.array([0, 1.0])) == pytest.approx(1.0)
+    from scipy.spatial import distance
+
+    for _ in range(50):  # shares with empty bins, unnormalised counts
+        p, q = rng.integers(0, 5, size=10).astype(float), rng.integers(0, 5, size=10).astype(float)
+        p[0] += 1
+        q[1] += 1
+        assert jensen_shannon(p, q) == pytest.approx(distance.jensenshannon(p, q, base=2), rel=1e-12, abs=1e-15)
 
 
 def test_corrections_keep_false_alarms_down_across_twenty_null_features():
@@ -128,6 +135,9 @@ def test_sorted_forms_equal_the_plain_ones(n_ref, n_win, kind):
         assert ks_statistic_sorted(r, w) == expected
     else:  # smaller samples go to ks_2samp; the same gap may be reached by another pair of counts
         assert ks_statistic_sorted(r, w) == pytest.approx(expected, rel=1e-12)
-    assert wasserstein_sorted(r, w) == pytest.approx(stats.wasserstein_distance(reference, window), rel=1e-9, abs=1e-12)
+    expected = stats.wasserstein_distance(reference, window)
+    assert wasserstein_sorted(r, w) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert wasserstein_sorted(r, w[: n_win - 1]) == pytest.approx(  # sizes that do not divide
+        stats.wasserstein_distance(reference, np.sort(window)[: n_win - 1]), rel=1e-9, abs=1e-12)
     edges = psi_bins(reference)
     assert psi_shares_sorted(w, edges).tolist() == psi_shares(window, edges).tolist()
