@@ -23,6 +23,8 @@ class MonitoringConfig(BaseModel):
     min_rows: int = Field(200, ge=10, description="fewest rows a window closed by time may have")
     alpha: float = Field(0.05, gt=0, lt=1, description="significance after correction")
     correction: Literal["benjamini-hochberg", "bonferroni", "none"] = "benjamini-hochberg"
+    min_shift: float = Field(0.1, ge=0, description="least shift (Wasserstein distance in reference standard "
+                             "deviations) a significant feature must show to drift; 0: the test alone")
     persistence: int = Field(3, ge=1, description="drifted windows in a row that declare drift")
     label_windows: int = Field(50, ge=1, description="recent windows per version that late labels still join "
                                "(their row ids are kept)")

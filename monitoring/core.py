@@ -37,6 +37,7 @@ class DriftSettings:
     alpha: float = 0.05
     correction: str = "benjamini-hochberg"
     persistence: int = 3
+    min_shift: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,8 @@ class MonitorCore:
         else:
             index = self.state["windows"].get(v, 0)
             scores = score_window(profile, self.features, window.x, prediction=window.prediction,
-                                  alpha=self.drift.alpha, correction=self.drift.correction)
+                                  alpha=self.drift.alpha, correction=self.drift.correction,
+                                  min_shift=self.drift.min_shift)
             state, event = decide(DriftState(**self.state["drift"].get(v, {})), scores, index, self.model,
                                   window.version, self.drift.persistence)
             self.state["drift"][v] = asdict(state)

@@ -52,7 +52,7 @@ class Monitor:
         self.core = MonitorCore(model, live_root, StateStore(state_root, model),
                                 lambda version: load_profile(registry, model, version),
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
-                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence),
+                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence, self.cfg.min_shift),
                                 labels=LabelJoin(Feedback(live_root, model), WindowRows(state_root, model),
                                                  self.cfg.label_windows),
                                 compaction=CompactionSpec(self.cfg.compact_min_files, self.cfg.compact_target_rows)

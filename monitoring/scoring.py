@@ -3,7 +3,11 @@
 Per feature: KS (the test), PSI, the Wasserstein distance in reference standard deviations and the
 Jensen–Shannon distance over the PSI bins (effect sizes); the same for each class's predicted
 probability, and chi-squared on the predicted classes' counts. The features' p-values are corrected
-together (Benjamini–Hochberg by default); a window drifts when a corrected p-value is below α.
+together (Benjamini–Hochberg by default). A column drifts when its corrected p-value is below α
+and it moved at least `min_shift` reference standard deviations (Wasserstein): with 5,000-row
+windows KS alone calls a 0.05σ wobble significant, which no one retrains for (0.1σ by default, the
+tolerance Evidently's preset applies to the same normed distance; 0 keeps the test alone). A
+window drifts when a feature does.
 """
 
 from __future__ import annotations
@@ -70,15 +74,16 @@ def _numeric(columns: list[str], refs: list[NumericReference], values: np.ndarra
     return [tuple(o) for o in out]
 
 
-def _scores(raw: list[tuple], test: str, alpha: float, correction: str) -> tuple[ColumnScore, ...]:
+def _scores(raw: list[tuple], test: str, alpha: float, correction: str, min_shift: float) -> tuple[ColumnScore, ...]:
     adjusted = adjust([r[2] for r in raw], correction)
-    return tuple(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js, bool(a < alpha))
+    return tuple(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js,
+                             bool(a < alpha and (w is None or w >= min_shift)))
                  for (column, stat, p, psi_, w, js), a in zip(raw, adjusted))
 
 
 def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, proba: np.ndarray | None = None,
                  *, prediction: np.ndarray | None = None, alpha: float = 0.05,
-                 correction: str = "benjamini-hochberg") -> WindowScores:
+                 correction: str = "benjamini-hochberg", min_shift: float = 0.1) -> WindowScores:
     """Scores of the window `x` (rows × `features`) and, when given, of its class probabilities or
     its predicted classes (the live log keeps the class, not the probabilities)."""
     if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
@@ -88,17 +93,17 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
         raise ValueError(f"the reference profile has no feature(s) {missing}")
     values = np.ascontiguousarray(x.T, dtype=np.float64)  # one contiguous row per feature
     feature_scores = _scores(_numeric(features, [profile.features[f] for f in features], values), "ks", alpha,
-                             correction)
+                             correction, min_shift)
     prediction_scores: tuple[ColumnScore, ...] = ()
     if proba is not None:
         columns = _numeric([f"probability_{c}" for c in profile.classes],
                            [profile.probabilities[str(c)] for c in profile.classes],
                            np.ascontiguousarray(proba.T, dtype=np.float64))
-        prediction_scores = _scores(columns, "ks", alpha, correction)
+        prediction_scores = _scores(columns, "ks", alpha, correction, min_shift)
         prediction = predicted_class(proba)
     if prediction is not None:
         counts = np.bincount(prediction, minlength=len(profile.classes))[:len(profile.classes)]
         stat, p = chi2_counts(profile.class_counts, counts)
-        prediction_scores += _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none")
+        prediction_scores += _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none", 0.0)
     return WindowScores(int(x.shape[0]), feature_scores, prediction_scores,
                         any(s.drifted for s in feature_scores))
