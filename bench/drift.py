@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--persistence", type=int, default=3, help="drifted windows in a row that declare drift")
     parser.add_argument("--files", type=int, default=40, help="live-log files for the end-to-end run")
     parser.add_argument("--rows-per-file", type=int, default=50_000)
+    parser.add_argument("--small-files", type=int, default=100, help="files of 5,000 one-row requests (a "
+                        "gateway's flush at ~2,800 requests/s) for a second end-to-end run; 0 skips it")
     parser.add_argument("--no-evidently", action="store_true", help="leave Evidently's column out")
     args = parser.parse_args()
 
@@ -230,10 +232,15 @@ def main() -> None:
     print(f"no drift, {fa['windows']} windows: {fa['declared']} declared, {fa['drifted_windows_after_correction']} "
           f"window(s) drifted after correction; uncorrected KS: {fa['uncorrected_ks_flags_per_window']:.2f} "
           f"flags a window, {fa['uncorrected_windows_with_a_flag']} windows with one")
-    results["end_to_end"] = e = end_to_end(args.files, args.rows_per_file, 10)
-    print(f"end to end, one core, {e['files']} files x {e['rows_per_file']} rows: monitor "
-          f"{e['monitor_rows_per_s']:,.0f} rows/s ({e['windows']} windows, every row once: {e['every_row_once']}, "
-          f"{e['compacted_files']} files compacted); pyarrow reading alone {e['pyarrow_read_rows_per_s']:,.0f} rows/s")
+    runs = [(args.files, args.rows_per_file, 10)] + ([(args.small_files, 5_000, 1)] if args.small_files else [])
+    results["end_to_end"] = []
+    for files, per_file, per_request in runs:
+        e = end_to_end(files, per_file, per_request)
+        results["end_to_end"].append(e)
+        print(f"end to end, one core, {e['files']} files x {e['rows_per_file']} rows ({per_request}-row requests): "
+              f"monitor {e['monitor_rows_per_s']:,.0f} rows/s ({e['windows']} windows, every row once: "
+              f"{e['every_row_once']}, {e['compacted_files']} files compacted); pyarrow reading alone "
+              f"{e['pyarrow_read_rows_per_s']:,.0f} rows/s")
     out = REPO / "bench" / "results" / "drift.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
