@@ -1,13 +1,16 @@
 """Ray jobs: run Handoff's work on a cluster through Ray's job submission API.
 
-A job's entry point is `python -m handoff ...` (or another `python -m PACKAGE.MODULE`) run on the
-head node, with this repository as its `working_dir`, so the cluster runs exactly the code the user
-has. Entry points need no CPU of their own (they coordinate; trials and replicas ask for theirs),
-which also keeps them on the head node, next to the MLflow server bound to its localhost.
+A job is a `JobSpec`: an entry point run on the head node with this repository as its
+`working_dir`, so the cluster runs exactly the code the user has. This module knows nothing of
+what runs: the specs of Handoff's own jobs (`handoff tune`, `handoff retrain`, …) live with the
+commands they run (handoff/jobs.py). Entry points need no CPU of their own (they coordinate; trials
+and replicas ask for theirs), which also keeps them on the head node, next to the MLflow server
+bound to its localhost.
 
 Python use (address: the dashboard, reached through `ray dashboard cluster.yaml`):
 
-    from cluster.jobs import JobRunner, tune_job
+    from cluster.jobs import JobRunner
+    from handoff.jobs import tune_job
     runner = JobRunner("http://127.0.0.1:8265")
     job_id = runner.submit(tune_job("configs/shuttle.yaml", ["search.num_samples=16"]))
     status = runner.wait(job_id, on_status=print)       # or runner.follow(job_id, print): logs too
@@ -17,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.digest import stable_digest
@@ -61,42 +63,9 @@ def deterministic_id(kind: str, *parts: object) -> str:
     return f"handoff-{kind}-{stable_digest(kind, *parts)}"
 
 
-def _quote(args: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in args)
-
-
 #: the head's interpreter: the cluster configs export HANDOFF_PYTHON (a login shell's PATH may put
 #: another `python` first, as pyenv does); plain `python` where it is not set
 PYTHON = "${HANDOFF_PYTHON:-python}"
-
-
-def cli_job(kind: str, args: Sequence[str], *, submission_id: str | None = None,
-            env: dict[str, str] | None = None) -> JobSpec:
-    """Any `handoff` command run on the cluster as a job."""
-    return JobSpec(kind=kind, entrypoint=f"{PYTHON} {_quote(['-m', 'handoff', *args])}", env=dict(env or {}),
-                   submission_id=submission_id, metadata={"handoff.kind": kind})
-
-
-def tune_job(config: str, overrides: Sequence[str] = (), *, submission_id: str | None = None) -> JobSpec:
-    """A search: `handoff tune CONFIG --set ...` (trials ask Ray for their own CPUs/GPUs)."""
-    args = ["tune", config, "--json"]
-    for o in overrides:
-        args += ["--set", o]
-    return cli_job("tune", args, submission_id=submission_id)
-
-
-def retrain_job(config: str, model: str, event_id: str, overrides: Sequence[str] = ()) -> JobSpec:
-    """A retraining search caused by drift event `event_id`: at most one job per (model, event),
-    however often the monitor asks."""
-    spec = tune_job(config, overrides, submission_id=deterministic_id("retrain", model, event_id))
-    return replace(spec, kind="retrain", env={"HANDOFF_PARENT_EVENT": event_id},
-                   metadata={"handoff.kind": "retrain", "handoff.model": model, "handoff.event": event_id})
-
-
-def deploy_job(model: str, serving_config: str | None = None) -> JobSpec:
-    """Serve `model` with its stored traffic policy (`handoff serve NAME`); idempotent on the cluster."""
-    args = ["serve", model] + (["--serving-config", serving_config] if serving_config else [])
-    return cli_job("deploy", args)
 
 
 def runtime_env(spec: JobSpec, working_dir: Path = REPO_ROOT) -> dict:

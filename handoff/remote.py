@@ -48,7 +48,8 @@ def without_address(argv: Sequence[str]) -> list[str]:
 
 def run_as_job(argv: Sequence[str], address: str) -> int:
     """Submit, stream the logs until the job ends, return 0 only when it succeeded."""
-    from cluster.jobs import JobError, JobRunner, cli_job
+    from cluster.jobs import JobError, JobRunner
+    from handoff.jobs import cli_job
 
     err = sys.stderr
     args = without_address(argv)

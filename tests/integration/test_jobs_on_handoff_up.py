@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from cluster.source import git_state
-from cluster.jobs import JobError, JobRunner, JobSpec, cli_job, tune_job
+from cluster.jobs import JobError, JobRunner, JobSpec
+from handoff.jobs import cli_job, tune_job
 from tests.integration.conftest import REPO, SMALL, free_port, write_parquet
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from cluster.head_services import port_open
-from cluster.jobs import JobRunner, cluster_token, retrain_job, tune_job
+from cluster.jobs import JobRunner, cluster_token
+from handoff.jobs import retrain_job, tune_job
 from handoff.demo_serving import ROW
 from tests.integration.conftest import REPO, SMALL, free_port
 
@@ -225,8 +226,8 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
             assert r.status == 200 and r.headers["x-model-version"] == str(result["version"])
 
         # a retraining job for one drift event runs at most once; a job can be stopped
-        first = runner.submit(retrain_job("configs/shuttle.yaml", "onprem", "event-1", overrides))
-        again = runner.submit(retrain_job("configs/shuttle.yaml", "onprem", "event-1", overrides))
+        first = runner.submit(retrain_job("onprem", "event-1"))
+        again = runner.submit(retrain_job("onprem", "event-1"))
         assert first == again and first.startswith("handoff-retrain-")
         assert sum(j.submission_id == first for j in runner.client.list_jobs()) == 1
         runner.stop(first)

@@ -2,7 +2,8 @@
 
 import shlex
 
-from cluster.jobs import REPO_ROOT, cluster_token, deploy_job, deterministic_id, retrain_job, runtime_env, tune_job
+from cluster.jobs import REPO_ROOT, cluster_token, deterministic_id, runtime_env
+from handoff.jobs import deploy_job, retrain_job, tune_job
 from handoff.remote import job_address, without_address
 
 
@@ -25,12 +26,27 @@ def test_the_job_runs_the_same_command_without_the_address():
 
 
 def test_retraining_runs_at_most_once_per_drift_event():
-    a = retrain_job("configs/shuttle.yaml", "shuttle", "event-17")
-    b = retrain_job("configs/shuttle.yaml", "shuttle", "event-17")
-    c = retrain_job("configs/shuttle.yaml", "shuttle", "event-18")
-    assert a.submission_id == b.submission_id != c.submission_id
-    assert a.submission_id == deterministic_id("retrain", "shuttle", "event-17")
+    a = retrain_job("shuttle", "event-17")
+    b = retrain_job("shuttle", "event-17")
+    c = retrain_job("shuttle", "event-18")
+    retry = retrain_job("shuttle", "event-17", attempt=1)
+    assert a.submission_id == b.submission_id != c.submission_id != retry.submission_id != a.submission_id
+    assert a.submission_id == deterministic_id("retrain", "shuttle", "event-17", 0)
     assert a.env == {"HANDOFF_PARENT_EVENT": "event-17"} and a.kind == "retrain"
+    assert shlex.split(a.entrypoint)[1:] == ["-m", "handoff", "retrain", "shuttle", "--event", "event-17", "--json"]
+
+
+def test_cluster_knows_nothing_of_the_layers_above_it():
+    import ast
+    from pathlib import Path
+
+    for path in Path(REPO_ROOT / "cluster").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & {"training", "serving", "monitoring", "handoff"}, path
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert not defined & {"cli_job", "tune_job", "retrain_job", "deploy_job"}, path  # no CLI command lines
 
 
 def test_entry_points_are_handoff_commands_that_need_no_cpu_of_their_own():
