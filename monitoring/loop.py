@@ -1,0 +1,228 @@
+"""The closed loop's decisions, pure: drift → retraining job → gate → canary → promote or roll back.
+
+`retrain_trigger` says whether the monitor's news calls for a retraining (drift declared for the
+champion, or its live accuracy over the last labelled rows below a floor). `advance` moves the
+loop one tick: from what it sees (the trigger, the retraining job's status, the candidate the job
+registered and its gate verdict, the canary's figures) to the next `LoopState`, the `Action`s to
+carry out and the records to keep. Every input is data and every output is data: the monitor
+actor gathers the inputs and carries out the actions through a port (monitoring/loop_port.py).
+
+Replays are safe: a job's submission id is derived from (model, event, attempt), and canary,
+promotion and rollback set a traffic policy, so carrying out the same actions twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from cluster.digest import stable_digest
+from monitoring.loop_config import LoopConfig
+
+TERMINAL_OK, TERMINAL_BAD = {"SUCCEEDED"}, {"FAILED", "STOPPED"}
+HANDLED_KEPT = 100
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Why to retrain: a drift event, or live accuracy below the floor (its own id)."""
+
+    kind: str          # drift | accuracy
+    event_id: str
+    version: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The version a retraining registered, with its gate verdict and scores."""
+
+    version: int
+    passed: bool
+    scores: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class VersionFigures:
+    """One version's traffic since the canary started: requests, errors, p99 latency, labelled rows."""
+
+    requests: int = 0
+    errors: int = 0
+    p99_ms: float | None = None
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something the port carries out: submit (attempt) / canary / promote / rollback (version)."""
+
+    kind: str
+    version: int | None = None
+    event_id: str | None = None
+    attempt: int = 0
+    percent: float | None = None
+
+
+@dataclass(frozen=True)
+class LoopState:
+    stage: str = "watching"        # watching | retraining | backoff | canary | awaiting_promotion
+    event_id: str | None = None
+    trigger: str | None = None
+    champion: int | None = None
+    attempt: int = 0
+    job_id: str | None = None
+    next_try_at: float | None = None
+    candidate: int | None = None
+    canary_since: float | None = None
+    last_finished_at: float | None = None
+    handled: tuple = ()            # event ids the loop has acted on (the last HANDLED_KEPT)
+    deferred: tuple = ()           # event ids recorded as deferred by the cooldown
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "handled": list(self.handled), "deferred": list(self.deferred)}
+
+    @classmethod
+    def from_json(cls, value: dict | None) -> LoopState:
+        if not value:
+            return cls()
+        return cls(**{**value, "handled": tuple(value.get("handled", ())), "deferred": tuple(value.get("deferred", ()))})
+
+
+def retrain_trigger(model: str, champion: int | None, new_events: list[dict], recent: tuple[int, int] | None,
+                    cfg: LoopConfig) -> Trigger | None:
+    """A drift declared for the champion (when `on_drift`), else the champion's live accuracy over its
+    last labelled rows (`recent`: labelled, correct) below `min_accuracy`; None otherwise."""
+    policy = cfg.retrain
+    if champion is None:
+        return None
+    if policy.on_drift:
+        for e in new_events:
+            if e.get("kind") == "drift_declared" and e.get("version") == champion:
+                moved = ", ".join(list(e.get("features", {}))[:5])
+                return Trigger("drift", e["event_id"], champion, f"drift declared on v{champion} ({moved})")
+    if policy.min_accuracy is not None and recent is not None:
+        labelled, correct = recent
+        if labelled >= policy.accuracy_rows and correct / labelled < policy.min_accuracy:
+            event_id = f"accuracy-{stable_digest(model, champion, labelled // policy.accuracy_rows)}"
+            return Trigger("accuracy", event_id, champion,
+                           f"live accuracy of v{champion} {correct / labelled:.1%} over {labelled} labelled rows, "
+                           f"below {policy.min_accuracy:.1%}")
+    return None
+
+
+def _record(kind: str, **fields) -> dict:
+    return {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}
+
+
+def _finish(state: LoopState, now: float) -> LoopState:
+    handled = (state.handled + ((state.event_id,) if state.event_id else ()))[-HANDLED_KEPT:]
+    return LoopState(last_finished_at=now, handled=handled, deferred=state.deferred, champion=state.champion)
+
+
+def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> tuple[str, str] | None:
+    """("promote" | "rollback", why) once the canary has its evidence, or as soon as it errors too
+    much; None while it is still earning it."""
+    c = cfg.canary
+    if canary.requests and canary.errors > c.max_error_rate * max(canary.requests, c.min_requests):
+        return "rollback", f"canary error rate {canary.error_rate:.2%} above {c.max_error_rate:.2%}"
+    if canary.requests < c.min_requests or canary.labelled < c.min_labels:
+        return None
+    if canary.error_rate > c.max_error_rate:
+        return "rollback", f"canary error rate {canary.error_rate:.2%} above {c.max_error_rate:.2%}"
+    if canary.p99_ms and champion.p99_ms and canary.p99_ms > c.max_p99_ratio * champion.p99_ms:
+        return "rollback", f"canary p99 {canary.p99_ms:g} ms above {c.max_p99_ratio:g}× the champion's {champion.p99_ms:g} ms"
+    if champion.accuracy is not None and canary.accuracy < champion.accuracy - c.accuracy_margin:
+        return "rollback", (f"canary live accuracy {canary.accuracy:.1%} below the champion's {champion.accuracy:.1%} "
+                            f"on {canary.labelled}/{champion.labelled} labelled rows")
+    champion_text = f"{champion.accuracy:.1%}" if champion.accuracy is not None else "unlabelled"
+    return "promote", (f"canary live accuracy {canary.accuracy:.1%} vs champion {champion_text} on "
+                       f"{canary.labelled} labelled rows, error rate {canary.error_rate:.2%}, {canary.requests} requests")
+
+
+def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger | None = None,
+            job_status: str | None = None, candidate: Candidate | None = None,
+            figures: dict[str, VersionFigures] | None = None,
+            champion: int | None = None) -> tuple[LoopState, list[Action], list[dict]]:
+    """One tick of the loop: the next state, the actions to carry out, the records to keep.
+    `figures` has "champion" and "canary" while a canary runs; `champion` is the version serving now."""
+    if not cfg.enabled:
+        return state, [], []
+    if state.stage == "watching":
+        if trigger is None or trigger.event_id in state.handled:
+            return state, [], []
+        if state.last_finished_at is not None and now - state.last_finished_at < cfg.retrain.cooldown_s:
+            if trigger.event_id in state.deferred:
+                return state, [], []
+            left = cfg.retrain.cooldown_s - (now - state.last_finished_at)
+            return (replace(state, deferred=(state.deferred + (trigger.event_id,))[-HANDLED_KEPT:]), [],
+                    [_record("retrain_deferred", event_id=trigger.event_id, version=trigger.version,
+                             reason=f"{trigger.reason}; cooling down {left:.0f} s more after the last retraining")])
+        state = replace(state, stage="retraining", event_id=trigger.event_id, trigger=trigger.reason,
+                        champion=trigger.version, attempt=0, job_id=None)
+        return (state, [Action("submit", event_id=trigger.event_id, attempt=0)],
+                [_record("retrain_submitted", event_id=trigger.event_id, version=trigger.version, attempt=0,
+                         reason=trigger.reason)])
+    if state.stage == "backoff":
+        if now < (state.next_try_at or 0):
+            return state, [], []
+        state = replace(state, stage="retraining", job_id=None, next_try_at=None)
+        return (state, [Action("submit", event_id=state.event_id, attempt=state.attempt)],
+                [_record("retrain_submitted", event_id=state.event_id, version=state.champion, attempt=state.attempt,
+                         reason=f"retry {state.attempt + 1} of {cfg.retrain.max_attempts}")])
+    if state.stage == "retraining":
+        if job_status in TERMINAL_BAD or (job_status in TERMINAL_OK and candidate is None):
+            why = (f"job {state.job_id} {job_status}" if job_status in TERMINAL_BAD
+                   else f"job {state.job_id} succeeded but registered no version for {state.event_id}")
+            failed = _record("retrain_failed", event_id=state.event_id, version=state.champion,
+                             attempt=state.attempt, job_id=state.job_id, reason=why)
+            if state.attempt + 1 >= cfg.retrain.max_attempts:
+                return (_finish(state, now), [],
+                        [failed, _record("retrain_abandoned", event_id=state.event_id, version=state.champion,
+                                         reason=f"{cfg.retrain.max_attempts} attempt(s) failed; the champion serves on")])
+            wait = cfg.retrain.backoff_s * 2 ** state.attempt
+            return (replace(state, stage="backoff", attempt=state.attempt + 1, next_try_at=now + wait), [],
+                    [failed, _record("retrain_retry_scheduled", event_id=state.event_id, attempt=state.attempt + 1,
+                                     reason=f"retrying in {wait:.0f} s")])
+        if job_status not in TERMINAL_OK:
+            return state, [], []
+        verdict = _record("gate_passed" if candidate.passed else "gate_failed", event_id=state.event_id,
+                          version=candidate.version, champion=state.champion, scores=candidate.scores,
+                          reason=candidate.reason)
+        if not candidate.passed:
+            return _finish(replace(state, candidate=candidate.version), now), [], [verdict]
+        state = replace(state, stage="canary", candidate=candidate.version, canary_since=now)
+        return (state, [Action("canary", version=candidate.version, percent=cfg.canary.percent)],
+                [verdict, _record("canary_started", event_id=state.event_id, version=candidate.version,
+                                  champion=state.champion, reason=f"{cfg.canary.percent:g}% of traffic")])
+    if state.stage in ("canary", "awaiting_promotion"):
+        if champion == state.candidate and state.stage == "awaiting_promotion":  # a person promoted it
+            return _finish(state, now), [], [_record("promoted", event_id=state.event_id, version=state.candidate,
+                                                     reason="promoted by hand")]
+        if state.stage == "awaiting_promotion":
+            return state, [], []
+        figures = figures or {}
+        verdict = canary_verdict(figures.get("champion", VersionFigures()), figures.get("canary", VersionFigures()),
+                                 cfg)
+        since = state.canary_since if state.canary_since is not None else now
+        if verdict is None and now - since > cfg.canary.timeout_s:
+            verdict = ("rollback", f"the canary had too little traffic or too few labels in {cfg.canary.timeout_s:.0f} s")
+        if verdict is None:
+            return state, [], []
+        decision, why = verdict
+        if decision == "promote" and cfg.promotion == "manual":
+            return (replace(state, stage="awaiting_promotion"), [],
+                    [_record("canary_ready", event_id=state.event_id, version=state.candidate,
+                             reason=f"{why}; promotion is manual: `handoff promote` finishes it")])
+        record = _record("promoted" if decision == "promote" else "rolled_back", event_id=state.event_id,
+                         version=state.candidate, champion=state.champion, reason=why)
+        return _finish(state, now), [Action(decision, version=state.candidate)], [record]
+    return state, [], []

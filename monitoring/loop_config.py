@@ -1,0 +1,60 @@
+"""Typed settings of the closed loop: when to retrain, on what, the gate, the canary, the promotion.
+
+A section of the monitoring config (`loop:` in configs/monitoring.yaml, `HANDOFF_MONITORING__LOOP__…`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrainPolicyConfig(_Strict):
+    on_drift: bool = Field(True, description="retrain when the monitor declares drift")
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="retrain when live accuracy over the last "
+                                       "accuracy_rows labelled rows falls below this (null: never on accuracy)")
+    accuracy_rows: int = Field(500, ge=10, description="labelled rows the live accuracy trigger looks at")
+    cooldown_s: float = Field(600, ge=0, description="no new retraining this long after one ended")
+    max_attempts: int = Field(3, ge=1, description="tries of a failing retraining job per event")
+    backoff_s: float = Field(30, ge=0, description="wait before retry k: backoff_s · 2^(k-1)")
+
+
+class RetrainDataConfig(_Strict):
+    recent_rows: int = Field(3000, ge=10, description="most recent labelled live rows the retraining takes")
+    holdout_fraction: float = Field(0.3, gt=0, lt=1, description="of those, kept out of training for the gate")
+    recent_weight: int = Field(3, ge=1, description="times each recent training row counts (original rows: once)")
+    search_samples: int = Field(1, ge=1, description="1: the champion's hyperparameters; more: a short search")
+
+
+class GateConfig(_Strict):
+    min_gain_recent: float = Field(0.0, description="the candidate must beat the champion's accuracy on the "
+                                   "recent held-out rows by more than this")
+    max_loss_original: float = Field(0.05, ge=0, description="and may lose at most this much accuracy on the "
+                                     "champion's original test split")
+
+
+class CanaryConfig(_Strict):
+    percent: float = Field(20, gt=0, lt=100, description="traffic share of a candidate that passed the gate")
+    min_requests: int = Field(200, ge=1, description="canary requests before the online decision")
+    min_labels: int = Field(100, ge=1, description="labelled canary rows before the online decision")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="roll back above this error rate")
+    max_p99_ratio: float = Field(2.0, gt=0, description="roll back when the canary's p99 exceeds the champion's "
+                                 "by this factor")
+    accuracy_margin: float = Field(0.0, ge=0, description="promote when canary accuracy ≥ champion's − margin")
+    timeout_s: float = Field(1800, gt=0, description="roll back a canary still short of evidence after this long")
+
+
+class LoopConfig(_Strict):
+    enabled: bool = Field(True, description="act on drift: retrain, gate, canary, promote (false: only report)")
+    retrain: RetrainPolicyConfig = Field(default_factory=RetrainPolicyConfig)
+    data: RetrainDataConfig = Field(default_factory=RetrainDataConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    promotion: Literal["auto", "manual"] = Field("auto", description="manual: stop at the canary; "
+                                                 "`handoff promote` finishes it")
+    tick_seconds: float = Field(5.0, gt=0, description="how often the loop looks at jobs and the canary")

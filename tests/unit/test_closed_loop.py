@@ -1,0 +1,122 @@
+"""The closed loop's decisions (pure): every path from a trigger to a promotion, a rollback or a give-up."""
+
+import pytest
+
+from monitoring.loop import Candidate, LoopState, Trigger, VersionFigures, advance, canary_verdict, retrain_trigger
+from monitoring.loop_config import LoopConfig
+
+CFG = LoopConfig.model_validate({"retrain": {"cooldown_s": 100, "max_attempts": 2, "backoff_s": 10},
+                                 "canary": {"percent": 20, "min_requests": 100, "min_labels": 50}})
+DRIFT = Trigger("drift", "drift-abc", 1, "drift declared on v1 (f1)")
+GOOD = {"champion": VersionFigures(400, 0, 10.0, 200, 120), "canary": VersionFigures(100, 0, 11.0, 50, 45)}
+
+
+def kinds(records):
+    return [r["kind"] for r in records]
+
+
+def test_drift_to_promotion_and_a_replayed_trigger_does_nothing():
+    state, actions, records = advance(LoopState(), 0, CFG, trigger=DRIFT)
+    assert state.stage == "retraining" and actions[0].kind == "submit" and actions[0].attempt == 0
+    assert kinds(records) == ["retrain_submitted"] and records[0]["reason"] == DRIFT.reason
+    state = LoopState.from_json(state.to_json())  # persisted and read back between ticks
+    assert advance(state, 5, CFG, job_status="RUNNING") == (state, [], [])
+    state, actions, records = advance(state, 60, CFG, job_status="SUCCEEDED",
+                                      candidate=Candidate(2, True, {"recent": {"candidate": 0.9}}, "beats v1"))
+    assert state.stage == "canary" and actions[0].kind == "canary" and actions[0].percent == 20
+    assert kinds(records) == ["gate_passed", "canary_started"]
+    short = {"champion": GOOD["champion"], "canary": VersionFigures(99, 0, 11.0, 60, 55)}
+    assert advance(state, 70, CFG, figures=short)[1] == []  # 99 requests: still earning its traffic
+    state, actions, records = advance(state, 80, CFG, figures=GOOD)
+    assert [a.kind for a in actions] == ["promote"] and actions[0].version == 2 and kinds(records) == ["promoted"]
+    assert state.stage == "watching" and "drift-abc" in state.handled and state.last_finished_at == 80
+    assert advance(state, 1_000, CFG, trigger=DRIFT) == (state, [], [])  # the same event again: nothing
+
+
+def test_a_new_trigger_in_the_cooldown_is_deferred_once_then_acted_on():
+    state = LoopState(last_finished_at=100)
+    later = Trigger("drift", "drift-def", 2, "drift declared on v2")
+    state, actions, records = advance(state, 150, CFG, trigger=later)
+    assert actions == [] and kinds(records) == ["retrain_deferred"] and "50 s more" in records[0]["reason"]
+    assert advance(state, 160, CFG, trigger=later)[2] == []  # recorded once
+    state, actions, _ = advance(state, 201, CFG, trigger=later)
+    assert actions[0].kind == "submit" and state.event_id == "drift-def"
+
+
+def test_a_failing_job_is_retried_after_a_backoff_then_given_up():
+    state, _, _ = advance(LoopState(), 0, CFG, trigger=DRIFT)
+    state, actions, records = advance(state, 30, CFG, job_status="FAILED")
+    assert state.stage == "backoff" and state.next_try_at == 40 and kinds(records) == ["retrain_failed",
+                                                                                      "retrain_retry_scheduled"]
+    assert advance(state, 39, CFG)[1] == []
+    state, actions, _ = advance(state, 40, CFG)
+    assert actions[0].kind == "submit" and actions[0].attempt == 1 and state.stage == "retraining"
+    state, actions, records = advance(state, 80, CFG, job_status="STOPPED")
+    assert kinds(records) == ["retrain_failed", "retrain_abandoned"] and state.stage == "watching"
+    assert "drift-abc" in state.handled
+
+
+def test_a_job_that_registered_nothing_counts_as_failed():
+    state, _, _ = advance(LoopState(), 0, CFG, trigger=DRIFT)
+    _, _, records = advance(state, 30, CFG, job_status="SUCCEEDED", candidate=None)
+    assert "registered no version" in records[0]["reason"]
+
+
+def test_the_gate_stops_a_worse_candidate():
+    state, _, _ = advance(LoopState(), 0, CFG, trigger=DRIFT)
+    state, actions, records = advance(state, 30, CFG, job_status="SUCCEEDED",
+                                      candidate=Candidate(2, False, {}, "0.81 on recent rows, the champion 0.84"))
+    assert actions == [] and kinds(records) == ["gate_failed"] and state.stage == "watching"
+
+
+@pytest.mark.parametrize("canary, why", [
+    (VersionFigures(10, 3, 10.0, 0, 0), "error rate"),            # errors: rolled back before its evidence
+    (VersionFigures(100, 0, 50.0, 50, 45), "p99"),
+    (VersionFigures(100, 0, 11.0, 50, 20), "accuracy 40.0% below the champion's 60.0%"),
+])
+def test_a_canary_that_errors_slows_or_loses_is_rolled_back(canary, why):
+    state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=0)
+    state, actions, records = advance(state, 10, CFG, figures={"champion": GOOD["champion"], "canary": canary})
+    assert [a.kind for a in actions] == ["rollback"] and why in records[0]["reason"] and state.stage == "watching"
+
+
+def test_a_canary_without_evidence_is_rolled_back_at_its_timeout():
+    state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=0)
+    assert advance(state, CFG.canary.timeout_s, CFG, figures={})[1] == []
+    _, actions, records = advance(state, CFG.canary.timeout_s + 1, CFG, figures={})
+    assert actions[0].kind == "rollback" and "too little traffic" in records[0]["reason"]
+
+
+def test_manual_promotion_stops_at_the_canary_until_a_person_promotes():
+    manual = CFG.model_copy(update={"promotion": "manual"})
+    state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=0)
+    state, actions, records = advance(state, 10, manual, figures=GOOD)
+    assert actions == [] and state.stage == "awaiting_promotion" and "handoff promote" in records[0]["reason"]
+    assert advance(state, 20, manual, champion=1) == (state, [], [])
+    state, _, records = advance(state, 30, manual, champion=2)
+    assert kinds(records) == ["promoted"] and records[0]["reason"] == "promoted by hand" and state.stage == "watching"
+
+
+def test_triggers_drift_on_the_champion_or_accuracy_below_the_floor():
+    events = [{"kind": "drift_declared", "event_id": "d1", "version": 3, "features": {"f1": {}}},
+              {"kind": "drift_declared", "event_id": "d2", "version": 1, "features": {"f2": {}, "f3": {}}}]
+    assert retrain_trigger("m", 1, events, None, CFG).event_id == "d2"  # v3 is not the champion
+    assert retrain_trigger("m", None, events, None, CFG) is None
+    floor = CFG.model_copy(update={"retrain": CFG.retrain.model_copy(update={"min_accuracy": 0.9,
+                                                                               "accuracy_rows": 100})})
+    low = retrain_trigger("m", 1, [], (200, 150), floor)
+    assert low.kind == "accuracy" and "75.0%" in low.reason and low.event_id == retrain_trigger("m", 1, [], (250, 180),
+                                                                                                floor).event_id
+    assert retrain_trigger("m", 1, [], (200, 190), floor) is None and retrain_trigger("m", 1, [], (50, 10), floor) is None
+    assert retrain_trigger("m", 1, events, None, CFG.model_copy(update={
+        "retrain": CFG.retrain.model_copy(update={"on_drift": False})})) is None
+
+
+def test_a_disabled_loop_only_reports():
+    off = CFG.model_copy(update={"enabled": False})
+    assert advance(LoopState(), 0, off, trigger=DRIFT) == (LoopState(), [], [])
+
+
+def test_the_verdict_waits_for_labels_on_both_sides():
+    c = VersionFigures(500, 0, 9.0, 10, 10)
+    assert canary_verdict(GOOD["champion"], c, CFG) is None  # 10 labels of 50
