@@ -31,8 +31,7 @@ def installed_packages() -> str:
 def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: str, config_hash: str,
                  seed: int, versions: dict[str, str], experiment_path: str, trial_id: str,
                  trial_params: str, epochs_trained: int, weights_sha256: str, threads: int,
-                 device: str, search_run_id: str, classes: list | None = None,
-                 parent_event: str | None = None) -> dict[str, str]:
+                 device: str, search_run_id: str, classes: list | None = None) -> dict[str, str]:
     """The `handoff.*` tags set on a model version (all strings, as MLflow stores them)."""
     tags = {
         "git_commit": commit, "git_dirty": str(dirty).lower(),
@@ -46,6 +45,4 @@ def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: s
     }
     if classes is not None:
         tags["classes"] = json.dumps(list(classes))
-    if parent_event:
-        tags["parent_drift_event"] = parent_event
     return {TAG_PREFIX + k: v for k, v in tags.items()}

@@ -111,9 +111,11 @@ def _read_manifest(experiment_path: str) -> dict:
 def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: str, *,
                       registry_uri: str | None = None, console: Console | None = None,
                       resume_path: str | None = None, data: PreparedData | None = None,
-                      on_registered: Callable[[TrainingView], None] | None = None) -> RegisteredVersion:
+                      on_registered: Callable[[TrainingView], None] | None = None,
+                      extra_tags: dict[str, str] | None = None) -> RegisteredVersion:
     """Run (or resume) the search, then log and register its best model; return what was registered.
-    `on_registered` hears what the new version was trained on (monitoring profiles it from that)."""
+    `on_registered` hears what the new version was trained on (monitoring profiles it from that);
+    `extra_tags` join the version's lineage tags at registration (a retraining's cause)."""
     console = console or Console(stderr=True)
     data = data if data is not None else load_data(cfg, settings)
     console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}")
@@ -146,7 +148,8 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
         run = lambda: resume_search(cfg, data, resume_path, callbacks=[progress])  # noqa: E731
     try:
         outcome = run()
-        registered = _register_best(cfg, data, outcome, client, tracking_uri, registry_uri, parent, on_registered)
+        registered = _register_best(cfg, data, outcome, client, tracking_uri, registry_uri, parent, on_registered,
+                                    extra_tags)
     except BaseException:
         client.set_terminated(parent, status="FAILED")
         raise
@@ -167,7 +170,8 @@ def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
 
 def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOutcome, client: MlflowClient,
                    tracking_uri: str, registry_uri: str | None, parent: str,
-                   on_registered: Callable[[TrainingView], None] | None = None) -> RegisteredVersion:
+                   on_registered: Callable[[TrainingView], None] | None = None,
+                   extra_tags: dict[str, str] | None = None) -> RegisteredVersion:
     metric, mode = cfg.search.metric, cfg.search.mode
     unfinished = outcome.unfinished_trials()
     if unfinished:
@@ -211,6 +215,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
         search_run_id=parent, classes=data.classes,
     )
+    tags.update({f"{lineage.TAG_PREFIX}{k}": str(v) for k, v in (extra_tags or {}).items()})
     registry = Registry(tracking_uri, registry_uri)
     model_id = model_uri.split("/", 1)[1].lstrip("/") if model_uri.startswith("models:/") else None
     version = registry.register(cfg.name, model_uri, parent, tags, model_id=model_id,

@@ -130,6 +130,17 @@ class Registry:
             lineage={k[len(TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)},
         )
 
+    def set_version_tags(self, name: str, version: int, tags: dict[str, str]) -> None:
+        """Add lineage tags (`handoff.` is prefixed) to a version: what caused it, its gate verdict."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key if key.startswith(TAG_PREFIX)
+                                              else TAG_PREFIX + key, str(value))
+
+    def caused_by(self, name: str, event_id: str) -> VersionInfo | None:
+        """The newest version whose lineage names `event_id` as its cause, or None."""
+        found = [v for v in self.versions(name) if v.lineage.get("parent_event") == event_id]
+        return found[0] if found else None
+
     def download(self, run_id: str, artifact_path: str, dst: str) -> str:
         return self.client.download_artifacts(run_id, artifact_path, dst)
 

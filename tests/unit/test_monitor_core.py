@@ -236,3 +236,25 @@ def test_merge_plans_keep_days_schemas_and_sizes_apart():
     files += [(f"date=d2/p{i}", 10, "s") for i in range(2)]
     assert plan_merges(files, spec) == [["date=d1/p0", "date=d1/p1", "date=d1/p2"],
                                         ["date=d1/p3", "date=d1/p4", "date=d1/p5"]]
+
+
+def test_labelled_rows_join_the_latest_label_of_each_answered_row(tmp_path):
+    from monitoring.labelled import labelled_rows
+
+    log = LiveLog(str(tmp_path / "live"), flush_seconds=3600)
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    log.append("m", FEATURES, "a", 1, None, x[:3], np.array([0, 1, 1]), 1.0)
+    log.append("m", FEATURES, "a", 2, None, x[:3], np.array([1, 1, 1]), 1.0, shadow=True)  # a mirror: never
+    log.flush()
+    time.sleep(0.02)
+    log.append("m", FEATURES, "b", 2, None, x[3:], np.array([0, 0, 1]), 1.0)
+    log.close()
+    send(tmp_path, [("a", 1), ("a#2", 0), ("b#1", 1)])
+    send(tmp_path, [("a", 0)])  # corrected later: the latest label counts
+    rows = labelled_rows(str(tmp_path / "live"), "m")
+    assert rows.y.tolist() == [0, 0, 1] and rows.version.tolist() == [1, 1, 2] and rows.prediction.tolist() == [0, 1, 0]
+    assert rows.x[:, 0].tolist() == [0.0, 8.0, 16.0] and rows.features == list(FEATURES)
+    assert labelled_rows(str(tmp_path / "live"), "m", versions={2}).y.tolist() == [1]
+    assert len(labelled_rows(str(tmp_path / "live"), "m", last=2)) == 2
+    assert len(labelled_rows(str(tmp_path / "live"), "m", since=time.time() + 3600)) == 0
+    assert len(labelled_rows(str(tmp_path / "nowhere"), "m")) == 0

@@ -1,0 +1,113 @@
+"""`handoff retrain NAME --event EVENT`: the closed loop's retraining job (the monitor submits it).
+
+Takes the most recent labelled live rows (the monitor's reader), holds a seeded share out for the
+gate, trains the champion's recorded config (its hyperparameters, or a short search) on the
+champion's own training split plus the rest of those rows (weighted), registers the new version
+with its cause in its lineage (the event, the champion it was retrained from) and its reference
+profile, then runs the offline gate against the champion and records the verdict and both scores
+as tags of the new version. Exit 0 when a version is registered (whatever the verdict); the
+mixed data is kept under HANDOFF_HOME/retrain/ so `handoff reproduce` can train it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from handoff.cli import HomeOpt, JsonOpt, TrackingOpt, _fail, _profiler, _settings, _tracking_uri, app, err, out, \
+    print_result
+from handoff.monitor_commands import MonitoringConfigOpt, MonitorSetOpt, monitoring_config
+
+MIN_RECENT_ROWS = 20
+
+
+def _accuracy(model, x, y) -> float:
+    from training import predicted_class
+
+    return float((predicted_class(model.predict_proba(x.astype("float32"))) == y).mean()) if len(y) else float("nan")
+
+
+@app.command()
+def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
+            event: Annotated[str, typer.Option(help="the event that calls for it (its id goes into the lineage)")],
+            attempt: Annotated[int, typer.Option(help="which try of this event (the data directory's name)")] = 0,
+            live_root: Annotated[str | None, typer.Option(help="the live log (default HANDOFF_HOME/live)")] = None,
+            home: HomeOpt = None, tracking_uri: TrackingOpt = None,
+            monitoring_config_path: MonitoringConfigOpt = None, overrides: MonitorSetOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Retrain NAME's champion on recent labelled live rows and gate the new version (a loop step).
+
+    The monitor submits this as a Ray job when drift is declared; run by hand it does the same."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cluster.connect import connect_ray, ray_address
+    from cluster.services import read_services
+    from monitoring.labelled import labelled_rows
+    from training import CHAMPION, Registry, RegistryError, load_version
+    from training.pipeline import SearchFailed, load_data, tune_and_register
+    from training.reproduce import recorded_config
+    from training.retrain import gate_verdict, retrain_config, retrain_frame, split_holdout
+
+    loop = monitoring_config(monitoring_config_path, overrides).loop
+    settings = _settings(home, tracking_uri=tracking_uri)
+    services = read_services(settings)
+    uri = _tracking_uri(None, settings, services)
+    registry = Registry(uri)
+    try:
+        champion = registry.aliases(name).get(CHAMPION)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if champion is None:
+        _fail(f"{name} has no champion to retrain")
+    root = live_root or str(settings.live_log_dir)
+    recent = labelled_rows(root, name, last=loop.data.recent_rows)
+    if len(recent) < MIN_RECENT_ROWS:
+        _fail(f"{name} has {len(recent)} labelled live row(s) under {root}; retraining needs at least "
+              f"{MIN_RECENT_ROWS} (send labels: POST /v2/models/{name}/feedback or `handoff feedback`)")
+    info = registry.version(name, champion)
+    champion_cfg = recorded_config(registry, info.run_id)
+    original = load_data(champion_cfg, settings)
+    if recent.features != list(original.features):
+        _fail(f"the live log's features {recent.features} are not {name}'s {list(original.features)}")
+    train, held = split_holdout(len(recent), loop.data.holdout_fraction, seed=champion_cfg.seed + attempt)
+    frame = retrain_frame(original, recent.x[train], recent.y[train], loop.data.recent_weight)
+    data_dir = Path(settings.home) / "retrain" / name / f"{event}-{attempt}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_path = data_dir / "data.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), data_path)
+    err.log(f"retraining {name} v{champion} for {event}: {len(original.x_train)} original training row(s) + "
+            f"{len(train)} recent labelled row(s) ×{loop.data.recent_weight}; {len(held)} held out for the gate")
+    cfg = retrain_config(champion_cfg, str(data_path), json.loads(info.lineage.get("trial_params", "{}")),
+                         loop.data.search_samples)
+    try:
+        connect_ray(ray_address(settings, services))
+        with contextlib.redirect_stdout(sys.stderr):
+            result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri, console=err,
+                                       on_registered=_profiler(uri, cfg.mlflow.registry_uri),
+                                       extra_tags={"parent_event": event, "retrained_from": champion,
+                                                   "retrain_attempt": attempt})
+    except SearchFailed as exc:
+        _fail(str(exc), 1)
+    candidate_model, champion_model = load_version(name, result.version, uri), load_version(name, champion, uri)
+    scores = {"recent": {"candidate": _accuracy(candidate_model, recent.x[held], recent.y[held]),
+                         "champion": _accuracy(champion_model, recent.x[held], recent.y[held]), "rows": int(len(held))},
+              "original": {"candidate": _accuracy(candidate_model, original.x_test, original.y_test),
+                           "champion": _accuracy(champion_model, original.x_test, original.y_test),
+                           "rows": int(len(original.y_test))}}
+    passed, reason = gate_verdict(scores, loop.gate.min_gain_recent, loop.gate.max_loss_original)
+    registry.set_version_tags(name, result.version, {"gate": "passed" if passed else "failed", "gate_reason": reason,
+                                                     "gate_scores": json.dumps(scores, sort_keys=True)})
+    summary = {"name": name, "version": result.version, "champion": champion, "event": event, "attempt": attempt,
+               "gate": {"passed": passed, "reason": reason, "scores": scores}, "data": str(data_path),
+               "recent_rows": int(len(recent)), "held_out": int(len(held)), "train_rows": int(len(frame))}
+    if as_json:
+        print_result(summary)
+    else:
+        out.print(f"{name} v{result.version} registered (from v{champion}, for {event}); gate "
+                  f"{'[green]passed[/green]' if passed else '[red]failed[/red]'}: {reason}")

@@ -1,0 +1,102 @@
+"""Labelled live rows: the live log's answered rows joined with the labels sent back for them.
+
+What the retraining learns from (the most recent labelled rows) and what the canary is judged on
+(labelled rows of each version since the canary started). Reads the live log's files (shadow rows
+left out; unreadable files skipped) and the label files beside them (one label per row id: the
+latest sent), the same layout the monitor reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from cluster.storage import filesystem, join
+from monitoring.labels import FEEDBACK_DIR
+from monitoring.live_reader import feature_columns, model_dir
+
+
+@dataclass(frozen=True)
+class LabelledRows:
+    """Rows in answer order: features, true class index, the class the version predicted, its version."""
+
+    features: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    prediction: np.ndarray
+    version: np.ndarray
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, index) -> LabelledRows:
+        return LabelledRows(self.features, self.x[index], self.y[index], self.prediction[index], self.version[index],
+                            self.ts[index])
+
+
+def _parquet_files(fs: pafs.FileSystem, path: str, since: float | None) -> list[str]:
+    """Parquet files under `path`, oldest first; only those written at or after `since` when given
+    (a file is written after every row in it)."""
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    found = [(i.mtime.timestamp() if i.mtime else 0.0, i.path) for i in infos
+             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")]
+    return [p for mtime, p in sorted(found) if since is None or mtime >= since]
+
+
+def labels_of(root: str, model: str) -> dict[str, int]:
+    """Every label sent for `model`: row id → class index, the latest file's label for an id."""
+    labels: dict[str, int] = {}
+    fs, base = filesystem(root)
+    for path in _parquet_files(fs, join(join(base, FEEDBACK_DIR), f"model={model}"), None):
+        try:
+            table = pq.read_table(path, filesystem=fs, columns=["request_id", "class_index"])
+        except Exception:  # noqa: BLE001 - an unreadable label file is skipped (the monitor records it)
+            continue
+        labels.update(zip(table.column("request_id").to_pylist(), table.column("class_index").to_pylist()))
+    return labels
+
+
+def labelled_rows(root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,
+                  last: int | None = None) -> LabelledRows:
+    """The answered rows of `model` that have a label, oldest first: answered at or after `since`
+    (epoch seconds) and by one of `versions` when given, the `last` most recent when given."""
+    labels = labels_of(root, model)
+    fs, live_dir = filesystem(model_dir(root, model))
+    tables, features = [], None
+    for path in _parquet_files(fs, live_dir, since):
+        try:
+            schema = pq.read_schema(path, filesystem=fs)
+            names = feature_columns(schema.names)
+            if features is None:
+                features = names
+            if names != features:
+                continue
+            table = pq.read_table(path, filesystem=fs,
+                                  columns=["request_id", "ts", "version", "prediction", "shadow", *features])
+        except Exception:  # noqa: BLE001 - a file that cannot be read is skipped, as the monitor does
+            continue
+        keep = pc.invert(table.column("shadow"))
+        if since is not None:
+            keep = pc.and_(keep, pc.greater_equal(table.column("ts"), pa.scalar(int(since * 1000),
+                                                                                 pa.timestamp("ms", tz="UTC"))))
+        if versions is not None:
+            keep = pc.and_(keep, pc.is_in(table.column("version"), pa.array(sorted(versions), pa.int32())))
+        tables.append(table.filter(keep))
+    if not tables or not labels:
+        return LabelledRows(features or [], np.empty((0, len(features or []))), np.empty(0, np.int64),
+                            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[ms]"))
+    table = pa.concat_tables(tables).sort_by("ts")
+    y = np.fromiter((labels.get(i, -1) for i in table.column("request_id").to_pylist()), np.int64, table.num_rows)
+    rows = np.nonzero(y >= 0)[0]
+    if last is not None:
+        rows = rows[-last:]
+    x = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features])
+    return LabelledRows(features, x[rows], y[rows], table.column("prediction").to_numpy(zero_copy_only=False)[rows],
+                        table.column("version").to_numpy(zero_copy_only=False).astype(np.int64)[rows],
+                        table.column("ts").to_numpy(zero_copy_only=False).astype("datetime64[ms]")[rows])

@@ -1,0 +1,64 @@
+"""Retraining a registered version on what production taught it, and the offline gate.
+
+The training side of `handoff retrain` (the CLI composes it with the labelled live rows the
+monitor's reader gives): `retrain_frame` mixes the champion's own training split with recent
+labelled live rows (weighted), `retrain_config` derives the search from the champion's recorded
+config (its hyperparameters, or a short search), and `gate_verdict` (pure) decides whether the
+candidate may face live traffic: it must beat the champion on recent rows held out of training
+and may not lose more than a set margin on the champion's original test split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.config import Choice, ExperimentConfig
+from training.prepare import PreparedData
+
+
+def retrain_frame(original: PreparedData, recent_x: np.ndarray, recent_y: np.ndarray, weight: int) -> pd.DataFrame:
+    """The champion's training rows once, then each recent row `weight` times: feature columns and the
+    label column, labels as the user names the classes (what a dataset file holds)."""
+    if recent_x.shape[1] != len(original.features):
+        raise ValueError(f"recent rows have {recent_x.shape[1]} feature(s); the model has {len(original.features)}")
+    x = np.concatenate([original.x_train, np.repeat(recent_x, weight, axis=0)])
+    y = np.concatenate([original.y_train, np.repeat(recent_y, weight)])
+    frame = pd.DataFrame(x, columns=original.features)
+    frame[original.label] = np.asarray(list(original.classes), dtype=object)[y]  # ints, booleans or strings
+    return frame
+
+
+def retrain_config(champion: ExperimentConfig, data_uri: str, trial_params: dict, search_samples: int) -> ExperimentConfig:
+    """The champion's config on the new data: its own hyperparameters (one trial) or, with
+    `search_samples` > 1, its search space for that many trials."""
+    update = {"dataset": champion.dataset.model_copy(update={"uri": data_uri})}
+    if search_samples <= 1:
+        fixed = {k: Choice(type="choice", values=[trial_params[k]]) for k in champion.search.space if k in trial_params}
+        update["search"] = champion.search.model_copy(update={"space": fixed, "num_samples": 1})
+    else:
+        update["search"] = champion.search.model_copy(update={"num_samples": search_samples})
+    return champion.model_copy(update=update)
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held out) indices of n recent rows: a seeded share held out for the gate, never trained on."""
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * fraction))
+    return np.sort(order[cut:]), np.sort(order[:cut])
+
+
+def gate_verdict(scores: dict[str, dict[str, float]], min_gain_recent: float,
+                 max_loss_original: float) -> tuple[bool, str]:
+    """Whether the candidate may face traffic, and why: `scores` has "recent" and "original", each
+    with the "candidate"'s and the "champion"'s accuracy."""
+    recent, original = scores["recent"], scores["original"]
+    gain = recent["candidate"] - recent["champion"]
+    loss = original["champion"] - original["candidate"]
+    summary = (f"recent held-out rows: candidate {recent['candidate']:.2%} vs champion {recent['champion']:.2%}; "
+               f"original test split: {original['candidate']:.2%} vs {original['champion']:.2%}")
+    if gain <= min_gain_recent:
+        return False, f"does not beat the champion on recent rows by more than {min_gain_recent:.2%} ({summary})"
+    if loss > max_loss_original:
+        return False, f"loses {loss:.2%} on the original test split, more than {max_loss_original:.2%} ({summary})"
+    return True, summary
