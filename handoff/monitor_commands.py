@@ -39,13 +39,31 @@ def state_root(settings, cfg) -> str:
     return cfg.state_root or str(settings.monitor_dir)
 
 
-def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg) -> None:
-    """Start (or find) the model's monitor actor on the connected cluster."""
+def loop_port(tracking_uri: str, live_root: str, cfg, serving_cfg):
+    """The closed loop's hands for a monitor on the connected cluster (its jobs API: the dashboard)."""
+    import ray._private.worker
+
+    from handoff.loop_port import HandoffLoopPort
+
+    dashboard = ray._private.worker.get_dashboard_url()
+    if not dashboard:
+        return None
+    sets = [f"loop.{part}.{k}={v}" for part in ("data", "gate")
+            for k, v in getattr(cfg.loop, part).model_dump().items()]
+    return HandoffLoopPort(tracking_uri, dashboard if "://" in dashboard else f"http://{dashboard}", live_root,
+                           serving_cfg.model_dump(), sets)
+
+
+def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg, serving_cfg) -> None:
+    """Start (or find) the model's monitor actor on the connected cluster, with the loop's hands."""
     from monitoring.monitor import start
 
-    start(name, live_root, state_root(settings, cfg), tracking_uri, cfg)
+    port = loop_port(tracking_uri, live_root, cfg, serving_cfg) if cfg.loop.enabled else None
+    start(name, live_root, state_root(settings, cfg), tracking_uri, cfg, port)
+    loop = ("closed loop on: drift → retrain → gate → canary → " + ("promote" if cfg.loop.promotion == "auto"
+            else "manual promotion")) if port is not None else "closed loop off"
     err.print(f"[dim]monitor of {name} running (windows of {cfg.window_rows} rows or {cfg.window_seconds:g} s, "
-              f"drift after {cfg.persistence} drifted window(s)); `handoff monitor {name} status`[/dim]",
+              f"drift after {cfg.persistence} drifted window(s); {loop}); `handoff monitor {name} status`[/dim]",
               highlight=False)
 
 
@@ -94,7 +112,8 @@ def monitor_command(
 
         serving_cfg = load_serving_config(None, list(serving_overrides or []))
         live_root = serving_cfg.live_log.root or str(settings.live_log_dir)
-        start_monitor(name, settings, _tracking_uri(None, settings, read_services(settings)), live_root, cfg)
+        start_monitor(name, settings, _tracking_uri(None, settings, read_services(settings)), live_root, cfg,
+                      serving_cfg)
     elif action == "stop":
         out.print(f"monitor of {name} stopped" if stop(name) else f"no monitor of {name} was running")
     else:

@@ -113,7 +113,7 @@ def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, track
     _run(lambda: control.serve_model(name), as_json, cfg)
     if mon.enabled and control.live_log_root:
         start_monitor(name, _settings(home, address, tracking_uri), control.registry.tracking_uri,
-                      control.live_log_root, mon)
+                      control.live_log_root, mon, cfg)
 
 
 @app.command()

@@ -81,6 +81,8 @@ class MonitorCore:
             "events_logged": saved.get("events_logged", 0),
             "feedback_files": saved.get("feedback_files", []),
             "labels": saved.get("labels", {}),  # version → window → label_stats
+            "loop": saved.get("loop"),  # the closed loop's state (monitoring/loop.py LoopState)
+            "loop_seen": saved.get("loop_seen", saved.get("events_logged", 0)),  # events the loop has looked at
         }
         if labels is not None:  # every label sent so far, back in memory
             for key in self.state["feedback_files"]:

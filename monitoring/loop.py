@@ -80,6 +80,7 @@ class LoopState:
     champion: int | None = None
     attempt: int = 0
     job_id: str | None = None
+    job_status: str | None = None    # as last seen
     next_try_at: float | None = None
     candidate: int | None = None
     canary_since: float | None = None

@@ -27,7 +27,7 @@ def status_of(model: str, state: dict, running: bool) -> dict:
             "rows_unprofiled": state["rows_unprofiled"], "files_read": state.get("files_base", 0) + len(state["files"]),
             "files_compacted_into": sum(1 for k in state.get("consumed", {}) if "compacted-" in k),
             "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
-            "live": {v: summary(w) for v, w in state.get("labels", {}).items()}}
+            "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop")}
 
 
 def actor_name(model: str) -> str:
@@ -37,7 +37,8 @@ def actor_name(model: str) -> str:
 class Monitor:
     """Runs one model's monitor: a pass every `poll_seconds` on a thread of the actor."""
 
-    def __init__(self, model: str, live_root: str, state_root: str, tracking_uri: str, cfg: dict):
+    def __init__(self, model: str, live_root: str, state_root: str, tracking_uri: str, cfg: dict, port=None):
+        """`port` (monitoring/loop_runner.LoopPort) lets the closed loop act; None: the monitor only reports."""
         from monitoring.compaction import CompactionSpec
         from monitoring.core import DriftSettings, LabelJoin, MonitorCore
         from monitoring.labels import Feedback, WindowRows
@@ -62,6 +63,9 @@ class Monitor:
 
         self.metrics = MonitorMetrics()
         self.passes, self.last_error, self.started = 0, None, time.time()
+        self.port, self.loop_error, self._last_tick = port, None, 0.0
+        seen = self.core.state.get("loop_seen", self.core.state["events_logged"])
+        self._loop_news = [e for e in self.core.store.events()[seen:] if e["kind"] == "drift_declared"]
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="handoff-monitor", daemon=True)
         self._thread.start()
@@ -74,6 +78,7 @@ class Monitor:
                     self.passes += 1
                     self.metrics.set_from(self.model, self.core.state, self._buffered())
                 self._publish(events)
+                self._loop(events)
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - a bad pass is reported, the monitor goes on
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -89,6 +94,7 @@ class Monitor:
             state = dict(self.core.state)
             buffered = self._buffered()
         return {**status_of(self.model, state, running=True), "passes": self.passes, "last_error": self.last_error,
+                "loop_error": self.loop_error,
                 "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
 
     def step_now(self) -> list[dict]:
@@ -97,6 +103,33 @@ class Monitor:
             events = self.core.step()
         self._publish(events)
         return events
+
+    def _loop(self, events: list[dict]) -> None:
+        """A tick of the closed loop every `loop.tick_seconds` (its actions outside the lock: moving
+        traffic takes seconds); its state and records are committed together afterwards."""
+        from monitoring.loop_runner import tick
+
+        self._loop_news += [e for e in events if e["kind"] == "drift_declared"]
+        if self.port is None or not self.cfg.loop.enabled or time.time() - self._last_tick < self.cfg.loop.tick_seconds:
+            return
+        self._last_tick = time.time()
+        with self._lock:
+            state, labels = self.core.state.get("loop"), dict(self.core.state.get("labels", {}))
+            logged = self.core.state["events_logged"]
+        try:
+            new_state, records = tick(self.model, state, labels, list(self._loop_news), self.cfg.loop, self.port)
+        except Exception as exc:  # noqa: BLE001 - nothing committed: the next tick tries the same step again
+            self.loop_error = f"{type(exc).__name__}: {exc}"
+            log.error("monitor %s: loop tick failed: %s", self.model, traceback.format_exc())
+            return
+        self.loop_error = None
+        with self._lock:
+            self.core.state["loop"] = new_state
+            self.core.state["loop_seen"] = logged
+            self._loop_news = []
+            self.core._record(records)
+        if records:
+            log.info("monitor %s: loop %s", self.model, [r["kind"] for r in records])
 
     def _publish(self, events: list[dict]) -> None:
         """Log the pass's windows to MLflow, and each drift event's report as artifacts of its run."""
@@ -125,14 +158,14 @@ class Monitor:
         self._thread.join(timeout=30)
 
 
-def start(model: str, live_root: str, state_root: str, tracking_uri: str, cfg: MonitoringConfig):
-    """The model's monitor actor, started if it is not running (idempotent)."""
+def start(model: str, live_root: str, state_root: str, tracking_uri: str, cfg: MonitoringConfig, port=None):
+    """The model's monitor actor, started if it is not running (idempotent); `port` lets its loop act."""
     import ray
 
     actor = ray.remote(Monitor).options(
         name=actor_name(model), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=cfg.cpus, max_concurrency=4)
-    return actor.remote(model, live_root, state_root, tracking_uri, cfg.model_dump())
+    return actor.remote(model, live_root, state_root, tracking_uri, cfg.model_dump(), port)
 
 
 def find(model: str):

@@ -1,0 +1,87 @@
+"""The closed loop's hands: what the monitor actor calls to act (monitoring/loop_runner.LoopPort).
+
+Composed here, above every package: retraining is submitted as a Ray job (`handoff retrain`,
+handoff/jobs.py) to the cluster's jobs API, the candidate and its gate verdict are read from the
+registry, traffic moves through the serving control plane (deploy, switch, then remove: no request
+fails), and the canary's figures come from the gateways' Prometheus metrics and the labelled live
+rows. The monitor gets an instance when it is started (pickled with its arguments), so the
+monitoring package itself never imports serving.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class HandoffLoopPort:
+    tracking_uri: str
+    jobs_address: str
+    live_root: str
+    serving_cfg: dict
+    retrain_sets: list[str] = field(default_factory=list)  # `--set` of the monitoring config the job needs
+
+    def _registry(self):
+        from training import Registry
+
+        return Registry(self.tracking_uri)
+
+    def _control(self):
+        from serving import ServingControl
+        from serving.config import ServingConfig
+
+        return ServingControl(self._registry(), ServingConfig.model_validate(self.serving_cfg), self.live_root)
+
+    def champion(self, model: str) -> int | None:
+        from training import CHAMPION
+
+        return self._registry().aliases(model).get(CHAMPION)
+
+    def submit_retrain(self, model: str, event_id: str, attempt: int) -> str:
+        from cluster.jobs import JobRunner
+        from handoff.jobs import retrain_job
+
+        args = ["--attempt", str(attempt), "--live-root", self.live_root]
+        for item in self.retrain_sets:
+            args += ["--set", item]
+        return JobRunner(self.jobs_address).submit(retrain_job(model, event_id, attempt, args))
+
+    def job_status(self, job_id: str) -> str:
+        from cluster.jobs import JobRunner
+
+        return JobRunner(self.jobs_address).status(job_id)
+
+    def candidate(self, model: str, event_id: str):
+        from monitoring.loop import Candidate
+
+        info = self._registry().caused_by(model, event_id)
+        if info is None or "gate" not in info.lineage:
+            return None
+        return Candidate(info.version, info.lineage["gate"] == "passed",
+                         json.loads(info.lineage.get("gate_scores", "{}")), info.lineage.get("gate_reason", ""))
+
+    def canary(self, model: str, version: int, percent: float) -> None:
+        self._control().canary(model, version, percent)
+
+    def promote(self, model: str, version: int) -> None:
+        self._control().promote(model, version)
+
+    def rollback(self, model: str, version: int, champion: int) -> None:
+        """The canary out, the champion back at all traffic (the champion was never replaced)."""
+        self._control().traffic(model, {champion: 100.0})
+
+    def figures(self, model: str, champion: int, canary: int, since: float):
+        from monitoring.labelled import labelled_rows
+        from monitoring.loop import VersionFigures
+        from serving import scrape, summarize
+
+        served = summarize(scrape())
+        rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary})
+        out = {}
+        for role, version in (("champion", champion), ("canary", canary)):
+            f = served.get((model, version), {})
+            mine = rows.version == version
+            out[role] = VersionFigures(int(f.get("requests", 0)), int(f.get("errors", 0)), f.get("p99_ms_at_most"),
+                                       int(mine.sum()), int((rows.prediction[mine] == rows.y[mine]).sum()))
+        return out

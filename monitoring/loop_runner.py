@@ -1,0 +1,73 @@
+"""One tick of the closed loop inside the monitor actor: gather what `advance` needs, carry out its actions.
+
+The loop's effects on the world (submitting a retraining job, reading the candidate's gate
+verdict, moving traffic, reading the canary's figures) go through a `LoopPort`, which the
+composing layer (handoff/loop_port.py) gives the monitor when it starts it: monitoring never
+imports serving, and retraining crosses by job submission. The state is committed with the
+records after the actions succeeded; a tick whose action fails changes nothing and is tried
+again (every action is idempotent), so a monitor killed mid-tick neither loses a job nor
+starts a second one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Protocol
+
+from monitoring.loop import Candidate, LoopState, VersionFigures, advance, retrain_trigger
+from monitoring.loop_config import LoopConfig
+
+
+class LoopPort(Protocol):
+    def champion(self, model: str) -> int | None: ...
+    def submit_retrain(self, model: str, event_id: str, attempt: int) -> str: ...    # the job id
+    def job_status(self, job_id: str) -> str: ...
+    def candidate(self, model: str, event_id: str) -> Candidate | None: ...
+    def canary(self, model: str, version: int, percent: float) -> None: ...
+    def promote(self, model: str, version: int) -> None: ...
+    def rollback(self, model: str, version: int, champion: int) -> None: ...
+    def figures(self, model: str, champion: int, canary: int, since: float) -> dict[str, VersionFigures]: ...
+
+
+def recent_accuracy(labels: dict, rows: int) -> tuple[int, int] | None:
+    """(labelled, correct) over the newest windows of a version until `rows` labelled rows are covered."""
+    labelled = correct = 0
+    for _, w in sorted(labels.items(), key=lambda kv: -int(kv[0])):
+        labelled, correct = labelled + w["labelled"], correct + w["correct"]
+        if labelled >= rows:
+            break
+    return (labelled, correct) if labelled else None
+
+
+def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dict], cfg: LoopConfig,
+         port: LoopPort, now: float | None = None) -> tuple[dict, list[dict]]:
+    """The loop's next state (as stored) and the records of this tick (events to append)."""
+    now = time.time() if now is None else now
+    state = LoopState.from_json(state_json)
+    champion = port.champion(model)
+    recent = recent_accuracy(labels.get(str(champion), {}), cfg.retrain.accuracy_rows) if champion else None
+    trigger = retrain_trigger(model, champion, new_events, recent, cfg)
+    job_status = port.job_status(state.job_id) if state.stage == "retraining" and state.job_id else None
+    candidate = port.candidate(model, state.event_id) if job_status == "SUCCEEDED" else None
+    figures = (port.figures(model, state.champion, state.candidate, state.canary_since)
+               if state.stage == "canary" else None)
+    new_state, actions, records = advance(state, now, cfg, trigger=trigger, job_status=job_status,
+                                          candidate=candidate, figures=figures, champion=champion)
+    for action in actions:
+        if action.kind == "submit":
+            job_id = port.submit_retrain(model, action.event_id, action.attempt)
+            new_state = replace(new_state, job_id=job_id)
+            records = [{**r, "job_id": job_id} if r["kind"] == "retrain_submitted" else r for r in records]
+        elif action.kind == "canary":
+            port.canary(model, action.version, action.percent)
+        elif action.kind == "promote":
+            port.promote(model, action.version)
+        elif action.kind == "rollback":
+            port.rollback(model, action.version, state.champion)
+    if state.stage == "retraining" and job_status == "SUCCEEDED":
+        records = [{"kind": "retrain_finished", "event_id": state.event_id, "job_id": state.job_id,
+                    "version": candidate.version if candidate else None}] + records
+    if job_status is not None:
+        new_state = replace(new_state, job_status=job_status)
+    return new_state.to_json(), records
