@@ -162,6 +162,21 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
     return None if state is None else status_of(name, state, running=actor is not None)
 
 
+def loop_stage(loop: dict | None) -> str:
+    """Where the closed loop stands, in words."""
+    loop = loop or {}
+    stage = loop.get("stage", "watching")
+    if stage == "retraining":
+        return f"retraining for {loop.get('event_id')} (job {loop.get('job_id')}, {loop.get('job_status') or 'submitted'})"
+    if stage == "backoff":
+        return f"retraining failed; retry {loop.get('attempt', 0) + 1} at {loop.get('next_try_at', 0):.0f}"
+    if stage == "canary":
+        return f"canary v{loop.get('candidate')} against champion v{loop.get('champion')}"
+    if stage == "awaiting_promotion":
+        return f"v{loop.get('candidate')} ready: `handoff promote` finishes it (promotion: manual)"
+    return "watching" + (f" (last acted on {loop['handled'][-1]})" if loop.get("handled") else "")
+
+
 def verdict(status: dict | None, version: int) -> tuple[str, str]:
     """(drift, live accuracy) of one version for the status table."""
     if status is None:
@@ -215,6 +230,9 @@ def _print_status(status: dict, as_json: bool) -> None:
         out.print(f"  last window: v{last['version']} #{last['window']} ({last['rows']} rows): {verdict}")
     if status["files_skipped"]:
         out.print(f"  files skipped (unreadable): {len(status['files_skipped'])}")
+    loop = status.get("loop") or {}
+    if loop:
+        out.print(f"  closed loop: {loop_stage(loop)}")
 
 
 def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) -> None:
@@ -243,7 +261,11 @@ def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) ->
 def events(name: Annotated[str, typer.Argument(help="registered model name")],
            kind: Annotated[str | None, typer.Option(help="only this kind: window_scored, drift_declared, "
                                                      "window_labels, window_unprofiled, file_skipped, "
-                                                     "feedback_skipped")] = None,
+                                                     "feedback_skipped, files_compacted; the loop's "
+                                                     "retrain_submitted, retrain_finished, retrain_failed, "
+                                                     "retrain_retry_scheduled, retrain_abandoned, "
+                                                     "retrain_deferred, gate_passed, gate_failed, "
+                                                     "canary_started, canary_ready, promoted, rolled_back")] = None,
            last: Annotated[int | None, typer.Option(help="only the last N")] = None,
            home: HomeOpt = None, monitoring_config_path: MonitoringConfigOpt = None,
            overrides: MonitorSetOpt = None, as_json: JsonOpt = False) -> None:
@@ -267,6 +289,14 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
                                             f"{e['last_window']}): {', '.join(e['features'])}",
                   "window_labels": lambda: f"v{e['version']} window {e['window']}: {e['correct']}/{e['labelled']} "
                                            f"labelled row(s) right",
+                  "retrain_submitted": lambda: f"job {e.get('job_id', '?')} for {e['event_id']} (attempt "
+                                               f"{e.get('attempt', 0) + 1}): {e.get('reason', '')}",
+                  "retrain_finished": lambda: f"job {e.get('job_id')} registered v{e.get('version')}",
+                  "gate_passed": lambda: f"v{e['version']}: {e.get('reason', '')}",
+                  "gate_failed": lambda: f"v{e['version']}: {e.get('reason', '')}",
+                  "canary_started": lambda: f"v{e['version']} at {e.get('reason', '')}",
+                  "promoted": lambda: f"v{e['version']} champion: {e.get('reason', '')}",
+                  "rolled_back": lambda: f"v{e['version']} out, v{e.get('champion')} back: {e.get('reason', '')}",
                   }.get(e["kind"], lambda: e.get("reason", ""))()
         out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)
 

@@ -203,7 +203,7 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     agent exports them every few seconds)."""
     from serving import TrafficPolicy, app_name, scrape, summarize
 
-    from handoff.monitor_commands import monitor_status, monitoring_config, verdict
+    from handoff.monitor_commands import loop_stage, monitor_status, monitoring_config, verdict
 
     control, _ = _control(home, address, tracking_uri, serving_config, [])
     state = control.describe()
@@ -244,3 +244,6 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
                       f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-",
                       r["drift"], r["live_accuracy"])
     out.print(table)
+    for model, status in monitors.items():
+        if status is not None:
+            out.print(f"{model}: closed loop {loop_stage(status.get('loop'))}")

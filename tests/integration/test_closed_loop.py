@@ -1,0 +1,139 @@
+"""The closed loop on `handoff up` (a real Ray with its jobs API, a real `mlflow server`, real HTTP).
+
+One head for the module; each test serves its own model on the one gateway and replays held-out
+Shuttle rows as live traffic with labels until a sensor is "recalibrated" (f1 reads 20 higher, f3
+10 lower: labels stay true). Then the monitor declares drift and the loop acts: a retraining job
+through the jobs API, the offline gate, a canary, promotion or rollback. Every test counts client
+requests: none may fail.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handoff.replay import LiveReplay, Recalibration
+from tests.integration.conftest import REPO, SMALL, free_port, write_parquet
+
+pytestmark = pytest.mark.integration
+
+HANDOFF = str(Path(sys.executable).with_name("handoff"))
+FEATURES = [f"f{i}" for i in range(1, 10)]
+CHANGE = Recalibration({"f1": (1.0, 20.0), "f3": (1.0, -10.0)})
+FAST = ["window_rows=300", "min_rows=50", "persistence=2", "poll_seconds=0.5", "loop.tick_seconds=1",
+        "loop.retrain.cooldown_s=0", "loop.retrain.backoff_s=2", "loop.retrain.max_attempts=2",
+        "loop.data.recent_rows=900", "loop.canary.min_requests=150", "loop.canary.min_labels=100",
+        "loop.canary.timeout_s=240"]
+
+
+def handoff(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([HANDOFF, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory, shuttle_frame):
+    home = tmp_path_factory.mktemp("loop-head") / "home"
+    ports = {"mlflow": free_port(), "ray": free_port(), "dashboard": free_port()}
+    started = handoff("up", "--home", str(home), "--num-cpus=2", f"--mlflow-port={ports['mlflow']}",
+                      f"--ray-port={ports['ray']}", f"--dashboard-port={ports['dashboard']}", timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    data = write_parquet(shuttle_frame.iloc[:6000], home.parent / "train.parquet")
+    replay = shuttle_frame.iloc[20000:32000]
+    try:
+        yield {"home": home, "gateway": free_port(), "data": str(data), "x": replay[FEATURES].to_numpy(np.float32),
+               "y": replay["anomaly"].astype(int).tolist(), **json.loads((home / "services.json").read_text())}
+    finally:
+        handoff("down", "--home", str(home), timeout=180)
+
+
+def serve(head, name: str, *monitoring: str) -> int:
+    """Register `name` (a small search) and serve it with the fast loop settings; its champion version."""
+    tuned = handoff("tune", "configs/shuttle.yaml", "--home", str(head["home"]), "--json",
+                    *[a for s in [*SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1"]
+                      for a in ("--set", s)])
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
+                     "--set", "gateway.cpus=0.2", "--set", "version_defaults.cpus=0.2",
+                     "--set", "live_log.flush_seconds=0.5", *[a for s in [*FAST, *monitoring]
+                                                              for a in ("--monitoring-set", s)])
+    assert served.returncode == 0, served.stderr[-3000:]
+    return json.loads(tuned.stdout)["version"]
+
+
+def events(head, name: str) -> list[dict]:
+    shown = handoff("events", name, "--json", "--home", str(head["home"]))
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+def kinds(found: list[dict]) -> list[str]:
+    return [e["kind"] for e in found if e["kind"] not in ("window_scored", "window_labels", "files_compacted")]
+
+
+def drive(head, name: str, until, seconds: float) -> LiveReplay:
+    """Replay clean rows, then changed ones, until `until(events)` holds or `seconds` pass (in a thread)."""
+    replay = LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
+                        prefix=f"{name}-r")
+    found: list = []
+    done = threading.Event()
+
+    def watch():
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not done.is_set():
+            found[:] = events(head, name)
+            if until(found):
+                break
+            time.sleep(2)
+        replay.stop()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    replay.run(seconds=seconds)
+    done.set()
+    watcher.join(timeout=60)
+    replay.found = found
+    return replay
+
+
+def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head):
+    import ray
+
+    name = "loop-ok"
+    champion = serve(head, name)
+    killed = []
+
+    def until(found):
+        if "retrain_submitted" in kinds(found) and not killed:  # the monitor dies while its job runs
+            from cluster.connect import connect_ray
+
+            connect_ray(head["ray_address"])
+            ray.kill(ray.get_actor(f"handoff-monitor-{name}", namespace="handoff"), no_restart=False)
+            killed.append(True)
+        return "promoted" in kinds(found) or "rolled_back" in kinds(found) or "retrain_abandoned" in kinds(found)
+
+    replay = drive(head, name, until, seconds=420)
+    assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    steps = kinds(replay.found)
+    assert killed and steps.index("drift_declared") < steps.index("retrain_submitted") < steps.index("gate_passed") \
+        < steps.index("canary_started") < steps.index("promoted"), steps
+    assert steps.count("retrain_submitted") == 1  # the restarted monitor found its job, it did not submit again
+    drift = next(e for e in replay.found if e["kind"] == "drift_declared")
+    promoted = next(e for e in replay.found if e["kind"] == "promoted")
+    from cluster.jobs import JobRunner
+
+    jobs = [j for j in JobRunner(head["dashboard_url"]).client.list_jobs()
+            if (j.metadata or {}).get("handoff.model") == name]
+    assert len(jobs) == 1 and jobs[0].metadata["handoff.event"] == drift["event_id"]
+    shown = json.loads(handoff("models", name, "--json", "--home", str(head["home"])).stdout)
+    new = next(v for v in shown["versions"] if v["version"] == promoted["version"])
+    assert shown["aliases"]["champion"] == promoted["version"] != champion
+    assert new["lineage"]["parent_event"] == drift["event_id"] and new["lineage"]["gate"] == "passed"
+    assert new["lineage"]["retrained_from"] == str(champion)
+    assert replay.after.by_version.get(promoted["version"], [0])[0] > 0
