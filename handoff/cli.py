@@ -213,57 +213,33 @@ def tune(
 @app.command()
 def demo(home: HomeOpt = None,
          config: Annotated[Path, typer.Option(help="experiment YAML")] = DEFAULT_CONFIG,
-         serving: Annotated[bool, typer.Option(help="also serve the champion and canary a challenger")] = True,
          port: Annotated[int, typer.Option(help="HTTP port of the demo's inference endpoint")] = 8000) -> None:
-    """The main job on the embedded default: a local Ray in-process, the MLflow store in HANDOFF_HOME.
+    """The main job, by itself: the closed loop on the embedded default.
 
-    Tunes the example Shuttle model and registers the best version (and, the first time, a second
-    one from a short search with another seed); then serves the champion over HTTP, sends live
-    requests, canaries the challenger at 10% and shows the observed split and latencies.
+    Starts the embedded cluster (`handoff up`: a Ray head with its jobs API and an MLflow server in
+    HANDOFF_HOME), tunes and registers the Shuttle model, serves it with its monitor, replays its
+    held-out rows as live traffic with labels, recalibrates a sensor at a known request, and lets
+    the loop act: drift declared → a retraining job → the gate → a canary → promotion. Prints its
+    progress and a summary; Ray's and Tune's output go to HANDOFF_HOME/logs/demo.log. The cluster
+    keeps running afterwards (`handoff down` stops it). Exit code 0 when the loop promoted a new
+    champion with no failed request.
     """
+    from handoff.demo_loop import print_summary, quiet_into, run_loop_demo
+
     settings = _settings(home)
-    _run_tune(config, [], home, None, settings.embedded_tracking_uri, False, None, False, in_process=True)
-    if serving:
-        _serving_demo(settings, config, home, port)
-    out.print("\nBrowse runs and the registry in the MLflow UI:")
-    out.print(f"  .venv/bin/mlflow ui --backend-store-uri {settings.embedded_tracking_uri} --port 5000"
-              "   # then open http://127.0.0.1:5000")
-    out.print("  (or `handoff up`, which serves the same store at http://127.0.0.1:5000)")
+    log_path = settings.home / "logs" / "demo.log"
+    with quiet_into(log_path) as say:
+        try:
+            summary = run_loop_demo(settings, config, port, say)
+        except Exception as exc:  # noqa: BLE001 - the terminal gets the reason, the log the traceback
+            import traceback
 
-
-def _serving_demo(settings, config: Path, home: Path | None, port: int) -> None:
-    import pyarrow.dataset as ds
-
-    from handoff.demo_serving import run_serving_demo
-    from handoff.serve_commands import quiet_serve_logs
-    from serving import ServingControl, live_log_dir, load_serving_config
-    from training.config_loader import load_config
-    from training.registry import CHALLENGER, CHAMPION, Registry
-
-    quiet_serve_logs()
-    name = load_config(config, []).name
-    registry = Registry(settings.embedded_tracking_uri)
-    if CHALLENGER not in registry.aliases(name):
-        err.log("registering a challenger for the canary: a short search with another seed")
-        _run_tune(config, ["seed=8", "search.num_samples=4", "search.epochs=4"], home, None,
-                  settings.embedded_tracking_uri, False, None, False, in_process=True)
-    aliases = registry.aliases(name)
-    cfg = load_serving_config(None, [f"gateway.port={port}"])
-    control = ServingControl(registry, cfg, str(settings.live_log_dir), say=lambda m: err.log(m))
-    control.traffic(name, {aliases[CHAMPION]: 100})
-    run_serving_demo(control, name, aliases[CHALLENGER], port, out)
-    control.unserve(name)  # graceful: the gateway writes the live log it buffered
-    where = live_log_dir(str(settings.live_log_dir), name)
-    rows = ds.dataset(where, partitioning="hive").count_rows()
-    out.print(f"live log: {rows} row(s) so far under {where}/ (Parquet, by date)")
-
-
-def _registry(home: Path | None, tracking_uri: str | None):
-    from cluster.services import read_services
-    from training.registry import Registry
-
-    settings = _settings(home, tracking_uri=tracking_uri)
-    return settings, Registry(_tracking_uri(None, settings, read_services(settings)))
+            traceback.print_exc()
+            say.print(f"[red]the demo stopped: {type(exc).__name__}: {exc}[/red] (details in {log_path})")
+            raise typer.Exit(1) from None
+        print_summary(say, summary, log_path, port)
+    if summary["outcome"] != "promoted" or summary["failed_requests"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -29,7 +29,7 @@ import yaml
 from cluster.head_services import port_open
 from cluster.jobs import JobRunner, cluster_token
 from handoff.jobs import retrain_job, tune_job
-from handoff.demo_serving import ROW
+from handoff.demo_loop import ROW
 from tests.integration.conftest import REPO, SMALL, free_port
 
 HEAD, WORKER = "127.0.0.1", "127.0.0.2"
