@@ -242,6 +242,14 @@ def demo(home: HomeOpt = None,
         raise typer.Exit(1)
 
 
+def _registry(home: Path | None, tracking_uri: str | None):
+    from cluster.services import read_services
+    from training.registry import Registry
+
+    settings = _settings(home, tracking_uri=tracking_uri)
+    return settings, Registry(_tracking_uri(None, settings, read_services(settings)))
+
+
 @app.command()
 def models(name: Annotated[str, typer.Argument(help="registered model name")],
            home: HomeOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False,

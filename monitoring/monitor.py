@@ -9,6 +9,7 @@ functions the CLI and serving's commands call.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -94,7 +95,7 @@ class Monitor:
             state = dict(self.core.state)
             buffered = self._buffered()
         return {**status_of(self.model, state, running=True), "passes": self.passes, "last_error": self.last_error,
-                "loop_error": self.loop_error,
+                "loop_error": self.loop_error, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
 
     def step_now(self) -> list[dict]:

@@ -103,7 +103,8 @@ def drive(head, name: str, until, seconds: float) -> LiveReplay:
 
 
 def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head):
-    import ray
+    import os
+    import signal
 
     name = "loop-ok"
     champion = serve(head, name)
@@ -111,16 +112,16 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head)
 
     def until(found):
         if "retrain_submitted" in kinds(found) and not killed:  # the monitor dies while its job runs
-            from cluster.connect import connect_ray
-
-            connect_ray(head["ray_address"])
-            ray.kill(ray.get_actor(f"handoff-monitor-{name}", namespace="handoff"), no_restart=False)
-            killed.append(True)
+            status = json.loads(handoff("monitor", name, "status", "--json", "--home", str(head["home"])).stdout)
+            os.kill(status["pid"], signal.SIGKILL)  # Ray restarts it (max_restarts=-1)
+            killed.append(status["pid"])
         return "promoted" in kinds(found) or "rolled_back" in kinds(found) or "retrain_abandoned" in kinds(found)
 
     replay = drive(head, name, until, seconds=420)
     assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
     steps = kinds(replay.found)
+    print("LOOP", [(e["kind"], e.get("version"), e.get("reason")) for e in replay.found if e["kind"] in steps])
+    assert "promoted" in steps, steps
     assert killed and steps.index("drift_declared") < steps.index("retrain_submitted") < steps.index("gate_passed") \
         < steps.index("canary_started") < steps.index("promoted"), steps
     assert steps.count("retrain_submitted") == 1  # the restarted monitor found its job, it did not submit again
@@ -137,3 +138,52 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head)
     assert new["lineage"]["parent_event"] == drift["event_id"] and new["lineage"]["gate"] == "passed"
     assert new["lineage"]["retrained_from"] == str(champion)
     assert replay.after.by_version.get(promoted["version"], [0])[0] > 0
+
+
+def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_on(head):
+    name = "loop-fail"
+    champion = serve(head, name, "loop.data.recent_rows=100000")
+    replay = LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
+                        prefix=f"{name}-r", label_batch=10**9)  # no label ever arrives: nothing to retrain on
+    found: list = []
+
+    def given_up() -> bool:
+        if replay.sent % 200 == 0:
+            found[:] = events(head, name)
+        return "retrain_abandoned" in kinds(found)
+
+    replay.run(seconds=300, until=given_up)
+    assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    steps = kinds(found)
+    assert steps.count("retrain_submitted") == 2 and steps.count("retrain_failed") == 2, steps
+    assert steps.index("retrain_retry_scheduled") < steps.index("retrain_abandoned")
+    failed = [e for e in found if e["kind"] == "retrain_failed"]
+    assert {e["attempt"] for e in failed} == {0, 1} and all("FAILED" in e["reason"] for e in failed)
+    shown = json.loads(handoff("models", name, "--json", "--home", str(head["home"])).stdout)
+    assert shown["aliases"]["champion"] == champion and len(shown["versions"]) == 1  # nothing registered
+    assert set(replay.after.by_version) == {champion}
+
+
+@pytest.mark.parametrize("setting, outcome", [
+    ("loop.gate.min_gain_recent=0.5", "gate_failed"),          # no candidate can gain 50 points: stopped offline
+    ("loop.canary.max_p99_ratio=0.001", "rolled_back"),        # any canary is "slower": rolled back online
+])
+def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary(head, setting, outcome):
+    name = f"loop-{outcome.replace('_', '-')}"
+    champion = serve(head, name, setting)
+    replay = drive(head, name, lambda found: outcome in kinds(found) or "retrain_abandoned" in kinds(found),
+                   seconds=360)
+    assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    steps = kinds(replay.found)
+    assert outcome in steps and "promoted" not in steps, steps
+    if outcome == "gate_failed":
+        assert "canary_started" not in steps
+        assert "does not beat the champion" in next(e for e in replay.found if e["kind"] == "gate_failed")["reason"]
+    else:
+        assert steps.index("canary_started") < steps.index("rolled_back")
+        assert "p99" in next(e for e in replay.found if e["kind"] == "rolled_back")["reason"]
+    shown = json.loads(handoff("models", name, "--json", "--home", str(head["home"])).stdout)
+    assert shown["aliases"]["champion"] == champion
+    status = json.loads(handoff("status", "--json", "--home", str(head["home"])).stdout)
+    weights = {r["version"]: r["weight"] for r in status["versions"] if r["model"] == name}
+    assert weights == {champion: 1.0}  # all traffic back on the champion
