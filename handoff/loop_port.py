@@ -52,6 +52,11 @@ class HandoffLoopPort:
 
         return JobRunner(self.jobs_address).status(job_id)
 
+    def stop_job(self, job_id: str) -> None:
+        from cluster.jobs import JobRunner
+
+        JobRunner(self.jobs_address).stop(job_id)
+
     def candidate(self, model: str, event_id: str):
         from monitoring.loop import Candidate
 

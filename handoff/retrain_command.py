@@ -49,7 +49,7 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     from cluster.connect import connect_ray, ray_address
     from cluster.services import read_services
     from monitoring.labelled import labelled_rows
-    from training import CHAMPION, Registry, RegistryError, load_version
+    from training import CHAMPION, Registry, RegistryError, TrainingView, load_version
     from training.pipeline import SearchFailed, load_data, tune_and_register
     from training.reproduce import recorded_config
     from training.retrain import gate_verdict, retrain_config, retrain_frame, split_holdout
@@ -89,12 +89,18 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
         connect_ray(ray_address(settings, services))
         with contextlib.redirect_stdout(sys.stderr):
             result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri, console=err,
-                                       on_registered=_profiler(uri, cfg.mlflow.registry_uri),
                                        extra_tags={"parent_event": event, "retrained_from": champion,
-                                                   "retrain_attempt": attempt})
+                                                   "retrain_attempt": attempt,
+                                                   "profile_source": f"{len(train)} recent labelled live rows"})
     except SearchFailed as exc:
         _fail(str(exc), 1)
     candidate_model, champion_model = load_version(name, result.version, uri), load_version(name, champion, uri)
+    # The new version's reference is the data it was adapted to (the recent rows it trained on), not
+    # the mix, which the original rows dominate: production now looks like the recent rows, and a
+    # reference of the old data would declare drift again at once.
+    _profiler(uri, cfg.mlflow.registry_uri)(TrainingView(
+        name, result.version, recent.x[train], candidate_model.predict_proba(recent.x[train].astype("float32")),
+        list(original.features), list(original.classes), original.fingerprint, champion_cfg.seed))
     scores = {"recent": {"candidate": _accuracy(candidate_model, recent.x[held], recent.y[held]),
                          "champion": _accuracy(champion_model, recent.x[held], recent.y[held]), "rows": int(len(held))},
               "original": {"candidate": _accuracy(candidate_model, original.x_test, original.y_test),

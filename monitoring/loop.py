@@ -81,6 +81,7 @@ class LoopState:
     attempt: int = 0
     job_id: str | None = None
     job_status: str | None = None    # as last seen
+    submitted_at: float | None = None
     next_try_at: float | None = None
     candidate: int | None = None
     canary_since: float | None = None
@@ -168,29 +169,34 @@ def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger |
                     [_record("retrain_deferred", event_id=trigger.event_id, version=trigger.version,
                              reason=f"{trigger.reason}; cooling down {left:.0f} s more after the last retraining")])
         state = replace(state, stage="retraining", event_id=trigger.event_id, trigger=trigger.reason,
-                        champion=trigger.version, attempt=0, job_id=None)
+                        champion=trigger.version, attempt=0, job_id=None, submitted_at=now)
         return (state, [Action("submit", event_id=trigger.event_id, attempt=0)],
                 [_record("retrain_submitted", event_id=trigger.event_id, version=trigger.version, attempt=0,
                          reason=trigger.reason)])
     if state.stage == "backoff":
         if now < (state.next_try_at or 0):
             return state, [], []
-        state = replace(state, stage="retraining", job_id=None, next_try_at=None)
+        state = replace(state, stage="retraining", job_id=None, next_try_at=None, submitted_at=now)
         return (state, [Action("submit", event_id=state.event_id, attempt=state.attempt)],
                 [_record("retrain_submitted", event_id=state.event_id, version=state.champion, attempt=state.attempt,
                          reason=f"retry {state.attempt + 1} of {cfg.retrain.max_attempts}")])
     if state.stage == "retraining":
-        if job_status in TERMINAL_BAD or (job_status in TERMINAL_OK and candidate is None):
-            why = (f"job {state.job_id} {job_status}" if job_status in TERMINAL_BAD
+        stop: list[Action] = []
+        running = job_status not in TERMINAL_OK | TERMINAL_BAD
+        if running and state.submitted_at is not None and now - state.submitted_at > cfg.retrain.job_timeout_s:
+            stop = [Action("stop", event_id=state.event_id)]
+        if stop or job_status in TERMINAL_BAD or (job_status in TERMINAL_OK and candidate is None):
+            why = (f"job {state.job_id} still {job_status or 'pending'} after {cfg.retrain.job_timeout_s:.0f} s: "
+                   "stopped" if stop else f"job {state.job_id} {job_status}" if job_status in TERMINAL_BAD
                    else f"job {state.job_id} succeeded but registered no version for {state.event_id}")
             failed = _record("retrain_failed", event_id=state.event_id, version=state.champion,
                              attempt=state.attempt, job_id=state.job_id, reason=why)
             if state.attempt + 1 >= cfg.retrain.max_attempts:
-                return (_finish(state, now), [],
+                return (_finish(state, now), stop,
                         [failed, _record("retrain_abandoned", event_id=state.event_id, version=state.champion,
                                          reason=f"{cfg.retrain.max_attempts} attempt(s) failed; the champion serves on")])
             wait = cfg.retrain.backoff_s * 2 ** state.attempt
-            return (replace(state, stage="backoff", attempt=state.attempt + 1, next_try_at=now + wait), [],
+            return (replace(state, stage="backoff", attempt=state.attempt + 1, next_try_at=now + wait), stop,
                     [failed, _record("retrain_retry_scheduled", event_id=state.event_id, attempt=state.attempt + 1,
                                      reason=f"retrying in {wait:.0f} s")])
         if job_status not in TERMINAL_OK:

@@ -22,6 +22,8 @@ class RetrainPolicyConfig(_Strict):
     cooldown_s: float = Field(600, ge=0, description="no new retraining this long after one ended")
     max_attempts: int = Field(3, ge=1, description="tries of a failing retraining job per event")
     backoff_s: float = Field(30, ge=0, description="wait before retry k: backoff_s · 2^(k-1)")
+    job_timeout_s: float = Field(1800, gt=0, description="a retraining job still running after this long is "
+                                 "stopped and counts as failed (a trial the cluster cannot place waits forever)")
 
 
 class RetrainDataConfig(_Strict):

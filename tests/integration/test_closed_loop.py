@@ -67,6 +67,15 @@ def serve(head, name: str, *monitoring: str) -> int:
     return json.loads(tuned.stdout)["version"]
 
 
+@pytest.fixture
+def unserve_after(head):
+    """Each test's model stops serving at its end: its replicas' CPUs go back for the next test's job."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        handoff("unserve", name, "--home", str(head["home"]))
+
+
 def events(head, name: str) -> list[dict]:
     shown = handoff("events", name, "--json", "--home", str(head["home"]))
     assert shown.returncode == 0, shown.stderr
@@ -102,11 +111,12 @@ def drive(head, name: str, until, seconds: float) -> LiveReplay:
     return replay
 
 
-def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head):
+def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head, unserve_after):
     import os
     import signal
 
     name = "loop-ok"
+    unserve_after.append(name)
     champion = serve(head, name)
     killed = []
 
@@ -120,8 +130,8 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head)
     replay = drive(head, name, until, seconds=420)
     assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
     steps = kinds(replay.found)
-    print("LOOP", [(e["kind"], e.get("version"), e.get("reason")) for e in replay.found if e["kind"] in steps])
-    assert "promoted" in steps, steps
+    assert "promoted" in steps, [(e["kind"], e.get("version"), e.get("reason")) for e in replay.found
+                                 if e["kind"] in steps]
     assert killed and steps.index("drift_declared") < steps.index("retrain_submitted") < steps.index("gate_passed") \
         < steps.index("canary_started") < steps.index("promoted"), steps
     assert steps.count("retrain_submitted") == 1  # the restarted monitor found its job, it did not submit again
@@ -140,8 +150,9 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head)
     assert replay.after.by_version.get(promoted["version"], [0])[0] > 0
 
 
-def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_on(head):
+def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_on(head, unserve_after):
     name = "loop-fail"
+    unserve_after.append(name)
     champion = serve(head, name, "loop.data.recent_rows=100000")
     replay = LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
                         prefix=f"{name}-r", label_batch=10**9)  # no label ever arrives: nothing to retrain on
@@ -168,8 +179,10 @@ def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_o
     ("loop.gate.min_gain_recent=0.5", "gate_failed"),          # no candidate can gain 50 points: stopped offline
     ("loop.canary.max_p99_ratio=0.001", "rolled_back"),        # any canary is "slower": rolled back online
 ])
-def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary(head, setting, outcome):
+def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary(head, setting, outcome,
+                                                                                   unserve_after):
     name = f"loop-{outcome.replace('_', '-')}"
+    unserve_after.append(name)
     champion = serve(head, name, setting)
     replay = drive(head, name, lambda found: outcome in kinds(found) or "retrain_abandoned" in kinds(found),
                    seconds=360)

@@ -120,3 +120,12 @@ def test_a_disabled_loop_only_reports():
 def test_the_verdict_waits_for_labels_on_both_sides():
     c = VersionFigures(500, 0, 9.0, 10, 10)
     assert canary_verdict(GOOD["champion"], c, CFG) is None  # 10 labels of 50
+
+
+def test_a_job_that_never_finishes_is_stopped_at_its_timeout_and_counted_failed():
+    state, _, _ = advance(LoopState(), 0, CFG, trigger=DRIFT)
+    state = LoopState.from_json({**state.to_json(), "job_id": "handoff-retrain-x"})
+    assert advance(state, CFG.retrain.job_timeout_s, CFG, job_status="PENDING")[1] == []
+    state, actions, records = advance(state, CFG.retrain.job_timeout_s + 1, CFG, job_status="PENDING")
+    assert [a.kind for a in actions] == ["stop"] and kinds(records) == ["retrain_failed", "retrain_retry_scheduled"]
+    assert "still PENDING after 1800 s: stopped" in records[0]["reason"] and state.stage == "backoff"
