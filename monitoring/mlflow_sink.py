@@ -96,5 +96,17 @@ class MlflowSink:
                 self._pending = [e for e in todo if int(e["version"]) in list(by_version)[i:]][-MAX_PENDING:]
                 return
 
+    def tag_loop(self, records: list[dict]) -> None:
+        """The loop's steps as tags of the monitoring run of the version each concerns (the MLflow UI
+        shows the chain: `handoff.loop.EVENT.KIND` = why); a failing server is logged, not raised."""
+        for r in records:
+            if r.get("version") is None or not r.get("event_id"):
+                continue
+            try:
+                self.client.set_tag(self.run_id(int(r["version"])), metric_key("handoff.loop", r["event_id"], r["kind"]),
+                                    (r.get("reason") or r.get("job_id") or "")[:5000])
+            except Exception as exc:  # noqa: BLE001 - the event log has it; MLflow is a view
+                log.warning("monitor %s: tagging loop step %s failed: %s", self.model, r["kind"], exc)
+
     def log_artifact_dir(self, version: int, local_dir: str, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id(version), local_dir, artifact_path)

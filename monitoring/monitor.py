@@ -131,6 +131,8 @@ class Monitor:
             self.core._record(records)
         if records:
             log.info("monitor %s: loop %s", self.model, [r["kind"] for r in records])
+            if self.sink is not None:
+                self.sink.tag_loop(records)
 
     def _publish(self, events: list[dict]) -> None:
         """Log the pass's windows to MLflow, and each drift event's report as artifacts of its run."""
