@@ -111,13 +111,15 @@ def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
         seen += len(new)
         for e in new:
             marks.setdefault(e["kind"], (replay.sent, time.time()))
-            say.print(f"      [cyan]{e['kind']:17}[/cyan] {_event_line(e)}")
+            say.print(f"      [cyan]{e['kind']:17}[/cyan] {_event_line(e)[:58]}")
             if e["kind"] == "promoted":
                 promoted_at.append(replay.sent)
-        shares = ", ".join(f"v{v} {n / window.requests:.0%}" for v, (n, _) in sorted(window.by_version.items()))
-        phase = "after the change" if replay.sent > CHANGE_AT else "before the change"
+        if not new and replay.sent % 2000:
+            return  # a line every 2,000 requests, and at every step of the loop
+        shares = " ".join(f"v{v} {n / window.requests:.0%}" for v, (n, _) in sorted(window.by_version.items()))
+        phase = "changed" if replay.sent > CHANGE_AT else "original"
         accuracy = f"{window.accuracy:.1%}" if window.accuracy is not None else "-"
-        say.print(f"      {replay.sent:6d} requests  live accuracy {accuracy:>6}  ({shares}; {phase})"
+        say.print(f"      {replay.sent:6d} requests  accuracy {accuracy:>6}  {shares:14} {phase} data"
                   + (f"  [red]{window.failed} failed[/red]" if window.failed else ""))
 
     def finished() -> bool:

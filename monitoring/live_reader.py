@@ -3,8 +3,9 @@
 Files are `ROOT/model=NAME/date=DAY/part-<ms>-<id>.parquet`, one per gateway replica and flush. The
 monitor numbers files in the order it first reads them (several gateways write concurrently, so
 names do not tell the order in which files become complete), and a `Position` (that number, a row)
-names one row of the log. A file too young to be complete (written within `settle_s`) is left for
-the next pass; an older one that cannot be read is reported as corrupt and skipped.
+names one row of the log. The gateway moves each file into place whole, so a listed file is
+complete (`settle_s` can hold back files younger than that, for writers that cannot rename); one
+that cannot be read is reported as corrupt and skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
 
-SETTLE_S = 5.0  # a file younger than this may still be being written
+SETTLE_S = 0.0  # the gateway renames finished files into place: a listed file is complete
 
 
 @dataclass(frozen=True, order=True)
@@ -68,7 +69,8 @@ def list_files(root: str, model: str, *, now: float | None = None, settle_s: flo
     now = time.time() if now is None else now
     found = []
     for info in infos:
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") \
+                or info.base_name.startswith("."):
             continue
         mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
         if now - mtime >= settle_s:

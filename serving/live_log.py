@@ -4,7 +4,8 @@ Row contract (ARCHITECTURE.md): `request_id, ts, model, version, routing_key, <f
 prediction, probabilities, label, latency_ms`, plus `shadow` (true for a mirrored version's answer);
 `label` is the class as the user named it, `probabilities` the class probabilities (a fixed-size
 list, in class order: what the monitor's live log loss needs once labels come back). Files land under
-`ROOT/model=NAME/date=YYYY-MM-DD/part-*.parquet` on a local path or any pyarrow filesystem URI;
+`ROOT/model=NAME/date=YYYY-MM-DD/part-*.parquet` on a local path or any pyarrow filesystem URI
+(each written beside under a dotted name and moved into place whole);
 `model` and `date` are Hive partition keys (read back as columns by `pyarrow.dataset` with
 `partitioning="hive"` and by Ray Data), so the files themselves do not repeat them.
 
@@ -181,12 +182,16 @@ class LiveLog:
 
     def _write(self, model: str, day: str, chunks: list[Chunk]) -> None:
         directory = join(live_log_dir(self.base, model), f"date={day}")
-        path = join(directory, f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet")
+        name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
+        path, tmp = join(directory, name), join(directory, f".{name}.tmp")
         rows = sum(c.rows for c in chunks)
         try:
             self.fs.create_dir(directory, recursive=True)
-            pq.write_table(_table_in_slices(self._features[model], chunks), path, filesystem=self.fs,
+            # written beside, then moved into place: a reader never sees half a file, so the monitor
+            # reads a file as soon as it appears (it waited 5 s for files to settle before)
+            pq.write_table(_table_in_slices(self._features[model], chunks), tmp, filesystem=self.fs,
                            **PARQUET_OPTIONS)
+            self.fs.move(tmp, path)
             self.rows_written += rows
         except Exception:  # noqa: BLE001 - keep the rows and retry on the next flush
             log.exception("live log: writing %d row(s) to %s failed; will retry", rows, path)
