@@ -59,7 +59,9 @@ def render(event: dict, history: list[dict]) -> bytes:
     import matplotlib.pyplot as plt
 
     last = history[-1]["scores"]
-    features = [c for c in event["histograms"]]
+    # drifted first, largest shift first (a stored event's keys come back sorted by name)
+    features = [c for c in shown_features(last, limit=len(last)) if c in event["histograms"]]
+    features += [c for c in event["histograms"] if c not in features]
     every = sorted((c for c in last if not c.startswith("probability_") and last[c].get("test") != "chi2"),
                    key=lambda c: -(last[c].get("wasserstein") or 0))
     rows = len(features) + 1

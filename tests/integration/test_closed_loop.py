@@ -148,6 +148,16 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head,
     assert new["lineage"]["parent_event"] == drift["event_id"] and new["lineage"]["gate"] == "passed"
     assert new["lineage"]["retrained_from"] == str(champion)
     assert replay.after.by_version.get(promoted["version"], [0])[0] > 0
+    # the retrained version's data was kept and fingerprinted: it reproduces bit for bit
+    again = handoff("reproduce", name, str(promoted["version"]), "--home", str(head["home"]), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["identical"], again.stderr[-2000:]
+    # the MLflow UI shows the chain: the version's tags, and the loop's steps on the monitoring run
+    from mlflow import MlflowClient
+
+    client = MlflowClient(head["mlflow_uri"])
+    experiment = client.get_experiment_by_name("handoff-monitoring").experiment_id
+    run = client.search_runs([experiment], f"tags.`handoff.model` = '{name}' and tags.`handoff.version` = '{champion}'")[0]
+    assert any(k.startswith(f"handoff.loop.{drift['event_id']}.retrain_submitted") for k in run.data.tags)
 
 
 def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_on(head, unserve_after):

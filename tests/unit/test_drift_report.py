@@ -47,7 +47,9 @@ def test_a_declared_drift_carries_what_its_report_draws_and_the_report_names_the
     assert len(declared) == 1 and list(declared[0]["histograms"])[0] == "f2" and declared[0]["alpha"] == 0.05
     from monitoring.state_store import StateStore
 
-    page = write_report(declared[0], StateStore(str(tmp_path / "state"), "m").events(), tmp_path / "report")
+    stored = StateStore(str(tmp_path / "state"), "m").events()
+    assert list(next(e for e in stored if e["kind"] == "drift_declared")["histograms"])[0] == "f0"  # sorted by name
+    page = write_report(declared[0], stored, tmp_path / "report")
     text = page.read_text()
     assert "f2" in text and "data:image/png;base64," in text and "<tr class='drifted'><td>f2</td>" in text
     png = (tmp_path / "report" / "report.png").read_bytes()
