@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from cluster.digest import stable_digest
 from monitoring.loop_config import LoopConfig
+from monitoring.sequential import NOT_WORSE, WORSE, compare_rates
 
 TERMINAL_OK, TERMINAL_BAD = {"SUCCEEDED"}, {"FAILED", "STOPPED"}
 HANDLED_KEPT = 100
@@ -85,6 +86,7 @@ class LoopState:
     next_try_at: float | None = None
     candidate: int | None = None
     canary_since: float | None = None
+    canary_baseline: dict | None = None  # requests and errors of each side when the canary started
     last_finished_at: float | None = None
     handled: tuple = ()            # event ids the loop has acted on (the last HANDLED_KEPT)
     deferred: tuple = ()           # event ids recorded as deferred by the cooldown
@@ -131,23 +133,29 @@ def _finish(state: LoopState, now: float) -> LoopState:
 
 
 def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> tuple[str, str] | None:
-    """("promote" | "rollback", why) once the canary has its evidence, or as soon as it errors too
-    much; None while it is still earning it."""
+    """("promote" | "rollback", why) from always-valid tests of the canary against the champion over the
+    same period (error rate; live accuracy where labels arrive) and the p99 guard; None while collecting."""
     c = cfg.canary
-    if canary.requests and canary.errors > c.max_error_rate * max(canary.requests, c.min_requests):
-        return "rollback", f"canary error rate {canary.error_rate:.2%} above {c.max_error_rate:.2%}"
-    if canary.requests < c.min_requests or canary.labelled < c.min_labels:
-        return None
-    if canary.error_rate > c.max_error_rate:
-        return "rollback", f"canary error rate {canary.error_rate:.2%} above {c.max_error_rate:.2%}"
-    if canary.p99_ms and champion.p99_ms and canary.p99_ms > c.max_p99_ratio * champion.p99_ms:
+    errors = compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
+                           delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests)
+    accuracy = compare_rates(canary.labelled - canary.correct, canary.labelled, champion.labelled - champion.correct,
+                             champion.labelled, delta=c.min_effect_accuracy, alpha=c.alpha, min_samples=c.min_labels)
+
+    def said(name: str, t) -> str:
+        return (f"{name} {t.canary_rate:.2%} vs {t.champion_rate:.2%} (log-LR {max(t.log_lr_worse, t.log_lr_not_worse):.1f}"
+                f" / {t.boundary:.1f}, n {t.samples[0]}/{t.samples[1]})")
+
+    if errors.verdict == WORSE:
+        return "rollback", f"canary errors more: {said('error rate', errors)}"
+    if accuracy.verdict == WORSE:
+        return "rollback", f"canary is less accurate: {said('error of predictions', accuracy)}"
+    if canary.requests >= c.min_requests and canary.p99_ms and champion.p99_ms \
+            and canary.p99_ms > c.max_p99_ratio * champion.p99_ms:
         return "rollback", f"canary p99 {canary.p99_ms:g} ms above {c.max_p99_ratio:g}× the champion's {champion.p99_ms:g} ms"
-    if champion.accuracy is not None and canary.accuracy < champion.accuracy - c.accuracy_margin:
-        return "rollback", (f"canary live accuracy {canary.accuracy:.1%} below the champion's {champion.accuracy:.1%} "
-                            f"on {canary.labelled}/{champion.labelled} labelled rows")
-    champion_text = f"{champion.accuracy:.1%}" if champion.accuracy is not None else "unlabelled"
-    return "promote", (f"canary live accuracy {canary.accuracy:.1%} vs champion {champion_text} on "
-                       f"{canary.labelled} labelled rows, error rate {canary.error_rate:.2%}, {canary.requests} requests")
+    labels_settled = accuracy.verdict == NOT_WORSE or (not c.require_labels and canary.labelled == 0)
+    if errors.verdict == NOT_WORSE and labels_settled:
+        return "promote", f"canary not worse: {said('error rate', errors)}; {said('error of predictions', accuracy)}"
+    return None
 
 
 def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger | None = None,
@@ -221,7 +229,8 @@ def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger |
                                  cfg)
         since = state.canary_since if state.canary_since is not None else now
         if verdict is None and now - since > cfg.canary.timeout_s:
-            verdict = ("rollback", f"the canary had too little traffic or too few labels in {cfg.canary.timeout_s:.0f} s")
+            verdict = (cfg.canary.on_timeout, f"no decision in {cfg.canary.timeout_s:.0f} s (not enough evidence); "
+                                              f"on_timeout: {cfg.canary.on_timeout}")
         if verdict is None:
             return state, [], []
         decision, why = verdict

@@ -41,14 +41,23 @@ class GateConfig(_Strict):
 
 
 class CanaryConfig(_Strict):
+    """The online decision: an always-valid sequential test of the canary against the live champion
+    over the same period (monitoring/sequential.py), checked at every tick without inflating its error."""
+
     percent: float = Field(20, gt=0, lt=100, description="traffic share of a candidate that passed the gate")
-    min_requests: int = Field(200, ge=1, description="canary requests before the online decision")
-    min_labels: int = Field(100, ge=1, description="labelled canary rows before the online decision")
-    max_error_rate: float = Field(0.01, ge=0, le=1, description="roll back above this error rate")
-    max_p99_ratio: float = Field(2.0, gt=0, description="roll back when the canary's p99 exceeds the champion's "
-                                 "by this factor")
-    accuracy_margin: float = Field(0.0, ge=0, description="promote when canary accuracy ≥ champion's − margin")
-    timeout_s: float = Field(1800, gt=0, description="roll back a canary still short of evidence after this long")
+    alpha: float = Field(0.05, gt=0, lt=1, description="chance of promoting a canary worse by the minimum effect, "
+                         "and of rolling back one as good as the champion")
+    min_effect_errors: float = Field(0.01, gt=0, lt=1, description="error-rate increase worth acting on")
+    min_effect_accuracy: float = Field(0.01, gt=0, lt=1, description="live-accuracy loss worth acting on")
+    min_requests: int = Field(200, ge=1, description="canary requests before any decision")
+    min_labels: int = Field(100, ge=1, description="labelled canary rows before any decision on accuracy")
+    require_labels: bool = Field(True, description="promote only with evidence on live accuracy (false: error "
+                                 "rate alone when no labels come)")
+    max_p99_ratio: float = Field(2.0, gt=0, description="guard: roll back when the canary's p99 exceeds the "
+                                 "champion's by this factor")
+    timeout_s: float = Field(1800, gt=0, description="the longest a canary runs without a decision")
+    on_timeout: Literal["rollback", "promote"] = Field("rollback", description="what a canary still without a "
+                                                       "decision at timeout_s gets")
 
 
 class LoopConfig(_Strict):

@@ -41,6 +41,16 @@ def recent_accuracy(labels: dict, rows: int) -> tuple[int, int] | None:
     return (labelled, correct) if labelled else None
 
 
+def since_start(figures: dict[str, VersionFigures], baseline: dict | None) -> dict[str, VersionFigures]:
+    """Each side's requests and errors since the canary started (the counters are cumulative; labelled
+    rows are read from the canary's start already): both sides over the same period."""
+    out = {}
+    for role, f in figures.items():
+        requests, errors = (baseline or {}).get(role, [0, 0])
+        out[role] = replace(f, requests=max(f.requests - requests, 0), errors=max(f.errors - errors, 0))
+    return out
+
+
 def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dict], cfg: LoopConfig,
          port: LoopPort, now: float | None = None) -> tuple[dict, list[dict]]:
     """The loop's next state (as stored) and the records of this tick (events to append)."""
@@ -51,8 +61,8 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
     trigger = retrain_trigger(model, champion, new_events, recent, cfg)
     job_status = port.job_status(state.job_id) if state.stage == "retraining" and state.job_id else None
     candidate = port.candidate(model, state.event_id) if job_status == "SUCCEEDED" else None
-    figures = (port.figures(model, state.champion, state.candidate, state.canary_since)
-               if state.stage == "canary" else None)
+    figures = (since_start(port.figures(model, state.champion, state.candidate, state.canary_since),
+                           state.canary_baseline) if state.stage == "canary" else None)
     new_state, actions, records = advance(state, now, cfg, trigger=trigger, job_status=job_status,
                                           candidate=candidate, figures=figures, champion=champion)
     for action in actions:
@@ -63,7 +73,9 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
         elif action.kind == "stop":
             port.stop_job(state.job_id)
         elif action.kind == "canary":
+            start = port.figures(model, new_state.champion, action.version, now)  # before the switch
             port.canary(model, action.version, action.percent)
+            new_state = replace(new_state, canary_baseline={role: [f.requests, f.errors] for role, f in start.items()})
         elif action.kind == "promote":
             port.promote(model, action.version)
         elif action.kind == "rollback":

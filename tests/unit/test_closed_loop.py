@@ -8,7 +8,7 @@ from monitoring.loop_config import LoopConfig
 CFG = LoopConfig.model_validate({"retrain": {"cooldown_s": 100, "max_attempts": 2, "backoff_s": 10},
                                  "canary": {"percent": 20, "min_requests": 100, "min_labels": 50}})
 DRIFT = Trigger("drift", "drift-abc", 1, "drift declared on v1 (f1)")
-GOOD = {"champion": VersionFigures(400, 0, 10.0, 200, 120), "canary": VersionFigures(100, 0, 11.0, 50, 45)}
+GOOD = {"champion": VersionFigures(4000, 0, 10.0, 2000, 1200), "canary": VersionFigures(1000, 0, 11.0, 500, 450)}
 
 
 def kinds(records):
@@ -27,6 +27,8 @@ def test_drift_to_promotion_and_a_replayed_trigger_does_nothing():
     assert kinds(records) == ["gate_passed", "canary_started"]
     short = {"champion": GOOD["champion"], "canary": VersionFigures(99, 0, 11.0, 60, 55)}
     assert advance(state, 70, CFG, figures=short)[1] == []  # 99 requests: still earning its traffic
+    unlabelled = {"champion": GOOD["champion"], "canary": VersionFigures(1000, 0, 11.0, 0, 0)}
+    assert advance(state, 75, CFG, figures=unlabelled)[1] == []  # no labels yet: never a pass
     state, actions, records = advance(state, 80, CFG, figures=GOOD)
     assert [a.kind for a in actions] == ["promote"] and actions[0].version == 2 and kinds(records) == ["promoted"]
     assert state.stage == "watching" and "drift-abc" in state.handled and state.last_finished_at == 80
@@ -70,9 +72,9 @@ def test_the_gate_stops_a_worse_candidate():
 
 
 @pytest.mark.parametrize("canary, why", [
-    (VersionFigures(10, 3, 10.0, 0, 0), "error rate"),            # errors: rolled back before its evidence
-    (VersionFigures(100, 0, 50.0, 50, 45), "p99"),
-    (VersionFigures(100, 0, 11.0, 50, 20), "accuracy 40.0% below the champion's 60.0%"),
+    (VersionFigures(300, 30, 10.0, 0, 0), "canary errors more: error rate 10.00% vs 0.00%"),
+    (VersionFigures(1000, 0, 50.0, 500, 450), "p99"),
+    (VersionFigures(1000, 0, 11.0, 500, 200), "less accurate: error of predictions 60.00% vs 40.00%"),
 ])
 def test_a_canary_that_errors_slows_or_loses_is_rolled_back(canary, why):
     state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=0)
@@ -84,7 +86,9 @@ def test_a_canary_without_evidence_is_rolled_back_at_its_timeout():
     state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=0)
     assert advance(state, CFG.canary.timeout_s, CFG, figures={})[1] == []
     _, actions, records = advance(state, CFG.canary.timeout_s + 1, CFG, figures={})
-    assert actions[0].kind == "rollback" and "too little traffic" in records[0]["reason"]
+    assert actions[0].kind == "rollback" and "not enough evidence" in records[0]["reason"]
+    lenient = CFG.model_copy(update={"canary": CFG.canary.model_copy(update={"on_timeout": "promote"})})
+    assert advance(state, CFG.canary.timeout_s + 1, lenient, figures={})[1][0].kind == "promote"
 
 
 def test_manual_promotion_stops_at_the_canary_until_a_person_promotes():
@@ -120,6 +124,9 @@ def test_a_disabled_loop_only_reports():
 def test_the_verdict_waits_for_labels_on_both_sides():
     c = VersionFigures(500, 0, 9.0, 10, 10)
     assert canary_verdict(GOOD["champion"], c, CFG) is None  # 10 labels of 50
+    no_labels = CFG.model_copy(update={"canary": CFG.canary.model_copy(update={"require_labels": False})})
+    verdict = canary_verdict(VersionFigures(4000, 0, 10.0), VersionFigures(1000, 0, 11.0), no_labels)
+    assert verdict[0] == "promote" and "error rate 0.00% vs 0.00%" in verdict[1]
 
 
 def test_a_job_that_never_finishes_is_stopped_at_its_timeout_and_counted_failed():
@@ -129,3 +136,12 @@ def test_a_job_that_never_finishes_is_stopped_at_its_timeout_and_counted_failed(
     state, actions, records = advance(state, CFG.retrain.job_timeout_s + 1, CFG, job_status="PENDING")
     assert [a.kind for a in actions] == ["stop"] and kinds(records) == ["retrain_failed", "retrain_retry_scheduled"]
     assert "still PENDING after 1800 s: stopped" in records[0]["reason"] and state.stage == "backoff"
+
+
+def test_both_sides_are_compared_over_the_canarys_period():
+    from monitoring.loop_runner import since_start
+
+    now = {"champion": VersionFigures(5000, 12, 10.0, 300, 290), "canary": VersionFigures(800, 1, 11.0, 90, 88)}
+    assert since_start(now, {"champion": [4000, 10], "canary": [0, 0]}) == {
+        "champion": VersionFigures(1000, 2, 10.0, 300, 290), "canary": VersionFigures(800, 1, 11.0, 90, 88)}
+    assert since_start(now, None) == now
