@@ -162,21 +162,6 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
     return None if state is None else status_of(name, state, running=actor is not None)
 
 
-def loop_stage(loop: dict | None) -> str:
-    """Where the closed loop stands, in words."""
-    loop = loop or {}
-    stage = loop.get("stage", "watching")
-    if stage == "retraining":
-        return f"retraining for {loop.get('event_id')} (job {loop.get('job_id')}, {loop.get('job_status') or 'submitted'})"
-    if stage == "backoff":
-        return f"retraining failed; retry {loop.get('attempt', 0) + 1} at {loop.get('next_try_at', 0):.0f}"
-    if stage == "canary":
-        return f"canary v{loop.get('candidate')} against champion v{loop.get('champion')}"
-    if stage == "awaiting_promotion":
-        return f"v{loop.get('candidate')} ready: `handoff promote` finishes it (promotion: manual)"
-    return "watching" + (f" (last acted on {loop['handled'][-1]})" if loop.get("handled") else "")
-
-
 def verdict(status: dict | None, version: int) -> tuple[str, str]:
     """(drift, live accuracy) of one version for the status table."""
     if status is None:
@@ -232,7 +217,9 @@ def _print_status(status: dict, as_json: bool) -> None:
         out.print(f"  files skipped (unreadable): {len(status['files_skipped'])}")
     loop = status.get("loop") or {}
     if loop:
-        out.print(f"  closed loop: {loop_stage(loop)}")
+        from monitoring.loop import stage_in_words
+
+        out.print(f"  closed loop: {stage_in_words(loop)}")
 
 
 def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) -> None:

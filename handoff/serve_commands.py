@@ -203,7 +203,8 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     agent exports them every few seconds)."""
     from serving import TrafficPolicy, app_name, scrape, summarize
 
-    from handoff.monitor_commands import loop_stage, monitor_status, monitoring_config, verdict
+    from handoff.monitor_commands import monitor_status, monitoring_config, verdict
+    from monitoring.loop import stage_in_words
 
     control, _ = _control(home, address, tracking_uri, serving_config, [])
     state = control.describe()
@@ -246,4 +247,4 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     out.print(table)
     for model, status in monitors.items():
         if status is not None:
-            out.print(f"{model}: closed loop {loop_stage(status.get('loop'))}")
+            out.print(f"{model}: closed loop {stage_in_words(status.get('loop'))}")

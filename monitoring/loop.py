@@ -87,6 +87,7 @@ class LoopState:
     candidate: int | None = None
     canary_since: float | None = None
     canary_baseline: dict | None = None  # requests and errors of each side when the canary started
+    canary_evidence: dict | None = None  # the sequential tests' standing at the last tick
     last_finished_at: float | None = None
     handled: tuple = ()            # event ids the loop has acted on (the last HANDLED_KEPT)
     deferred: tuple = ()           # event ids recorded as deferred by the cooldown
@@ -130,6 +131,20 @@ def _record(kind: str, **fields) -> dict:
 def _finish(state: LoopState, now: float) -> LoopState:
     handled = (state.handled + ((state.event_id,) if state.event_id else ()))[-HANDLED_KEPT:]
     return LoopState(last_finished_at=now, handled=handled, deferred=state.deferred, champion=state.champion)
+
+
+def canary_evidence(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> dict:
+    """What the canary's tests stand on now (for `handoff status` and the events): per rate, both
+    sides' rates and samples, the log mixture ratios against the boundary, and the verdict."""
+    c = cfg.canary
+    tests = {"errors": compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
+                                     delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests),
+             "accuracy": compare_rates(canary.labelled - canary.correct, canary.labelled,
+                                       champion.labelled - champion.correct, champion.labelled,
+                                       delta=c.min_effect_accuracy, alpha=c.alpha, min_samples=c.min_labels)}
+    return {name: {"verdict": t.verdict, "canary": t.canary_rate, "champion": t.champion_rate, "samples": list(t.samples),
+                   "log_lr_worse": round(t.log_lr_worse, 3), "log_lr_not_worse": round(t.log_lr_not_worse, 3),
+                   "boundary": round(t.boundary, 3)} for name, t in tests.items()}
 
 
 def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> tuple[str, str] | None:
@@ -225,8 +240,9 @@ def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger |
         if state.stage == "awaiting_promotion":
             return state, [], []
         figures = figures or {}
-        verdict = canary_verdict(figures.get("champion", VersionFigures()), figures.get("canary", VersionFigures()),
-                                 cfg)
+        champion_f, canary_f = figures.get("champion", VersionFigures()), figures.get("canary", VersionFigures())
+        verdict = canary_verdict(champion_f, canary_f, cfg)
+        state = replace(state, canary_evidence=canary_evidence(champion_f, canary_f, cfg))
         since = state.canary_since if state.canary_since is not None else now
         if verdict is None and now - since > cfg.canary.timeout_s:
             verdict = (cfg.canary.on_timeout, f"no decision in {cfg.canary.timeout_s:.0f} s (not enough evidence); "
@@ -242,3 +258,24 @@ def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger |
                          version=state.candidate, champion=state.champion, reason=why)
         return _finish(state, now), [Action(decision, version=state.candidate)], [record]
     return state, [], []
+
+
+def stage_in_words(loop: dict | None) -> str:
+    """Where the closed loop stands, in words."""
+    loop = loop or {}
+    stage = loop.get("stage", "watching")
+    if stage == "retraining":
+        return f"retraining for {loop.get('event_id')} (job {loop.get('job_id')}, {loop.get('job_status') or 'submitted'})"
+    if stage == "backoff":
+        return f"retraining failed; retry {loop.get('attempt', 0) + 1} at {loop.get('next_try_at', 0):.0f}"
+    if stage == "canary":
+        said = []
+        for name, t in (loop.get("canary_evidence") or {}).items():
+            said.append(f"{name} {t['canary']:.2%} vs {t['champion']:.2%} on {t['samples'][0]}/{t['samples'][1]}, "
+                        f"log-LR {max(t['log_lr_worse'], t['log_lr_not_worse']):.1f} of {t['boundary']:.1f}: "
+                        f"{t['verdict'].replace('_', ' ')}")
+        return (f"canary v{loop.get('candidate')} against champion v{loop.get('champion')}"
+                + (f" ({'; '.join(said)})" if said else " (collecting)"))
+    if stage == "awaiting_promotion":
+        return f"v{loop.get('candidate')} ready: `handoff promote` finishes it (promotion: manual)"
+    return "watching" + (f" (last acted on {loop['handled'][-1]})" if loop.get("handled") else "")

@@ -145,3 +145,15 @@ def test_both_sides_are_compared_over_the_canarys_period():
     assert since_start(now, {"champion": [4000, 10], "canary": [0, 0]}) == {
         "champion": VersionFigures(1000, 2, 10.0, 300, 290), "canary": VersionFigures(800, 1, 11.0, 90, 88)}
     assert since_start(now, None) == now
+
+
+def test_a_running_canary_shows_its_evidence():
+    from monitoring.loop import stage_in_words as loop_stage
+
+    state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=0)
+    state, _, _ = advance(state, 5, CFG, figures={"champion": GOOD["champion"],
+                                                   "canary": VersionFigures(120, 0, 11.0, 40, 36)})
+    evidence = state.canary_evidence
+    assert evidence["errors"]["samples"] == [120, 4000] and evidence["accuracy"]["verdict"] == "collecting"
+    shown = loop_stage(LoopState.from_json(state.to_json()).to_json())
+    assert shown.startswith("canary v2 against champion v1 (errors 0.00% vs 0.00% on 120/4000") and "of 3.0" in shown
