@@ -264,15 +264,17 @@ def models(name: Annotated[str, typer.Argument(help="registered model name")],
         print_result({"name": name, "aliases": registry.aliases(name), "versions": [v.to_dict() for v in versions]})
         return
     table = Table(title=f"{name}  ({registry.tracking_uri})", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "data", "caused by"):
+    for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "data"):
         table.add_column(col, no_wrap=True)
     for v in versions:
         m, lin = v.metrics, v.lineage
         fmt = lambda k, p=".5f": format(m[k], p) if k in m else "-"  # noqa: E731
         table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.created[5:10], fmt("val_loss"),
                       fmt("val_accuracy", ".3%"), fmt("test_loss"), fmt("test_accuracy", ".3%"),
-                      lin.get("data_fingerprint", "?")[:8], _cause(lin))
+                      lin.get("data_fingerprint", "?")[:8])
     out.print(table)
+    for v in versions:
+        out.print(f"  v{v.version} caused by {_cause(v.lineage)}", highlight=False)
     if lineage:
         for v in versions:
             out.print(f"\n[bold]{name} v{v.version}[/bold] lineage  (created {v.created}, run {v.run_id})")

@@ -1,0 +1,130 @@
+"""Canary decisions with known truth, by simulation (seeded). Not a test.
+
+Simulated canaries against a champion with a 5% rate of bad outcomes (errors, or wrong predictions),
+for a canary equal to it, worse by 1 point and better by 1 point, at low and high traffic (requests
+per check). Three rules decide, checking after every batch:
+
+  sequential   Handoff's always-valid mixture SPRT (monitoring/sequential.py): worse / not worse by
+               1 point / collecting, α = 5%
+  fixed        a fixed-horizon one-sided z-test (H0: the canary is worse by 1 point) of the same α and
+               the same power as the sequential rule measured at that traffic (its correct decisions
+               on the equal and the worse canary, the lower): one look, at its precomputed sample size
+  flagger      an absolute rule checked every interval, as Flagger's analysis does: promote after 5
+               checks in a row with the canary's rate under the threshold (champion's rate + 1
+               point), roll back after 5 checks over it
+
+Reported per scenario: the false promotion rate (a worse canary promoted), the false rollback rate
+(an equal or better one rolled back), undecided, and the median requests per arm to a decision.
+
+    .venv/bin/python bench/decisions.py [--canaries 10000]
+Writes bench/results/decisions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from monitoring.sequential import NOT_WORSE, WORSE, compare_rates  # noqa: E402
+
+BASE, DELTA, ALPHA = 0.05, 0.01, 0.05
+SCENARIOS = {"equal": BASE, "worse": BASE + DELTA, "better": BASE - DELTA}
+TRAFFIC = {"low": 50, "high": 500}   # requests per arm between checks
+MAX_REQUESTS = 40_000                # per arm: the longest a canary runs (its maximum duration)
+
+
+def fixed_sample_size(power: float = 0.8) -> int:
+    """Per arm: a one-sided two-proportion z-test at α detecting a 1-point difference with `power`."""
+    z_a, z_b = stats.norm.ppf(1 - ALPHA), stats.norm.ppf(power)
+    variance = BASE * (1 - BASE) + (BASE + DELTA) * (1 - BASE - DELTA)
+    return int(math.ceil((z_a + z_b) ** 2 * variance / DELTA ** 2))
+
+
+def simulate(rule: str, p_canary: float, step: int, canaries: int, seed: int, n_fixed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    looks = MAX_REQUESTS // step
+    outcomes, requests = [], []
+    for _ in range(canaries):
+        bad_c = rng.binomial(step, p_canary, looks).cumsum()
+        bad_h = rng.binomial(step, BASE, looks).cumsum()
+        decision, at = "undecided", MAX_REQUESTS
+        if rule == "sequential":
+            for k in range(looks):
+                n = (k + 1) * step
+                verdict = compare_rates(int(bad_c[k]), n, int(bad_h[k]), n, delta=DELTA, alpha=ALPHA).verdict
+                if verdict in (WORSE, NOT_WORSE):
+                    decision, at = ("rollback" if verdict == WORSE else "promote"), n
+                    break
+        elif rule == "fixed":
+            k = min(looks - 1, math.ceil(n_fixed / step) - 1)
+            n = (k + 1) * step
+            diff = bad_c[k] / n - bad_h[k] / n
+            pooled = (bad_c[k] + bad_h[k]) / (2 * n)
+            z = (DELTA - diff) / math.sqrt(max(2 * pooled * (1 - pooled) / n, 1e-12))  # H0: canary worse by DELTA
+            decision, at = ("promote" if z > stats.norm.ppf(1 - ALPHA) else "rollback"), n
+        else:  # flagger: absolute threshold on each interval's rate, 5 checks in a row
+            good = bad = 0
+            for k in range(looks):
+                rate = (bad_c[k] - (bad_c[k - 1] if k else 0)) / step
+                champion = (bad_h[k] - (bad_h[k - 1] if k else 0)) / step
+                if rate <= champion + DELTA:
+                    good, bad = good + 1, 0
+                else:
+                    good, bad = 0, bad + 1
+                if good >= 5 or bad >= 5:
+                    decision, at = ("promote" if good >= 5 else "rollback"), (k + 1) * step
+                    break
+        outcomes.append(decision)
+        requests.append(at)
+    share = lambda d: sum(o == d for o in outcomes) / canaries  # noqa: E731
+    return {"promote": share("promote"), "rollback": share("rollback"), "undecided": share("undecided"),
+            "median_requests": statistics.median(requests)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--canaries", type=int, default=10_000, help="simulated canaries per scenario and traffic")
+    args = parser.parse_args()
+    results = {"base_rate": BASE, "delta": DELTA, "alpha": ALPHA, "runs": {}, "fixed_sample_per_arm": {}}
+    print(f"champion bad rate {BASE:.0%}; minimum effect {DELTA:.0%}; alpha {ALPHA:.0%}; {args.canaries} canaries "
+          f"each; at most {MAX_REQUESTS} requests per arm")
+    print(f"{'traffic':8} {'canary':7} {'rule':11} {'promoted':>9} {'rolled back':>12} {'undecided':>10} "
+          f"{'median requests':>16}")
+    for traffic, step in TRAFFIC.items():
+        runs = {}
+        for rule in ("sequential", "fixed", "flagger"):
+            if rule == "fixed":  # the same power as the sequential rule at this traffic
+                power = min(runs[("equal", "sequential")]["promote"], runs[("worse", "sequential")]["rollback"])
+                results["fixed_sample_per_arm"][traffic] = n_fixed = fixed_sample_size(min(power, 0.999))
+            for scenario, p in SCENARIOS.items():
+                start = time.perf_counter()
+                seed = zlib.crc32(f"{traffic}/{scenario}/{rule}".encode())
+                r = simulate(rule, p, step, args.canaries, seed, n_fixed if rule == "fixed" else 0)
+                r["seconds"] = round(time.perf_counter() - start, 1)
+                runs[(scenario, rule)] = results["runs"][f"{traffic}/{scenario}/{rule}"] = r
+        for scenario in SCENARIOS:
+            for rule in ("sequential", "fixed", "flagger"):
+                r = runs[(scenario, rule)]
+                print(f"{traffic:8} {scenario:7} {rule:11} {r['promote']:9.2%} {r['rollback']:12.2%} "
+                      f"{r['undecided']:10.2%} {r['median_requests']:16,.0f}")
+        print(f"{'':8} fixed-horizon sample at the sequential rule's power ({power:.1%}): {n_fixed} per arm")
+    out = REPO / "bench" / "results" / "decisions.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
