@@ -127,7 +127,10 @@ class Monitor:
         with self._lock:
             self.core.state["loop"] = new_state
             self.core.state["loop_seen"] = logged
-            self._loop_news = []
+            # a drift the cooldown deferred is kept, so the loop acts on it once the cooldown ends
+            # (a lasting drift is declared once per episode: it would not come again)
+            waiting = set(new_state.get("deferred", ())) - set(new_state.get("handled", ()))
+            self._loop_news = [e for e in self._loop_news if e.get("event_id") in waiting]
             self.core._record(records)
         if records:
             log.info("monitor %s: loop %s", self.model, [r["kind"] for r in records])
