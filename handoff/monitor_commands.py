@@ -71,8 +71,18 @@ def record_profile(registry, view) -> None:
     """Profile what a version was trained on and store it with the version (the registration hook)."""
     from monitoring.profiles import profile_from_training, save_profile
 
+    from dataclasses import replace
+
+    from monitoring.estimation import calibration
+
     profile = profile_from_training(view.x_train, view.features, view.proba_train, view.classes, view.fingerprint,
                                     view.seed)
+    if view.proba_val is not None and len(view.y_val):  # calibration, checked on the validation split
+        found = calibration(view.proba_val, view.y_val)
+        profile = replace(profile, temperature=found["temperature"])
+        registry.set_version_tags(view.name, view.version, {
+            "ece": f"{found['ece']:.5f}", "ece_with_temperature": f"{found['ece_with_temperature']:.5f}",
+            "temperature": f"{found['temperature']:.4f}"})
     save_profile(registry, view.name, view.version, profile)
 
 
@@ -202,6 +212,8 @@ def _print_status(status: dict, as_json: bool) -> None:
         out.print(f"  v{version}: {windows} window(s), {status['rows_scored'].get(version, 0)} row(s) scored; "
                   f"{'DRIFT declared' if drift.get('declared') else 'no drift declared'}"
                   f" ({drift.get('consecutive', 0)} drifted window(s) in a row)")
+    for version, estimate in sorted(status.get("estimated", {}).items()):
+        out.print(f"  v{version}: estimated accuracy {estimate:.1%} (last window, from its calibrated probabilities)")
     for version, live in sorted(status.get("live", {}).items()):
         if live.get("accuracy") is not None:
             loss = f", log loss {live['log_loss']:.3f}" if live.get("log_loss") is not None else ""
@@ -276,6 +288,7 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
                                             f"{e['last_window']}): {', '.join(e['features'])}",
                   "window_labels": lambda: f"v{e['version']} window {e['window']}: {e['correct']}/{e['labelled']} "
                                            f"labelled row(s) right",
+                  "concept_drift_suspected": lambda: e["reason"],
                   "retrain_submitted": lambda: f"job {e.get('job_id', '?')} for {e['event_id']} (attempt "
                                                f"{e.get('attempt', 0) + 1}): {e.get('reason', '')}",
                   "retrain_finished": lambda: f"job {e.get('job_id')} registered v{e.get('version')}",

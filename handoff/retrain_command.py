@@ -100,7 +100,8 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     # reference of the old data would declare drift again at once.
     _profiler(uri, cfg.mlflow.registry_uri)(TrainingView(
         name, result.version, recent.x[train], candidate_model.predict_proba(recent.x[train].astype("float32")),
-        list(original.features), list(original.classes), original.fingerprint, champion_cfg.seed))
+        list(original.features), list(original.classes), original.fingerprint, champion_cfg.seed,
+        recent.y[held], candidate_model.predict_proba(recent.x[held].astype("float32"))))
     scores = {"recent": {"candidate": _accuracy(candidate_model, recent.x[held], recent.y[held]),
                          "champion": _accuracy(champion_model, recent.x[held], recent.y[held]), "rows": int(len(held))},
               "original": {"candidate": _accuracy(candidate_model, original.x_test, original.y_test),

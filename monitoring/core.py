@@ -21,6 +21,7 @@ from cluster.storage import filesystem
 
 from monitoring.compaction import CompactionSpec, describe, merge_files, plan_merges
 from monitoring.decision import DriftState, decide
+from monitoring.estimation import expected_accuracy
 from monitoring.labels import Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.reference import ReferenceProfile
@@ -38,6 +39,8 @@ class DriftSettings:
     correction: str = "benjamini-hochberg"
     persistence: int = 3
     min_shift: float = 0.1
+    concept_gap: float = 0.05        # realised accuracy this far from the estimate: concept drift suspected
+    concept_min_labels: int = 200
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class MonitorCore:
             "events_logged": saved.get("events_logged", 0),
             "feedback_files": saved.get("feedback_files", []),
             "labels": saved.get("labels", {}),  # version → window → label_stats
+            "estimated": saved.get("estimated", {}),  # version → window → expected accuracy
             "loop": saved.get("loop"),  # the closed loop's state (monitoring/loop.py LoopState)
             "loop_seen": saved.get("loop_seen", saved.get("events_logged", 0)),  # events the loop has looked at
         }
@@ -254,6 +258,12 @@ class MonitorCore:
             self.state["windows"][v] = index + 1
             self.state["rows_scored"][v] = self.state["rows_scored"].get(v, 0) + window.rows
             self.state["last_window"] = _window_record(window, index, scores)
+            if window.proba is not None:  # what the labels, when they come, should show
+                estimate = expected_accuracy(window.proba, profile.temperature)
+                self.state["last_window"]["estimated_accuracy"] = estimate
+                self.state["estimated"].setdefault(v, {})[str(index)] = estimate
+                for old in [w for w in self.state["estimated"][v] if int(w) <= index - self._horizon()]:
+                    del self.state["estimated"][v][old]
             if self.labels is not None:
                 self.labels.window_rows.save(window.version, index, window.ids, window.prediction, window.proba,
                                              self.labels.horizon)
@@ -266,6 +276,9 @@ class MonitorCore:
                 events.append({"kind": "drift_declared", **asdict(event), "alpha": self.drift.alpha,
                                "histograms": drawn})
         return events
+
+    def _horizon(self) -> int:
+        return self.labels.horizon if self.labels is not None else 50
 
     def _join_labels(self) -> list[dict]:
         """Read new label files, then join labels to the windows they can change: every window in the
@@ -296,9 +309,28 @@ class MonitorCore:
             if kept.get(str(window)) != stats and stats["labelled"]:
                 kept[str(window)] = stats
                 events.append({"kind": "window_labels", "version": version, "window": window, **stats})
+                events += self._concept_drift(version, window, stats)
             for old in [w for w in kept if int(w) < window - self.labels.horizon]:
                 del kept[old]
         return events
+
+    def _concept_drift(self, version: int, window: int, stats: dict) -> list[dict]:
+        """An event when a window's realised accuracy parts from its estimate by more than `concept_gap`
+        on at least `concept_min_labels` labelled rows (once per window): the estimate assumes P(y|x)
+        unchanged, so a gap says the relation itself moved."""
+        estimate = self.state["estimated"].get(str(version), {}).get(str(window))
+        flagged = self.state.setdefault("concept_flagged", {}).setdefault(str(version), [])
+        if estimate is None or stats["labelled"] < self.drift.concept_min_labels or window in flagged:
+            return []
+        realised = stats["correct"] / stats["labelled"]
+        if abs(realised - estimate) <= self.drift.concept_gap:
+            return []
+        flagged.append(window)
+        del flagged[:-self._horizon()]
+        return [{"kind": "concept_drift_suspected", "version": version, "window": window, "estimated": estimate,
+                 "realised": realised, "labelled": stats["labelled"],
+                 "reason": f"v{version} window {window}: realised accuracy {realised:.1%} on {stats['labelled']} "
+                           f"labelled rows, estimated {estimate:.1%} from its probabilities"}]
 
     def _note_positions(self) -> None:
         """Each version's first row not yet scored: where its buffered rows start, else after what was read."""

@@ -103,9 +103,10 @@ class LoopState:
 
 
 def retrain_trigger(model: str, champion: int | None, new_events: list[dict], recent: tuple[int, int] | None,
-                    cfg: LoopConfig) -> Trigger | None:
+                    cfg: LoopConfig, estimated: float | None = None) -> Trigger | None:
     """A drift declared for the champion (when `on_drift`), else the champion's live accuracy over its
-    last labelled rows (`recent`: labelled, correct) below `min_accuracy`; None otherwise."""
+    last labelled rows (`recent`: labelled, correct) below `min_accuracy`, else the accuracy its last
+    window's probabilities expect (`estimated`) below `min_estimated_accuracy`; None otherwise."""
     policy = cfg.retrain
     if champion is None:
         return None
@@ -121,6 +122,10 @@ def retrain_trigger(model: str, champion: int | None, new_events: list[dict], re
             return Trigger("accuracy", event_id, champion,
                            f"live accuracy of v{champion} {correct / labelled:.1%} over {labelled} labelled rows, "
                            f"below {policy.min_accuracy:.1%}")
+    if policy.min_estimated_accuracy is not None and estimated is not None and estimated < policy.min_estimated_accuracy:
+        return Trigger("estimate", f"estimate-{stable_digest(model, champion)}", champion,
+                       f"estimated accuracy of v{champion} {estimated:.1%} (before labels), below "
+                       f"{policy.min_estimated_accuracy:.1%}")
     return None
 
 

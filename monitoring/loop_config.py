@@ -19,6 +19,9 @@ class RetrainPolicyConfig(_Strict):
     min_accuracy: float | None = Field(None, ge=0, le=1, description="retrain when live accuracy over the last "
                                        "accuracy_rows labelled rows falls below this (null: never on accuracy)")
     accuracy_rows: int = Field(500, ge=10, description="labelled rows the live accuracy trigger looks at")
+    min_estimated_accuracy: float | None = Field(None, ge=0, le=1, description="retrain when the accuracy the "
+                                                 "champion's last window expects from its calibrated probabilities "
+                                                 "falls below this, before labels arrive (null: never)")
     cooldown_s: float = Field(600, ge=0, description="no new retraining this long after one ended")
     max_attempts: int = Field(3, ge=1, description="tries of a failing retraining job per event")
     backoff_s: float = Field(30, ge=0, description="wait before retry k: backoff_s · 2^(k-1)")

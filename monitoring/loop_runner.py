@@ -52,13 +52,14 @@ def since_start(figures: dict[str, VersionFigures], baseline: dict | None) -> di
 
 
 def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dict], cfg: LoopConfig,
-         port: LoopPort, now: float | None = None) -> tuple[dict, list[dict]]:
+         port: LoopPort, now: float | None = None, estimated: dict | None = None) -> tuple[dict, list[dict]]:
     """The loop's next state (as stored) and the records of this tick (events to append)."""
     now = time.time() if now is None else now
     state = LoopState.from_json(state_json)
     champion = port.champion(model)
     recent = recent_accuracy(labels.get(str(champion), {}), cfg.retrain.accuracy_rows) if champion else None
-    trigger = retrain_trigger(model, champion, new_events, recent, cfg)
+    mine = (estimated or {}).get(str(champion)) or {}
+    trigger = retrain_trigger(model, champion, new_events, recent, cfg, mine[max(mine, key=int)] if mine else None)
     job_status = port.job_status(state.job_id) if state.stage == "retraining" and state.job_id else None
     candidate = port.candidate(model, state.event_id) if job_status == "SUCCEEDED" else None
     figures = (since_start(port.figures(model, state.champion, state.candidate, state.canary_since),

@@ -5,7 +5,7 @@ Ray gauges and sets them. Gauges: `handoff_drift_score` (model, version, feature
 p_value, adjusted_p, psi, wasserstein, jensen_shannon), `handoff_drift_detected` (model, version:
 1 while an episode is declared), `handoff_monitor_windows` and `handoff_monitor_rows_scored`,
 `handoff_live_accuracy` and `handoff_live_log_loss` (model, version: over the labelled rows of the
-recent windows), `handoff_monitor_rows_behind` (model: read from the live log, not yet in a window).
+recent windows), `handoff_estimated_accuracy` (model, version: the last window's, before labels), `handoff_monitor_rows_behind` (model: read from the live log, not yet in a window).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ STATISTICS = ("statistic", "p_value", "adjusted_p", "psi", "wasserstein", "jense
 
 
 def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, rows_scored: dict,
-                 labels: dict | None = None, rows_behind: int | None = None) -> list[tuple]:
+                 labels: dict | None = None, rows_behind: int | None = None,
+                 estimated: dict | None = None) -> list[tuple]:
     """(gauge, value, tags) for the last scored window and the counters, in a stable order."""
     out: list[tuple] = []
     if window is not None:
@@ -37,6 +38,10 @@ def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, ro
         for gauge in ("accuracy", "log_loss"):
             if live[gauge] is not None:
                 out.append((gauge, float(live[gauge]), {"model": model, "version": version}))
+    for version, per_window in sorted((estimated or {}).items()):
+        if per_window:
+            last = max(per_window, key=int)
+            out.append(("estimated", float(per_window[last]), {"model": model, "version": version}))
     if rows_behind is not None:
         out.append(("behind", float(rows_behind), {"model": model}))
     return out
@@ -57,6 +62,8 @@ class MonitorMetrics:
                                       tag_keys=("model", "version")),
             "log_loss": metrics.Gauge("handoff_live_log_loss", "mean log loss on the labelled rows of recent windows",
                                       tag_keys=("model", "version")),
+            "estimated": metrics.Gauge("handoff_estimated_accuracy", "accuracy the last window's calibrated "
+                                       "probabilities expect (before labels)", tag_keys=("model", "version")),
             "behind": metrics.Gauge("handoff_monitor_rows_behind", "live-log rows read but not yet in a window",
                                     tag_keys=("model",)),
         }
@@ -64,5 +71,5 @@ class MonitorMetrics:
     def set_from(self, model: str, state: dict, rows_behind: int) -> None:
         for gauge, value, tags in gauge_values(model, state.get("last_window"), state.get("drift", {}),
                                                state.get("windows", {}), state.get("rows_scored", {}),
-                                               state.get("labels", {}), rows_behind):
+                                               state.get("labels", {}), rows_behind, state.get("estimated", {})):
             self.gauges[gauge].set(value, tags=tags)

@@ -30,6 +30,8 @@ def window_metrics(event: dict) -> list[tuple[str, float, int]]:
     if kind == "window_scored":
         out = [("rows", float(event["rows"]), event["window"]), ("drifted", float(event["drifted"]), event["window"]),
                ("drifted_features", float(len(event["drifted_features"])), event["window"])]
+        if event.get("estimated_accuracy") is not None:
+            out.append(("estimated_accuracy", float(event["estimated_accuracy"]), event["window"]))
         for column, score in sorted(event["scores"].items()):
             for statistic in ("adjusted_p", "psi", "wasserstein"):
                 if score.get(statistic) is not None:

@@ -28,7 +28,8 @@ def status_of(model: str, state: dict, running: bool) -> dict:
             "rows_unprofiled": state["rows_unprofiled"], "files_read": state.get("files_base", 0) + len(state["files"]),
             "files_compacted_into": sum(1 for k in state.get("consumed", {}) if "compacted-" in k),
             "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
-            "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop")}
+            "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop"),
+            "estimated": {v: w[max(w, key=int)] for v, w in state.get("estimated", {}).items() if w}}
 
 
 def actor_name(model: str) -> str:
@@ -54,7 +55,8 @@ class Monitor:
         self.core = MonitorCore(model, live_root, StateStore(state_root, model),
                                 lambda version: load_profile(registry, model, version),
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
-                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence, self.cfg.min_shift),
+                                DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence, self.cfg.min_shift,
+                                              self.cfg.concept_gap, self.cfg.concept_min_labels),
                                 labels=LabelJoin(Feedback(live_root, model), WindowRows(state_root, model),
                                                  self.cfg.label_windows),
                                 compaction=CompactionSpec(self.cfg.compact_min_files, self.cfg.compact_target_rows)
@@ -116,9 +118,11 @@ class Monitor:
         self._last_tick = time.time()
         with self._lock:
             state, labels = self.core.state.get("loop"), dict(self.core.state.get("labels", {}))
+            estimated = {v: dict(w) for v, w in self.core.state.get("estimated", {}).items()}
             logged = self.core.state["events_logged"]
         try:
-            new_state, records = tick(self.model, state, labels, list(self._loop_news), self.cfg.loop, self.port)
+            new_state, records = tick(self.model, state, labels, list(self._loop_news), self.cfg.loop, self.port,
+                                      estimated=estimated)
         except Exception as exc:  # noqa: BLE001 - nothing committed: the next tick tries the same step again
             self.loop_error = f"{type(exc).__name__}: {exc}"
             log.error("monitor %s: loop tick failed: %s", self.model, traceback.format_exc())

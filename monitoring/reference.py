@@ -51,10 +51,12 @@ class ReferenceProfile:
     probabilities: dict[str, NumericReference]
     rows: int
     fingerprint: str
+    temperature: float = 1.0  # scales the probabilities before estimating accuracy (fitted at registration)
 
     def to_bytes(self) -> bytes:
         arrays, meta = {}, {"profile_version": PROFILE_VERSION, "rows": self.rows, "fingerprint": self.fingerprint,
-                            "classes": list(self.classes), "features": {}, "probabilities": {}}
+                            "classes": list(self.classes), "features": {}, "probabilities": {},
+                            "temperature": self.temperature}
         for group, refs in (("features", self.features), ("probabilities", self.probabilities)):
             for i, (name, ref) in enumerate(refs.items()):
                 key = f"{group}{i}"
@@ -82,7 +84,7 @@ class ReferenceProfile:
                                                         m["minimum"], m["maximum"])
                                  for name, m in meta[group].items()}
             return cls(groups["features"], tuple(meta["classes"]), arrays["class_counts"], groups["probabilities"],
-                       int(meta["rows"]), meta["fingerprint"])
+                       int(meta["rows"]), meta["fingerprint"], float(meta.get("temperature", 1.0)))
 
 
 def build_profile(x: np.ndarray, features: list[str], proba: np.ndarray, classes: list, fingerprint: str, *,

@@ -223,7 +223,8 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     alias = registry.assign_new_version_alias(cfg.name, version)
     if on_registered is not None:
         on_registered(TrainingView(cfg.name, version, data.x_train, predict_proba(model, data.x_train),
-                                   list(data.features), list(data.classes), data.fingerprint, cfg.seed))
+                                   list(data.features), list(data.classes), data.fingerprint, cfg.seed,
+                                   data.y_val, predict_proba(model, data.x_val)))
     return RegisteredVersion(
         name=cfg.name, version=version, alias=alias, tracking_uri=tracking_uri, search_run_id=parent,
         experiment_path=outcome.experiment_path, trial_id=trial_id, trial_params=dict(best.config),

@@ -25,6 +25,8 @@ class TrainingView:
     classes: list
     fingerprint: str
     seed: int
+    y_val: np.ndarray | None = None      # the validation split's labels and the model's probabilities for
+    proba_val: np.ndarray | None = None  # it: where calibration is checked (None: not available)
 
 
 def training_view(name: str, version: int, settings: Settings, registry) -> TrainingView:
@@ -43,4 +45,5 @@ def training_view(name: str, version: int, settings: Settings, registry) -> Trai
                           f"(fingerprint {data.fingerprint[:16]}…, recorded {recorded[:16]}…): no profile of it")
     loaded = load_version(name, version, registry.tracking_uri)
     return TrainingView(name, version, data.x_train, loaded.predict_proba(np.ascontiguousarray(data.x_train)),
-                        list(data.features), list(data.classes), data.fingerprint, cfg.seed)
+                        list(data.features), list(data.classes), data.fingerprint, cfg.seed, data.y_val,
+                        loaded.predict_proba(np.ascontiguousarray(data.x_val)))

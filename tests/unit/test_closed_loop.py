@@ -157,3 +157,11 @@ def test_a_running_canary_shows_its_evidence():
     assert evidence["errors"]["samples"] == [120, 4000] and evidence["accuracy"]["verdict"] == "collecting"
     shown = loop_stage(LoopState.from_json(state.to_json()).to_json())
     assert shown.startswith("canary v2 against champion v1 (errors 0.00% vs 0.00% on 120/4000") and "of 3.0" in shown
+
+
+def test_the_estimate_triggers_before_labels_arrive_when_asked_to():
+    floor = CFG.model_copy(update={"retrain": CFG.retrain.model_copy(update={"min_estimated_accuracy": 0.9})})
+    trigger = retrain_trigger("m", 1, [], None, floor, estimated=0.85)
+    assert trigger.kind == "estimate" and "85.0% (before labels)" in trigger.reason
+    assert retrain_trigger("m", 1, [], None, floor, estimated=0.95) is None
+    assert retrain_trigger("m", 1, [], None, CFG, estimated=0.5) is None  # not asked to

@@ -126,7 +126,8 @@ def test_slow_traffic_is_scored_by_age(tmp_path):
 
 def labelled_core(tmp_path):
     return MonitorCore("m", str(tmp_path / "live"), StateStore(str(tmp_path / "state"), "m"), {1: PROFILE}.get,
-                       WindowSpec(rows=500, seconds=3600, min_rows=100), clock=lambda: time.time() + 60,
+                       WindowSpec(rows=500, seconds=3600, min_rows=100), DriftSettings(concept_min_labels=150),
+                       clock=lambda: time.time() + 60,
                        labels=LabelJoin(Feedback(str(tmp_path / "live"), "m"),
                                         WindowRows(str(tmp_path / "state"), "m"), horizon=5))
 
@@ -143,10 +144,16 @@ def test_labels_join_rows_late_and_again_idempotently_across_a_restart(tmp_path)
                proba=np.tile(np.array([[0.9, 0.1]], dtype=np.float32), (500, 1)))
     log.close()
     monitor = labelled_core(tmp_path)
-    assert kinds(monitor.step(), "window_scored") and monitor.state["labels"] == {}  # no label yet
+    scored = kinds(monitor.step(), "window_scored")
+    assert scored and monitor.state["labels"] == {}  # no label yet
+    assert scored[0]["estimated_accuracy"] == pytest.approx(0.9, abs=1e-6)  # from the probabilities alone
     ids = ["req"] + [f"req#{i}" for i in range(1, 150)]
     send(tmp_path, [(rid, 0 if i < 100 else 1) for i, rid in enumerate(ids)] + [("unknown-id", 1)])
-    joined = kinds(monitor.step(), "window_labels")
+    joined_events = monitor.step()
+    joined = kinds(joined_events, "window_labels")
+    concept = kinds(joined_events, "concept_drift_suspected")  # 66.7% realised where 90% was expected
+    assert len(concept) == 1 and concept[0]["realised"] == pytest.approx(100 / 150) and "estimated 90.0%" in \
+        concept[0]["reason"]
     assert [(e["version"], e["window"], e["rows"], e["labelled"], e["correct"]) for e in joined] == [(1, 0, 500, 150, 100)]
     assert joined[0]["log_loss_sum"] == pytest.approx(-100 * np.log(0.9) - 50 * np.log(0.1), rel=1e-6)
     send(tmp_path, [(rid, 0 if i < 100 else 1) for i, rid in enumerate(ids)])  # the same labels again
