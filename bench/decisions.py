@@ -18,7 +18,8 @@ Reported per scenario: the false promotion rate (a worse canary promoted), the f
 
 Drift at any sample size (`--drift`): windows of 1,000 to 1,000,000 rows of 20 features against a
 reference of 20,000 rows, with a negligible real shift (0.02σ in every feature) present: alarms of
-Handoff's scorer (BH-corrected KS and a minimum shift of 0.1σ) against a plain per-feature KS at
+Handoff's scorer (BH-corrected KS and each feature's shift tolerance, calibrated from the reference
+at the window's size, never below 0.1σ) against a plain per-feature KS at
 p < 0.05, and detection of a 0.3σ shift in 3 of the 20 features.
 
     .venv/bin/python bench/decisions.py [--canaries 10000] [--drift]
@@ -106,6 +107,7 @@ def drift_at_sizes() -> dict:
     from monitoring.decision import DriftState, decide
     from monitoring.reference import build_profile
     from monitoring.scoring import score_window
+    from monitoring.tolerance import shift_tolerance
 
     rng = np.random.default_rng(5)
     features = [f"f{i}" for i in range(20)]
@@ -115,16 +117,18 @@ def drift_at_sizes() -> dict:
     for rows, windows in DRIFT_SIZES.items():
         ours = plain = declared = 0
         state = DriftState()
+        tolerances = {f: shift_tolerance(profile.features[f].sorted_sample, rows, std=profile.features[f].std)
+                      for f in features}  # as the monitor calibrates them
         for index in range(windows):
             x = rng.normal(loc=0.02, size=(rows, 20))  # 0.02σ everywhere: real, and nobody cares
-            scores = score_window(profile, features, x)
+            scores = score_window(profile, features, x, tolerances=tolerances)
             ours += scores.drifted
             plain += any(s.p_value < 0.05 for s in scores.features)
             state, event = decide(state, scores, index, "bench", 1, persistence=3)
             declared += event is not None
         shifted = rng.normal(loc=0.02, size=(rows, 20))
         shifted[:, :3] += 0.3
-        found = score_window(profile, features, shifted).drifted_features
+        found = score_window(profile, features, shifted, tolerances=tolerances).drifted_features
         out[rows] = {"windows": windows, "drifted_windows": ours, "alarms_per_1000": 1000 * ours / windows,
                      "declared": declared, "declared_per_1000": 1000 * declared / windows,
                      "plain_ks_alarms_per_1000": 1000 * plain / windows, "detected_0.3σ": found == features[:3],

@@ -26,6 +26,8 @@ class MonitoringConfig(BaseModel):
     correction: Literal["benjamini-hochberg", "bonferroni", "none"] = "benjamini-hochberg"
     min_shift: float = Field(0.1, ge=0, description="least shift (Wasserstein distance in reference standard "
                              "deviations) a significant feature must show to drift; 0: the test alone")
+    tolerance_rate: float = Field(0.001, gt=0, lt=1, description="share of windows whose chance shift may exceed "
+                                  "a feature's tolerance (calibrated from the reference at each window size)")
     concept_gap: float = Field(0.05, gt=0, lt=1, description="realised accuracy this far from the estimate "
                                "(from calibrated probabilities) is a concept_drift_suspected event")
     concept_min_labels: int = Field(200, ge=10, description="labelled rows of a window before that comparison")

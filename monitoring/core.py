@@ -28,6 +28,7 @@ from monitoring.reference import ReferenceProfile
 from monitoring.report import histograms, shown_features
 from monitoring.scoring import WindowScores, score_window
 from monitoring.state_store import StateStore
+from monitoring.tolerance import shift_tolerance
 from monitoring.windows import Window, Windower, WindowSpec
 
 END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
@@ -39,6 +40,7 @@ class DriftSettings:
     correction: str = "benjamini-hochberg"
     persistence: int = 3
     min_shift: float = 0.1
+    tolerance_rate: float = 0.001    # share of windows whose noise may exceed the calibrated tolerance
     concept_gap: float = 0.05        # realised accuracy this far from the estimate: concept drift suspected
     concept_min_labels: int = 200
 
@@ -64,6 +66,7 @@ class MonitorCore:
         self.model, self.live_root, self.store, self.compaction = model, live_root, store, compaction
         self.profile_of, self.spec, self.drift, self.clock, self.labels = profile_of, spec, drift, clock, labels
         self._profiles: dict[int, ReferenceProfile | None] = {}
+        self._tolerance_cache: dict[tuple[int, int], dict[str, float]] = {}
         saved = store.load() or {}
         self.state = {
             "model": model,
@@ -251,7 +254,8 @@ class MonitorCore:
             index = self.state["windows"].get(v, 0)
             scores = score_window(profile, self.features, window.x, prediction=window.prediction,
                                   alpha=self.drift.alpha, correction=self.drift.correction,
-                                  min_shift=self.drift.min_shift)
+                                  min_shift=self.drift.min_shift,
+                                  tolerances=self._tolerances(window.version, profile, window.rows))
             state, event = decide(DriftState(**self.state["drift"].get(v, {})), scores, index, self.model,
                                   window.version, self.drift.persistence)
             self.state["drift"][v] = asdict(state)
@@ -276,6 +280,18 @@ class MonitorCore:
                 events.append({"kind": "drift_declared", **asdict(event), "alpha": self.drift.alpha,
                                "histograms": drawn})
         return events
+
+    def _tolerances(self, version: int, profile: ReferenceProfile, rows: int) -> dict[str, float]:
+        """Each feature's shift tolerance at this window size (calibrated once per version and size
+        bucket; the bucket's smaller size, so the tolerance errs high)."""
+        bucket = int(2 ** (np.floor(np.log2(max(rows, 1)) * 4) / 4))
+        key = (version, bucket)
+        if key not in self._tolerance_cache:
+            self._tolerance_cache[key] = {
+                f: shift_tolerance(profile.features[f].sorted_sample, bucket, features=len(self.features),
+                                   per_window=self.drift.tolerance_rate, floor=self.drift.min_shift,
+                                   std=profile.features[f].std) for f in self.features}
+        return self._tolerance_cache[key]
 
     def _horizon(self) -> int:
         return self.labels.horizon if self.labels is not None else 50
@@ -352,5 +368,6 @@ def _window_record(window: Window, index: int, scores: WindowScores) -> dict:
             "drifted_features": scores.drifted_features,
             "scores": {s.column: {"test": s.test, "statistic": s.statistic, "p_value": s.p_value,
                                   "adjusted_p": s.adjusted_p, "psi": s.psi, "wasserstein": s.wasserstein,
-                                  "jensen_shannon": s.jensen_shannon, "drifted": s.drifted}
+                                  "jensen_shannon": s.jensen_shannon, "drifted": s.drifted,
+                                  "tolerance": s.tolerance}
                        for s in (*scores.features, *scores.prediction)}}

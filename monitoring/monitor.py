@@ -56,7 +56,8 @@ class Monitor:
                                 lambda version: load_profile(registry, model, version),
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
                                 DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence, self.cfg.min_shift,
-                                              self.cfg.concept_gap, self.cfg.concept_min_labels),
+                                              self.cfg.tolerance_rate, self.cfg.concept_gap,
+                                              self.cfg.concept_min_labels),
                                 labels=LabelJoin(Feedback(live_root, model), WindowRows(state_root, model),
                                                  self.cfg.label_windows),
                                 compaction=CompactionSpec(self.cfg.compact_min_files, self.cfg.compact_target_rows)

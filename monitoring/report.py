@@ -74,6 +74,11 @@ def render(event: dict, history: list[dict]) -> bytes:
     ax = fig.add_subplot(grid[0, :])
     values = [last[c].get("wasserstein") or 0 for c in every]
     ax.bar(range(len(every)), values, color=["#d62728" if last[c]["drifted"] else "#9e9e9e" for c in every])
+    tolerances = [last[c].get("tolerance") for c in every]
+    if any(t is not None for t in tolerances):
+        ax.scatter(range(len(every)), [t if t is not None else np.nan for t in tolerances], marker="_", s=400,
+                   color="black", label="tolerance (calibrated at this window size)", zorder=3)
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(range(len(every)), every, rotation=45 if len(every) > 12 else 0, ha="right" if len(every) > 12 else "center",
                   fontsize=8)
     ax.set_ylabel("shift (Wasserstein, σ)")
@@ -87,7 +92,8 @@ def render(event: dict, history: list[dict]) -> bytes:
         left.stairs(h["reference"], edges, fill=True, color="#9e9e9e", alpha=0.6, label="reference (training)")
         left.stairs(h["window"], edges, color="#d62728", linewidth=2, label=f"window {event['last_window']}")
         s = last.get(column, {})
-        left.set_title(f"{column}: shift {s.get('wasserstein', 0):.2f}σ · PSI {s.get('psi', 0):.3f} · KS "
+        tolerance = f" (tolerance {s['tolerance']:.2f}σ)" if s.get("tolerance") is not None else ""
+        left.set_title(f"{column}: shift {s.get('wasserstein', 0):.2f}σ{tolerance} · PSI {s.get('psi', 0):.3f} · KS "
                        f"{s.get('statistic', 0):.3f} (corrected p {s.get('adjusted_p', 1):.2g})"
                        + ("  DRIFTED" if s.get("drifted") else ""), fontsize=9,
                        color="#d62728" if s.get("drifted") else "black")
@@ -119,6 +125,7 @@ def page(event: dict, history: list[dict], png: bytes) -> str:
         f"<tr class='{'drifted' if s['drifted'] else ''}'><td>{html.escape(c)}</td><td>{s['test']}</td>"
         f"<td>{_fmt(s['statistic'], '.4f')}</td><td>{_fmt(s['adjusted_p'], '.3g')}</td>"
         f"<td>{_fmt(s.get('psi'), '.4f')}</td><td>{_fmt(s.get('wasserstein'), '.3f')}</td>"
+        f"<td>{_fmt(s.get('tolerance'), '.3f')}</td>"
         f"<td>{'yes' if s['drifted'] else ''}</td></tr>"
         for c, s in sorted(last.items(), key=lambda kv: (not kv[1]["drifted"], -(kv[1].get("wasserstein") or 0))))
     title = f"Drift in {event['model']} v{event['version']} ({event['event_id']})"
@@ -133,7 +140,7 @@ Tests corrected across features; drift when a corrected p-value is below α = {e
 <img alt="drift report" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Every column in window {event['last_window']}</h2>
 <table><tr><th>column</th><th>test</th><th>statistic</th><th>corrected p</th><th>PSI</th><th>shift (σ)</th>
-<th>drifted</th></tr>{rows}</table></body></html>"""
+<th>tolerance (σ)</th><th>drifted</th></tr>{rows}</table></body></html>"""
 
 
 def history_of(event: dict, events: list[dict], length: int = HISTORY) -> list[dict]:

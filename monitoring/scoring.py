@@ -4,10 +4,11 @@ Per feature: KS (the test), PSI, the Wasserstein distance in reference standard 
 Jensen–Shannon distance over the PSI bins (effect sizes); the same for each class's predicted
 probability, and chi-squared on the predicted classes' counts. The features' p-values are corrected
 together (Benjamini–Hochberg by default). A column drifts when its corrected p-value is below α
-and it moved at least `min_shift` reference standard deviations (Wasserstein): with 5,000-row
-windows KS alone calls a 0.05σ wobble significant, which no one retrains for (0.1σ by default, the
-tolerance Evidently's preset applies to the same normed distance; 0 keeps the test alone). A
-window drifts when a feature does.
+and it moved further than its tolerance (Wasserstein, in reference standard deviations): given per
+feature by `tolerances` (calibrated from the reference at the window's size: monitoring/tolerance.py),
+else `min_shift` (0.1σ, the tolerance Evidently's preset applies to the same normed distance; 0
+keeps the test alone). With 5,000-row windows KS alone calls a 0.05σ wobble significant, which no
+one retrains for. A window drifts when a feature does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ColumnScore:
     wasserstein: float | None  # in reference standard deviations
     jensen_shannon: float | None
     drifted: bool
+    tolerance: float | None = None  # the shift this column had to exceed (Wasserstein, σ)
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,21 @@ def _numeric(columns: list[str], refs: list[NumericReference], values: np.ndarra
     return [tuple(o) for o in out]
 
 
-def _scores(raw: list[tuple], test: str, alpha: float, correction: str, min_shift: float) -> tuple[ColumnScore, ...]:
+def _scores(raw: list[tuple], test: str, alpha: float, correction: str, min_shift: float,
+            tolerances: dict[str, float] | None = None) -> tuple[ColumnScore, ...]:
     adjusted = adjust([r[2] for r in raw], correction)
-    return tuple(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js,
-                             bool(a < alpha and (w is None or w >= min_shift)))
-                 for (column, stat, p, psi_, w, js), a in zip(raw, adjusted))
+    out = []
+    for (column, stat, p, psi_, w, js), a in zip(raw, adjusted):
+        tolerance = None if w is None else (tolerances or {}).get(column, min_shift)
+        out.append(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js,
+                               bool(a < alpha and (w is None or w >= tolerance)), tolerance))
+    return tuple(out)
 
 
 def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, proba: np.ndarray | None = None,
                  *, prediction: np.ndarray | None = None, alpha: float = 0.05,
-                 correction: str = "benjamini-hochberg", min_shift: float = 0.1) -> WindowScores:
+                 correction: str = "benjamini-hochberg", min_shift: float = 0.1,
+                 tolerances: dict[str, float] | None = None) -> WindowScores:
     """Scores of the window `x` (rows × `features`) and, when given, of its class probabilities or
     its predicted classes (the live log keeps the class, not the probabilities)."""
     if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
@@ -93,7 +100,7 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
         raise ValueError(f"the reference profile has no feature(s) {missing}")
     values = np.ascontiguousarray(x.T, dtype=np.float64)  # one contiguous row per feature
     feature_scores = _scores(_numeric(features, [profile.features[f] for f in features], values), "ks", alpha,
-                             correction, min_shift)
+                             correction, min_shift, tolerances)
     prediction_scores: tuple[ColumnScore, ...] = ()
     if proba is not None:
         columns = _numeric([f"probability_{c}" for c in profile.classes],

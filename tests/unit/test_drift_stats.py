@@ -141,3 +141,19 @@ def test_sorted_forms_equal_the_plain_ones(n_ref, n_win, kind):
         stats.wasserstein_distance(reference, np.sort(window)[: n_win - 1]), rel=1e-9, abs=1e-12)
     edges = psi_bins(reference)
     assert psi_shares_sorted(w, edges).tolist() == psi_shares(window, edges).tolist()
+
+
+def test_the_tolerance_is_what_chance_rarely_exceeds_shrinks_with_the_window_and_keeps_its_floor():
+    from monitoring.drift_stats import wasserstein_sorted
+    from monitoring.tolerance import shift_tolerance
+
+    rng = np.random.default_rng(9)
+    reference = np.sort(rng.normal(size=20_000))
+    sizes = [200, 1_000, 5_000, 50_000]
+    raw = [shift_tolerance(reference, n, floor=0.0) for n in sizes]
+    assert raw == sorted(raw, reverse=True) and raw[-1] < 0.03  # ~1/√n
+    assert shift_tolerance(reference, 50_000) == 0.1 and shift_tolerance(reference, 200) == pytest.approx(raw[0])
+    chunks = [wasserstein_sorted(reference, np.sort(rng.choice(reference, 1_000)), scale=reference.std())
+              for _ in range(2_000)]
+    assert sum(c > raw[1] for c in chunks) <= 2  # calibrated for 1 window in 1,000 across 20 features
+    assert shift_tolerance(np.zeros(100), 10) == 0.1  # a constant reference: the floor
