@@ -173,7 +173,8 @@ def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopCo
             and canary.p99_ms > c.max_p99_ratio * champion.p99_ms:
         return "rollback", f"canary p99 {canary.p99_ms:g} ms above {c.max_p99_ratio:g}× the champion's {champion.p99_ms:g} ms"
     labels_settled = accuracy.verdict == NOT_WORSE or (not c.require_labels and canary.labelled == 0)
-    if errors.verdict == NOT_WORSE and labels_settled:
+    latency_known = not c.require_latency or (canary.p99_ms is not None and champion.p99_ms is not None)
+    if errors.verdict == NOT_WORSE and labels_settled and latency_known:
         return "promote", f"canary not worse: {said('error rate', errors)}; {said('error of predictions', accuracy)}"
     return None
 

@@ -58,6 +58,8 @@ class CanaryConfig(_Strict):
                                  "rate alone when no labels come)")
     max_p99_ratio: float = Field(2.0, gt=0, description="guard: roll back when the canary's p99 exceeds the "
                                  "champion's by this factor")
+    require_latency: bool = Field(True, description="promote only once both sides' p99 latency is known (the "
+                                  "gateways export it every few seconds)")
     timeout_s: float = Field(1800, gt=0, description="the longest a canary runs without a decision")
     on_timeout: Literal["rollback", "promote"] = Field("rollback", description="what a canary still without a "
                                                        "decision at timeout_s gets")

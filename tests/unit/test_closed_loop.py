@@ -29,6 +29,8 @@ def test_drift_to_promotion_and_a_replayed_trigger_does_nothing():
     assert advance(state, 70, CFG, figures=short)[1] == []  # 99 requests: still earning its traffic
     unlabelled = {"champion": GOOD["champion"], "canary": VersionFigures(1000, 0, 11.0, 0, 0)}
     assert advance(state, 75, CFG, figures=unlabelled)[1] == []  # no labels yet: never a pass
+    unmeasured = {"champion": GOOD["champion"], "canary": VersionFigures(1000, 0, None, 500, 450)}
+    assert advance(state, 76, CFG, figures=unmeasured)[1] == []  # its latency not exported yet: not a pass
     state, actions, records = advance(state, 80, CFG, figures=GOOD)
     assert [a.kind for a in actions] == ["promote"] and actions[0].version == 2 and kinds(records) == ["promoted"]
     assert state.stage == "watching" and "drift-abc" in state.handled and state.last_finished_at == 80
@@ -124,8 +126,9 @@ def test_a_disabled_loop_only_reports():
 def test_the_verdict_waits_for_labels_on_both_sides():
     c = VersionFigures(500, 0, 9.0, 10, 10)
     assert canary_verdict(GOOD["champion"], c, CFG) is None  # 10 labels of 50
-    no_labels = CFG.model_copy(update={"canary": CFG.canary.model_copy(update={"require_labels": False})})
-    verdict = canary_verdict(VersionFigures(4000, 0, 10.0), VersionFigures(1000, 0, 11.0), no_labels)
+    no_labels = CFG.model_copy(update={"canary": CFG.canary.model_copy(update={"require_labels": False,
+                                                                               "require_latency": False})})
+    verdict = canary_verdict(VersionFigures(4000, 0, 10.0), VersionFigures(1000, 0, None), no_labels)
     assert verdict[0] == "promote" and "error rate 0.00% vs 0.00%" in verdict[1]
 
 
