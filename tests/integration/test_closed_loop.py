@@ -187,13 +187,14 @@ def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_o
 
 @pytest.mark.parametrize("setting, outcome", [
     ("loop.gate.min_gain_recent=0.5", "gate_failed"),          # no candidate can gain 50 points: stopped offline
-    ("loop.canary.max_p99_ratio=0.001", "rolled_back"),        # any canary is "slower": rolled back online
+    # any canary is "slower": rolled back online (the gate lets any candidate through to reach the canary)
+    ("loop.canary.max_p99_ratio=0.001,loop.gate.min_gain_recent=-1", "rolled_back"),
 ])
 def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary(head, setting, outcome,
                                                                                    unserve_after):
     name = f"loop-{outcome.replace('_', '-')}"
     unserve_after.append(name)
-    champion = serve(head, name, setting)
+    champion = serve(head, name, *setting.split(","))
     replay = drive(head, name, lambda found: outcome in kinds(found) or "retrain_abandoned" in kinds(found),
                    seconds=360)
     assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
