@@ -93,6 +93,8 @@ def test_up_tune_models_down(shuttle_frame, tmp_path):
         assert "reference profile of services-it v1 stored" in " ".join(tuned.stderr.split())
         shown = run(["models", "services-it", "--home", str(home)])
         assert shown.returncode == 0 and "champion" in shown.stdout, shown.stderr
+        lineage = json.loads(run(["models", "services-it", "--home", str(home), "--json"]).stdout)["versions"][0]["lineage"]
+        assert 0 <= float(lineage["ece"]) < 0.2 and float(lineage["temperature"]) > 0  # calibration, at registration
     finally:
         stopped = run(["down", "--home", str(home)], timeout=180)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

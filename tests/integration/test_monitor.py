@@ -116,6 +116,9 @@ def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitor
              status)
     clean = StateStore(str(monitored["home"] / "monitor"), NAME).events()
     assert not [e for e in clean if e["kind"] == "drift_declared"]
+    scored = [e for e in clean if e["kind"] == "window_scored"]
+    assert all(0.5 <= e["estimated_accuracy"] <= 1 for e in scored)  # from the logged probabilities, before labels
+    assert all(e["scores"]["f1"]["tolerance"] >= 0.1 for e in scored)  # calibrated at 300 rows, above the floor
     shifted = rows.copy()
     shifted[:, 0] += 4 * frame["f1"].std()  # a large, lasting shift of one sensor
     for chunk in np.array_split(shifted, 90):
@@ -181,10 +184,11 @@ def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(m
     assert "f1" in (tmp_path / "report" / "report.html").read_text()
 
     def accuracy_exported() -> bool:
-        return any(line.startswith(("ray_handoff_live_accuracy", "handoff_live_accuracy")) and NAME in line
-                   for line in "\n".join(scrape()).splitlines())
+        lines = [line for line in "\n".join(scrape()).splitlines() if NAME in line]
+        return all(any(line.startswith((f"ray_{gauge}", gauge)) for line in lines)
+                   for gauge in ("handoff_live_accuracy", "handoff_estimated_accuracy"))
 
-    assert wait_for(accuracy_exported, 90, "handoff_live_accuracy in Prometheus")
+    assert wait_for(accuracy_exported, 90, "handoff_live_accuracy and handoff_estimated_accuracy in Prometheus")
 
 
 def test_a_killed_monitor_resumes_and_scores_every_row_once(monitored):
