@@ -88,6 +88,7 @@ class MonitorCore:
             "feedback_files": saved.get("feedback_files", []),
             "labels": saved.get("labels", {}),  # version → window → label_stats
             "estimated": saved.get("estimated", {}),  # version → window → expected accuracy
+            "concept_flagged": saved.get("concept_flagged", {}),  # version → windows with a concept-drift event
             "loop": saved.get("loop"),  # the closed loop's state (monitoring/loop.py LoopState)
             "loop_seen": saved.get("loop_seen", saved.get("events_logged", 0)),  # events the loop has looked at
         }
