@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from cluster.storage import filesystem, join
-from monitoring.labels import FEEDBACK_DIR
+from cluster.storage import filesystem
+from monitoring.labels import Feedback
 from monitoring.live_reader import feature_columns, model_dir
 
 
@@ -50,16 +50,12 @@ def _parquet_files(fs: pafs.FileSystem, path: str, since: float | None) -> list[
 
 
 def labels_of(root: str, model: str) -> dict[str, int]:
-    """Every label sent for `model`: row id → class index, the latest file's label for an id."""
-    labels: dict[str, int] = {}
-    fs, base = filesystem(root)
-    for path in _parquet_files(fs, join(join(base, FEEDBACK_DIR), f"model={model}"), None):
-        try:
-            table = pq.read_table(path, filesystem=fs, columns=["request_id", "class_index"])
-        except Exception:  # noqa: BLE001 - an unreadable label file is skipped (the monitor records it)
-            continue
-        labels.update(zip(table.column("request_id").to_pylist(), table.column("class_index").to_pylist()))
-    return labels
+    """Every label sent for `model`: row id → class index, the latest file's label for an id (the
+    monitor's own reader, `Feedback`, over every file)."""
+    feedback = Feedback(root, model)
+    for key in feedback.new_files([]):
+        feedback.read(key)  # an unreadable label file is skipped (the monitor records it)
+    return feedback.labels
 
 
 def labelled_rows(root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from cluster.digest import stable_digest
 from monitoring.loop_config import LoopConfig
-from monitoring.sequential import NOT_WORSE, WORSE, compare_rates
+from monitoring.sequential import NOT_WORSE, WORSE, RateTest, compare_rates
 
 TERMINAL_OK, TERMINAL_BAD = {"SUCCEEDED"}, {"FAILED", "STOPPED"}
 HANDLED_KEPT = 100
@@ -138,28 +138,33 @@ def _finish(state: LoopState, now: float) -> LoopState:
     return LoopState(last_finished_at=now, handled=handled, deferred=state.deferred, champion=state.champion)
 
 
-def canary_evidence(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> dict:
+def canary_tests(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> dict[str, RateTest]:
+    """The canary's two always-valid tests against the champion over the same period: error rate, and
+    the error of its predictions where labels arrive."""
+    c = cfg.canary
+    return {"errors": compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
+                                    delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests),
+            "accuracy": compare_rates(canary.labelled - canary.correct, canary.labelled,
+                                      champion.labelled - champion.correct, champion.labelled,
+                                      delta=c.min_effect_accuracy, alpha=c.alpha, min_samples=c.min_labels)}
+
+
+def canary_evidence(tests: dict[str, RateTest]) -> dict:
     """What the canary's tests stand on now (for `handoff status` and the events): per rate, both
     sides' rates and samples, the log mixture ratios against the boundary, and the verdict."""
-    c = cfg.canary
-    tests = {"errors": compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
-                                     delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests),
-             "accuracy": compare_rates(canary.labelled - canary.correct, canary.labelled,
-                                       champion.labelled - champion.correct, champion.labelled,
-                                       delta=c.min_effect_accuracy, alpha=c.alpha, min_samples=c.min_labels)}
     return {name: {"verdict": t.verdict, "canary": t.canary_rate, "champion": t.champion_rate, "samples": list(t.samples),
                    "log_lr_worse": round(t.log_lr_worse, 3), "log_lr_not_worse": round(t.log_lr_not_worse, 3),
                    "boundary": round(t.boundary, 3)} for name, t in tests.items()}
 
 
-def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> tuple[str, str] | None:
+def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig,
+                   tests: dict[str, RateTest] | None = None) -> tuple[str, str] | None:
     """("promote" | "rollback", why) from always-valid tests of the canary against the champion over the
-    same period (error rate; live accuracy where labels arrive) and the p99 guard; None while collecting."""
+    same period (error rate; live accuracy where labels arrive) and the p99 guard; None while collecting.
+    `tests`: `canary_tests` of the same figures, when the caller has them already."""
     c = cfg.canary
-    errors = compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
-                           delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests)
-    accuracy = compare_rates(canary.labelled - canary.correct, canary.labelled, champion.labelled - champion.correct,
-                             champion.labelled, delta=c.min_effect_accuracy, alpha=c.alpha, min_samples=c.min_labels)
+    tests = tests or canary_tests(champion, canary, cfg)
+    errors, accuracy = tests["errors"], tests["accuracy"]
 
     def said(name: str, t) -> str:
         return (f"{name} {t.canary_rate:.2%} vs {t.champion_rate:.2%} (log-LR {max(t.log_lr_worse, t.log_lr_not_worse):.1f}"
@@ -247,8 +252,9 @@ def advance(state: LoopState, now: float, cfg: LoopConfig, *, trigger: Trigger |
             return state, [], []
         figures = figures or {}
         champion_f, canary_f = figures.get("champion", VersionFigures()), figures.get("canary", VersionFigures())
-        verdict = canary_verdict(champion_f, canary_f, cfg)
-        state = replace(state, canary_evidence=canary_evidence(champion_f, canary_f, cfg))
+        tests = canary_tests(champion_f, canary_f, cfg)
+        verdict = canary_verdict(champion_f, canary_f, cfg, tests)
+        state = replace(state, canary_evidence=canary_evidence(tests))
         since = state.canary_since if state.canary_since is not None else now
         if verdict is None and now - since > cfg.canary.timeout_s:
             verdict = (cfg.canary.on_timeout, f"no decision in {cfg.canary.timeout_s:.0f} s (not enough evidence); "
