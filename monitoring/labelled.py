@@ -13,12 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
 from monitoring.labels import Feedback
-from monitoring.live_reader import feature_columns, model_dir
+from monitoring.live_reader import feature_columns, model_dir, parquet_files
 
 
 @dataclass(frozen=True)
@@ -40,15 +39,6 @@ class LabelledRows:
                             self.ts[index])
 
 
-def _parquet_files(fs: pafs.FileSystem, path: str, since: float | None) -> list[str]:
-    """Parquet files under `path`, oldest first; only those written at or after `since` when given
-    (a file is written after every row in it)."""
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    found = [(i.mtime.timestamp() if i.mtime else 0.0, i.path) for i in infos
-             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")]
-    return [p for mtime, p in sorted(found) if since is None or mtime >= since]
-
-
 def labels_of(root: str, model: str) -> dict[str, int]:
     """Every label sent for `model`: row id → class index, the latest file's label for an id (the
     monitor's own reader, `Feedback`, over every file)."""
@@ -65,7 +55,10 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
     labels = labels_of(root, model)
     fs, live_dir = filesystem(model_dir(root, model))
     tables, features = [], None
-    for path in _parquet_files(fs, live_dir, since):
+    for mtime, key in parquet_files(fs, live_dir):
+        if since is not None and mtime < since:  # written before `since`: every row in it is older
+            continue
+        path = f"{live_dir}/{key}"
         try:
             schema = pq.read_schema(path, filesystem=fs)
             names = feature_columns(schema.names)

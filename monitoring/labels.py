@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
+from monitoring.live_reader import parquet_files
 
 FEEDBACK_DIR = "_feedback"
 UNLABELLED = -1
@@ -58,12 +59,8 @@ class Feedback:
 
     def new_files(self, read: list[str]) -> list[str]:
         """Keys of feedback files not in `read`, oldest first (files are moved in whole)."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self.dir, recursive=True, allow_not_found=True))
         done = set(read)
-        found = [(i.mtime.timestamp() if i.mtime else 0.0, i.path[len(self.dir):].lstrip("/")) for i in infos
-                 if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
-                 and not i.base_name.startswith(".")]
-        return [key for _, key in sorted(found) if key not in done]
+        return [key for _, key in parquet_files(self.fs, self.dir) if key not in done]
 
     def read(self, key: str) -> int:
         """Add one file's labels; how many it had (0 for a file that cannot be read)."""

@@ -62,20 +62,20 @@ def model_dir(root: str, model: str) -> str:
     return join(root, f"model={model}")
 
 
+def parquet_files(fs: pafs.FileSystem, path: str) -> list[tuple[float, str]]:
+    """(modification time, key under `path`) of the finished Parquet files below `path`, oldest first
+    (dot-named files are still being written beside their final name)."""
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sorted((i.mtime.timestamp() if i.mtime is not None else 0.0, i.path[len(path):].lstrip("/"))
+                  for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                  and not i.base_name.startswith("."))
+
+
 def list_files(root: str, model: str, *, now: float | None = None, settle_s: float = SETTLE_S) -> list[str]:
     """Keys of the model's files old enough to be complete, oldest first (by modification time)."""
     fs, base = filesystem(model_dir(root, model))
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     now = time.time() if now is None else now
-    found = []
-    for info in infos:
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet") \
-                or info.base_name.startswith("."):
-            continue
-        mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
-        if now - mtime >= settle_s:
-            found.append((mtime, info.path[len(base):].lstrip("/")))
-    return [key for _, key in sorted(found)]
+    return [key for mtime, key in parquet_files(fs, base) if now - mtime >= settle_s]
 
 
 #: the columns the monitor reads besides the features (and `probabilities` where present)
