@@ -1,7 +1,7 @@
 """Layered typed configuration: a YAML file, then `HANDOFF_*` variables, then `--set` flags.
 
 Used for the experiment config (`HANDOFF_A__B`), the serving config (`HANDOFF_SERVING__A__B`) and
-the monitoring config (`HANDOFF_MONITORING__A__B`).
+the monitoring config (`HANDOFF_MONITORING__A__B`) and batch inference's (`HANDOFF_PREDICT__A`).
 Precedence: flag > environment > file. An override names a dotted path (`search.num_samples=4`,
 or `HANDOFF_SEARCH__NUM_SAMPLES=4` in the environment); its value is parsed as YAML so numbers,
 booleans, lists and `null` keep their type. Every failure is a `ConfigError` naming the field.
@@ -24,8 +24,9 @@ from cluster.settings import SETTINGS_ENV
 ENV_PREFIX = "HANDOFF_"
 SERVING_ENV_PREFIX = "HANDOFF_SERVING__"
 MONITORING_ENV_PREFIX = "HANDOFF_MONITORING__"
+PREDICT_ENV_PREFIX = "HANDOFF_PREDICT__"
 #: the prefixes of the configs other than the experiment's (whose variables are `HANDOFF_A__B`)
-_OTHER_CONFIGS = (SERVING_ENV_PREFIX, MONITORING_ENV_PREFIX)
+_OTHER_CONFIGS = (SERVING_ENV_PREFIX, MONITORING_ENV_PREFIX, PREDICT_ENV_PREFIX)
 
 
 class ConfigError(ValueError):

@@ -325,7 +325,7 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
         raise typer.Exit(1)
 
 
-from handoff import feedback_command, monitor_commands, retrain_command, serve_commands  # noqa: E402,F401 - register their commands on `app`
+from handoff import feedback_command, monitor_commands, predict_command, retrain_command, serve_commands  # noqa: E402,F401 - register their commands on `app`
 
 
 def main() -> None:

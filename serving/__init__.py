@@ -9,6 +9,8 @@ use so that importing the package starts nothing and pulls in neither Ray Serve 
 - `GATEWAY_APP`, `app_name`: the Serve application names (the gateway, one per version).
 - `scrape`, `summarize`: read the gateway's Prometheus metrics back.
 - `live_log_dir`: where the live log of one model lies (Parquet, Hive partitions by date).
+- `predict_table`, `BatchConfig`, `BatchResult`, `BatchInputError`: batch inference of a Parquet
+  table with a registered version on Ray Data (`handoff predict`).
 """
 
 from __future__ import annotations
@@ -28,5 +30,9 @@ _EXPORTS = {
     "scrape": "serving.metrics_read",
     "summarize": "serving.metrics_read",
     "live_log_dir": "serving.live_log",
+    "predict_table": "serving.batch",
+    "BatchResult": "serving.batch",
+    "BatchConfig": "serving.batch_config",
+    "BatchInputError": "serving.batch_schema",
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -14,6 +14,7 @@ from ray import serve
 
 from serving.autoscale import DIRECT_LOAD_METRIC, POLICY_PATH
 from serving.config import VersionDeployment
+from serving.device import replica_device
 from serving.endpoints import Registration
 from serving.replica_server import ReplicaServer
 
@@ -28,11 +29,6 @@ def served_versions(model: str, apps) -> list[int]:
     """The versions of `model` among Serve application names (the inverse of `app_name`)."""
     prefix = f"{model}-v"
     return sorted(int(a[len(prefix):]) for a in apps if a.startswith(prefix) and a[len(prefix):].isdigit())
-
-
-def replica_device(gpu_ids: list) -> str:
-    """The device a replica predicts on: the first GPU Ray assigned it, else the CPU."""
-    return "cuda:0" if gpu_ids else "cpu"
 
 
 @serve.deployment(name=DEPLOYMENT)

@@ -68,6 +68,8 @@ def log_model(run_id: str, tracking_uri: str, state_dict: dict, spec: dict, exam
                 signature=infer_signature(example, example_output),
                 input_example=example,
                 pip_requirements=_pinned_requirements(),
+                # the loader names the device (a replica's or batch actor's GPU); None: the model's choice
+                model_config={"device": None},
             )
     return info.model_uri
 

@@ -11,7 +11,7 @@ from serving.batcher import Batcher
 from serving.config import load_serving_config
 from serving.live_log import LiveLog, should_log
 from serving.metrics_read import summarize
-from serving.model_version import replica_device
+from serving.device import replica_device
 from training.serving_load import weights_device
 from serving.policy import PolicyError, TrafficPolicy
 from serving.rollout import promote, rollback

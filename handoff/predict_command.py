@@ -1,0 +1,115 @@
+"""`handoff predict NAME --input URI --output URI`: score a whole Parquet table with a registered version.
+
+Ray Data reads the table, an actor pool scores it (the model loaded once per actor, on the CPU or
+on the GPU Ray assigned the actor) and the scored rows are written as Parquet files into one
+directory; the run is an MLflow run (experiment `handoff-batch`) and every output file names the
+version and the run in its metadata. `serving.predict_table` is the same from Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out, \
+    print_result
+
+DEFAULT_PREDICT_CONFIG = Path("configs/predict.yaml")
+
+
+def batch_config(path: Path | None, sets: list[str]):
+    """The typed batch config (file, then HANDOFF_PREDICT__*, then flags), or a clear error."""
+    from cluster.config_layers import ConfigError
+    from serving.batch_config import load_batch_config
+
+    path = path or (DEFAULT_PREDICT_CONFIG if DEFAULT_PREDICT_CONFIG.is_file() else None)
+    try:
+        return load_batch_config(path, sets)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def predict(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    input_uri: Annotated[str, typer.Option("--input", help="Parquet file or directory: a local path or any pyarrow "
+                                           "filesystem URI (s3://, gs://, hdfs://); on a cluster, storage every "
+                                           "node reaches")],
+    output_uri: Annotated[str, typer.Option("--output", help="directory the scored Parquet files are written to "
+                                            "(refused if it exists, unless --overwrite)")],
+    version: Annotated[int | None, typer.Option(help="score with this version")] = None,
+    alias: Annotated[str | None, typer.Option(help="score with the version this alias names [default: champion]")] = None,
+    columns: Annotated[str | None, typer.Option(help="input columns carried into the output, comma-separated "
+                                                "(ids, timestamps) [default: every column that is not a feature]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="rows per model call [config: batch_size, 1024]")] = None,
+    actors: Annotated[int | None, typer.Option(help="actors in the pool, each loading the model once "
+                                               "[config: actors; default: as many as free CPUs/GPUs allow]")] = None,
+    cpus_per_actor: Annotated[float | None, typer.Option(help="CPUs per actor [config: cpus_per_actor, 1]")] = None,
+    gpus_per_actor: Annotated[float | None, typer.Option(help="GPUs (or a share of one) per actor; an actor given "
+                                                         "one predicts on it [config: gpus_per_actor, 0]")] = None,
+    on_invalid: Annotated[str | None, typer.Option(help="rows with NaN/inf/null features: refuse (nothing is "
+                                                   "written) or skip (they go to OUTPUT.rejected/) "
+                                                   "[config: on_invalid, refuse]")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output (only once the new "
+                                            "one is complete)")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="batch YAML (default configs/predict.yaml if "
+                                                "present)")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="override a batch field: --set "
+                                                        "batch_size=4096 (env HANDOFF_PREDICT__BATCH_SIZE)")] = None,
+    progress: Annotated[bool, typer.Option(help="show Ray Data's progress while it runs")] = True,
+    home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Score every row of a Parquet table with NAME's champion (or --version/--alias), on Ray Data.
+
+    Before any work it refuses, naming the problem: an unknown model, version or alias; an input
+    that is missing or not Parquet; missing or non-numeric feature columns; an output that exists.
+    The output gets the carried columns, `prediction` (class index), `label` (the class),
+    `probability_<class>` per class and `version`; it appears whole or not at all. The run is
+    logged to MLflow (input fingerprint, rows, duration, rows/s). Exit code 0 when written.
+    """
+    from cluster.connect import ClusterUnavailable, connect_ray, ray_address
+    from cluster.services import read_services
+    from serving.batch import predict_table
+    from serving.batch_schema import BatchInputError
+    from training import Registry, RegistryError
+
+    if version is not None and alias is not None:
+        _fail("give --version or --alias, not both")
+    sets = list(overrides or [])
+    for key, value in (("batch_size", batch_size), ("actors", actors), ("cpus_per_actor", cpus_per_actor),
+                       ("gpus_per_actor", gpus_per_actor), ("on_invalid", on_invalid)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    if columns is not None:
+        sets.append(f"columns=[{', '.join(repr(c.strip()) for c in columns.split(',') if c.strip())}]")
+    cfg = batch_config(config, sets)
+    settings = _settings(home, address, tracking_uri)
+    services = read_services(settings)
+    uri = _tracking_uri(None, settings, services)
+    artifact_root = settings.artifacts_dir.as_uri() if uri.startswith("sqlite:") else None
+    try:
+        connect_ray(ray_address(settings, services))
+        # Ray Data reports progress on stderr; stdout keeps the result (--json parses it)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = predict_table(Registry(uri), name, input_uri, output_uri, version=version, alias=alias,
+                                   config=cfg, overwrite=overwrite, artifact_root=artifact_root, progress=progress,
+                                   say=lambda line: err.log(line, highlight=False))
+    except (BatchInputError, RegistryError) as exc:
+        _fail(str(exc))
+    except ClusterUnavailable as exc:
+        _fail(str(exc), 1)
+    if as_json:
+        print_result(result.to_dict())
+        return
+    out.print(f"[bold green]scored[/bold green] {result.rows_out:,} row(s) of {result.input} with {name} "
+              f"v{result.version} in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s)", highlight=False)
+    out.print(f"  output   {result.output}  ({result.files} file(s))", highlight=False)
+    if result.rows_rejected:
+        out.print(f"  rejected {result.rows_rejected:,} row(s) with NaN/inf/null features → {result.rejected_output}",
+                  highlight=False)
+    out.print(f"  ran on   {len(result.nodes)} node(s), device(s) {', '.join(result.devices)}", highlight=False)
+    out.print(f"  MLflow run {result.run_id}; input sha256 {result.input_fingerprint[:16]}…", highlight=False)

@@ -1,0 +1,226 @@
+"""Batch inference: score a whole Parquet table with a registered version, on Ray Data.
+
+    from serving import predict_table, BatchConfig
+    result = predict_table(registry, "shuttle", "s3://bucket/tonight/", "s3://bucket/scored/",
+                           alias="champion", config=BatchConfig(batch_size=4096))
+    result.output, result.rows_out, result.run_id
+
+Order matters for "nothing half-written": the version, the input's columns and the output path
+are checked before any work; the rows are scored by an actor pool (`VersionPredictor`, the model
+loaded once per actor, CPU or GPU) and written to a staging directory beside the output, which is
+moved into place only once complete. Rows with NaN/inf/null features refuse the run (with their
+count) or, skipped, go to `OUTPUT.rejected/` the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from serving.batch_config import BatchConfig
+from serving.batch_files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
+                                 written_files)
+from serving.batch_schema import META_DEVICE, META_NODE, BatchInputError, check_input, run_metadata
+
+#: the input columns Ray Data's read tasks ask for (reading is light next to the model call)
+READ_CPUS = 0.25
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a finished run wrote, with which version, where its rows were predicted, and how fast."""
+
+    model: str
+    version: int
+    output: str
+    rejected_output: str | None
+    run_id: str
+    input: str
+    input_fingerprint: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    files: int
+    nodes: list[str]
+    devices: list[str]
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_in / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rows_per_second": self.rows_per_second}
+
+
+def absolute(uri: str) -> str:
+    """A URI as every Ray worker must see it: local paths made absolute (workers run elsewhere)."""
+    return uri if "://" in uri else str(Path(uri).expanduser().absolute())
+
+
+def rejected_uri(output: str) -> str:
+    """Where skipped rows go: a directory beside the output."""
+    return f"{output.rstrip('/')}.rejected"
+
+
+def resolve_version(registry, name: str, version: int | None, alias: str | None) -> int:
+    """The version to score with: `version` when given, else the one `alias` names (default champion)."""
+    from training import CHAMPION, RegistryError
+
+    if version is not None:
+        registry.version(name, version)  # RegistryError naming the model and version
+        return int(version)
+    alias = alias or CHAMPION
+    aliases = registry.aliases(name)
+    if alias not in aliases:
+        raise RegistryError(f"model {name!r} has no alias {alias!r} (it has: {', '.join(sorted(aliases)) or 'none'})")
+    return aliases[alias]
+
+
+def predict_table(registry, name: str, input_uri: str, output_uri: str, *, version: int | None = None,
+                  alias: str | None = None, config: BatchConfig | None = None, overwrite: bool = False,
+                  artifact_root: str | None = None, progress: bool = True,
+                  say: Callable[[str], None] = lambda _: None) -> BatchResult:
+    """Score every row of the Parquet table at `input_uri` with NAME's version (or alias) into Parquet
+    files under `output_uri`; return what was written. Needs a connected Ray (or starts a local one).
+
+    Refused before any work, naming the problem: an unknown model, version or alias; an input that
+    is missing or not Parquet; missing or non-numeric feature columns; unknown carried columns; an
+    existing output (unless `overwrite`)."""
+    from training import load_version
+
+    config = config or BatchConfig()
+    input_uri, output_uri = absolute(input_uri), absolute(output_uri)
+    number = resolve_version(registry, name, version, alias)
+    say(f"loading {name} v{number} to check its inputs")
+    try:
+        model = load_version(name, number, registry.tracking_uri, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - a version whose model cannot load is refused, named
+        raise BatchInputError(f"{name} v{number} cannot be loaded: {exc}") from exc
+    table = open_input(input_uri)
+    carry = check_input(table.schema, model.features, model.classes, config.columns)
+    refuse_existing(output_uri, overwrite)
+    if config.on_invalid == "skip":
+        refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
+    say(f"input {input_uri}: {table.rows:,} row(s) in {len(table.files)} file(s); carrying {carry or 'no columns'}")
+
+    from serving.batch_run import BatchRun
+
+    run = BatchRun(registry.tracking_uri, config.experiment, artifact_root)
+    run_id = run.start(name, number, {"model": name, "version": number, "alias": alias or "", "input": input_uri,
+                                      "output": output_uri, "batch_size": config.batch_size,
+                                      "actors": config.actors or "auto", "cpus_per_actor": config.cpus_per_actor,
+                                      "gpus_per_actor": config.gpus_per_actor, "on_invalid": config.on_invalid,
+                                      "carried_columns": ",".join(carry)})
+    staging = staging_uri(output_uri, run_id)
+    started = time.perf_counter()
+    try:
+        digest = fingerprint(table)
+        run.log_params({"input_fingerprint": digest})
+        _score(table, staging, model, carry, config, run_metadata(name, number, run_id), registry, progress)
+        written = written_files(staging)
+        rejected = table.rows - written.rows
+        rejected_output = None
+        if rejected:
+            rejected_output = _write_rejected(table, model.features, rejected_uri(output_uri), run_id, progress)
+        publish(staging, output_uri)
+        seconds = time.perf_counter() - started
+        result = BatchResult(
+            model=name, version=number, output=output_uri, rejected_output=rejected_output, run_id=run_id,
+            input=input_uri, input_fingerprint=digest, rows_in=table.rows, rows_out=written.rows,
+            rows_rejected=rejected, files=len(written.files),
+            nodes=sorted({m.get(META_NODE, "?") for m in written.metadata}),
+            devices=sorted({m.get(META_DEVICE, "?") for m in written.metadata}), seconds=seconds)
+        run.finish({"rows_in": result.rows_in, "rows_out": result.rows_out, "rows_rejected": rejected,
+                    "files": result.files, "nodes": len(result.nodes), "duration_s": seconds,
+                    "rows_per_s": result.rows_per_second})
+        run.log_params({"output_files": result.files})
+        return result
+    except BaseException as exc:
+        discard(staging)
+        if _invalid_rows_refused(exc):
+            count = _count_invalid(table, model.features, progress)
+            exc = BatchInputError(f"{count:,} row(s) of {input_uri} have NaN, infinite or null features; nothing "
+                                  f"was written. Fix them, or pass --on-invalid skip to score the rest and write "
+                                  f"them to {rejected_uri(output_uri)}")
+        run.fail(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, BatchInputError):
+            raise exc from None
+        raise
+
+
+def _score(table: InputTable, staging: str, model, carry: list[str], config: BatchConfig, metadata: dict[str, str],
+           registry, progress: bool) -> None:
+    """The Ray Data pipeline: read the needed columns, score in the actor pool, write to `staging`."""
+    import ray.data
+
+    from serving.batch_predictor import VersionPredictor
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    columns = list(dict.fromkeys([*model.features, *carry]))
+    ds = ray.data.read_parquet(table.uri, columns=columns, num_cpus=READ_CPUS)
+    pool = (ray.data.ActorPoolStrategy(size=config.actors) if config.actors
+            else ray.data.ActorPoolStrategy(min_size=1, max_size=_pool_limit(config)))
+    scored = ds.map_batches(
+        VersionPredictor, batch_size=config.batch_size, batch_format="pyarrow", compute=pool,
+        num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
+        fn_constructor_kwargs={"name": model.name, "version": model.version, "tracking_uri": registry.tracking_uri,
+                               "registry_uri": None, "carry": carry, "metadata": metadata,
+                               "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor)})
+    scored.write_parquet(staging)
+
+
+def _pool_limit(config: BatchConfig) -> int:
+    """The most actors the cluster's resources allow (at least one)."""
+    import ray
+
+    total = ray.cluster_resources()
+    by_cpu = int(total.get("CPU", 1) // config.cpus_per_actor)
+    by_gpu = int(total.get("GPU", 0) // config.gpus_per_actor) if config.gpus_per_actor else by_cpu
+    return max(1, min(by_cpu, by_gpu))
+
+
+def _write_rejected(table: InputTable, features, uri: str, run_id: str, progress: bool) -> str:
+    """Write the rows that could not be scored (every input column) to `uri`, staged like the output."""
+    import ray.data
+
+    from serving.batch_predictor import rejected_rows
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    staging = staging_uri(uri, run_id)
+    try:
+        ray.data.read_parquet(table.uri, num_cpus=READ_CPUS).map_batches(
+            rejected_rows, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
+            num_cpus=READ_CPUS).write_parquet(staging)
+        publish(staging, uri)
+    except BaseException:
+        discard(staging)
+        raise
+    return uri
+
+
+def _count_invalid(table: InputTable, features, progress: bool) -> int:
+    """How many input rows have a NaN, infinite or null feature (read the features only)."""
+    import ray.data
+
+    from serving.batch_predictor import invalid_count
+
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    ds = ray.data.read_parquet(table.uri, columns=list(features), num_cpus=READ_CPUS)
+    return int(ds.map_batches(invalid_count, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
+                              num_cpus=READ_CPUS).sum("invalid") or 0)
+
+
+def _invalid_rows_refused(exc: BaseException) -> bool:
+    """Whether Ray Data stopped because an actor refused rows with invalid features (Ray wraps the
+    actor's exception; its chain or its text names `InvalidFeatureRows`)."""
+    from serving.batch_predictor import InvalidFeatureRows
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, InvalidFeatureRows) or "InvalidFeatureRows" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

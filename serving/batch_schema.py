@@ -1,0 +1,103 @@
+"""Batch inference's table contract, pure: which input columns a version can score, and what the
+output holds.
+
+Input: a Parquet table whose feature columns (the version's, by name) are numeric; any other
+columns may be carried through (ids, timestamps). Output, one row per scored input row: the
+carried columns, `prediction` (class index), `label` (the class as the user named it), one
+`probability_<class>` column per class (`training.probability_columns`) and `version`.
+The Parquet files' key-value metadata name the model, the version and the MLflow run that wrote them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from training import class_labels, predicted_class, probability_columns
+
+PREDICTION, LABEL, VERSION = "prediction", "label", "version"
+#: key-value metadata of every output file (`handoff.node`/`handoff.device`: where its rows were predicted)
+META_MODEL, META_VERSION, META_RUN, META_NODE, META_DEVICE = (
+    "handoff.model", "handoff.version", "handoff.mlflow_run_id", "handoff.node", "handoff.device")
+
+
+class BatchInputError(ValueError):
+    """An input, a column choice or an output that cannot be used; the message names it."""
+
+
+def output_names(classes: Sequence) -> list[str]:
+    """The columns batch inference adds to every row, in order."""
+    return [PREDICTION, LABEL, *probability_columns(classes), VERSION]
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
+
+
+def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
+                carry: Sequence[str] | None) -> list[str]:
+    """The columns to carry through, once the input is known to hold every feature as a number.
+
+    `carry` None carries every column that is not a feature (ids, timestamps, labels); a list
+    names them (it may include features). Refuses, naming the columns: a missing feature, a
+    feature that is not numeric, a carried column that does not exist, a carried column whose
+    name an output column takes."""
+    types = {f.name: f.type for f in schema}
+    missing = [f for f in features if f not in types]
+    if missing:
+        raise BatchInputError(f"the input has no feature column(s) {missing}; the version needs {list(features)} "
+                              f"and the input has {sorted(types)}")
+    wrong = {f: str(types[f]) for f in features if not _numeric(types[f])}
+    if wrong:
+        raise BatchInputError("feature column(s) are not numeric: "
+                              + ", ".join(f"{name} is {t}" for name, t in wrong.items()))
+    if carry is None:
+        carry = [c for c in types if c not in set(features)]
+    else:
+        unknown = [c for c in carry if c not in types]
+        if unknown:
+            raise BatchInputError(f"--columns names column(s) the input does not have: {unknown}; "
+                                  f"it has {sorted(types)}")
+    taken = sorted(set(carry) & set(output_names(classes)))
+    if taken:
+        raise BatchInputError(f"input column(s) {taken} would be overwritten by the output's own columns "
+                              f"({', '.join(output_names(classes))}); leave them out with --columns")
+    return list(carry)
+
+
+def feature_matrix(batch: pa.Table, features: Sequence[str]) -> np.ndarray:
+    """The float32 matrix of `features` in order; a null becomes NaN (an invalid row)."""
+    x = np.empty((batch.num_rows, len(features)), dtype=np.float32)
+    for j, name in enumerate(features):
+        column = batch.column(name)
+        if pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type):
+            column = column.cast(pa.float64())
+        x[:, j] = column.to_numpy(zero_copy_only=False)
+    return x
+
+
+def invalid_rows(x: np.ndarray) -> np.ndarray:
+    """Rows that cannot be scored: any feature NaN, infinite or null."""
+    return ~np.isfinite(x).all(axis=1)
+
+
+def output_table(carried: pa.Table, proba: np.ndarray, classes: Sequence, version: int,
+                 metadata: Mapping[str, str]) -> pa.Table:
+    """The scored rows: the carried columns, then the prediction, the class, the probabilities and the
+    version, with `metadata` as the schema's key-value metadata (written into each Parquet file)."""
+    prediction = predicted_class(proba)
+    columns = {name: carried.column(name) for name in carried.column_names}
+    columns[PREDICTION] = pa.array(prediction)
+    columns[LABEL] = pa.array(class_labels(classes, prediction))
+    for k, name in enumerate(probability_columns(classes)):
+        columns[name] = pa.array(proba[:, k].astype(np.float64, copy=False))
+    columns[VERSION] = pa.array(np.full(len(prediction), int(version), dtype=np.int64))
+    table = pa.table(columns)
+    return table.replace_schema_metadata({str(k): str(v) for k, v in metadata.items()})
+
+
+def run_metadata(model: str, version: int, run_id: str) -> dict[str, str]:
+    """What every output file says of its origin."""
+    return {META_MODEL: model, META_VERSION: str(int(version)), META_RUN: run_id}

@@ -1,0 +1,166 @@
+"""Batch inference's pure parts: column checks, the output's schema and metadata, invalid rows, the
+config, and an output that appears whole or not at all."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.config_layers import ConfigError
+from serving.batch import _invalid_rows_refused, absolute, rejected_uri
+from serving.batch_config import load_batch_config
+from serving.batch_files import (discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
+                                 written_files)
+from serving.batch_predictor import InvalidFeatureRows, invalid_count, rejected_rows
+from serving.batch_schema import (BatchInputError, check_input, feature_matrix, invalid_rows, output_names,
+                                  output_table, run_metadata)
+
+FEATURES = ["a", "b"]
+
+
+def schema(**types):
+    return pa.schema([(name, t) for name, t in types.items()])
+
+
+def test_every_feature_must_be_present_and_numeric_and_the_error_names_the_columns():
+    with pytest.raises(BatchInputError, match=r"no feature column\(s\) \['b'\].*has \['a', 'id'\]"):
+        check_input(schema(a=pa.float64(), id=pa.int64()), FEATURES, [0, 1], None)
+    with pytest.raises(BatchInputError, match="b is string"):
+        check_input(schema(a=pa.float32(), b=pa.string()), FEATURES, [0, 1], None)
+    # integers, decimals and booleans are numbers
+    assert check_input(schema(a=pa.int32(), b=pa.decimal128(10, 2), c=pa.bool_()), FEATURES, [0, 1], None) == ["c"]
+
+
+def test_carried_columns_default_to_every_non_feature_and_a_choice_is_checked():
+    s = schema(id=pa.string(), a=pa.float64(), b=pa.float64(), ts=pa.timestamp("ms"))
+    assert check_input(s, FEATURES, [0, 1], None) == ["id", "ts"]
+    assert check_input(s, FEATURES, [0, 1], ["id", "a"]) == ["id", "a"]
+    with pytest.raises(BatchInputError, match=r"does not have: \['nope'\]"):
+        check_input(s, FEATURES, [0, 1], ["id", "nope"])
+
+
+def test_a_carried_column_the_output_would_overwrite_is_refused():
+    s = schema(a=pa.float64(), b=pa.float64(), prediction=pa.int64(), probability_cat=pa.float64())
+    with pytest.raises(BatchInputError, match=r"\['prediction', 'probability_cat'\] would be overwritten"):
+        check_input(s, FEATURES, ["cat", "dog"], None)
+    assert output_names(["cat", "dog"]) == ["prediction", "label", "probability_cat", "probability_dog", "version"]
+
+
+def test_nan_inf_and_null_features_are_invalid_rows():
+    batch = pa.table({"a": pa.array([1.0, None, 3.0, 4.0]), "b": pa.array([1, 2, 3, 4]),
+                      "c": [0.0, 0.0, float("inf"), float("nan")]})
+    x = feature_matrix(batch, ["a", "b"])
+    assert x.dtype == np.float32 and x.shape == (4, 2)
+    assert invalid_rows(x).tolist() == [False, True, False, False]
+    assert invalid_rows(feature_matrix(batch, ["a", "c"])).tolist() == [False, True, True, True]
+    assert invalid_count(batch, ["a", "c"])["invalid"].tolist() == [3]
+    rejected = rejected_rows(batch, ["a", "c"])
+    assert rejected.column_names == ["a", "b", "c"] and rejected.column("b").to_pylist() == [2, 3, 4]
+
+
+def test_output_rows_carry_ids_the_class_its_probabilities_the_version_and_the_run_metadata():
+    carried = pa.table({"id": ["r1", "r2"]})
+    proba = np.array([[0.9, 0.1], [0.2, 0.8]], dtype=np.float32)
+    table = output_table(carried, proba, [False, True], 3, run_metadata("m", 3, "run9"))
+    assert table.column_names == ["id", "prediction", "label", "probability_False", "probability_True", "version"]
+    assert table.column("prediction").to_pylist() == [0, 1]
+    assert table.column("label").to_pylist() == [False, True]
+    assert table.column("probability_True").to_pylist() == pytest.approx([0.1, 0.8])
+    assert table.column("version").to_pylist() == [3, 3]
+    assert table.schema.metadata == {b"handoff.model": b"m", b"handoff.version": b"3", b"handoff.mlflow_run_id": b"run9"}
+    # string classes name the label; no rows is an empty table of the same columns
+    empty = output_table(carried.slice(0, 0), np.zeros((0, 2), np.float32), ["cat", "dog"], 1, {})
+    assert empty.num_rows == 0 and empty.column_names[-1] == "version"
+
+
+def test_batch_config_has_defaults_and_refuses_bad_values_by_name():
+    cfg = load_batch_config(None, [], environ={})
+    assert (cfg.batch_size, cfg.actors, cfg.gpus_per_actor, cfg.on_invalid) == (1024, None, 0.0, "refuse")
+    cfg = load_batch_config(None, ["batch_size=4096", "gpus_per_actor=0.5", "columns=[id]"],
+                            environ={"HANDOFF_PREDICT__ON_INVALID": "skip"})
+    assert (cfg.batch_size, cfg.gpus_per_actor, cfg.columns, cfg.on_invalid) == (4096, 0.5, ["id"], "skip")
+    with pytest.raises(ConfigError, match="on_invalid"):
+        load_batch_config(None, ["on_invalid=drop"], environ={})
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_batch_config(None, ["batch_size=0"], environ={})
+    with pytest.raises(ConfigError, match="whole number"):
+        load_batch_config(None, ["gpus_per_actor=1.5"], environ={})
+
+
+def test_the_shipped_predict_config_is_valid():
+    from pathlib import Path
+
+    assert load_batch_config(Path(__file__).resolve().parents[2] / "configs" / "predict.yaml", [], environ={}).batch_size
+
+
+def write(path, table):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def test_input_is_opened_from_a_file_or_a_directory_and_bad_ones_are_named(tmp_path):
+    write(tmp_path / "in" / "x=1" / "a.parquet", pa.table({"a": [1.0, 2.0]}))
+    write(tmp_path / "in" / "x=2" / "b.parquet", pa.table({"a": [3.0]}))
+    table = open_input(str(tmp_path / "in"))
+    assert table.rows == 3 and len(table.files) == 2 and "a" in table.schema.names
+    assert open_input(str(tmp_path / "in" / "x=1" / "a.parquet")).rows == 2
+    with pytest.raises(BatchInputError, match="input not found"):
+        open_input(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BatchInputError, match="holds no Parquet files"):
+        open_input(str(tmp_path / "empty"))
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(BatchInputError, match="not readable as Parquet"):
+        open_input(str(tmp_path / "junk.parquet"))
+
+
+def test_the_fingerprint_follows_contents_and_relative_names_not_where_the_table_lies(tmp_path):
+    t = pa.table({"a": [1.0, 2.0]})
+    write(tmp_path / "one" / "p.parquet", t)
+    write(tmp_path / "two" / "p.parquet", t)
+    same = fingerprint(open_input(str(tmp_path / "one"))), fingerprint(open_input(str(tmp_path / "two")))
+    assert same[0] == same[1]
+    write(tmp_path / "two" / "p.parquet", pa.table({"a": [1.0, 2.5]}))
+    assert fingerprint(open_input(str(tmp_path / "two"))) != same[0]
+
+
+def test_an_output_appears_whole_an_existing_one_is_refused_and_overwriting_replaces_it_last(tmp_path):
+    out = str(tmp_path / "out")
+    refuse_existing(out, overwrite=False)  # nothing there yet
+    staging = staging_uri(out, "run1")
+    assert staging == str(tmp_path / ".out.staging-run1")
+    write(tmp_path / ".out.staging-run1" / "p.parquet", pa.table({"x": [1]}).replace_schema_metadata({"k": "v"}))
+    publish(staging, out)
+    written = written_files(out)
+    assert written.rows == 1 and written.metadata == ({"k": "v"},)
+    assert not (tmp_path / ".out.staging-run1").exists()
+    with pytest.raises(BatchInputError, match="already exists; choose another path or pass --overwrite"):
+        refuse_existing(out, overwrite=False)
+    refuse_existing(out, overwrite=True)
+    write(tmp_path / ".out.staging-run2" / "q.parquet", pa.table({"x": [1, 2]}))
+    publish(staging_uri(out, "run2"), out)
+    assert written_files(out).rows == 2 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["q.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    discard(staging_uri(out, "never-written"))  # discarding what is not there is fine
+
+
+def test_paths_become_absolute_for_workers_and_uris_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute("scored") == str(tmp_path / "scored") and absolute("s3://b/k") == "s3://b/k"
+    assert rejected_uri("s3://b/out/") == "s3://b/out.rejected"
+
+
+def test_a_refusal_of_invalid_rows_is_recognised_through_the_wrappers_ray_puts_around_it():
+    class Wrapped(RuntimeError):
+        pass
+
+    try:
+        try:
+            raise InvalidFeatureRows("3 row(s)")
+        except InvalidFeatureRows as inner:
+            raise Wrapped("user code failed") from inner
+    except Wrapped as exc:
+        assert _invalid_rows_refused(exc)
+    assert _invalid_rows_refused(RuntimeError("ray.exceptions.RayTaskError(InvalidFeatureRows): 3 row(s)"))
+    assert not _invalid_rows_refused(RuntimeError("disk full"))
