@@ -24,8 +24,30 @@ from serving.batch_files import (InputTable, discard, fingerprint, open_input, p
                                  written_files)
 from serving.batch_schema import META_DEVICE, META_NODE, BatchInputError, check_input, run_metadata
 
-#: the input columns Ray Data's read tasks ask for (reading is light next to the model call)
+#: the CPUs Ray Data's read tasks ask for (reading is light next to the model call)
 READ_CPUS = 0.25
+#: blocks per actor: enough that every actor of the pool gets work and a slow one does not hold the end
+BLOCKS_PER_ACTOR = 4
+#: the most rows in one block (bounds each actor task's memory)
+MAX_BLOCK_ROWS = 262_144
+
+
+def row_bytes(schema, columns) -> int:
+    """An estimate of one row's in-memory bytes over `columns` (fixed-width types exactly, others 32)."""
+    total = 0
+    for name in columns:
+        width = getattr(schema.field(name).type, "bit_width", None)
+        total += max(1, width // 8) if isinstance(width, int) and width > 0 else 32
+    return max(1, total)
+
+
+def block_rows(rows: int, batch_size: int, actors: int) -> int:
+    """Rows per block the scoring streams in: about `BLOCKS_PER_ACTOR` blocks per actor, a whole number of
+    batches, at most `MAX_BLOCK_ROWS` (Ray Data reads a small table as one block, which one actor would
+    score alone)."""
+    per_block = -(-rows // max(1, actors * BLOCKS_PER_ACTOR))
+    batches = max(1, -(-per_block // batch_size))
+    return max(batch_size, min(batches * batch_size, max(batch_size, MAX_BLOCK_ROWS // batch_size * batch_size)))
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,10 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     refuse_existing(output_uri, overwrite)
     if config.on_invalid == "skip":
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
+    if config.actors:
+        import ray
+
+        check_pool_fits(config.actors, config.cpus_per_actor, ray.cluster_resources().get("CPU", 0))
     say(f"input {input_uri}: {table.rows:,} row(s) in {len(table.files)} file(s); carrying {carry or 'no columns'}")
 
     from serving.batch_run import BatchRun
@@ -160,16 +186,32 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
 
     ray.data.DataContext.get_current().enable_progress_bars = progress
     columns = list(dict.fromkeys([*model.features, *carry]))
+    actors = config.actors or _pool_limit(config)
+    # A pool of `actors` starts whole; without a size it starts with one actor and grows while blocks
+    # wait (a small table is done before a second actor would have loaded the model).
+    pool = (ray.data.ActorPoolStrategy(size=actors) if config.actors
+            else ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1))
     ds = ray.data.read_parquet(table.uri, columns=columns, num_cpus=READ_CPUS)
-    pool = (ray.data.ActorPoolStrategy(size=config.actors) if config.actors
-            else ray.data.ActorPoolStrategy(min_size=1, max_size=_pool_limit(config)))
+    # smaller blocks than Ray Data's default (a small table is one block, which one actor would score
+    # alone); set on this dataset's own copy of the context, not the process's
+    ds.context.target_max_block_size = block_rows(table.rows, config.batch_size, actors) * row_bytes(
+        table.schema, columns)
     scored = ds.map_batches(
         VersionPredictor, batch_size=config.batch_size, batch_format="pyarrow", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
         fn_constructor_kwargs={"name": model.name, "version": model.version, "tracking_uri": registry.tracking_uri,
                                "registry_uri": None, "carry": carry, "metadata": metadata,
                                "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor)})
-    scored.write_parquet(staging)
+    scored.write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS})
+
+
+def check_pool_fits(actors: int, cpus_per_actor: float, cluster_cpus: float) -> None:
+    """Refuse a fixed pool that would leave Ray Data no whole CPU: its file-listing task asks for one
+    (Ray 2.60, not configurable), and a pool holding the rest first would wait for it forever."""
+    if actors * cpus_per_actor > cluster_cpus - 1:
+        raise BatchInputError(f"{actors} actor(s) × {cpus_per_actor:g} CPU leave Ray Data no whole CPU of the "
+                              f"cluster's {cluster_cpus:g} for its file listing; use fewer actors or fewer CPUs per "
+                              "actor, or leave --actors unset (the pool then grows from one actor)")
 
 
 def _pool_limit(config: BatchConfig) -> int:

@@ -64,14 +64,20 @@ def check_exists(uri: str) -> None:
 def read_frame(uri: str, *, on_this_node: bool = False) -> pd.DataFrame:
     """Read every Parquet file under `uri` through Ray Data into one pandas frame.
 
-    `on_this_node`: the path exists only on this node's disk, so the read tasks must run here
-    (Ray Data's `local://`); otherwise they may run on any node and `uri` must be shared storage."""
+    `on_this_node`: the path exists only on this node's disk (a built-in dataset materialised here),
+    so this process reads it and hands Ray Data the table (`from_arrow`: its blocks live in the
+    object store, which every node reaches; Ray's `local://` paths, deprecated after January 2027,
+    are not used). Otherwise the read tasks may run on any node and `uri` must be shared storage."""
     import ray.data
 
     check_exists(uri)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        ds = ray.data.read_parquet(f"local://{uri}" if on_this_node else uri, num_cpus=0.25)
+        if on_this_node:
+            fs, path = filesystem(uri)
+            ds = ray.data.from_arrow(pq.read_table(path, filesystem=fs))
+        else:
+            ds = ray.data.read_parquet(uri, num_cpus=0.25)
         return ds.to_pandas()
     except Exception as exc:  # Ray wraps reader errors; name the URI either way
         raise DataError(f"cannot read Parquet from {uri!r}: {exc}") from exc

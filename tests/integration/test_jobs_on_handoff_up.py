@@ -113,6 +113,32 @@ def test_a_search_run_with_the_clis_address_registers_in_the_clusters_store(head
     assert not working_dirs_left_with_state()
 
 
+def test_batch_inference_runs_on_the_cluster_with_the_clis_address_and_is_an_mlflow_run(head, data, tmp_path):
+    """`handoff predict … --address URL` is a Ray job like every other command: the table is scored by
+    the cluster, the output's files name the version and the run, and the run is in the head's store."""
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+
+    out = tmp_path / "scored"
+    scored = handoff("predict", NAME, "--input", data, "--output", str(out), "--json", "--no-progress",
+                     "--cpus-per-actor", "0.5", "--address", head["dashboard_url"])
+    assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
+    rows = int(re.findall(r'"rows_out":\s*(\d+)', scored.stdout)[-1])
+    run_id = re.findall(r'"run_id":\s*"(\w+)"', scored.stdout)[-1]
+    table = pq.read_table(out)
+    assert rows == table.num_rows == 3000 and "anomaly" in table.column_names  # non-feature columns carried
+    meta = pq.ParquetFile(next(out.glob("*.parquet"))).metadata.metadata
+    assert meta[b"handoff.mlflow_run_id"].decode() == run_id and meta[b"handoff.model"] == NAME.encode()
+    run = MlflowClient(tracking_uri=head["mlflow_uri"]).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["input"] == data
+    assert run.data.params["version"] == meta[b"handoff.version"].decode()
+    assert run.data.metrics["rows_out"] == 3000 and run.data.metrics["rows_per_s"] > 0
+    assert len(run.data.params["input_fingerprint"]) == 64
+    # the same command again is refused before any work: the output exists
+    again = handoff("predict", NAME, "--input", data, "--output", str(out), "--address", head["dashboard_url"])
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+
+
 def readme_snippet() -> str:
     """README's Python job-submission example, exactly as README shows it."""
     text = (REPO / "README.md").read_text()

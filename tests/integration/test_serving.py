@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -377,6 +378,97 @@ def test_class_names_as_the_user_has_them_end_to_end(served, mlflow_server, shut
     logged = ds.dataset(str(live_root / f"model={model}"), partitioning="hive").to_table().to_pandas()
     assert len(logged) >= 40 and set(logged["label"]) <= {"anomaly", "nominal"}
     assert (logged["label"] == logged["prediction"].map({0: "anomaly", 1: "nominal"})).all()
+
+
+def scored_table(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pandas().sort_values("row_id").reset_index(drop=True)
+
+
+def test_batch_inference_gives_every_row_the_served_models_answer(served, shuttle_frame, tmp_path):
+    """A table in several files, scored by `predict_table` on Ray Data: every row's class and
+    probabilities are what the gateway answers for the same features from the same version, and the
+    output names the version and the MLflow run."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from serving import BatchConfig, predict_table
+
+    _, port, _, registry = served
+    features = [f"f{i}" for i in range(1, 10)]
+    table = shuttle_frame.iloc[-6000:][features].reset_index(drop=True)
+    table.insert(0, "row_id", [f"r{i}" for i in range(len(table))])
+    for k, part in enumerate(np.array_split(np.arange(len(table)), 3)):
+        write_parquet(table.iloc[part], tmp_path / "tonight" / f"day={k}" / "rows.parquet")
+    champion = registry.aliases(NAME)["champion"]
+    result = predict_table(registry, NAME, str(tmp_path / "tonight"), str(tmp_path / "scored"), progress=False,
+                           config=BatchConfig(actors=1, cpus_per_actor=0.5, batch_size=512, columns=["row_id"]))
+    assert (result.version, result.rows_in, result.rows_out, result.rows_rejected) == (champion, 6000, 6000, 0)
+    scored = scored_table(tmp_path / "scored")
+    assert list(scored.columns) == ["row_id", "prediction", "label", "probability_0", "probability_1", "version"]
+    assert scored["row_id"].tolist() == sorted(table["row_id"])
+    expected = table.set_index("row_id").loc[scored["row_id"]]
+    for start in range(0, len(expected), 1000):  # the gateway, the same version, the same rows
+        rows = expected.iloc[start:start + 1000].to_numpy(dtype="float32")
+        status, headers, answer = call(port, f"/v2/models/{NAME}/versions/{champion}/infer", infer_body(rows.tolist()))
+        assert status == 200 and headers["x-model-version"] == str(champion)
+        outputs = {o["name"]: o for o in answer["outputs"]}
+        assert scored["prediction"].iloc[start:start + 1000].tolist() == outputs["prediction"]["data"]
+        served_proba = np.asarray(outputs["probability"]["data"], dtype=np.float64).reshape(-1, 2)
+        ours = scored[["probability_0", "probability_1"]].iloc[start:start + 1000].to_numpy()
+        assert np.allclose(ours, served_proba, atol=1e-6)
+    assert (scored["version"] == champion).all()
+    for path in (tmp_path / "scored").glob("*.parquet"):
+        meta = pq.ParquetFile(path).metadata.metadata
+        assert meta[b"handoff.version"] == str(champion).encode() and meta[b"handoff.mlflow_run_id"] == result.run_id.encode()
+    run = registry.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["rows_out"] == 6000
+    assert run.data.params["input_fingerprint"] == result.input_fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored", "tonight"]  # no staging left behind
+
+
+def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_their_count(served, shuttle_frame,
+                                                                                          tmp_path):
+    import numpy as np
+
+    from serving import BatchConfig, BatchInputError, predict_table
+    from training import RegistryError
+
+    _, _, _, registry = served
+    features = [f"f{i}" for i in range(1, 10)]
+    table = shuttle_frame.iloc[:2000][features].astype("float64").reset_index(drop=True)
+    table.insert(0, "row_id", np.arange(len(table)))
+    table.loc[[5, 700, 1999], "f3"] = np.nan
+    table.loc[[42], "f8"] = np.inf
+    data = write_parquet(table, tmp_path / "in" / "rows.parquet")
+    out = tmp_path / "out"
+    cfg = BatchConfig(actors=1, cpus_per_actor=0.5)
+    refused = [  # (what, call) — each is refused before any Ray Data work, naming the problem
+        ("no version 99", lambda: predict_table(registry, NAME, str(data), str(out), version=99, config=cfg)),
+        ("no alias 'staging'", lambda: predict_table(registry, NAME, str(data), str(out), alias="staging", config=cfg)),
+        ("no feature column(s) ['f9']", lambda: predict_table(
+            registry, NAME, str(write_parquet(table.drop(columns=["f9"]), tmp_path / "nof9.parquet")), str(out), config=cfg)),
+        ("f2 is string", lambda: predict_table(
+            registry, NAME, str(write_parquet(table.astype({"f2": str}), tmp_path / "text.parquet")), str(out), config=cfg)),
+        ("input not found", lambda: predict_table(registry, NAME, str(tmp_path / "nothing"), str(out), config=cfg)),
+        ("already exists", lambda: predict_table(registry, NAME, str(data), str(tmp_path), config=cfg)),
+    ]
+    for message, attempt in refused:
+        with pytest.raises((BatchInputError, RegistryError), match=re.escape(message)):
+            attempt()
+    with pytest.raises(BatchInputError, match="4 row.s. of .* have NaN, infinite or null features; nothing was written"):
+        predict_table(registry, NAME, str(data), str(out), config=cfg, progress=False)
+    assert not out.exists() and not list(tmp_path.glob(".out.staging-*"))
+    skipped = predict_table(registry, NAME, str(data), str(out), progress=False,
+                            config=cfg.model_copy(update={"on_invalid": "skip"}))
+    assert (skipped.rows_out, skipped.rows_rejected) == (1996, 4)
+    assert scored_table(out)["row_id"].tolist() == [i for i in range(2000) if i not in {5, 42, 700, 1999}]
+    rejected = scored_table(skipped.rejected_output)
+    assert rejected["row_id"].tolist() == [5, 42, 700, 1999] and list(rejected.columns) == ["row_id", *features]
+    failed = [r for r in registry.client.search_runs([registry.client.get_experiment_by_name("handoff-batch").experiment_id])
+              if r.info.status == "FAILED"]
+    assert any("4 row(s)" in r.data.tags.get("handoff.failure", "") for r in failed)
 
 
 def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):

@@ -164,3 +164,22 @@ def test_a_refusal_of_invalid_rows_is_recognised_through_the_wrappers_ray_puts_a
         assert _invalid_rows_refused(exc)
     assert _invalid_rows_refused(RuntimeError("ray.exceptions.RayTaskError(InvalidFeatureRows): 3 row(s)"))
     assert not _invalid_rows_refused(RuntimeError("disk full"))
+
+
+def test_blocks_give_every_actor_several_whole_batches_and_stay_bounded():
+    from serving.batch import MAX_BLOCK_ROWS, block_rows
+
+    assert block_rows(1_000_000, 1024, 2) == 125_952  # 8 blocks of 123 batches
+    assert block_rows(1_000_000, 1024, 2) % 1024 == 0
+    assert block_rows(100, 1024, 3) == 1024  # never less than one batch
+    assert block_rows(10**9, 1024, 2) <= MAX_BLOCK_ROWS
+    assert block_rows(10**9, 10**6, 1) == 10**6  # a batch larger than the cap is one block
+
+
+def test_a_fixed_pool_must_leave_ray_data_a_whole_cpu_for_its_file_listing():
+    from serving.batch import check_pool_fits
+
+    check_pool_fits(1, 1.0, 2)
+    check_pool_fits(2, 0.5, 3)
+    with pytest.raises(BatchInputError, match=r"2 actor\(s\) × 1 CPU leave Ray Data no whole CPU of the cluster's 2"):
+        check_pool_fits(2, 1.0, 2)
