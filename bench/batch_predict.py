@@ -101,11 +101,12 @@ def pandas_loop(model_uri: str, features: list[str], source: Path, out: Path, ch
         out.mkdir()
         for k, path in enumerate(sorted(source.glob("*.parquet"))):
             frame = pd.read_parquet(path)
+            x = frame[features].astype("float32")  # the signature's types: pyfunc refuses int64 columns
             if chunk is None:
-                scored = model.predict(frame[features])
+                scored = model.predict(x)
             else:
-                scored = pd.concat([model.predict(frame[features].iloc[i:i + chunk])
-                                    for i in range(0, len(frame), chunk)], ignore_index=True)
+                scored = pd.concat([model.predict(x.iloc[i:i + chunk]) for i in range(0, len(x), chunk)],
+                                   ignore_index=True)
             scored.insert(0, "row", frame["row"].to_numpy())
             scored.to_parquet(out / f"part-{k:03d}.parquet", index=False)
     seconds, _ = timed(run)

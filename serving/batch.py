@@ -145,8 +145,10 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     try:
         digest = fingerprint(table)
         run.log_params({"input_fingerprint": digest})
+        say(f"scoring on Ray Data (MLflow run {run_id}, input sha256 {digest[:12]}…)")
         _score(table, staging, model, carry, config, run_metadata(name, number, run_id), registry, progress)
         written = written_files(staging)
+        say(f"{written.rows:,} row(s) scored into {len(written.files)} file(s); moving them into place")
         rejected = table.rows - written.rows
         rejected_output = None
         if rejected:
