@@ -17,6 +17,8 @@ from rich.table import Table
 app = typer.Typer(
     help="Handoff: Ray Tune search → MLflow registry → versioned serving, with drift-triggered retraining.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    # help texts name defaults and variables in brackets ("[env: HANDOFF_HOME]"): plain text, not markup
+    rich_markup_mode=None,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True)

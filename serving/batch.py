@@ -14,6 +14,7 @@ count) or, skipped, go to `OUTPUT.rejected/` the same way.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,10 +23,9 @@ from pathlib import Path
 from serving.batch_config import BatchConfig
 from serving.batch_files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
                                  written_files)
+from serving.batch_read import READ_CPUS, read_dataset
 from serving.batch_schema import META_DEVICE, META_NODE, BatchInputError, check_input, run_metadata
 
-#: the CPUs Ray Data's read tasks ask for (reading is light next to the model call)
-READ_CPUS = 0.25
 #: blocks per actor: enough that every actor of the pool gets work and a slow one does not hold the end
 BLOCKS_PER_ACTOR = 4
 #: the most rows in one block (bounds each actor task's memory)
@@ -36,8 +36,11 @@ def row_bytes(schema, columns) -> int:
     """An estimate of one row's in-memory bytes over `columns` (fixed-width types exactly, others 32)."""
     total = 0
     for name in columns:
-        width = getattr(schema.field(name).type, "bit_width", None)
-        total += max(1, width // 8) if isinstance(width, int) and width > 0 else 32
+        try:
+            width = schema.field(name).type.bit_width  # pyarrow raises for variable-width types
+        except ValueError:
+            width = 0
+        total += max(1, width // 8) if width > 0 else 32
     return max(1, total)
 
 
@@ -126,10 +129,10 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     refuse_existing(output_uri, overwrite)
     if config.on_invalid == "skip":
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
-    if config.actors:
-        import ray
+    import ray
 
-        check_pool_fits(config.actors, config.cpus_per_actor, ray.cluster_resources().get("CPU", 0))
+    pool_limit = check_pool_fits(config.actors or 1, config.cpus_per_actor, config.gpus_per_actor,
+                                 ray.available_resources())
     say(f"input {input_uri}: {table.rows:,} row(s) in {len(table.files)} file(s); carrying {carry or 'no columns'}")
 
     from serving.batch_run import BatchRun
@@ -146,7 +149,8 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         digest = fingerprint(table)
         run.log_params({"input_fingerprint": digest})
         say(f"scoring on Ray Data (MLflow run {run_id}, input sha256 {digest[:12]}…)")
-        _score(table, staging, model, carry, config, run_metadata(name, number, run_id), registry, progress)
+        _score(table, staging, model, carry, config, config.actors or pool_limit, run_metadata(name, number, run_id),
+               registry, progress)
         written = written_files(staging)
         say(f"{written.rows:,} row(s) scored into {len(written.files)} file(s); moving them into place")
         rejected = table.rows - written.rows
@@ -168,19 +172,27 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         return result
     except BaseException as exc:
         discard(staging)
-        if _invalid_rows_refused(exc):
-            count = _count_invalid(table, model.features, progress)
-            exc = BatchInputError(f"{count:,} row(s) of {input_uri} have NaN, infinite or null features; nothing "
-                                  f"was written. Fix them, or pass --on-invalid skip to score the rest and write "
-                                  f"them to {rejected_uri(output_uri)}")
-        run.fail(f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, BatchInputError):
-            raise exc from None
+        if not _invalid_rows_refused(exc):
+            run.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        # drop the failed pipeline (its traceback holds the datasets, whose actors hold CPUs) before counting
+        exc.__traceback__ = None
+        del exc
+        gc.collect()
+    try:
+        count = _count_invalid(table, model.features, progress)
+    except BaseException as exc:
+        run.fail(f"counting the invalid rows failed: {type(exc).__name__}: {exc}")
         raise
+    refusal = BatchInputError(f"{count:,} row(s) of {input_uri} have NaN, infinite or null features; nothing was "
+                              f"written. Fix them, or pass --on-invalid skip to score the rest and write them to "
+                              f"{rejected_uri(output_uri)}")
+    run.fail(f"BatchInputError: {refusal}")
+    raise refusal
 
 
-def _score(table: InputTable, staging: str, model, carry: list[str], config: BatchConfig, metadata: dict[str, str],
-           registry, progress: bool) -> None:
+def _score(table: InputTable, staging: str, model, carry: list[str], config: BatchConfig, actors: int,
+           metadata: dict[str, str], registry, progress: bool) -> None:
     """The Ray Data pipeline: read the needed columns, score in the actor pool, write to `staging`."""
     import ray.data
 
@@ -188,16 +200,11 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
 
     ray.data.DataContext.get_current().enable_progress_bars = progress
     columns = list(dict.fromkeys([*model.features, *carry]))
-    actors = config.actors or _pool_limit(config)
     # A pool of `actors` starts whole; without a size it starts with one actor and grows while blocks
     # wait (a small table is done before a second actor would have loaded the model).
     pool = (ray.data.ActorPoolStrategy(size=actors) if config.actors
             else ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1))
-    ds = ray.data.read_parquet(table.uri, columns=columns, num_cpus=READ_CPUS)
-    # smaller blocks than Ray Data's default (a small table is one block, which one actor would score
-    # alone); set on this dataset's own copy of the context, not the process's
-    ds.context.target_max_block_size = block_rows(table.rows, config.batch_size, actors) * row_bytes(
-        table.schema, columns)
+    ds = read_dataset(table, columns, block_rows(table.rows, config.batch_size, actors), row_bytes(table.schema, columns))
     scored = ds.map_batches(
         VersionPredictor, batch_size=config.batch_size, batch_format="pyarrow", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
@@ -207,23 +214,21 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
     scored.write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS})
 
 
-def check_pool_fits(actors: int, cpus_per_actor: float, cluster_cpus: float) -> None:
-    """Refuse a fixed pool that would leave Ray Data no whole CPU: its file-listing task asks for one
-    (Ray 2.60, not configurable), and a pool holding the rest first would wait for it forever."""
-    if actors * cpus_per_actor > cluster_cpus - 1:
-        raise BatchInputError(f"{actors} actor(s) × {cpus_per_actor:g} CPU leave Ray Data no whole CPU of the "
-                              f"cluster's {cluster_cpus:g} for its file listing; use fewer actors or fewer CPUs per "
-                              "actor, or leave --actors unset (the pool then grows from one actor)")
-
-
-def _pool_limit(config: BatchConfig) -> int:
-    """The most actors the cluster's resources allow (at least one)."""
-    import ray
-
-    total = ray.cluster_resources()
-    by_cpu = int(total.get("CPU", 1) // config.cpus_per_actor)
-    by_gpu = int(total.get("GPU", 0) // config.gpus_per_actor) if config.gpus_per_actor else by_cpu
-    return max(1, min(by_cpu, by_gpu))
+def check_pool_fits(actors: int, cpus_per_actor: float, gpus_per_actor: float, free: dict[str, float]) -> int:
+    """The most actors the pool may grow to, once the `actors` it starts with fit in the cluster's
+    `free` resources beside a read task; refused otherwise (Ray Data would wait for them forever),
+    naming what is free. A pool without a size starts with one actor."""
+    cpus, gpus = free.get("CPU", 0.0), free.get("GPU", 0.0)
+    if actors * cpus_per_actor + READ_CPUS > cpus + 1e-9:
+        raise BatchInputError(f"{actors} actor(s) × {cpus_per_actor:g} CPU and a read task ({READ_CPUS:g} CPU) do not "
+                              f"fit in the {cpus:g} CPU(s) the cluster has free; use fewer actors or fewer CPUs "
+                              "per actor (--actors, --cpus-per-actor)")
+    if gpus_per_actor and actors * gpus_per_actor > gpus + 1e-9:
+        raise BatchInputError(f"{actors} actor(s) × {gpus_per_actor:g} GPU do not fit in the {gpus:g} GPU(s) the "
+                              "cluster has free; use fewer actors or a share of a GPU (--gpus-per-actor 0.5)")
+    by_cpu = int((cpus - READ_CPUS) // cpus_per_actor)
+    by_gpu = int(gpus // gpus_per_actor) if gpus_per_actor else by_cpu
+    return max(actors, min(by_cpu, by_gpu))
 
 
 def _write_rejected(table: InputTable, features, uri: str, run_id: str, progress: bool) -> str:
@@ -235,7 +240,8 @@ def _write_rejected(table: InputTable, features, uri: str, run_id: str, progress
     ray.data.DataContext.get_current().enable_progress_bars = progress
     staging = staging_uri(uri, run_id)
     try:
-        ray.data.read_parquet(table.uri, num_cpus=READ_CPUS).map_batches(
+        columns = list(table.schema.names)
+        read_dataset(table, columns, MAX_BLOCK_ROWS, row_bytes(table.schema, columns)).map_batches(
             rejected_rows, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
             num_cpus=READ_CPUS).write_parquet(staging)
         publish(staging, uri)
@@ -252,7 +258,7 @@ def _count_invalid(table: InputTable, features, progress: bool) -> int:
     from serving.batch_predictor import invalid_count
 
     ray.data.DataContext.get_current().enable_progress_bars = progress
-    ds = ray.data.read_parquet(table.uri, columns=list(features), num_cpus=READ_CPUS)
+    ds = read_dataset(table, list(features), MAX_BLOCK_ROWS, row_bytes(table.schema, features))
     return int(ds.map_batches(invalid_count, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
                               num_cpus=READ_CPUS).sum("invalid") or 0)
 

@@ -32,6 +32,16 @@ class InputTable:
     files: tuple[str, ...]
     schema: pa.Schema
     rows: int
+    path: str = ""
+
+
+def _dataset(fs: pafs.FileSystem, path: str) -> pads.Dataset:
+    return pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=False)
+
+
+def open_dataset(table: InputTable) -> pads.Dataset:
+    """The input as a pyarrow dataset (its files and their Hive partition values)."""
+    return _dataset(table.fs, table.path)
 
 
 def open_input(uri: str) -> InputTable:
@@ -45,13 +55,12 @@ def open_input(uri: str) -> InputTable:
     if info.type == pafs.FileType.NotFound:
         raise BatchInputError(f"input not found: {uri!r}")
     try:
-        dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive",
-                               exclude_invalid_files=False)
+        dataset = _dataset(fs, path)
         files = tuple(sorted(dataset.files))
         if not files:
             raise BatchInputError(f"input {uri!r} holds no Parquet files")
         rows = sum(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files)
-        return InputTable(uri, fs, files, dataset.schema, rows)
+        return InputTable(uri, fs, files, dataset.schema, rows, path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BatchInputError(f"input {uri!r} is not readable as Parquet: {exc}") from None
 

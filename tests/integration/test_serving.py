@@ -449,7 +449,7 @@ def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_the
         ("no alias 'staging'", lambda: predict_table(registry, NAME, str(data), str(out), alias="staging", config=cfg)),
         ("no feature column(s) ['f9']", lambda: predict_table(
             registry, NAME, str(write_parquet(table.drop(columns=["f9"]), tmp_path / "nof9.parquet")), str(out), config=cfg)),
-        ("f2 is string", lambda: predict_table(
+        ("are not numeric: f2 is", lambda: predict_table(
             registry, NAME, str(write_parquet(table.astype({"f2": str}), tmp_path / "text.parquet")), str(out), config=cfg)),
         ("input not found", lambda: predict_table(registry, NAME, str(tmp_path / "nothing"), str(out), config=cfg)),
         ("already exists", lambda: predict_table(registry, NAME, str(data), str(tmp_path), config=cfg)),

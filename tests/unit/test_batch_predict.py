@@ -176,10 +176,40 @@ def test_blocks_give_every_actor_several_whole_batches_and_stay_bounded():
     assert block_rows(10**9, 10**6, 1) == 10**6  # a batch larger than the cap is one block
 
 
-def test_a_fixed_pool_must_leave_ray_data_a_whole_cpu_for_its_file_listing():
+def test_the_pool_must_fit_in_the_free_cpus_and_gpus_beside_a_read_task_and_grows_to_what_is_free():
     from serving.batch import check_pool_fits
 
-    check_pool_fits(1, 1.0, 2)
-    check_pool_fits(2, 0.5, 3)
-    with pytest.raises(BatchInputError, match=r"2 actor\(s\) × 1 CPU leave Ray Data no whole CPU of the cluster's 2"):
-        check_pool_fits(2, 1.0, 2)
+    assert check_pool_fits(1, 1.0, 0, {"CPU": 2.0}) == 1  # 2 - 0.25 read task leaves room for one actor
+    assert check_pool_fits(1, 0.5, 0, {"CPU": 2.0}) == 3
+    assert check_pool_fits(2, 0.5, 0, {"CPU": 3.0}) == 5
+    assert check_pool_fits(1, 1.0, 0.5, {"CPU": 16.0, "GPU": 1.0}) == 2  # GPU-bound
+    with pytest.raises(BatchInputError, match=r"2 actor\(s\) × 1 CPU and a read task \(0.25 CPU\) do not fit in the "
+                                              r"2 CPU\(s\) the cluster has free"):
+        check_pool_fits(2, 1.0, 0, {"CPU": 2.0})
+    with pytest.raises(BatchInputError, match=r"do not fit in the 0.7 CPU"):  # Serve holds the rest
+        check_pool_fits(1, 1.0, 0, {"CPU": 0.7})
+    with pytest.raises(BatchInputError, match=r"1 actor\(s\) × 1 GPU do not fit in the 0 GPU"):
+        check_pool_fits(1, 1.0, 1.0, {"CPU": 4.0})
+
+
+def test_a_rows_bytes_are_estimated_for_fixed_and_variable_width_columns():
+    from serving.batch import row_bytes
+
+    s = pa.schema([("a", pa.float64()), ("b", pa.int32()), ("id", pa.string()), ("ok", pa.bool_())])
+    assert row_bytes(s, ["a", "b"]) == 12
+    assert row_bytes(s, ["a", "id", "ok"]) == 8 + 32 + 1
+
+
+def test_the_reader_yields_blocks_of_the_asked_columns_with_hive_partition_values(tmp_path):
+    from serving.batch_read import read_blocks, read_units
+
+    write(tmp_path / "in" / "day=3" / "a.parquet", pa.table({"x": [1.0, 2.0, 3.0], "id": ["a", "b", "c"]}))
+    write(tmp_path / "in" / "day=4" / "b.parquet", pa.table({"x": [4.0], "id": ["d"]}))
+    table = open_input(str(tmp_path / "in"))
+    units = read_units(table)
+    assert [u["partition.day"] for u in units] == ["3", "4"]
+    blocks = list(read_blocks(pa.Table.from_pylist(units[:1]), fs=table.fs, schema=table.schema,
+                              columns=["id", "day", "x"], block_rows=2))
+    assert [b.num_rows for b in blocks] == [2, 1]
+    assert blocks[0].column_names == ["id", "day", "x"] and blocks[0].column("day").to_pylist() == [3, 3]
+    assert blocks[0].schema.field("day").type == table.schema.field("day").type
