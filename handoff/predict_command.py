@@ -48,7 +48,8 @@ def predict(
     batch_size: Annotated[int | None, typer.Option(help="rows per model call [config: batch_size, 1024]")] = None,
     actors: Annotated[int | None, typer.Option(help="actors in the pool, each loading the model once "
                                                "[config: actors; default: as many as free CPUs/GPUs allow]")] = None,
-    cpus_per_actor: Annotated[float | None, typer.Option(help="CPUs per actor [config: cpus_per_actor, 1]")] = None,
+    cpus_per_actor: Annotated[float | None, typer.Option(help="CPUs per actor, its torch threads [config: cpus_per_actor; default: "
+                                                    "one, or what is free when less]")] = None,
     gpus_per_actor: Annotated[float | None, typer.Option(help="GPUs (or a share of one) per actor; an actor given "
                                                          "one predicts on it [config: gpus_per_actor, 0]")] = None,
     on_invalid: Annotated[str | None, typer.Option(help="rows with NaN/inf/null features: refuse (nothing is "

@@ -131,8 +131,9 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
     import ray
 
-    pool_limit = check_pool_fits(config.actors or 1, config.cpus_per_actor, config.gpus_per_actor,
-                                 ray.available_resources())
+    free = ray.available_resources()
+    config = config.model_copy(update={"cpus_per_actor": actor_cpus(config.cpus_per_actor, free.get("CPU", 0.0))})
+    pool_limit = check_pool_fits(config.actors or 1, config.cpus_per_actor, config.gpus_per_actor, free)
     say(f"input {input_uri}: {table.rows:,} row(s) in {len(table.files)} file(s); carrying {carry or 'no columns'}")
 
     from serving.batch_run import BatchRun
@@ -212,6 +213,15 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
                                "registry_uri": None, "carry": carry, "metadata": metadata,
                                "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor)})
     scored.write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS})
+
+
+def actor_cpus(configured: float | None, free_cpus: float) -> float:
+    """The CPUs each actor asks for: as configured, else one, or less where the cluster has less free
+    beside a read task (Serve's replicas hold the rest of a laptop), in quarters, at least a quarter."""
+    if configured is not None:
+        return configured
+    spare = (free_cpus - READ_CPUS) // 0.25 * 0.25
+    return 1.0 if spare >= 1.0 else max(0.25, spare)
 
 
 def check_pool_fits(actors: int, cpus_per_actor: float, gpus_per_actor: float, free: dict[str, float]) -> int:

@@ -21,7 +21,8 @@ class BatchConfig(BaseModel):
     batch_size: int = Field(1024, ge=1, description="rows per model call")
     actors: int | None = Field(None, ge=1, description="actors in the pool, each loading the model once; "
                                "null: from one up to as many as the cluster's free CPUs/GPUs allow")
-    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each actor asks Ray for (its torch threads)")
+    cpus_per_actor: float | None = Field(None, gt=0, description="CPUs each actor asks Ray for (its torch threads); "
+                                         "null: one, or what the cluster has free beside a read task when less")
     gpus_per_actor: float = Field(0.0, ge=0, description="GPUs (or a share of one) each actor asks Ray for; "
                                   "an actor given one predicts on it")
     on_invalid: Literal["refuse", "skip"] = Field("refuse", description="rows with a NaN, infinite or null "

@@ -75,7 +75,8 @@ def test_output_rows_carry_ids_the_class_its_probabilities_the_version_and_the_r
 
 def test_batch_config_has_defaults_and_refuses_bad_values_by_name():
     cfg = load_batch_config(None, [], environ={})
-    assert (cfg.batch_size, cfg.actors, cfg.gpus_per_actor, cfg.on_invalid) == (1024, None, 0.0, "refuse")
+    assert (cfg.batch_size, cfg.actors, cfg.cpus_per_actor, cfg.gpus_per_actor, cfg.on_invalid) == (
+        1024, None, None, 0.0, "refuse")
     cfg = load_batch_config(None, ["batch_size=4096", "gpus_per_actor=0.5", "columns=[id]"],
                             environ={"HANDOFF_PREDICT__ON_INVALID": "skip"})
     assert (cfg.batch_size, cfg.gpus_per_actor, cfg.columns, cfg.on_invalid) == (4096, 0.5, ["id"], "skip")
@@ -213,3 +214,13 @@ def test_the_reader_yields_blocks_of_the_asked_columns_with_hive_partition_value
     assert [b.num_rows for b in blocks] == [2, 1]
     assert blocks[0].column_names == ["id", "day", "x"] and blocks[0].column("day").to_pylist() == [3, 3]
     assert blocks[0].schema.field("day").type == table.schema.field("day").type
+
+
+def test_an_actor_asks_for_one_cpu_or_what_is_free_beside_a_read_task():
+    from serving.batch import actor_cpus
+
+    assert actor_cpus(None, 2.0) == 1.0
+    assert actor_cpus(None, 1.0) == 0.75  # a laptop whose other CPU Serve's replicas hold
+    assert actor_cpus(None, 0.6) == 0.25
+    assert actor_cpus(None, 0.1) == 0.25  # then refused by the pool check, naming what is free
+    assert actor_cpus(2.0, 1.0) == 2.0  # as configured
