@@ -121,7 +121,7 @@ def test_batch_inference_runs_on_the_cluster_with_the_clis_address_and_is_an_mlf
 
     out = tmp_path / "scored"
     scored = handoff("predict", NAME, "--input", data, "--output", str(out), "--json", "--no-progress",
-                     "--cpus-per-actor", "0.5", "--address", head["dashboard_url"])
+                     "--address", head["dashboard_url"])
     assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
     rows = int(re.findall(r'"rows_out":\s*(\d+)', scored.stdout)[-1])
     run_id = re.findall(r'"run_id":\s*"(\w+)"', scored.stdout)[-1]

@@ -403,7 +403,7 @@ def test_batch_inference_gives_every_row_the_served_models_answer(served, shuttl
         write_parquet(table.iloc[part], tmp_path / "tonight" / f"day={k}" / "rows.parquet")
     champion = registry.aliases(NAME)["champion"]
     result = predict_table(registry, NAME, str(tmp_path / "tonight"), str(tmp_path / "scored"), progress=False,
-                           config=BatchConfig(actors=1, cpus_per_actor=0.5, batch_size=512, columns=["row_id"]))
+                           config=BatchConfig(batch_size=512, columns=["row_id"]))  # the pool sized from what Serve left free
     assert (result.version, result.rows_in, result.rows_out, result.rows_rejected) == (champion, 6000, 6000, 0)
     scored = scored_table(tmp_path / "scored")
     assert list(scored.columns) == ["row_id", "prediction", "label", "probability_0", "probability_1", "version"]
