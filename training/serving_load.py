@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -15,9 +19,8 @@ def load_version(name: str, version: int, tracking_uri: str, registry_uri: str |
     `model_config`). Versions registered before `predict_proba` existed answer through the pyfunc
     frame API; versions whose loader predates `model_config` choose the GPU only where Ray made one
     visible to the process."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri or tracking_uri)
-    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}", model_config={"device": device})
+    with _store(tracking_uri, registry_uri or tracking_uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}", model_config={"device": device})
     python_model = loaded.unwrap_python_model()
     features = tuple(python_model.features)
     # versions registered before class names were kept: ids 0..K-1
@@ -25,6 +28,30 @@ def load_version(name: str, version: int, tracking_uri: str, registry_uri: str |
     proba = getattr(python_model, "predict_proba", None) or _proba_from_frame(loaded, features, classes)
     return LoadedVersion(name=name, version=int(version), features=features, classes=classes,
                          device=weights_device(python_model, device), predict_proba=proba)
+
+
+@contextmanager
+def _store(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs pointed at this store while a version loads,
+    then put back as the caller had them: `models:/` URIs resolve only through those globals, and a
+    library call (batch inference from a notebook, a test) must not re-point the caller's MLflow.
+    MLflow's setters also write MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, which are restored too."""
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = (tracking_state._tracking_uri, registry_state._registry_uri, {n: os.environ.get(n) for n in names})
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    try:
+        yield
+    finally:
+        tracking_state._tracking_uri, registry_state._registry_uri = saved[0], saved[1]
+        for name, value in saved[2].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _proba_from_frame(loaded, features: tuple[str, ...], classes: tuple):

@@ -200,7 +200,7 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
         assert ran_on == {worker_id}, (worker_id, ran_on)
         from mlflow import MlflowClient
 
-        versions = MlflowClient(mlflow).search_model_versions("name='onprem'")
+        versions = MlflowClient(mlflow, registry_uri=mlflow).search_model_versions("name='onprem'")
         assert [int(v.version) for v in versions] == [result["version"]]
         # the shared storage held the search (checkpoints included)
         assert list((tmp_path / "shared" / "tune").glob("onprem-*/*/checkpoint_*"))

@@ -401,10 +401,15 @@ def test_batch_inference_gives_every_row_the_served_models_answer(served, shuttl
     table.insert(0, "row_id", [f"r{i}" for i in range(len(table))])
     for k, part in enumerate(np.array_split(np.arange(len(table)), 3)):
         write_parquet(table.iloc[part], tmp_path / "tonight" / f"day={k}" / "rows.parquet")
+    import mlflow
+
     champion = registry.aliases(NAME)["champion"]
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     result = predict_table(registry, NAME, str(tmp_path / "tonight"), str(tmp_path / "scored"), progress=False,
                            config=BatchConfig(batch_size=512, columns=["row_id"]))  # the pool sized from what Serve left free
     assert (result.version, result.rows_in, result.rows_out, result.rows_rejected) == (champion, 6000, 6000, 0)
+    # loading the version did not re-point this process's MLflow (a library call leaves the caller's URIs)
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == before
     scored = scored_table(tmp_path / "scored")
     assert list(scored.columns) == ["row_id", "prediction", "label", "probability_0", "probability_1", "version"]
     assert scored["row_id"].tolist() == sorted(table["row_id"])
