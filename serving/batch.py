@@ -109,7 +109,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
                   artifact_root: str | None = None, progress: bool = True,
                   say: Callable[[str], None] = lambda _: None) -> BatchResult:
     """Score every row of the Parquet table at `input_uri` with NAME's version (or alias) into Parquet
-    files under `output_uri`; return what was written. Needs a connected Ray (or starts a local one).
+    files under `output_uri`; return what was written. Runs on the connected Ray (else `ray.init()`).
 
     Refused before any work, naming the problem: an unknown model, version or alias; an input that
     is missing or not Parquet; missing or non-numeric feature columns; unknown carried columns; an
@@ -131,6 +131,8 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
     import ray
 
+    if not ray.is_initialized():  # as Ray Data itself would: the cluster RAY_ADDRESS names, else a local one
+        ray.init()
     free = ray.available_resources()
     config = config.model_copy(update={"cpus_per_actor": actor_cpus(config.cpus_per_actor, free.get("CPU", 0.0))})
     pool_limit = check_pool_fits(config.actors or 1, config.cpus_per_actor, config.gpus_per_actor, free)
