@@ -52,6 +52,17 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def layered_config(load, path: Path | None, default: Path, sets: list[str] | None):
+    """A typed config from `path`, else `default` when that file exists, then the environment and
+    `--set` flags (`load(path, sets)`, one of the packages' loaders), or a clear error naming the field."""
+    from cluster.config_layers import ConfigError
+
+    try:
+        return load(path or (default if default.is_file() else None), list(sets or []))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 def _settings(home: Path | None, address: str | None = None, tracking_uri: str | None = None):
     from cluster.settings import Settings
 

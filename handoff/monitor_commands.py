@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out,
-                         print_result)
+from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err,
+                         layered_config, out, print_result)
 
 MonitorSetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a monitoring field: "
                                                          "--set window_rows=2000 (env HANDOFF_MONITORING__WINDOW_ROWS)")]
@@ -25,14 +25,9 @@ DEFAULT_MONITORING_CONFIG = Path("configs/monitoring.yaml")
 
 def monitoring_config(path: Path | None, sets: list[str] | None):
     """The typed monitoring config (file, then environment, then flags), or a clear error."""
-    from cluster.config_layers import ConfigError
     from monitoring.config import load_monitoring_config
 
-    path = path or (DEFAULT_MONITORING_CONFIG if DEFAULT_MONITORING_CONFIG.is_file() else None)
-    try:
-        return load_monitoring_config(path, list(sets or []))
-    except ConfigError as exc:
-        _fail(str(exc))
+    return layered_config(load_monitoring_config, path, DEFAULT_MONITORING_CONFIG, sets)
 
 
 def state_root(settings, cfg) -> str:

@@ -15,22 +15,10 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out, \
-    print_result
+from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, \
+    layered_config, out, print_result
 
 DEFAULT_PREDICT_CONFIG = Path("configs/predict.yaml")
-
-
-def batch_config(path: Path | None, sets: list[str]):
-    """The typed batch config (file, then HANDOFF_PREDICT__*, then flags), or a clear error."""
-    from cluster.config_layers import ConfigError
-    from serving.batch_config import load_batch_config
-
-    path = path or (DEFAULT_PREDICT_CONFIG if DEFAULT_PREDICT_CONFIG.is_file() else None)
-    try:
-        return load_batch_config(path, sets)
-    except ConfigError as exc:
-        _fail(str(exc))
 
 
 @app.command()
@@ -87,7 +75,9 @@ def predict(
             sets.append(f"{key}={value}")
     if columns is not None:
         sets.append(f"columns=[{', '.join(repr(c.strip()) for c in columns.split(',') if c.strip())}]")
-    cfg = batch_config(config, sets)
+    from serving.batch_config import load_batch_config
+
+    cfg = layered_config(load_batch_config, config, DEFAULT_PREDICT_CONFIG, sets)
     settings = _settings(home, address, tracking_uri)
     services = read_services(settings)
     uri = _tracking_uri(None, settings, services)

@@ -15,8 +15,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, out,
-                         print_result)
+from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err,
+                         layered_config, out, print_result)
 from handoff.monitor_commands import MonitoringConfigOpt
 
 ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config",
@@ -36,7 +36,6 @@ def quiet_serve_logs() -> None:
 def _control(home, address, tracking_uri, serving_config, sets):
     """Connect to the running cluster and build the control plane (or fail saying how to start one)."""
     from cluster.connect import ClusterUnavailable, connect_ray, inside_ray_job, ray_address
-    from cluster.config_layers import ConfigError
     from cluster.services import read_services
     from cluster.settings import SettingsError
     from serving import ServingControl, load_serving_config
@@ -49,11 +48,7 @@ def _control(home, address, tracking_uri, serving_config, sets):
     if where is None and not inside_ray_job():  # a Ray job joins its own cluster
         _fail("serving needs a running cluster that outlives this command: start the local one with "
               "`handoff up`, or pass --address of a running cluster")
-    path = serving_config or (DEFAULT_SERVING_CONFIG if DEFAULT_SERVING_CONFIG.is_file() else None)
-    try:
-        cfg = load_serving_config(path, list(sets or []))
-    except ConfigError as exc:
-        _fail(str(exc))
+    cfg = layered_config(load_serving_config, serving_config, DEFAULT_SERVING_CONFIG, sets)
     try:
         connect_ray(where)
     except ClusterUnavailable as exc:

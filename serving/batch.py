@@ -18,8 +18,8 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from cluster.storage import absolute
 from serving.batch_config import BatchConfig
 from serving.batch_files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
                                  written_files)
@@ -30,18 +30,6 @@ from serving.batch_schema import META_DEVICE, META_NODE, BatchInputError, check_
 BLOCKS_PER_ACTOR = 4
 #: the most rows in one block (bounds each actor task's memory)
 MAX_BLOCK_ROWS = 262_144
-
-
-def row_bytes(schema, columns) -> int:
-    """An estimate of one row's in-memory bytes over `columns` (fixed-width types exactly, others 32)."""
-    total = 0
-    for name in columns:
-        try:
-            width = schema.field(name).type.bit_width  # pyarrow raises for variable-width types
-        except ValueError:
-            width = 0
-        total += max(1, width // 8) if width > 0 else 32
-    return max(1, total)
 
 
 def block_rows(rows: int, batch_size: int, actors: int) -> int:
@@ -78,11 +66,6 @@ class BatchResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "rows_per_second": self.rows_per_second}
-
-
-def absolute(uri: str) -> str:
-    """A URI as every Ray worker must see it: local paths made absolute (workers run elsewhere)."""
-    return uri if "://" in uri else str(Path(uri).expanduser().absolute())
 
 
 def rejected_uri(output: str) -> str:
@@ -130,9 +113,11 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     if config.on_invalid == "skip":
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
     import ray
+    import ray.data
 
     if not ray.is_initialized():  # as Ray Data itself would: the cluster RAY_ADDRESS names, else a local one
         ray.init()
+    ray.data.DataContext.get_current().enable_progress_bars = progress  # every Ray Data pass of this run
     free = ray.available_resources()
     config = config.model_copy(update={"cpus_per_actor": actor_cpus(config.cpus_per_actor, free.get("CPU", 0.0))})
     pool_limit = check_pool_fits(config.actors or 1, config.cpus_per_actor, config.gpus_per_actor, free)
@@ -153,13 +138,13 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         run.log_params({"input_fingerprint": digest})
         say(f"scoring on Ray Data (MLflow run {run_id}, input sha256 {digest[:12]}…)")
         _score(table, staging, model, carry, config, config.actors or pool_limit, run_metadata(name, number, run_id),
-               registry, progress)
+               registry)
         written = written_files(staging)
         say(f"{written.rows:,} row(s) scored into {len(written.files)} file(s); moving them into place")
         rejected = table.rows - written.rows
         rejected_output = None
         if rejected:
-            rejected_output = _write_rejected(table, model.features, rejected_uri(output_uri), run_id, progress)
+            rejected_output = _write_rejected(table, model.features, rejected_uri(output_uri), run_id)
         publish(staging, output_uri)
         seconds = time.perf_counter() - started
         result = BatchResult(
@@ -183,7 +168,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         del exc
         gc.collect()
     try:
-        count = _count_invalid(table, model.features, progress)
+        count = _count_invalid(table, model.features)
     except BaseException as exc:
         run.fail(f"counting the invalid rows failed: {type(exc).__name__}: {exc}")
         raise
@@ -195,19 +180,18 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
 
 
 def _score(table: InputTable, staging: str, model, carry: list[str], config: BatchConfig, actors: int,
-           metadata: dict[str, str], registry, progress: bool) -> None:
+           metadata: dict[str, str], registry) -> None:
     """The Ray Data pipeline: read the needed columns, score in the actor pool, write to `staging`."""
     import ray.data
 
     from serving.batch_predictor import VersionPredictor
 
-    ray.data.DataContext.get_current().enable_progress_bars = progress
     columns = list(dict.fromkeys([*model.features, *carry]))
     # A pool of `actors` starts whole; without a size it starts with one actor and grows while blocks
     # wait (a small table is done before a second actor would have loaded the model).
     pool = (ray.data.ActorPoolStrategy(size=actors) if config.actors
             else ray.data.ActorPoolStrategy(min_size=1, max_size=actors, initial_size=1))
-    ds = read_dataset(table, columns, block_rows(table.rows, config.batch_size, actors), row_bytes(table.schema, columns))
+    ds = read_dataset(table, columns, block_rows(table.rows, config.batch_size, actors))
     scored = ds.map_batches(
         VersionPredictor, batch_size=config.batch_size, batch_format="pyarrow", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
@@ -243,17 +227,13 @@ def check_pool_fits(actors: int, cpus_per_actor: float, gpus_per_actor: float, f
     return max(actors, min(by_cpu, by_gpu))
 
 
-def _write_rejected(table: InputTable, features, uri: str, run_id: str, progress: bool) -> str:
+def _write_rejected(table: InputTable, features, uri: str, run_id: str) -> str:
     """Write the rows that could not be scored (every input column) to `uri`, staged like the output."""
-    import ray.data
-
     from serving.batch_predictor import rejected_rows
 
-    ray.data.DataContext.get_current().enable_progress_bars = progress
     staging = staging_uri(uri, run_id)
     try:
-        columns = list(table.schema.names)
-        read_dataset(table, columns, MAX_BLOCK_ROWS, row_bytes(table.schema, columns)).map_batches(
+        read_dataset(table, list(table.schema.names), MAX_BLOCK_ROWS).map_batches(
             rejected_rows, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
             num_cpus=READ_CPUS).write_parquet(staging)
         publish(staging, uri)
@@ -263,14 +243,11 @@ def _write_rejected(table: InputTable, features, uri: str, run_id: str, progress
     return uri
 
 
-def _count_invalid(table: InputTable, features, progress: bool) -> int:
+def _count_invalid(table: InputTable, features) -> int:
     """How many input rows have a NaN, infinite or null feature (read the features only)."""
-    import ray.data
-
     from serving.batch_predictor import invalid_count
 
-    ray.data.DataContext.get_current().enable_progress_bars = progress
-    ds = read_dataset(table, list(features), MAX_BLOCK_ROWS, row_bytes(table.schema, features))
+    ds = read_dataset(table, list(features), MAX_BLOCK_ROWS)
     return int(ds.map_batches(invalid_count, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
                               num_cpus=READ_CPUS).sum("invalid") or 0)
 

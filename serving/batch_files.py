@@ -10,6 +10,7 @@ complete.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,23 +26,15 @@ _CHUNK = 8 << 20
 
 @dataclass(frozen=True)
 class InputTable:
-    """A readable Parquet input: its URI, filesystem, files, schema and row count (from the footers)."""
+    """A readable Parquet input: its URI, filesystem, files (in path order) with their Hive partition
+    values, schema and row count (from the footers)."""
 
     uri: str
     fs: pafs.FileSystem
     files: tuple[str, ...]
     schema: pa.Schema
     rows: int
-    path: str = ""
-
-
-def _dataset(fs: pafs.FileSystem, path: str) -> pads.Dataset:
-    return pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=False)
-
-
-def open_dataset(table: InputTable) -> pads.Dataset:
-    """The input as a pyarrow dataset (its files and their Hive partition values)."""
-    return _dataset(table.fs, table.path)
+    partitions: tuple[dict, ...] = ()
 
 
 def open_input(uri: str) -> InputTable:
@@ -55,12 +48,13 @@ def open_input(uri: str) -> InputTable:
     if info.type == pafs.FileType.NotFound:
         raise BatchInputError(f"input not found: {uri!r}")
     try:
-        dataset = _dataset(fs, path)
-        files = tuple(sorted(dataset.files))
-        if not files:
+        dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive", exclude_invalid_files=False)
+        fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
+        if not fragments:
             raise BatchInputError(f"input {uri!r} holds no Parquet files")
-        rows = sum(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files)
-        return InputTable(uri, fs, files, dataset.schema, rows, path)
+        return InputTable(uri, fs, tuple(f.path for f in fragments), dataset.schema,
+                          sum(f.metadata.num_rows for f in fragments),
+                          tuple(pads.get_partition_keys(f.partition_expression) or {} for f in fragments))
     except (pa.ArrowInvalid, OSError) as exc:
         raise BatchInputError(f"input {uri!r} is not readable as Parquet: {exc}") from None
 
@@ -69,23 +63,13 @@ def fingerprint(table: InputTable) -> str:
     """sha256 over every input file's path (relative to the input) and bytes, in path order: the same
     digest means the same rows were scored."""
     digest = hashlib.sha256()
-    root = _common_root(table.files)
+    root = posixpath.dirname(table.files[0]) if len(table.files) == 1 else posixpath.commonpath(table.files)
     for name in table.files:
         digest.update(name[len(root):].encode() + b"\0")
         with table.fs.open_input_stream(name) as src:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _common_root(files: tuple[str, ...]) -> str:
-    if len(files) == 1:
-        return files[0].rsplit("/", 1)[0] + "/"
-    prefix = files[0]
-    for name in files[1:]:
-        while not name.startswith(prefix):
-            prefix = prefix[:-1]
-    return prefix[: prefix.rfind("/") + 1]
 
 
 def refuse_existing(uri: str, overwrite: bool, what: str = "output") -> None:

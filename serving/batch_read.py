@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from serving.batch_files import InputTable
@@ -25,13 +24,8 @@ READ_CPUS = 0.25
 
 def read_units(table: InputTable) -> list[dict[str, str]]:
     """One unit per file: its path and its Hive partition values (as text, typed when read)."""
-    from serving.batch_files import open_dataset
-
-    units = []
-    for fragment in open_dataset(table).get_fragments():
-        keys = pads.get_partition_keys(fragment.partition_expression) or {}
-        units.append({"path": fragment.path, **{f"partition.{k}": str(v) for k, v in keys.items()}})
-    return sorted(units, key=lambda u: u["path"])
+    return [{"path": path, **{f"partition.{k}": str(v) for k, v in keys.items()}}
+            for path, keys in zip(table.files, table.partitions)]
 
 
 def read_blocks(units: pa.Table, *, fs, schema: pa.Schema, columns: list[str], block_rows: int) -> Iterator[pa.Table]:
@@ -49,14 +43,26 @@ def read_blocks(units: pa.Table, *, fs, schema: pa.Schema, columns: list[str], b
             yield block.select(columns)
 
 
-def read_dataset(table: InputTable, columns: list[str], block_rows: int, row_bytes: int):
+def row_bytes(schema: pa.Schema, columns) -> int:
+    """An estimate of one row's in-memory bytes over `columns` (fixed-width types exactly, others 32)."""
+    total = 0
+    for name in columns:
+        try:
+            width = schema.field(name).type.bit_width  # pyarrow raises for variable-width types
+        except ValueError:
+            width = 0
+        total += max(1, width // 8) if width > 0 else 32
+    return max(1, total)
+
+
+def read_dataset(table: InputTable, columns: list[str], block_rows: int):
     """The Ray Dataset of the input's `columns`, in blocks of about `block_rows` rows."""
     import ray.data
 
     units = read_units(table)
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # each yielded block stays a block (Ray Data would merge blocks up to 128 MiB: one actor's work)
-    ds.context.target_max_block_size = max(1, block_rows * row_bytes)
+    ds.context.target_max_block_size = max(1, block_rows * row_bytes(table.schema, columns))
     return ds.map_batches(read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
                           fn_kwargs={"fs": table.fs, "schema": table.schema, "columns": list(columns),
                                      "block_rows": block_rows})

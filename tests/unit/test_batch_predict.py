@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.config_layers import ConfigError
-from serving.batch import _invalid_rows_refused, absolute, rejected_uri
+from cluster.storage import absolute
+from serving.batch import _invalid_rows_refused, rejected_uri
 from serving.batch_config import load_batch_config
 from serving.batch_files import (discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
                                  written_files)
@@ -194,7 +195,7 @@ def test_the_pool_must_fit_in_the_free_cpus_and_gpus_beside_a_read_task_and_grow
 
 
 def test_a_rows_bytes_are_estimated_for_fixed_and_variable_width_columns():
-    from serving.batch import row_bytes
+    from serving.batch_read import row_bytes
 
     s = pa.schema([("a", pa.float64()), ("b", pa.int32()), ("id", pa.string()), ("ok", pa.bool_())])
     assert row_bytes(s, ["a", "b"]) == 12
