@@ -53,11 +53,18 @@ class WindowScores:
         return [s.column for s in self.features if s.drifted]
 
 
-def _numeric(columns: list[str], refs: list[NumericReference], values: np.ndarray) -> list[tuple]:
-    """(column, KS statistic, p-value, PSI, Wasserstein in σ, Jensen–Shannon) per row of `values`
-    (one row per column): each row sorted once, every statistic taken from the sorted rows, and the
-    p-values of large samples computed together."""
-    rows = np.sort(values, axis=1)
+def _sorted_rows(matrix: np.ndarray) -> np.ndarray:
+    """The columns of `matrix` (rows × columns) as contiguous sorted rows, in a new array sorted in place
+    (half the time of `np.sort` of a transposed copy here: one copy, not two)."""
+    rows = np.array(matrix.T, dtype=np.float64, order="C")
+    rows.sort(axis=1)
+    return rows
+
+
+def _numeric(columns: list[str], refs: list[NumericReference], rows: np.ndarray) -> list[tuple]:
+    """(column, KS statistic, p-value, PSI, Wasserstein in σ, Jensen–Shannon) per row of the sorted
+    `rows` (one row per column): every statistic taken from the sorted rows, and the p-values of large
+    samples computed together."""
     n = rows.shape[1]
     out, pending = [], {}
     for i, (column, ref, w) in enumerate(zip(columns, refs, rows)):
@@ -98,14 +105,13 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
     missing = [f for f in features if f not in profile.features]
     if missing:
         raise ValueError(f"the reference profile has no feature(s) {missing}")
-    values = np.ascontiguousarray(x.T, dtype=np.float64)  # one contiguous row per feature
-    feature_scores = _scores(_numeric(features, [profile.features[f] for f in features], values), "ks", alpha,
-                             correction, min_shift, tolerances)
+    numeric = _numeric(features, [profile.features[f] for f in features], _sorted_rows(x))
+    feature_scores = _scores(numeric, "ks", alpha, correction, min_shift, tolerances)
     prediction_scores: tuple[ColumnScore, ...] = ()
     if proba is not None:
         columns = _numeric([f"probability_{c}" for c in profile.classes],
                            [profile.probabilities[str(c)] for c in profile.classes],
-                           np.ascontiguousarray(proba.T, dtype=np.float64))
+                           _sorted_rows(proba))
         prediction_scores = _scores(columns, "ks", alpha, correction, min_shift)
         prediction = predicted_class(proba)
     if prediction is not None:

@@ -8,6 +8,7 @@ default; repeated values (ties at an edge) merge bins, so a discrete feature get
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 EPSILON = 1e-4
 
@@ -29,17 +30,38 @@ def psi_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / values.shape[0]
 
 
+@njit(cache=True, nogil=True)
+def _shares_sorted(values_sorted, edges):  # pragma: no cover - compiled
+    at_or_below = np.searchsorted(values_sorted, edges, side="right")  # values ≤ each edge
+    shares = np.empty(edges.shape[0] + 1)
+    below = 0
+    for k in range(edges.shape[0]):
+        shares[k] = (at_or_below[k] - below) / values_sorted.shape[0]
+        below = at_or_below[k]
+    shares[edges.shape[0]] = (values_sorted.shape[0] - below) / values_sorted.shape[0]
+    return shares
+
+
 def psi_shares_sorted(values_sorted: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """`psi_shares` of already sorted values: the same counts from one search per edge."""
+    """`psi_shares` of already sorted values: the same counts from one search per edge (compiled)."""
     if values_sorted.shape[0] == 0:
         raise ValueError("PSI needs at least one value")
-    at_or_below = np.searchsorted(values_sorted, edges, side="right")  # values ≤ each edge
-    counts = np.diff(np.concatenate([[0], at_or_below, [values_sorted.shape[0]]]))
-    return counts / values_sorted.shape[0]
+    return _shares_sorted(values_sorted, np.asarray(edges, dtype=values_sorted.dtype))
+
+
+@njit(cache=True, nogil=True)
+def _index(r, w):  # pragma: no cover - compiled
+    total = 0.0
+    for k in range(r.shape[0]):
+        a, b = max(r[k], EPSILON), max(w[k], EPSILON)
+        total += (b - a) * np.log(b / a)
+    return total
 
 
 def psi(reference_shares: np.ndarray, window_shares: np.ndarray) -> float:
-    """The index between two share vectors over the same bins."""
-    r = np.maximum(np.asarray(reference_shares, dtype=float), EPSILON)
-    w = np.maximum(np.asarray(window_shares, dtype=float), EPSILON)
-    return float(np.sum((w - r) * np.log(w / r)))
+    """The index between two share vectors over the same bins (compiled: a window scores it per feature)."""
+    r = np.asarray(reference_shares, dtype=np.float64)
+    w = np.asarray(window_shares, dtype=np.float64)
+    if r.shape != w.shape:
+        raise ValueError(f"PSI needs shares over the same bins ({r.shape[0]} vs {w.shape[0]})")
+    return float(_index(r, w))
