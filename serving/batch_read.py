@@ -55,14 +55,15 @@ def row_bytes(schema: pa.Schema, columns) -> int:
     return max(1, total)
 
 
-def read_dataset(table: InputTable, columns: list[str], block_rows: int):
-    """The Ray Dataset of the input's `columns`, in blocks of about `block_rows` rows."""
+def read_dataset(table: InputTable, columns: list[str], block_rows: int, concurrency: int | None = None):
+    """The Ray Dataset of the input's `columns`, in blocks of about `block_rows` rows, read by at most
+    `concurrency` tasks at once (None: as many as Ray Data schedules)."""
     import ray.data
 
     units = read_units(table)
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # each yielded block stays a block (Ray Data would merge blocks up to 128 MiB: one actor's work)
     ds.context.target_max_block_size = max(1, block_rows * row_bytes(table.schema, columns))
-    return ds.map_batches(read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
+    return ds.map_batches(read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS, concurrency=concurrency,
                           fn_kwargs={"fs": table.fs, "schema": table.schema, "columns": list(columns),
                                      "block_rows": block_rows})
