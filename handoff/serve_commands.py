@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err,
@@ -189,6 +190,38 @@ def unserve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tra
     out.print(f"{name}: no longer served")
 
 
+#: the columns every part of a split `handoff status` repeats, and the groups it keeps together
+STATUS_KEYS = ("model", "ver")
+STATUS_GROUPS = (("weight", "shadow", "replicas", "device", "status"),
+                 ("requests", "errors", "p50 ≤ms", "p99 ≤ms", "shadow agree"), ("drift", "live acc"))
+
+
+def _fitting_tables(cells: list[dict[str, str]], width: int) -> list[Table]:
+    """One table of every column when it fits in `width` characters, else as few tables as fit, each
+    the key columns and then whole groups of columns in order (a squeezed table would cut its cells
+    short); a group wider than `width` alone still gets its own table."""
+    def table_of(columns) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in columns:
+            table.add_column(column, no_wrap=True)
+        for row in cells:
+            table.add_row(*(row[c] for c in columns))
+        return table
+
+    def fits(columns) -> bool:
+        return Console(width=10_000).measure(table_of(columns)).maximum <= width
+
+    grouped = {c for g in (STATUS_KEYS, *STATUS_GROUPS) for c in g}
+    rest = tuple(c for c in cells[0] if c not in grouped)  # a column no group names is still shown
+    parts, part = [], list(STATUS_KEYS)
+    for group in (*STATUS_GROUPS, rest) if rest else STATUS_GROUPS:
+        if len(part) > len(STATUS_KEYS) and not fits([*part, *group]):
+            parts.append(part)
+            part = list(STATUS_KEYS)
+        part.extend(group)
+    return [table_of(columns) for columns in [*parts, part]]
+
+
 @app.command()
 def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            serving_config: ServingConfigOpt = None, as_json: JsonOpt = False) -> None:
@@ -228,18 +261,15 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     if not rows:
         out.print("nothing is served (start with `handoff serve NAME`)")
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("model", "ver", "weight", "shadow", "replicas", "device", "status", "requests", "errors", "p50 ≤ms",
-                "p99 ≤ms", "shadow agree", "drift", "live acc"):
-        table.add_column(col, no_wrap=True)
-    for r in rows:
-        table.add_row(r["model"], str(r["version"]), f"{r['weight']:.0%}", f"{r['shadow']:g}%" if r["shadow"] else "-",
-                      str(r["replicas"]), r["device"], r["status"], str(r["requests"]), str(r["errors"]),
-                      f"{r['p50_ms_at_most']:g}" if r["p50_ms_at_most"] else "-",
-                      f"{r['p99_ms_at_most']:g}" if r["p99_ms_at_most"] else "-",
-                      f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-",
-                      r["drift"], r["live_accuracy"])
-    out.print(table)
+    cells = [{"model": r["model"], "ver": str(r["version"]), "weight": f"{r['weight']:.0%}",
+              "shadow": f"{r['shadow']:g}%" if r["shadow"] else "-", "replicas": str(r["replicas"]),
+              "device": r["device"], "status": r["status"], "requests": str(r["requests"]), "errors": str(r["errors"]),
+              "p50 ≤ms": f"{r['p50_ms_at_most']:g}" if r["p50_ms_at_most"] else "-",
+              "p99 ≤ms": f"{r['p99_ms_at_most']:g}" if r["p99_ms_at_most"] else "-",
+              "shadow agree": f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-",
+              "drift": r["drift"], "live acc": r["live_accuracy"]} for r in rows]
+    for table in _fitting_tables(cells, out.width):
+        out.print(table)
     for model, status in monitors.items():
         if status is not None:
             out.print(f"{model}: closed loop {stage_in_words(status.get('loop'))}")

@@ -26,3 +26,30 @@ def test_bad_config_fails_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "dataset.colour: unknown key" in result.output
     assert not (tmp_path / "mlflow.db").exists()  # nothing was started or written
+
+
+def test_status_splits_its_table_to_fit_the_terminal_and_never_cuts_a_cell():
+    """At 80 columns `handoff status` prints whole groups of columns per table, every table within the
+    width and every cell whole; where everything fits, one table."""
+    from rich.console import Console
+
+    from handoff.serve_commands import STATUS_GROUPS, STATUS_KEYS, _fitting_tables
+
+    columns = [*STATUS_KEYS, *(c for g in STATUS_GROUPS for c in g), "new column"]
+    row = dict(zip(columns, ["creditcard", "12", "90%", "10%", "2", "cuda:0", "RUNNING", "1234567", "12", "2.5", "25",
+                             "99.8%", "drifted (w12: f1, f2, f3)", "97.3% (w12)", "x"]))
+    cells = [row, {**row, "ver": "13", "drift": "-"}]
+    for width in (80, 100, 400):
+        tables = _fitting_tables(cells, width)
+        shown = [str(col.header) for t in tables for col in t.columns]
+        assert set(shown) == set(columns)  # every column somewhere, the keys in every table
+        assert all([str(c.header) for c in t.columns][:2] == list(STATUS_KEYS) for t in tables)
+        for table in tables:
+            console = Console(width=width, record=True)
+            console.print(table)
+            text = console.export_text()
+            assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+            assert "…" not in text
+            if "drift" in [str(c.header) for c in table.columns]:
+                assert "drifted (w12: f1, f2, f3)" in text
+    assert len(_fitting_tables(cells, 400)) == 1 and len(_fitting_tables(cells, 80)) >= 3
