@@ -21,6 +21,8 @@ class HandoffLoopPort:
     live_root: str
     serving_cfg: dict
     retrain_sets: list[str] = field(default_factory=list)  # `--set` of the monitoring config the job needs
+    # per model, the label reader kept between ticks: each label file is read once, not every tick
+    _feedback: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _registry(self):
         from training import Registry
@@ -78,11 +80,13 @@ class HandoffLoopPort:
 
     def figures(self, model: str, champion: int, canary: int, since: float):
         from monitoring.labelled import labelled_rows
+        from monitoring.labels import Feedback
         from monitoring.loop import VersionFigures
         from serving import scrape, summarize
 
         served = summarize(scrape())
-        rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary})
+        feedback = self._feedback.setdefault(model, Feedback(self.live_root, model))
+        rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary}, feedback=feedback)
         out = {}
         for role, version in (("champion", champion), ("canary", canary)):
             f = served.get((model, version), {})

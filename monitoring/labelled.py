@@ -39,20 +39,15 @@ class LabelledRows:
                             self.ts[index])
 
 
-def labels_of(root: str, model: str) -> dict[str, int]:
-    """Every label sent for `model`: row id → class index, the latest file's label for an id (the
-    monitor's own reader, `Feedback`, over every file)."""
-    feedback = Feedback(root, model)
-    for key in feedback.new_files([]):
-        feedback.read(key)  # an unreadable label file is skipped (the monitor records it)
-    return feedback.labels
-
-
 def labelled_rows(root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,
-                  last: int | None = None) -> LabelledRows:
+                  last: int | None = None, feedback: Feedback | None = None) -> LabelledRows:
     """The answered rows of `model` that have a label, oldest first: answered at or after `since`
-    (epoch seconds) and by one of `versions` when given, the `last` most recent when given."""
-    labels = labels_of(root, model)
+    (epoch seconds) and by one of `versions` when given, the `last` most recent when given. Labels
+    come from `feedback` brought up to date (a reader kept between calls reads each label file once:
+    the canary's figures are read every tick), else from every label file."""
+    feedback = feedback or Feedback(root, model)
+    feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
+    labels = feedback.labels
     fs, live_dir = filesystem(model_dir(root, model))
     tables, features = [], None
     for mtime, key in parquet_files(fs, live_dir):
@@ -81,7 +76,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
         return LabelledRows(features or [], np.empty((0, len(features or []))), np.empty(0, np.int64),
                             np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[ms]"))
     table = pa.concat_tables(tables).sort_by("ts")
-    y = np.fromiter((labels.get(i, -1) for i in table.column("request_id").to_pylist()), np.int64, table.num_rows)
+    y = feedback.lookup(table.column("request_id").to_pylist())
     rows = np.nonzero(y >= 0)[0]
     if last is not None:
         rows = rows[-last:]

@@ -56,6 +56,7 @@ class Feedback:
         self.fs, base = filesystem(root)
         self.dir = join(join(base, FEEDBACK_DIR), f"model={model}")
         self.labels: dict[str, int] = {}
+        self.files_read: set[str] = set()
 
     def new_files(self, read: list[str]) -> list[str]:
         """Keys of feedback files not in `read`, oldest first (files are moved in whole)."""
@@ -64,12 +65,21 @@ class Feedback:
 
     def read(self, key: str) -> int:
         """Add one file's labels; how many it had (0 for a file that cannot be read)."""
+        self.files_read.add(key)
         try:
             table = pq.read_table(join(self.dir, key), filesystem=self.fs, columns=["request_id", "class_index"])
         except Exception:  # noqa: BLE001 - a broken label file is skipped (the caller records it)
             return -1
         self.labels.update(zip(table.column("request_id").to_pylist(), table.column("class_index").to_pylist()))
         return table.num_rows
+
+    def catch_up(self) -> int:
+        """Read the files this reader has not read yet (a broken one is skipped, not retried); how many
+        were new. A reader kept between calls reads each file once."""
+        new = self.new_files(sorted(self.files_read))
+        for key in new:
+            self.read(key)
+        return len(new)
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """The class index labelled for each id, UNLABELLED where none was sent."""

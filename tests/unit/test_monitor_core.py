@@ -265,3 +265,25 @@ def test_labelled_rows_join_the_latest_label_of_each_answered_row(tmp_path):
     assert len(labelled_rows(str(tmp_path / "live"), "m", last=2)) == 2
     assert len(labelled_rows(str(tmp_path / "live"), "m", since=time.time() + 3600)) == 0
     assert len(labelled_rows(str(tmp_path / "nowhere"), "m")) == 0
+
+
+def test_a_kept_label_reader_reads_each_file_once_and_still_sees_new_and_corrected_labels(tmp_path):
+    """The canary's figures are read every tick: with the reader kept, a tick reads only the label
+    files that arrived since the last one, and the join is the same as a fresh reader's."""
+    from monitoring.labelled import labelled_rows
+    from monitoring.labels import Feedback
+
+    log = LiveLog(str(tmp_path / "live"), flush_seconds=3600)
+    log.append("m", FEATURES, "a", 1, None, np.zeros((3, 4), np.float32), np.array([0, 1, 1]), 1.0)
+    log.close()
+    root = str(tmp_path / "live")
+    send(tmp_path, [("a", 1)])
+    kept = Feedback(root, "m")
+    assert labelled_rows(root, "m", feedback=kept).y.tolist() == [1] and len(kept.files_read) == 1
+    read = []
+    original = kept.read
+    kept.read = lambda key: read.append(key) or original(key)
+    assert labelled_rows(root, "m", feedback=kept).y.tolist() == [1] and read == []  # nothing new: nothing read
+    send(tmp_path, [("a#1", 0), ("a", 0)])  # a new row's label, and the first one corrected
+    again = labelled_rows(root, "m", feedback=kept)
+    assert len(read) == 1 and again.y.tolist() == [0, 0] == labelled_rows(root, "m").y.tolist()
