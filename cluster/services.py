@@ -148,7 +148,7 @@ def down(settings: Settings) -> bool:
     stop_process_group(state.mlflow_pid)
     # Ray's processes stop within seconds of SIGTERM, except the raylet and the GCS, which linger ~30 s
     # waiting for each other; the store and Tune results are not theirs, so they are killed after a
-    # short grace period (a gateway's buffered live log is written by `handoff unserve`, not here)
+    # short grace period (`handoff down` has stopped what is served gracefully before this)
     stop_process_group(state.ray_pid, timeout_s=RAY_GRACE_S)
     _forget_head(state.ray_address)
     settings.services_file.unlink(missing_ok=True)

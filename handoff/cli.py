@@ -119,11 +119,44 @@ def up(home: HomeOpt = None,
 
 @app.command()
 def down(home: HomeOpt = None) -> None:
-    """Stop the Ray head and MLflow server that `handoff up` started (the stored data stays)."""
+    """Stop the Ray head and MLflow server that `handoff up` started (the stored data stays).
+
+    What is served is stopped first, gracefully: each gateway finishes its requests in flight and
+    writes its buffered live log."""
     from cluster.services import down as stop
+    from cluster.services import read_services
 
     settings = _settings(home)
+    services = read_services(settings)
+    if services is not None:
+        _stop_serving_first(services.ray_address)
     out.print("stopped" if stop(settings) else f"nothing to stop: no {settings.services_file}")
+
+
+def _stop_serving_first(address: str) -> None:
+    """Stop what is served on the head at `address` gracefully before its processes are stopped, so that
+    each gateway writes its buffered live log (killed, it would lose the last seconds of rows). A head
+    that does not answer is stopped all the same, with a warning."""
+    from cluster.connect import connect_ray
+    from cluster.head_services import port_open
+
+    if not port_open(int(address.rsplit(":", 1)[-1])):
+        err.print(f"the Ray head at {address} does not answer: stopping its processes (a gateway's buffered "
+                  "live-log rows, if any, are lost)")
+        return
+    try:
+        import ray
+
+        from serving import stop_serving
+
+        connect_ray(address)
+        stopped = stop_serving()
+        ray.shutdown()
+    except Exception as exc:  # noqa: BLE001 - the cluster is stopped either way
+        err.print(f"could not stop serving gracefully ({type(exc).__name__}: {exc}); stopping the cluster anyway")
+        return
+    if stopped:
+        out.print(f"stopped serving {', '.join(stopped)} (live logs written)")
 
 
 def _run_tune(config: Path, overrides: list[str], home: Path | None, address: str | None,

@@ -4,6 +4,7 @@ The public API (what the CLI and the monitoring package call) is exported here, 
 use so that importing the package starts nothing and pulls in neither Ray Serve nor MLflow:
 
 - `ServingControl`: serve, traffic, canary, shadow, promote, rollback, unserve, describe.
+- `stop_serving`: stop every application gracefully (gateways write their live logs) before a cluster stops.
 - `ServingConfig`, `load_serving_config`: the typed serving config (file, environment, flags).
 - `TrafficPolicy`, `PolicyError`, `parse_weights`: the pure traffic policy.
 - `GATEWAY_APP`, `app_name`: the Serve application names (the gateway, one per version).
@@ -20,6 +21,7 @@ from cluster.lazy import lazy_exports
 #: public name → the module that defines it
 _EXPORTS = {
     "ServingControl": "serving.control",
+    "stop_serving": "serving.control",
     "ServingConfig": "serving.config",
     "load_serving_config": "serving.config",
     "TrafficPolicy": "serving.policy",

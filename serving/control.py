@@ -30,6 +30,19 @@ TRAFFIC_TAG = "handoff.traffic"
 HISTORY_TAG = "handoff.champion_history"
 
 
+def stop_serving() -> list[str]:
+    """Stop every Serve application on the connected cluster, gracefully: each gateway replica stops
+    listening, lets in-flight requests finish and writes its buffered live log before it goes (what
+    killing the cluster's processes would lose). The applications stopped; none when none ran."""
+    try:
+        running = sorted(serve.status().applications)
+    except Exception:  # noqa: BLE001 - no Serve controller on this cluster: nothing to stop
+        return []
+    if running:
+        serve.shutdown()
+    return running
+
+
 def _stable_version(*parts) -> str:
     """A deployment code version derived from what the deployment runs: Serve then treats a later
     change of only `user_config` or replica counts as a lightweight update, never a restart."""

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from .conftest import EXAMPLE, SMALL, free_port, write_parquet
@@ -164,6 +165,17 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
         assert run(["events", "cli-serve", "--json", "--home", str(home)]).returncode == 0
         bad = run(["monitor", "cli-serve", "restart", "--home", str(home)])
         assert bad.returncode == 2 and "usage: handoff monitor NAME start|stop|status" in bad.stderr
-        assert list((home / "live").glob("model=cli-serve/date=*/*.parquet"))
+        live = home / "live" / "model=cli-serve"
+        written = pq.read_table(live, columns=["request_id"]).num_rows
+        assert written >= 20
+        # served again with a live log that only a graceful stop writes: `handoff down` must write it
+        assert run(["serve", "cli-serve", *serving, "--set", "live_log.flush_seconds=3600"]).returncode == 0
+        for _ in range(7):
+            with urllib.request.urlopen(urllib.request.Request(url, body, {"content-type": "application/json"}),
+                                        timeout=30) as r:
+                assert r.status == 200
+        down = run(["down", "--home", str(home)], timeout=300)
+        assert down.returncode == 0 and "live logs written" in down.stdout, down.stderr
+        assert pq.read_table(live, columns=["request_id"]).num_rows == written + 7
     finally:
         assert run(["down", "--home", str(home)], timeout=180).returncode == 0
