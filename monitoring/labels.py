@@ -64,7 +64,7 @@ class Feedback:
         return [key for _, key in parquet_files(self.fs, self.dir) if key not in done]
 
     def read(self, key: str) -> int:
-        """Add one file's labels; how many it had (0 for a file that cannot be read)."""
+        """Add one file's labels; how many it had (-1 for a file that cannot be read)."""
         self.files_read.add(key)
         try:
             table = pq.read_table(join(self.dir, key), filesystem=self.fs, columns=["request_id", "class_index"])
