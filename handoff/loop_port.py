@@ -85,7 +85,9 @@ class HandoffLoopPort:
         from serving import scrape, summarize
 
         served = summarize(scrape())
-        feedback = self._feedback.setdefault(model, Feedback(self.live_root, model))
+        if model not in self._feedback:
+            self._feedback[model] = Feedback(self.live_root, model)
+        feedback = self._feedback[model]
         rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary}, feedback=feedback)
         out = {}
         for role, version in (("champion", champion), ("canary", canary)):

@@ -33,13 +33,13 @@ def read_blocks(units: pa.Table, *, fs, schema: pa.Schema, columns: list[str], b
     for unit in units.to_pylist():
         source = pq.ParquetFile(unit["path"], filesystem=fs)
         in_file = [c for c in columns if c in source.schema_arrow.names]
+        # a Hive partition value is constant over the file: typed once, repeated per block by Arrow
+        constant = {name: pa.scalar(unit.get(f"partition.{name}")).cast(schema.field(name).type)
+                    for name in columns if name not in in_file}
         for batch in source.iter_batches(batch_size=block_rows, columns=in_file):
             block = pa.Table.from_batches([batch])
-            for name in columns:
-                if name not in in_file:  # a Hive partition value, constant over the file
-                    value = pa.scalar(unit.get(f"partition.{name}")).cast(schema.field(name).type)
-                    block = block.append_column(name, pa.array([value.as_py()] * block.num_rows,
-                                                                type=schema.field(name).type))
+            for name, value in constant.items():
+                block = block.append_column(schema.field(name), pa.repeat(value, block.num_rows))
             yield block.select(columns)
 
 
