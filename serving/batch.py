@@ -195,12 +195,16 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
     # itself Ray Data starts one per quarter CPU, each a new worker process (~1 s of CPU here), taking
     # the CPU the actors' start needs (1M rows on 2 cores: 5.3 s → 4.25 s, bench/batch_predict.py).
     ds = read_dataset(table, columns, block_rows(table.rows, config.batch_size, actors), concurrency=actors)
+    # the version the driver loaded to check the input goes to every actor through the object store
+    # (in a list: Ray Data passes it on as it is, the actor fetches it)
+    shipped = [ray.put(model)] if model.portable else None
     scored = ds.map_batches(
         VersionPredictor, batch_size=config.batch_size, batch_format="pyarrow", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
         fn_constructor_kwargs={"name": model.name, "version": model.version, "tracking_uri": registry.tracking_uri,
                                "registry_uri": None, "carry": carry, "metadata": metadata,
-                               "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor)})
+                               "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor),
+                               "shipped": shipped})
     scored.write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS}, concurrency=actors)
 
 

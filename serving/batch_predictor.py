@@ -2,8 +2,9 @@
 rows it may not score.
 
 `VersionPredictor` is a callable class, so `map_batches` runs it in an actor pool: each actor
-loads the version once (`training.load_version`, the same loader as a serving replica), on the GPU
-Ray assigned it or on the CPU, and turns Arrow batches into output batches (`batch_schema`).
+holds the version once (shipped by the driver, which loaded it with `training.load_version`, the
+same loader as a serving replica, or else loaded from the registry), on the GPU Ray assigned it or
+on the CPU, and turns Arrow batches into output batches (`batch_schema`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ class VersionPredictor:
     """One actor of the pool: the version loaded once, then `__call__` per batch."""
 
     def __init__(self, name: str, version: int, tracking_uri: str, registry_uri: str | None,
-                 carry: Sequence[str], metadata: dict[str, str], skip_invalid: bool, threads: int = 1):
+                 carry: Sequence[str], metadata: dict[str, str], skip_invalid: bool, threads: int = 1,
+                 shipped: list | None = None):
+        """`shipped`: `[ObjectRef]` of the version the driver loaded on the CPU, where it is portable
+        (`LoadedVersion.portable`): moved to this actor's device, without MLflow (importing it and
+        loading the artifacts were ~1.5 s of each actor's start here). Else the version is loaded
+        from the registry, as a serving replica loads it."""
         import ray
         import torch
 
-        from training import load_version
-
         torch.set_num_threads(max(1, int(threads)))
-        self.model = load_version(name, int(version), tracking_uri, registry_uri,
-                                  device=replica_device(ray.get_gpu_ids()))
+        device = replica_device(ray.get_gpu_ids())
+        if shipped:
+            self.model = ray.get(shipped[0]).on(device)
+        else:
+            from training import load_version
+
+            self.model = load_version(name, int(version), tracking_uri, registry_uri, device=device)
         self.carry, self.skip_invalid = list(carry), skip_invalid
         # every file says where its rows were predicted (the node, the device the weights are on)
         self.metadata = {**metadata, META_NODE: ray.get_runtime_context().get_node_id(),

@@ -10,7 +10,7 @@ tabular answers (the pyfunc `predict`, MLflow scoring payloads) are named here a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -58,3 +58,17 @@ class LoadedVersion:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def portable(self) -> bool:
+        """Whether this version can be sent to another process and moved to its device (`on`): its
+        probability function is a picklable object that moves (a Handoff torch version), not a call
+        into an MLflow pyfunc loaded in this process."""
+        return callable(getattr(self.predict_proba, "to", None))
+
+    def on(self, device: str) -> LoadedVersion:
+        """This version predicting on `device` (`portable` versions only)."""
+        if not self.portable:
+            raise TypeError(f"{self.name} v{self.version} predicts through its MLflow pyfunc and cannot move devices")
+        proba = self.predict_proba.to(device)
+        return replace(self, device=str(getattr(proba, "device", device)), predict_proba=proba)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from training.contract import prediction_frame
+from training.torch_scorer import TorchScorer
 
 
 class HandoffTorchModel(mlflow.pyfunc.PythonModel):
@@ -34,15 +35,15 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         # assigned it, or the CPU); elsewhere use the GPU when the process can see one.
         config = getattr(context, "model_config", None) or {}
         self.device = config.get("device") or ("cuda:0" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
+        self.scorer = TorchScorer(model, self.device)
+        self.model = self.scorer.network
         self.features = spec["features"]
         self.num_classes = spec["num_classes"]
         self.classes = spec.get("classes") or list(range(self.num_classes))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for a float32 matrix whose columns are `self.features` in order."""
-        with torch.no_grad():
-            return torch.softmax(self.model(torch.tensor(x, device=self.device)), dim=1).cpu().numpy()
+        return self.scorer(x)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         missing = [f for f in self.features if f not in model_input.columns]

@@ -25,7 +25,10 @@ def load_version(name: str, version: int, tracking_uri: str, registry_uri: str |
     features = tuple(python_model.features)
     # versions registered before class names were kept: ids 0..K-1
     classes = tuple(getattr(python_model, "classes", None) or range(int(python_model.num_classes)))
-    proba = getattr(python_model, "predict_proba", None) or _proba_from_frame(loaded, features, classes)
+    # a Handoff torch version answers through its scorer (picklable without MLflow: batch inference
+    # ships it to its actors); others through their own predict_proba or the pyfunc frame API
+    proba = (getattr(python_model, "scorer", None) or getattr(python_model, "predict_proba", None)
+             or _proba_from_frame(loaded, features, classes))
     return LoadedVersion(name=name, version=int(version), features=features, classes=classes,
                          device=weights_device(python_model, device), predict_proba=proba)
 

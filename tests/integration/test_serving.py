@@ -433,6 +433,35 @@ def test_batch_inference_gives_every_row_the_served_models_answer(served, shuttl
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scored", "tonight"]  # no staging left behind
 
 
+def test_a_batch_actor_answers_the_same_with_the_drivers_version_as_with_one_it_loads(served, shuttle_frame):
+    """`predict_table` ships the version its driver loaded to each actor (no MLflow in the actor); a
+    version that cannot travel is loaded by the actor from the registry. Both give the same rows."""
+    import numpy as np
+    import pyarrow as pa
+    import ray
+
+    from serving.batch_predictor import VersionPredictor
+    from training import load_version
+
+    _, _, _, registry = served
+    champion = registry.aliases(NAME)["champion"]
+    driver_copy = load_version(NAME, champion, registry.tracking_uri, device="cpu")
+    assert driver_copy.portable
+    batch = pa.Table.from_pandas(shuttle_frame.iloc[:700][[f"f{i}" for i in range(1, 10)]], preserve_index=False)
+    actor = ray.remote(num_cpus=0)(VersionPredictor)
+    common = {"name": NAME, "version": champion, "tracking_uri": registry.tracking_uri, "registry_uri": None,
+              "carry": [], "metadata": {"handoff.mlflow_run_id": "r"}, "skip_invalid": False}
+    shipped, loaded = actor.remote(**common, shipped=[ray.put(driver_copy)]), actor.remote(**common)
+    try:
+        from_driver, from_registry = ray.get([shipped.__call__.remote(batch), loaded.__call__.remote(batch)],
+                                             timeout=120)
+    finally:
+        ray.kill(shipped), ray.kill(loaded)
+    assert from_driver.num_rows == 700 and from_driver.equals(from_registry, check_metadata=True)
+    expected = driver_copy.predict_proba(batch.to_pandas().to_numpy(dtype="float32"))
+    assert np.array_equal(from_driver.column("probability_1").to_numpy(), expected[:, 1].astype(np.float64))
+
+
 def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_their_count(served, shuttle_frame,
                                                                                           tmp_path):
     import numpy as np

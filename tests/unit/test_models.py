@@ -1,3 +1,6 @@
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -47,3 +50,46 @@ def test_factory_errors_are_clear():
         resolve_factory("no_such_module_xyz:make")
     with pytest.raises(ValueError, match=r"does not accept \['depth'\]"):
         check_params(build_mlp, "mlp", {"depth", "width"})
+
+
+def _portable_version():
+    from training.contract import LoadedVersion
+    from training.torch_scorer import TorchScorer
+
+    torch.manual_seed(0)
+    network = build_model("mlp", {"hidden_layers": 1, "width": 8}, 3, 2, np.zeros(3), np.ones(3))
+    return LoadedVersion(name="m", version=4, features=("a", "b", "c"), classes=("no", "yes"), device="cpu",
+                         predict_proba=TorchScorer(network, "cpu"))
+
+
+def test_a_torch_version_unpickles_without_mlflow_and_predicts_the_same(tmp_path):
+    """What batch inference ships to its actors: the version the driver loaded, unpickled in a
+    process that never imports MLflow, answering exactly as in the driver."""
+    import pickle
+    import subprocess
+    import sys
+
+    version = _portable_version()
+    assert version.portable
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    (tmp_path / "v.pkl").write_bytes(pickle.dumps(version))
+    np.save(tmp_path / "x.npy", x)
+    script = ("import pickle, sys, numpy as np; v = pickle.loads(open(sys.argv[1], 'rb').read()).on('cpu'); "
+              "np.save(sys.argv[3], v.predict_proba(np.load(sys.argv[2]))); print(sorted(m for m in sys.modules "
+              "if m.split('.')[0] == 'mlflow'), v.device)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "v.pkl"), str(tmp_path / "x.npy"),
+                           str(tmp_path / "p.npy")], capture_output=True, text=True, cwd=str(Path(__file__).parents[2]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "cpu"]
+    assert np.array_equal(np.load(tmp_path / "p.npy"), version.predict_proba(x))
+
+
+def test_a_version_moves_to_a_device_and_one_behind_a_pyfunc_refuses_by_name():
+    version = _portable_version()
+    assert version.on("cpu") == version  # already there: the same scorer
+    moved = version.on("meta")  # a device torch has on every machine (stands for a GPU here)
+    assert moved.device == "meta" and next(moved.predict_proba.network.parameters()).device.type == "meta"
+    behind_pyfunc = dataclasses.replace(version, predict_proba=lambda x: x)
+    assert not behind_pyfunc.portable
+    with pytest.raises(TypeError, match="m v4 predicts through its MLflow pyfunc"):
+        behind_pyfunc.on("cuda:0")
