@@ -6,8 +6,9 @@ of `--rows` rows (Shuttle's features resampled, a `row` id) in `--files` Parquet
 
   limit        the version's forward pass in this process at batch size 1,024 on every core (the
                rows already in memory as one float32 matrix): what no pipeline can beat
-  in-process   read the files, score each 1,024-row batch, write the output, one process, no Ray:
-               the same work as `handoff predict` without distribution (where the I/O bounds it)
+  in-process   read each file, score it 1,024 rows per model call, write its output, one process,
+               no Ray: the same work as `handoff predict`'s actors without distribution (where the
+               I/O bounds it)
   pandas loop  what a user writes by hand: `mlflow.pyfunc.load_model`, then per file
                `pd.read_parquet` → `model.predict(frame)` → `to_parquet` (and per 1,024-row chunk)
   handoff      `predict_table` on the local Ray (started before timing, as `handoff up` leaves it),
@@ -75,18 +76,17 @@ def in_process(model, source: Path, out: Path) -> float:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from serving.batch_predictor import predict_in_batches
     from serving.batch_schema import feature_matrix, output_table
 
-    def run():
+    def run():  # what each actor does with a block, here with each whole file
         out.mkdir()
         for k, path in enumerate(sorted(source.glob("*.parquet"))):
             table = pq.read_table(path)
-            parts = []
-            for start in range(0, table.num_rows, BATCH):
-                batch = table.slice(start, BATCH)
-                proba = model.predict_proba(feature_matrix(batch, model.features))
-                parts.append(output_table(batch.select(["row"]), proba, model.classes, model.version, {}))
-            pq.write_table(pa.concat_tables(parts), out / f"part-{k:03d}.parquet")
+            proba = predict_in_batches(model.predict_proba, feature_matrix(table, model.features), BATCH,
+                                       model.num_classes)
+            pq.write_table(output_table(table.select(["row"]), proba, model.classes, model.version, {}),
+                           out / f"part-{k:03d}.parquet")
     seconds, _ = timed(run)
     return seconds
 

@@ -199,12 +199,12 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
     # (in a list: Ray Data passes it on as it is, the actor fetches it)
     shipped = [ray.put(model)] if model.portable else None
     scored = ds.map_batches(
-        VersionPredictor, batch_size=config.batch_size, batch_format="pyarrow", compute=pool,
+        VersionPredictor, batch_size=None, batch_format="pyarrow", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
         fn_constructor_kwargs={"name": model.name, "version": model.version, "tracking_uri": registry.tracking_uri,
                                "registry_uri": None, "carry": carry, "metadata": metadata,
                                "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor),
-                               "shipped": shipped})
+                               "shipped": shipped, "batch_size": config.batch_size})
     scored.write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS}, concurrency=actors)
 
 

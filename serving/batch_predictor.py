@@ -9,7 +9,7 @@ on the CPU, and turns Arrow batches into output batches (`batch_schema`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ class VersionPredictor:
 
     def __init__(self, name: str, version: int, tracking_uri: str, registry_uri: str | None,
                  carry: Sequence[str], metadata: dict[str, str], skip_invalid: bool, threads: int = 1,
-                 shipped: list | None = None):
+                 shipped: list | None = None, batch_size: int = 1024):
         """`shipped`: `[ObjectRef]` of the version the driver loaded on the CPU, where it is portable
         (`LoadedVersion.portable`): moved to this actor's device, without MLflow (importing it and
         loading the artifacts were ~1.5 s of each actor's start here). Else the version is loaded
@@ -43,22 +43,34 @@ class VersionPredictor:
             from training import load_version
 
             self.model = load_version(name, int(version), tracking_uri, registry_uri, device=device)
-        self.carry, self.skip_invalid = list(carry), skip_invalid
+        self.carry, self.skip_invalid, self.batch_size = list(carry), skip_invalid, int(batch_size)
         # every file says where its rows were predicted (the node, the device the weights are on)
         self.metadata = {**metadata, META_NODE: ray.get_runtime_context().get_node_id(),
                          META_DEVICE: self.model.device}
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        x = feature_matrix(batch, self.model.features)
+    def __call__(self, block: pa.Table) -> pa.Table:
+        """The scored rows of one block (Ray Data hands the actor whole blocks: one feature matrix,
+        one validity check and one output table per block), the model called `batch_size` rows at
+        a time."""
+        x = feature_matrix(block, self.model.features)
         bad = invalid_rows(x)
         if bad.any():
             if not self.skip_invalid:
-                raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a batch have NaN, infinite or null features")
+                raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a block have NaN, infinite or null features")
             keep = ~bad
-            batch, x = batch.filter(pa.array(keep)), x[keep]
-        proba = self.model.predict_proba(np.ascontiguousarray(x)) if len(x) else \
-            np.zeros((0, self.model.num_classes), dtype=np.float32)
-        return output_table(batch.select(self.carry), proba, self.model.classes, self.model.version, self.metadata)
+            block, x = block.filter(pa.array(keep)), x[keep]
+        proba = predict_in_batches(self.model.predict_proba, x, self.batch_size, self.model.num_classes)
+        return output_table(block.select(self.carry), proba, self.model.classes, self.model.version, self.metadata)
+
+
+def predict_in_batches(predict_proba: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int,
+                       num_classes: int) -> np.ndarray:
+    """`predict_proba` over the rows of `x`, `batch_size` rows per call (what bounds a GPU's memory),
+    stacked in row order; no call for no rows."""
+    if not len(x):
+        return np.zeros((0, num_classes), dtype=np.float32)
+    x = np.ascontiguousarray(x)
+    return np.concatenate([predict_proba(x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
 
 
 def rejected_rows(batch: pa.Table, features: Sequence[str]) -> pa.Table:

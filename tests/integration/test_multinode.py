@@ -71,8 +71,18 @@ def test_batch_inference_scores_a_table_on_more_than_one_node(three_nodes, searc
     table.insert(0, "row", np.arange(len(table)))
     for k, part in enumerate(np.array_split(np.arange(len(table)), 3)):
         write_parquet(table.iloc[part], shared / "tonight" / f"part-{k}.parquet")
-    result = predict_table(Registry(mlflow_server), registered.name, str(shared / "tonight"), str(shared / "scored"),
-                           progress=False, config=BatchConfig(actors=2, cpus_per_actor=0.5, batch_size=500))
+    # An actor scores these 24,000 rows in a few ms, often before a second one has started: Ray Data
+    # is told to start the whole pool before it hands out blocks (its own setting), so both get work.
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    waited, context.wait_for_min_actors_s = context.wait_for_min_actors_s, 300
+    try:
+        result = predict_table(Registry(mlflow_server), registered.name, str(shared / "tonight"),
+                               str(shared / "scored"), progress=False,
+                               config=BatchConfig(actors=2, cpus_per_actor=0.5, batch_size=500))
+    finally:
+        context.wait_for_min_actors_s = waited
     assert result.rows_out == len(table) and result.rows_rejected == 0 and result.version == registered.version
     # every output file names the node whose actor predicted its rows (the pool's actors are spread)
     assert len(result.nodes) >= 2 and set(result.nodes) <= set(node_ids), (result.nodes, node_ids)

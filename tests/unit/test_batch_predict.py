@@ -12,7 +12,7 @@ from serving.batch import _invalid_rows_refused, rejected_uri
 from serving.batch_config import load_batch_config
 from serving.batch_files import (discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
                                  written_files)
-from serving.batch_predictor import InvalidFeatureRows, invalid_count, rejected_rows
+from serving.batch_predictor import InvalidFeatureRows, invalid_count, predict_in_batches, rejected_rows
 from serving.batch_schema import (BatchInputError, check_input, feature_matrix, invalid_rows, output_names,
                                   output_table, run_metadata)
 
@@ -225,3 +225,18 @@ def test_an_actor_asks_for_one_cpu_or_what_is_free_beside_a_read_task():
     assert actor_cpus(None, 0.6) == 0.25
     assert actor_cpus(None, 0.1) == 0.25  # then refused by the pool check, naming what is free
     assert actor_cpus(2.0, 1.0) == 2.0  # as configured
+
+
+def test_a_block_is_predicted_batch_size_rows_per_call_in_row_order():
+    calls = []
+
+    def proba(x):  # a two-class model whose probability is the row's first feature
+        calls.append(len(x))
+        return np.stack([1 - x[:, 0], x[:, 0]], axis=1)
+
+    x = np.linspace(0, 1, 2500, dtype=np.float32).reshape(-1, 1)
+    out = predict_in_batches(proba, x, 1024, 2)
+    assert calls == [1024, 1024, 452] and np.array_equal(out[:, 1], x[:, 0])
+    calls.clear()
+    empty = predict_in_batches(proba, x[:0], 1024, 2)
+    assert calls == [] and empty.shape == (0, 2) and empty.dtype == np.float32
