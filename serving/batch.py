@@ -8,8 +8,8 @@
 Order matters for "nothing half-written": the version, the input's columns and the output path
 are checked before any work; the rows are scored by an actor pool (`VersionPredictor`: the version
 the driver loaded, shipped once to each actor, on its CPU or GPU) and written to a staging
-directory beside the output, which is moved into place only once complete. Rows with NaN/inf/null features refuse the run (with their
-count) or, skipped, go to `OUTPUT.rejected/` the same way.
+directory beside the output, which is moved into place only once complete. Rows with NaN/inf/null
+features refuse the run (with their count) or, skipped, go to `OUTPUT.rejected/` the same way.
 """
 
 from __future__ import annotations
