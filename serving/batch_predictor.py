@@ -4,7 +4,7 @@ rows it may not score.
 `VersionPredictor` is a callable class, so `map_batches` runs it in an actor pool: each actor
 holds the version once (shipped by the driver, which loaded it with `training.load_version`, the
 same loader as a serving replica, or else loaded from the registry), on the GPU Ray assigned it or
-on the CPU, and turns Arrow batches into output batches (`batch_schema`).
+on the CPU, and turns Arrow blocks into output blocks (`batch_schema`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class InvalidFeatureRows(ValueError):
 
 
 class VersionPredictor:
-    """One actor of the pool: the version loaded once, then `__call__` per batch."""
+    """One actor of the pool: the version held once, then `__call__` per block."""
 
     def __init__(self, name: str, version: int, tracking_uri: str, registry_uri: str | None,
                  carry: Sequence[str], metadata: dict[str, str], skip_invalid: bool, threads: int = 1,
