@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from ray import serve
@@ -81,6 +82,18 @@ class ServingControl:
     def _running_apps() -> dict:
         return serve.status().applications
 
+    def _delete_apps(self, names: list[str], timeout_s: float = 120.0) -> None:
+        """Delete these Serve applications together and return once every one is gone: Serve stops
+        their replicas in parallel (deleted one after another, each took ~3 s of graceful shutdown
+        here). Only for applications nothing routes to any more."""
+        for name in names:
+            serve.delete(name, _blocking=False)
+        deadline = time.monotonic() + timeout_s
+        while remaining := sorted(set(names) & set(self._running_apps())):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Serve did not delete {', '.join(remaining)} within {timeout_s:.0f} s")
+            time.sleep(0.1)
+
     def _gateway_models(self) -> dict[str, ModelRouting]:
         """The routing table the running gateway holds (empty when no gateway runs)."""
         if GATEWAY_APP not in self._running_apps():
@@ -126,19 +139,18 @@ class ServingControl:
         try:
             self._check_same_inputs(name, policy.versions)
         except PolicyError:
-            for v in policy.versions:  # nothing routes to what this call deployed: take it down again
-                if app_name(name, v) not in running:
-                    serve.delete(app_name(name, v))
+            # nothing routes to what this call deployed: take it down again
+            self._delete_apps([app_name(name, v) for v in policy.versions if app_name(name, v) not in running])
             raise
         models = self._gateway_models()
         models[name] = ModelRouting(policy=policy.to_json(), versions={
             v: VersionRouting.of(self.cfg.deployment_for(name, v)) for v in policy.versions})
         self._deploy_gateway(models)
         self.registry.set_model_tag(name, TRAFFIC_TAG, policy.to_json())
-        for v in served_versions(name, running):
-            if v not in policy.versions:
-                self.say(f"removing {name} version {v} (no traffic routes to it)")
-                serve.delete(app_name(name, v))
+        dropped = [v for v in served_versions(name, running) if v not in policy.versions]
+        for v in dropped:
+            self.say(f"removing {name} version {v} (no traffic routes to it)")
+        self._delete_apps([app_name(name, v) for v in dropped])
         return policy
 
     @staticmethod
@@ -191,9 +203,8 @@ class ServingControl:
             if models:
                 self._deploy_gateway(models)
             else:
-                serve.delete(GATEWAY_APP)
-        for v in served_versions(name, self._running_apps()):
-            serve.delete(app_name(name, v))
+                serve.delete(GATEWAY_APP)  # first and whole: it drains the requests it holds into the versions
+        self._delete_apps([app_name(name, v) for v in served_versions(name, self._running_apps())])
 
     def describe(self) -> dict:
         """What runs now: per app its status and replica counts; the gateway's table and counters."""
