@@ -73,7 +73,6 @@ def forward_limit(model, x: np.ndarray) -> float:
 
 def in_process(model, source: Path, out: Path) -> float:
     """Read, score per batch, write: one process, no Ray (the work without distribution)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from serving.batch_predictor import predict_in_batches
