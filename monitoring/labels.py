@@ -11,6 +11,8 @@ how many of those the version got right, and their summed log loss.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -58,7 +60,7 @@ class Feedback:
         self.labels: dict[str, int] = {}
         self.files_read: set[str] = set()
 
-    def new_files(self, read: list[str]) -> list[str]:
+    def new_files(self, read: Iterable[str]) -> list[str]:
         """Keys of feedback files not in `read`, oldest first (files are moved in whole)."""
         done = set(read)
         return [key for _, key in parquet_files(self.fs, self.dir) if key not in done]
@@ -76,7 +78,7 @@ class Feedback:
     def catch_up(self) -> int:
         """Read the files this reader has not read yet (a broken one is skipped, not retried); how many
         were new. A reader kept between calls reads each file once."""
-        new = self.new_files(sorted(self.files_read))
+        new = self.new_files(self.files_read)
         for key in new:
             self.read(key)
         return len(new)

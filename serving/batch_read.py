@@ -64,6 +64,8 @@ def read_dataset(table: InputTable, columns: list[str], block_rows: int, concurr
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # each yielded block stays a block (Ray Data would merge blocks up to 128 MiB: one actor's work)
     ds.context.target_max_block_size = max(1, block_rows * row_bytes(table.schema, columns))
-    return ds.map_batches(read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS, concurrency=concurrency,
+    # a task pool of at most `concurrency` tasks (`map_batches(concurrency=)` is deprecated since Ray 2.51)
+    return ds.map_batches(read_blocks, batch_size=1, batch_format="pyarrow", num_cpus=READ_CPUS,
+                          compute=ray.data.TaskPoolStrategy(size=concurrency),
                           fn_kwargs={"fs": table.fs, "schema": table.schema, "columns": list(columns),
                                      "block_rows": block_rows})
