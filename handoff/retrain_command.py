@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import HomeOpt, JsonOpt, TrackingOpt, _fail, _profiler, _settings, _tracking_uri, app, err, out, \
-    print_result
+from handoff.cli import HomeOpt, JsonOpt, TrackingOpt, _fail, _profiler, _settings, _tracking_uri, _user_errors, app, \
+    err, out, print_result
 from handoff.monitor_commands import MonitoringConfigOpt, MonitorSetOpt, monitoring_config
 
 MIN_RECENT_ROWS = 20
@@ -46,7 +46,7 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cluster.connect import connect_ray, ray_address
+    from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services
     from monitoring.labelled import labelled_rows
     from training import CHAMPION, Registry, RegistryError, TrainingView, load_version
@@ -72,7 +72,17 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
               f"{MIN_RECENT_ROWS} (send labels: POST /v2/models/{name}/feedback or `handoff feedback`)")
     info = registry.version(name, champion)
     champion_cfg = recorded_config(registry, info.run_id)
-    original = load_data(champion_cfg, settings)
+    # connected before the first read: the champion's data is read through Ray Data, on the cluster
+    # this command is meant for (Ray's auto-init would start a default local one instead, and the
+    # search would then run there too)
+    try:
+        connect_ray(ray_address(settings, services))
+    except ClusterUnavailable as exc:
+        _fail(str(exc), 1)
+    try:
+        original = load_data(champion_cfg, settings)
+    except _user_errors() as exc:  # the champion's data moved or changed: named, not a traceback
+        _fail(f"cannot read {name} v{champion}'s training data: {exc}")
     if recent.features != list(original.features):
         _fail(f"the live log's features {recent.features} are not {name}'s {list(original.features)}")
     train, held = split_holdout(len(recent), loop.data.holdout_fraction, seed=champion_cfg.seed + attempt)
@@ -86,7 +96,6 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     cfg = retrain_config(champion_cfg, str(data_path), json.loads(info.lineage.get("trial_params", "{}")),
                          loop.data.search_samples)
     try:
-        connect_ray(ray_address(settings, services))
         with contextlib.redirect_stdout(sys.stderr):
             result = tune_and_register(cfg, settings, uri, registry_uri=cfg.mlflow.registry_uri, console=err,
                                        extra_tags={"parent_event": event, "retrained_from": champion,
