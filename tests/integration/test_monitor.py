@@ -107,7 +107,7 @@ def test_registration_stores_the_profile_and_older_versions_have_none(monitored)
     assert load_profile(monitored["registry"], NAME, monitored["bare"]) is None
 
 
-def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitored):
+def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitored, tmp_path):
     port, frame = monitored["port"], monitored["frame"]
     rows = frame.iloc[-900:][FEATURES].to_numpy(dtype=np.float32)
     for chunk in np.array_split(rows, 90):
@@ -136,6 +136,31 @@ def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitor
 
     assert wait_for(detected, 90, "handoff_drift_detected = 1 in Prometheus")
     assert any("handoff_drift_score" in text and NAME in text for text in scrape())
+
+    from mlflow import MlflowClient
+
+    from monitoring.mlflow_sink import EXPERIMENT
+
+    client = MlflowClient(monitored["tracking"])
+
+    def reported():  # the sink logs the declaration and its report after the monitor commits the event
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        runs = experiment and client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{declared[0]['version']}'")
+        return runs and runs[0].data.metrics.get("drift_declared") == 1.0 \
+            and client.list_artifacts(runs[0].info.run_id, "drift-reports") and runs[0]
+
+    run = wait_for(reported, 60, "the declaration and its report in MLflow")
+    reports = client.list_artifacts(run.info.run_id, "drift-reports")
+    assert len(reports) == 1 and {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, reports[0].path)} \
+        == {"report.html", "report.png"}
+    drawn = subprocess.run([str(Path(sys.executable).with_name("handoff")), "report", NAME, "--home",
+                            str(monitored["home"]), "--out", str(tmp_path / "report"), "--json"],
+                           capture_output=True, text=True, timeout=120)
+    assert drawn.returncode == 0 and json.loads(drawn.stdout)["event_id"] == reports[0].path.rsplit("/", 1)[-1], \
+        drawn.stderr
+    assert "f1" in (tmp_path / "report" / "report.html").read_text()
 
 
 def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(monitored, tmp_path):
@@ -168,20 +193,16 @@ def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(m
     assert live["accuracy"] == pytest.approx(expected) and live["log_loss"] > 0
 
     client = MlflowClient(monitored["tracking"])
-    run = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                             f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{version}'")[0]
-    history = client.get_metric_history(run.info.run_id, "f1.psi")
-    assert len(history) >= 6 and sorted(m.step for m in history) == list(range(len(history)))
-    assert run.data.metrics["drift_declared"] == 1.0 and "live_accuracy" in run.data.metrics
-    reports = client.list_artifacts(run.info.run_id, "drift-reports")
-    assert len(reports) == 1 and {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, reports[0].path)} \
-        == {"report.html", "report.png"}
-    drawn = subprocess.run([str(Path(sys.executable).with_name("handoff")), "report", NAME, "--home",
-                            str(monitored["home"]), "--out", str(tmp_path / "report"), "--json"],
-                           capture_output=True, text=True, timeout=120)
-    assert drawn.returncode == 0 and json.loads(drawn.stdout)["event_id"] == reports[0].path.rsplit("/", 1)[-1], \
-        drawn.stderr
-    assert "f1" in (tmp_path / "report" / "report.html").read_text()
+
+    def accuracy_logged():  # the sink logs to MLflow after the monitor commits the window
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        runs = experiment and client.search_runs(
+            [experiment.experiment_id], f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{version}'")
+        return runs and "live_accuracy" in runs[0].data.metrics and runs[0]
+
+    run = wait_for(accuracy_logged, 60, "live accuracy logged to MLflow")
+    history = client.get_metric_history(run.info.run_id, "f1.psi")  # one step per window scored, none lost
+    assert len(history) >= 3 and sorted(m.step for m in history) == list(range(len(history)))
 
     def accuracy_exported() -> bool:
         lines = [line for line in "\n".join(scrape()).splitlines() if NAME in line]
