@@ -63,6 +63,14 @@ def is_healthy(url: str) -> bool:
         return False
 
 
+def terminate_process_group(pid: int) -> None:
+    """SIGTERM the process group led by `pid`, without waiting (none: nothing to do)."""
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
 def stop_process_group(pid: int, timeout_s: float = 20.0) -> None:
     """SIGTERM the process group led by `pid` (gunicorn/uvicorn workers included), then SIGKILL."""
     try:

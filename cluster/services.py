@@ -27,7 +27,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from cluster.head_services import free_port, port_open
-from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group
+from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group, terminate_process_group
+from cluster.ray_head_stop import stop_ray_head
 from cluster.settings import HOW_TO_SET, Settings, SettingsError
 
 
@@ -145,11 +146,12 @@ def down(settings: Settings) -> bool:
     state = read_services(settings)
     if state is None:
         return False
+    # both asked to stop at once: the MLflow server drains while Ray's processes stop in Ray's order
+    # (cluster/ray_head_stop.py); what is left after a grace period is killed (the store and Tune
+    # results are not theirs; `handoff down` has stopped what is served gracefully before this)
+    terminate_process_group(state.mlflow_pid)
+    stop_ray_head(state.ray_pid, grace_s=RAY_GRACE_S)
     stop_process_group(state.mlflow_pid)
-    # Ray's processes stop within seconds of SIGTERM, except the raylet and the GCS, which linger ~30 s
-    # waiting for each other; the store and Tune results are not theirs, so they are killed after a
-    # short grace period (`handoff down` has stopped what is served gracefully before this)
-    stop_process_group(state.ray_pid, timeout_s=RAY_GRACE_S)
     _forget_head(state.ray_address)
     settings.services_file.unlink(missing_ok=True)
     return True

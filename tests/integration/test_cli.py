@@ -101,10 +101,15 @@ def test_up_tune_models_down(shuttle_frame, tmp_path):
     finally:
         stopped = run(["down", "--home", str(home)], timeout=180)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    from cluster.ray_head_stop import group_members
+
+    def left() -> list:  # every process of the head's group (its leader's pid), not only the leader
+        return [m for m in group_members(state["ray_pid"]) if not m.zombie]
+
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (alive(state["ray_pid"]) or alive(state["mlflow_pid"])):
+    while time.monotonic() < deadline and (left() or alive(state["mlflow_pid"])):
         time.sleep(0.5)
-    assert not alive(state["ray_pid"]) and not alive(state["mlflow_pid"])
+    assert not left() and not alive(state["ray_pid"]) and not alive(state["mlflow_pid"]), left()
     assert not (home / "services.json").exists()
 
 
