@@ -17,6 +17,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from cluster.mlflow_server import terminate_process_group
+
 
 @dataclass(frozen=True)
 class GroupMember:
@@ -74,7 +76,7 @@ def stop_ray_head(pid: int, grace_s: float) -> None:
             if pending:
                 break
     except (OSError, subprocess.CalledProcessError):  # no `ps`: the whole group at once, as before
-        _terminate_group(pgid)
+        terminate_process_group(pid)
     while time.monotonic() < deadline and _group_alive(pgid, pid):
         time.sleep(0.1)
     try:
@@ -82,13 +84,6 @@ def stop_ray_head(pid: int, grace_s: float) -> None:
     except ProcessLookupError:
         pass
     _reap(pid)
-
-
-def _terminate_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(pgid: int, leader: int) -> bool:

@@ -86,6 +86,8 @@ class ServingControl:
         """Delete these Serve applications together and return once every one is gone: Serve stops
         their replicas in parallel (deleted one after another, each took ~3 s of graceful shutdown
         here). Only for applications nothing routes to any more."""
+        if not names:
+            return
         for name in names:
             serve.delete(name, _blocking=False)
         deadline = time.monotonic() + timeout_s

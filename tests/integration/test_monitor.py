@@ -95,6 +95,16 @@ def monitored(ray_local, mlflow_server, shuttle_frame, tmp_path_factory):
     control.unserve(NAME)
 
 
+def monitor_run(client, version: int):
+    """The monitor's MLflow run of NAME `version`, or None while the sink has logged nothing for it."""
+    from monitoring.mlflow_sink import EXPERIMENT
+
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = experiment and client.search_runs(
+        [experiment.experiment_id], f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{version}'")
+    return runs[0] if runs else None
+
+
 def status():
     import ray
 
@@ -139,17 +149,12 @@ def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitor
 
     from mlflow import MlflowClient
 
-    from monitoring.mlflow_sink import EXPERIMENT
-
     client = MlflowClient(monitored["tracking"])
 
     def reported():  # the sink logs the declaration and its report after the monitor commits the event
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        runs = experiment and client.search_runs(
-            [experiment.experiment_id],
-            f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{declared[0]['version']}'")
-        return runs and runs[0].data.metrics.get("drift_declared") == 1.0 \
-            and client.list_artifacts(runs[0].info.run_id, "drift-reports") and runs[0]
+        run = monitor_run(client, declared[0]["version"])
+        return run and run.data.metrics.get("drift_declared") == 1.0 \
+            and client.list_artifacts(run.info.run_id, "drift-reports") and run
 
     run = wait_for(reported, 60, "the declaration and its report in MLflow")
     reports = client.list_artifacts(run.info.run_id, "drift-reports")
@@ -166,7 +171,6 @@ def test_live_rows_are_scored_in_windows_and_a_lasting_shift_is_declared(monitor
 def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(monitored, tmp_path):
     from mlflow import MlflowClient
 
-    from monitoring.mlflow_sink import EXPERIMENT
     from serving.metrics_read import scrape
 
     port, frame, version = monitored["port"], monitored["frame"], monitored["profiled"]
@@ -195,10 +199,8 @@ def test_labels_sent_back_become_live_accuracy_in_status_mlflow_and_prometheus(m
     client = MlflowClient(monitored["tracking"])
 
     def accuracy_logged():  # the sink logs to MLflow after the monitor commits the window
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        runs = experiment and client.search_runs(
-            [experiment.experiment_id], f"tags.`handoff.model` = '{NAME}' and tags.`handoff.version` = '{version}'")
-        return runs and "live_accuracy" in runs[0].data.metrics and runs[0]
+        run = monitor_run(client, version)
+        return run and "live_accuracy" in run.data.metrics and run
 
     run = wait_for(accuracy_logged, 60, "live accuracy logged to MLflow")
     history = client.get_metric_history(run.info.run_id, "f1.psi")  # one step per window scored, none lost
