@@ -9,6 +9,7 @@ booleans, lists and `null` keep their type. Every failure is a `ConfigError` nam
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -39,16 +40,18 @@ def load_layered(
     overrides: Iterable[str] = (),
     environ: Mapping[str, str] | None = None,
     env_prefix: str = ENV_PREFIX,
+    base: Mapping[str, Any] | None = None,
 ) -> BaseModel:
-    """Read (if `path`), override and validate one config; raise `ConfigError` before any work."""
-    raw = _read_yaml(Path(path)) if path is not None else {}
+    """Read (if `path`; else start from `base`, a config's dump), override and validate one config;
+    raise `ConfigError` before any work."""
+    raw = _read_yaml(Path(path)) if path is not None else copy.deepcopy(dict(base or {}))
     env = os.environ if environ is None else environ
     for dotted, value, origin in _env_overrides(env, env_prefix, set(model.model_fields)) + _flag_overrides(overrides):
         _set_path(raw, dotted, value, origin)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config {path or '(defaults)'}:\n{format_validation_error(exc)}") from None
+        raise ConfigError(f"invalid config {path or ('(the config in force)' if base else '(defaults)')}:\n{format_validation_error(exc)}") from None
 
 
 def format_validation_error(exc: ValidationError) -> str:

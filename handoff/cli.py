@@ -24,6 +24,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 DEFAULT_CONFIG = Path("configs/shuttle.yaml")
+DEFAULT_SERVING_CONFIG = Path("configs/serving.yaml")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="state directory [env: HANDOFF_HOME; default ./.handoff]")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster: a jobs API URL (http://HEAD:8265, "

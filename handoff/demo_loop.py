@@ -93,7 +93,7 @@ def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
     control = ServingControl(registry, serving_cfg, str(settings.live_log_dir))
     control.traffic(name, {champion: 100})
     mon = monitoring_config(None, MONITORING)
-    start_monitor(name, settings, services.mlflow_uri, str(settings.live_log_dir), mon, serving_cfg)
+    start_monitor(name, settings, services.mlflow_uri, str(settings.live_log_dir), mon)
     store = StateStore(state_root(settings, mon), name)
     seen = len(_events(store))
     data = load_data(cfg, settings)  # the champion's split: its test rows were never trained on
@@ -147,6 +147,7 @@ def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
         "seconds_change_to_new_champion": (marks["promoted"][1] - replay.changed_at_time)
         if "promoted" in marks and replay.changed_at_time else None,
         "requests": replay.sent, "failed_requests": replay.before.failed + replay.after.failed,
+        "failures": list(replay.errors),
         "outcome": next((k for k in ("promoted", "rolled_back", "gate_failed", "retrain_abandoned") if k in marks),
                         "no decision in time"),
         "demo_seconds": time.monotonic() - started,
@@ -172,6 +173,7 @@ def print_summary(say: Console, s: dict, log_path: Path, port: int) -> None:
     say.print(f"  change → new champion at 100%  {seconds:.0f} s" if seconds is not None else
               "  change → new champion at 100%  -")
     say.print(f"  requests                       {s['requests']}, [bold]failed requests: {s['failed_requests']}[/bold]")
+    print_failures(say, s["failures"], log_path)
     say.print(f"  demo took                      {s['demo_seconds']:.0f} s; Ray, Tune and MLflow output in {log_path}")
     say.print("\nThe cluster keeps running. Try:")
     say.print(f"  curl -s -H 'content-type: application/json' -d '{json.dumps(_example())}' "
@@ -179,6 +181,23 @@ def print_summary(say: Console, s: dict, log_path: Path, port: int) -> None:
     say.print(f"  .venv/bin/handoff status        .venv/bin/handoff events {s['model']}")
     say.print(f"  .venv/bin/handoff models {s['model']}    .venv/bin/handoff report {s['model']} --open")
     say.print("  MLflow UI: http://127.0.0.1:5000        stop everything: .venv/bin/handoff down")
+
+
+def print_failures(say: Console, failures: list[str], log_path: Path, shown: int = 5) -> None:
+    """The first failed requests' causes under the summary, a count per status, and every one of them
+    in the demo log (this process's stdout goes there)."""
+    if not failures:
+        return
+    by_status: dict[str, int] = {}
+    for line in failures:
+        status = line.split(": ", 1)[1].split(" ", 1)[0] if ": " in line else "?"
+        by_status[status] = by_status.get(status, 0) + 1
+    counts = ", ".join(f"{n} × {status}" for status, n in sorted(by_status.items(), key=lambda kv: -kv[1]))
+    say.print(f"  [red]failures by status[/red]             {counts} (599: no HTTP answer)")
+    for line in failures[:shown]:
+        say.print(f"    {line[:76]}")
+    print(f"failed requests of the demo ({len(failures)}):", *failures, sep="\n", flush=True)
+    say.print(f"    … all {len(failures)} in {log_path}" if len(failures) > shown else f"    (also in {log_path})")
 
 
 ROW = [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]  # a Shuttle reading

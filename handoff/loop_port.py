@@ -3,7 +3,8 @@
 Composed here, above every package: retraining is submitted as a Ray job (`handoff retrain`,
 handoff/jobs.py) to the cluster's jobs API, the candidate and its gate verdict are read from the
 registry, traffic moves through the serving control plane (deploy, switch, then remove: no request
-fails), and the canary's figures come from the gateways' Prometheus metrics and the labelled live
+fails) with the serving config in force on the cluster, read at each change (never a copy taken when
+the monitor started), and the canary's figures come from the gateways' Prometheus metrics and the labelled live
 rows. The monitor gets an instance when it is started (pickled with its arguments), so the
 monitoring package itself never imports serving.
 """
@@ -19,7 +20,6 @@ class HandoffLoopPort:
     tracking_uri: str
     jobs_address: str
     live_root: str
-    serving_cfg: dict
     retrain_sets: list[str] = field(default_factory=list)  # `--set` of the monitoring config the job needs
     # per model, the label reader kept between ticks: each label file is read once, not every tick
     _feedback: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -31,9 +31,8 @@ class HandoffLoopPort:
 
     def _control(self):
         from serving import ServingControl
-        from serving.config import ServingConfig
 
-        return ServingControl(self._registry(), ServingConfig.model_validate(self.serving_cfg), self.live_root)
+        return ServingControl(self._registry())  # the serving config in force, read under the serving lock
 
     def champion(self, model: str) -> int | None:
         from training import CHAMPION

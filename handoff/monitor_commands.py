@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err,
-                         layered_config, out, print_result)
+from handoff.cli import (DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings,
+                         _tracking_uri, app, err, layered_config, out, print_result)
 
 MonitorSetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a monitoring field: "
                                                          "--set window_rows=2000 (env HANDOFF_MONITORING__WINDOW_ROWS)")]
@@ -34,8 +34,9 @@ def state_root(settings, cfg) -> str:
     return cfg.state_root or str(settings.monitor_dir)
 
 
-def loop_port(tracking_uri: str, live_root: str, cfg, serving_cfg):
-    """The closed loop's hands for a monitor on the connected cluster (its jobs API: the dashboard)."""
+def loop_port(tracking_uri: str, live_root: str, cfg):
+    """The closed loop's hands for a monitor on the connected cluster (its jobs API: the dashboard).
+    They carry no serving config: each traffic change reads the one in force on the cluster."""
     import ray._private.worker
 
     from handoff.loop_port import HandoffLoopPort
@@ -45,15 +46,14 @@ def loop_port(tracking_uri: str, live_root: str, cfg, serving_cfg):
         return None
     sets = [f"loop.{part}.{k}={v}" for part in ("data", "gate")
             for k, v in getattr(cfg.loop, part).model_dump().items()]
-    return HandoffLoopPort(tracking_uri, dashboard if "://" in dashboard else f"http://{dashboard}", live_root,
-                           serving_cfg.model_dump(), sets)
+    return HandoffLoopPort(tracking_uri, dashboard if "://" in dashboard else f"http://{dashboard}", live_root, sets)
 
 
-def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg, serving_cfg) -> None:
+def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg) -> None:
     """Start (or find) the model's monitor actor on the connected cluster, with the loop's hands."""
     from monitoring.monitor import start
 
-    port = loop_port(tracking_uri, live_root, cfg, serving_cfg) if cfg.loop.enabled else None
+    port = loop_port(tracking_uri, live_root, cfg) if cfg.loop.enabled else None
     start(name, live_root, state_root(settings, cfg), tracking_uri, cfg, port)
     loop = ("closed loop on: drift → retrain → gate → canary → " + ("promote" if cfg.loop.promotion == "auto"
             else "manual promotion")) if port is not None else "closed loop off"
@@ -87,7 +87,8 @@ def monitor_command(
     home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
     monitoring_config_path: MonitoringConfigOpt = None, overrides: MonitorSetOpt = None,
     serving_overrides: Annotated[list[str] | None, typer.Option(
-        "--serving-set", help="a serving field, for where the live log is: --serving-set live_log.root=s3://…")] = None,
+        "--serving-set", help="where the live log is, on a cluster where nothing is served yet: "
+        "--serving-set live_log.root=s3://… (otherwise the serving config in force says)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The drift monitor of a served model: one Ray actor per model that scores the live log.
@@ -113,12 +114,12 @@ def monitor_command(
 
     if action == "start":
         from cluster.services import read_services
-        from serving import load_serving_config
+        from serving import load_serving_config, stored_config
 
-        serving_cfg = load_serving_config(None, list(serving_overrides or []))
+        in_force = stored_config()
+        serving_cfg = in_force or layered_config(load_serving_config, None, DEFAULT_SERVING_CONFIG, serving_overrides)
         live_root = serving_cfg.live_log.root or str(settings.live_log_dir)
-        start_monitor(name, settings, _tracking_uri(None, settings, read_services(settings)), live_root, cfg,
-                      serving_cfg)
+        start_monitor(name, settings, _tracking_uri(None, settings, read_services(settings)), live_root, cfg)
     elif action == "stop":
         out.print(f"monitor of {name} stopped" if stop(name) else f"no monitor of {name} was running")
     else:

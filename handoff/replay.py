@@ -64,8 +64,10 @@ class LiveReplay:
 
     def __init__(self, port: int, model: str, features: list[str], x: np.ndarray, labels: list,
                  change: Recalibration | None = None, change_at: int | None = None, label_batch: int = 50,
-                 prefix: str = "replay"):
+                 prefix: str = "replay", headers: dict | None = None):
+        """`headers` go with every request (an API key: `{"x-api-key": KEY}`)."""
         self.port, self.model, self.features = port, model, features
+        self.headers = dict(headers or {})
         self.x, self.labels, self.change, self.change_at = x.astype(np.float32), labels, change, change_at
         self.changed_x = change.apply(features, self.x) if change else self.x
         self.label_batch, self.prefix = label_batch, prefix
@@ -84,7 +86,7 @@ class LiveReplay:
                 if self._conn is None:
                     self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
                 self._conn.request("POST", path, json.dumps(body), {"content-type": "application/json",
-                                                                    **(headers or {})})
+                                                                    **self.headers, **(headers or {})})
                 response = self._conn.getresponse()
                 payload = response.read()
                 return response.status, dict(response.getheaders()), json.loads(payload) if payload else {}

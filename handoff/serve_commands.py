@@ -2,7 +2,9 @@
 
 Serving outlives the command, so these need a running cluster: the head `handoff up` started,
 or `--address`. Each command connects, calls one method of `serving.control.ServingControl`,
-and prints the policy that is now served.
+and prints the policy that is now served. `serve` declares the serving config (file, environment,
+`--set`); every other command, and the closed loop, use the config in force that it stored on the
+cluster, with their own `--set` applied (kept from then on).
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from handoff.cli import (AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err,
-                         layered_config, out, print_result)
+from handoff.cli import (DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings,
+                         _tracking_uri, app, err, layered_config, out, print_result)
 from handoff.monitor_commands import MonitoringConfigOpt
 
-ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config",
-                                                       help="serving YAML (default configs/serving.yaml if present)")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a serving field: --set gateway.port=8080")]
+ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config", help=(
+    "serving YAML that becomes the config in force (`serve` reads configs/serving.yaml when it is not given; "
+    "the other commands keep the config the model was served with)"))]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help=(
+    "change a field of the serving config in force: --set gateway.port=8080 (kept for later commands "
+    "and the closed loop)"))]
 NameArg = Annotated[str, typer.Argument(help="registered model name")]
-DEFAULT_SERVING_CONFIG = Path("configs/serving.yaml")
 
 
 def quiet_serve_logs() -> None:
@@ -34,12 +38,19 @@ def quiet_serve_logs() -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
-def _control(home, address, tracking_uri, serving_config, sets):
-    """Connect to the running cluster and build the control plane (or fail saying how to start one)."""
+def _control(home, address, tracking_uri, serving_config, sets, declare: bool = False):
+    """Connect to the running cluster and build the control plane (or fail saying how to start one).
+
+    `declare` (`handoff serve`, or any command given `--serving-config`): the file (default
+    configs/serving.yaml), the environment and `--set` make the serving config, which becomes the one in
+    force. Otherwise the config in force on the cluster is used with this command's `--set` and
+    `HANDOFF_SERVING__*` variables applied to it (the file stands in only where nothing is served yet)."""
+    import os
+
     from cluster.connect import ClusterUnavailable, connect_ray, inside_ray_job, ray_address
     from cluster.services import read_services
     from cluster.settings import SettingsError
-    from serving import ServingControl, load_serving_config
+    from serving import ConfigSource, ServingControl, load_serving_config
     from training import Registry
 
     quiet_serve_logs()
@@ -49,29 +60,37 @@ def _control(home, address, tracking_uri, serving_config, sets):
     if where is None and not inside_ray_job():  # a Ray job joins its own cluster
         _fail("serving needs a running cluster that outlives this command: start the local one with "
               "`handoff up`, or pass --address of a running cluster")
-    cfg = layered_config(load_serving_config, serving_config, DEFAULT_SERVING_CONFIG, sets)
+    declare = declare or serving_config is not None
+    cfg = layered_config(load_serving_config, serving_config, DEFAULT_SERVING_CONFIG, sets if declare else [])
+    cfg = cfg.model_copy(update={"live_log": cfg.live_log.model_copy(
+        update={"root": cfg.live_log.root or str(settings.live_log_dir)})})
+    try:
+        settings.refuse_in_working_dir("the live log (live_log.root, HANDOFF_SERVING__LIVE_LOG__ROOT)",
+                                       cfg.live_log.root)
+    except SettingsError as exc:
+        _fail(str(exc))
+    source = ConfigSource(declared=cfg) if declare else ConfigSource(overrides=tuple(sets or ()),
+                                                                     environ=dict(os.environ), fallback=cfg)
     try:
         connect_ray(where)
     except ClusterUnavailable as exc:
         _fail(str(exc))
     registry = Registry(_tracking_uri(None, settings, services))
-    root = cfg.live_log.root or str(settings.live_log_dir)
-    try:
-        settings.refuse_in_working_dir("the live log (live_log.root, HANDOFF_SERVING__LIVE_LOG__ROOT)", root)
-    except SettingsError as exc:
-        _fail(str(exc))
-    return ServingControl(registry, cfg, root, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False)), cfg
+    return ServingControl(registry, source, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
 
 
-def _run(action, as_json: bool, cfg=None) -> None:
+def _run(action, as_json: bool, control=None) -> None:
     """Run one control-plane action; user mistakes become a clear error and exit code 2."""
-    from serving import PolicyError
+    from cluster.config_layers import ConfigError
+    from serving import LockTimeout, PolicyError
     from training import RegistryError
 
     try:
         result = action()
-    except (PolicyError, RegistryError) as exc:
+    except (PolicyError, RegistryError, ConfigError) as exc:
         _fail(str(exc))
+    except LockTimeout as exc:
+        _fail(str(exc), 1)
     policy = getattr(result, "policy", result)
     payload = {"weights": {str(v): w for v, w in policy.shares().items()},
                "shadow": {str(v): p for v, p in policy.shadow.items()}}
@@ -85,8 +104,8 @@ def _run(action, as_json: bool, cfg=None) -> None:
     out.print(f"serving: {live}" + (f"; shadow: {shadow}" if shadow else ""))
     if "champion" in payload:
         out.print(f"champion: v{payload['champion']}")
-    if cfg is not None:
-        g = cfg.gateway
+    if control is not None and control.cfg is not None:
+        g = control.cfg.gateway
         out.print(f"endpoint: http://{g.host}:{g.port}/v2/models/<name>/infer  (OpenAPI: /docs)")
 
 
@@ -105,11 +124,11 @@ def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, track
     from handoff.monitor_commands import monitoring_config, start_monitor
 
     mon = monitoring_config(monitoring_config_path, monitoring_overrides)
-    control, cfg = _control(home, address, tracking_uri, serving_config, overrides)
-    _run(lambda: control.serve_model(name), as_json, cfg)
-    if mon.enabled and control.live_log_root:
+    control = _control(home, address, tracking_uri, serving_config, overrides, declare=True)
+    _run(lambda: control.serve_model(name), as_json, control)
+    if mon.enabled and control.cfg.live_log.enabled:
         start_monitor(name, _settings(home, address, tracking_uri), control.registry.tracking_uri,
-                      control.live_log_root, mon, cfg)
+                      control.cfg.live_log.root, mon)
 
 
 @app.command()
@@ -128,7 +147,7 @@ def traffic(name: NameArg,
         parsed = parse_weights(weights)
     except PolicyError as exc:
         _fail(str(exc))
-    control, cfg = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides)
     _run(lambda: control.traffic(name, parsed), as_json)
 
 
@@ -138,7 +157,7 @@ def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Give VERSION a share of live traffic; the other live versions keep their proportions."""
-    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides)
     _run(lambda: control.canary(name, version, percent), as_json)
 
 
@@ -151,7 +170,7 @@ def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
 
     The shadow's answers are recorded (live log rows with shadow=true, the agreement metric) and
     its failures never reach the caller."""
-    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides)
     _run(lambda: control.shadow(name, version, percent), as_json)
 
 
@@ -162,7 +181,7 @@ def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new 
     """Make VERSION the champion: alias `champion` moves and all live traffic goes to it.
 
     The old champion stays deployed at weight 0, so `rollback` is instant."""
-    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides)
     _run(lambda: control.promote(name, version), as_json)
 
 
@@ -170,7 +189,7 @@ def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new 
 def rollback(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
              serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Bring the previous champion back with all live traffic; the demoted version stops serving."""
-    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides)
     _run(lambda: control.rollback(name), as_json)
 
 
@@ -183,7 +202,7 @@ def unserve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tra
     state stay, so the next `serve` brings the same weights back and the monitor resumes."""
     from monitoring.monitor import stop
 
-    control, _ = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides)
     control.unserve(name)
     if stop(name):
         out.print(f"{name}: monitor stopped (its state stays)")
@@ -234,7 +253,7 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     from handoff.monitor_commands import monitor_status, monitoring_config, verdict
     from monitoring.loop import stage_in_words
 
-    control, _ = _control(home, address, tracking_uri, serving_config, [])
+    control = _control(home, address, tracking_uri, serving_config, [])
     state = control.describe()
     figures = summarize(scrape())
     settings, monitoring = _settings(home, address, tracking_uri), monitoring_config(None, None)

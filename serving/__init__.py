@@ -5,7 +5,10 @@ use so that importing the package starts nothing and pulls in neither Ray Serve 
 
 - `ServingControl`: serve, traffic, canary, shadow, promote, rollback, unserve, describe.
 - `stop_serving`: stop every application gracefully (gateways write their live logs) before a cluster stops.
-- `ServingConfig`, `load_serving_config`: the typed serving config (file, environment, flags).
+- `ServingConfig`, `load_serving_config`: the typed serving config (file, environment, flags);
+  `ConfigSource`: which config a change uses (declared, or the one in force with overrides);
+  `stored_config`: the serving config in force on the connected cluster.
+- `serving_lock`, `LockTimeout`: the cluster's lock that every serving change holds.
 - `TrafficPolicy`, `PolicyError`, `parse_weights`: the pure traffic policy.
 - `GATEWAY_APP`, `app_name`: the Serve application names (the gateway, one per version).
 - `scrape`, `summarize`: read the gateway's Prometheus metrics back.
@@ -24,6 +27,10 @@ _EXPORTS = {
     "stop_serving": "serving.control",
     "ServingConfig": "serving.config",
     "load_serving_config": "serving.config",
+    "ConfigSource": "serving.config",
+    "stored_config": "serving.config_store",
+    "serving_lock": "serving.control_lock",
+    "LockTimeout": "serving.control_lock",
     "TrafficPolicy": "serving.policy",
     "PolicyError": "serving.policy",
     "parse_weights": "serving.policy",

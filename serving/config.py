@@ -1,21 +1,28 @@
 """Typed serving configuration: where HTTP listens, how each version is sized, the live log.
 
-Loaded once by the CLI (`configs/serving.yaml`, then `HANDOFF_SERVING__A__B` variables, then
-`--set a.b=value` flags) and passed down; no defaults are read anywhere else.
+Declared by `handoff serve` (`configs/serving.yaml`, then `HANDOFF_SERVING__A__B` variables, then
+`--set a.b=value` flags) and stored on the cluster as the config in force (serving/config_store.py),
+which every later change reads (`ConfigSource`); no defaults are read anywhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.config_layers import SERVING_ENV_PREFIX, load_layered
+from cluster.config_layers import SERVING_ENV_PREFIX, ConfigError, load_layered
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys refused; defaults validated like given values, so a field holds one type
+    however the config was made (`gpus: float = 0` is 0.0 from the defaults, from YAML and from a
+    dump read back: deployment versions are digests of these values, and 0 and 0.0 digest apart)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class Autoscaling(_Strict):
@@ -94,6 +101,24 @@ class ServingConfig(_Strict):
         return self.versions.get(f"{model}/{version}", self.version_defaults)
 
 
+#: every replica's runtime environment, named so that Serve adds nothing of the caller's: Serve gives a
+#: deployment without one the runtime environment of the process that deploys it (a Ray job's
+#: `working_dir` and variables, say), which would make the same change from a job and from the
+#: monitor actor two deployment versions, and restart the replicas. `working_dir: None` keeps a
+#: caller's working_dir out too (Serve only fills one in where the key is absent); replicas run the
+#: cluster's installed Handoff.
+REPLICA_RUNTIME_ENV: dict = {"working_dir": None}
+
+
+def actor_options(cpus: float, gpus: float = 0.0) -> dict:
+    """A replica's Ray actor options: Serve restarts replicas when these change, compared as JSON, so
+    the numbers are always floats and the runtime environment is always the same."""
+    options = {"num_cpus": float(cpus), "runtime_env": dict(REPLICA_RUNTIME_ENV)}
+    if gpus:
+        options["num_gpus"] = float(gpus)
+    return options
+
+
 class VersionRouting(BaseModel):
     """How the gateway calls one served version (derived from its `VersionDeployment`): the transport,
     and the coalescing that bounds calls in flight to its replicas."""
@@ -130,6 +155,35 @@ class RoutingTable(_Strict):
         return self.model_dump(mode="json")
 
 
-def load_serving_config(path: Path | None, overrides: list[str] = (), environ=None) -> ServingConfig:
-    """`configs/serving.yaml` (optional) → `HANDOFF_SERVING__A__B=v` variables → `--set a.b=v`."""
-    return load_layered(ServingConfig, path, overrides, environ, env_prefix=SERVING_ENV_PREFIX)
+def load_serving_config(path: Path | None, overrides: list[str] = (), environ=None,
+                        base: ServingConfig | None = None) -> ServingConfig:
+    """`configs/serving.yaml` (optional; else `base`, a config in force) → `HANDOFF_SERVING__A__B=v`
+    variables → `--set a.b=v`."""
+    return load_layered(ServingConfig, path, overrides, environ, env_prefix=SERVING_ENV_PREFIX,
+                        base=base.model_dump(mode="json") if base is not None else None)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Which serving config a change uses, decided under the cluster's serving lock (pure).
+
+    `declared` replaces the config in force (`handoff serve`, or a command given a config file);
+    otherwise the config in force is used, with `overrides` (`--set a.b=v`) and the `environ`'s
+    `HANDOFF_SERVING__*` variables applied to it; `fallback` stands in for it on a cluster where
+    nothing was served yet. With neither stored nor a fallback, the change is refused."""
+
+    declared: ServingConfig | None = None
+    overrides: tuple[str, ...] = ()
+    environ: Mapping[str, str] = field(default_factory=dict)
+    fallback: ServingConfig | None = None
+
+    def resolve(self, stored: ServingConfig | None) -> ServingConfig:
+        if self.declared is not None:
+            return self.declared
+        base = stored or self.fallback
+        if base is None:
+            raise ConfigError("no serving config is in force on this cluster (nothing was served on it): "
+                              "serve the model with `handoff serve NAME` first")
+        if not self.overrides and not any(k.startswith(SERVING_ENV_PREFIX) for k in self.environ):
+            return base
+        return load_serving_config(None, list(self.overrides), self.environ, base=base)

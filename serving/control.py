@@ -1,14 +1,24 @@
 """The serving control plane (Python API behind `handoff serve/traffic/canary/shadow/promote/...`).
 
-The registry is the single source of truth: the traffic policy is the registered model's
+The registry is the single source of truth for traffic: the policy is the registered model's
 `handoff.traffic` tag and earlier champions its `handoff.champion_history` tag, so a restarted
-application comes back with the same weights. Every change runs in the order that keeps requests
-answered: deploy the versions the new policy needs, switch the gateway's routing table
-(`user_config`, no restart), persist the policy, then delete the versions nothing routes to.
+application comes back with the same weights. The serving config in force (gateway, sizing, live
+log) is one record on the cluster (serving/config_store.py) that every caller reads. Every change
+holds the cluster's serving lock (serving/control_lock.py) from reading the routing table to writing
+it back, and runs in the order that keeps requests answered: deploy the versions the new policy
+needs, switch the gateway's routing table (`user_config`, no restart), persist the policy, then
+delete the versions nothing routes to.
+
+A change restarts a replica only when what it runs changes: its code (the Handoff source it
+imports), its resources or its runtime environment. Serve restarts replicas whenever the deployment
+version it computes changes, and that version is built here from canonical values alone (floats as
+floats, the runtime environment named: serving.config.actor_options), never from the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import time
@@ -16,9 +26,11 @@ from collections.abc import Callable
 
 from ray import serve
 
-from cluster.digest import stable_digest
+from cluster.digest import source_digest, stable_digest
 
-from serving.config import ModelRouting, RoutingTable, ServingConfig, VersionRouting
+from serving.config import ConfigSource, ModelRouting, RoutingTable, ServingConfig, VersionRouting, actor_options
+from serving.config_store import store_config, stored_config
+from serving.control_lock import serving_lock
 from serving.gateway import GATEWAY_APP, Gateway
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name, served_versions, version_app
@@ -29,6 +41,8 @@ from training import CHAMPION, Registry
 log = logging.getLogger(__name__)
 TRAFFIC_TAG = "handoff.traffic"
 HISTORY_TAG = "handoff.champion_history"
+#: the packages a replica's code comes from (a gateway and a version replica import these)
+REPLICA_PACKAGES = ("cluster", "training", "serving")
 
 
 def stop_serving() -> list[str]:
@@ -44,17 +58,47 @@ def stop_serving() -> list[str]:
     return running
 
 
-def _stable_version(*parts) -> str:
-    """A deployment code version derived from what the deployment runs: Serve then treats a later
-    change of only `user_config` or replica counts as a lightweight update, never a restart."""
-    return stable_digest(*parts)
+@functools.lru_cache(maxsize=1)
+def _replica_source() -> str:
+    return source_digest(*REPLICA_PACKAGES)
+
+
+def code_version(kind: str, *parts) -> str:
+    """A deployment's code version: the Handoff source its replicas import and what they are built
+    from (`parts`, canonical values). Serve then treats a later change of only `user_config` or replica
+    counts as a lightweight update, never a restart; new code restarts the replicas."""
+    return stable_digest(kind, _replica_source(), *parts)
 
 
 class ServingControl:
-    def __init__(self, registry: Registry, cfg: ServingConfig, live_log_root: str | None,
-                 say: Callable[[str], None] = lambda _: None):
-        self.registry, self.cfg, self.say = registry, cfg, say
-        self.live_log_root = live_log_root
+    def __init__(self, registry: Registry, config: ServingConfig | ConfigSource | None = None,
+                 live_log_root: str | None = None, say: Callable[[str], None] = lambda _: None):
+        """`config`: a `ServingConfig` this caller declares (it becomes the config in force with the
+        first change; `live_log_root` fills its live log root where it names none), a `ConfigSource`,
+        or None: the config in force on the cluster, as it is."""
+        if isinstance(config, ServingConfig):
+            if live_log_root and not config.live_log.root:
+                config = config.model_copy(update={"live_log": config.live_log.model_copy(
+                    update={"root": live_log_root})})
+            config = ConfigSource(declared=config)
+        self.registry, self.say = registry, say
+        self.source = config or ConfigSource()
+        self.cfg: ServingConfig | None = self.source.declared  # the config of the last change
+
+    @property
+    def live_log_root(self) -> str | None:
+        cfg = self.cfg or stored_config()
+        return cfg.live_log.root if cfg is not None else None
+
+    @contextlib.contextmanager
+    def _change(self):
+        """The one way into a change: the cluster's serving lock, and the config in force read (and
+        written back, with this caller's declaration or overrides) under it."""
+        with serving_lock(say=self.say):
+            cfg = self.source.resolve(stored_config())
+            self.cfg = cfg
+            yield cfg
+            store_config(cfg)
 
     # --- registry state ---------------------------------------------------------------------------
     def stored_policy(self, name: str) -> TrafficPolicy | None:
@@ -103,31 +147,35 @@ class ServingControl:
         models = serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)["models"]
         return dict(RoutingTable.model_validate({"models": models}).models)
 
-    def _deploy_version(self, name: str, version: int, new: bool) -> None:
-        sizing = self.cfg.deployment_for(name, version)
+    def _deploy_version(self, cfg: ServingConfig, name: str, version: int, new: bool) -> None:
+        sizing = cfg.deployment_for(name, version)
         app = version_app(name, version, self.registry.tracking_uri, None, sizing,
-                          _stable_version("version", name, version, sizing.cpus, sizing.gpus))
+                          code_version("version", name, version, sizing.cpus, sizing.gpus))
         if new:
             self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
                      f"{sizing.gpus} GPU each)")
         serve.run(app, name=app_name(name, version), route_prefix=None)
 
-    def _deploy_gateway(self, models: dict[str, ModelRouting]) -> None:
-        g = self.cfg.gateway
-        live_log = None
-        if self.cfg.live_log.enabled and self.live_log_root:
-            live_log = self.cfg.live_log.model_copy(update={"root": self.live_log_root})
-        # replicas and CPUs are Serve options, not the replica's code: changing them never restarts it
-        code = g.model_dump(exclude={"replicas", "cpus"}), live_log.model_dump() if live_log else None
-        deployment = Gateway.options(num_replicas=g.replicas, ray_actor_options={"num_cpus": g.cpus},
+    def _deploy_gateway(self, cfg: ServingConfig, models: dict[str, ModelRouting]) -> None:
+        g = cfg.gateway
+        live_log = cfg.live_log if cfg.live_log.enabled and cfg.live_log.root else None
+        # replicas are a Serve option, not the replica's code: changing them never restarts it
+        code = g.model_dump(mode="json", exclude={"replicas", "cpus"}), \
+            live_log.model_dump(mode="json") if live_log else None
+        deployment = Gateway.options(num_replicas=g.replicas, ray_actor_options=actor_options(g.cpus),
                                      user_config=RoutingTable(models=models).to_user_config(),
                                      max_ongoing_requests=1000)
-        deployment = deployment.options(_internal=True, version=_stable_version("gateway", *code))
+        deployment = deployment.options(_internal=True, version=code_version("gateway", *code))
         serve.run(deployment.bind(g, live_log), name=GATEWAY_APP, route_prefix=None)
 
     # --- the one way every change happens ---------------------------------------------------------
     def apply(self, name: str, policy: TrafficPolicy) -> TrafficPolicy:
         """Make `policy` the served state of `name`, without dropping a request."""
+        with self._change() as cfg:
+            return self._apply(cfg, name, policy)
+
+    def _apply(self, cfg: ServingConfig, name: str, policy: TrafficPolicy) -> TrafficPolicy:
+        """`apply`, for a caller that holds the lock."""
         known = set(self.registry.version_numbers(name))
         unknown = [v for v in policy.versions if v not in known]
         if unknown:
@@ -137,7 +185,7 @@ class ServingControl:
         for v in policy.versions:
             # idempotent: a running version with unchanged sizing is left alone; changed batching or
             # replica counts are lightweight updates (stable code version), new resources restart it
-            self._deploy_version(name, v, new=app_name(name, v) not in running)
+            self._deploy_version(cfg, name, v, new=app_name(name, v) not in running)
         try:
             self._check_same_inputs(name, policy.versions)
         except PolicyError:
@@ -146,8 +194,8 @@ class ServingControl:
             raise
         models = self._gateway_models()
         models[name] = ModelRouting(policy=policy.to_json(), versions={
-            v: VersionRouting.of(self.cfg.deployment_for(name, v)) for v in policy.versions})
-        self._deploy_gateway(models)
+            v: VersionRouting.of(cfg.deployment_for(name, v)) for v in policy.versions})
+        self._deploy_gateway(cfg, models)
         self.registry.set_model_tag(name, TRAFFIC_TAG, policy.to_json())
         dropped = [v for v in served_versions(name, running) if v not in policy.versions]
         for v in dropped:
@@ -173,40 +221,47 @@ class ServingControl:
                                   f"{list(seen[first][1])}; versions behind one endpoint must match")
 
     # --- the commands -----------------------------------------------------------------------------
+    # every command reads the current policy under the lock, so no other change slips in between
+    def _change_policy(self, name: str, change: Callable[[TrafficPolicy], TrafficPolicy]) -> TrafficPolicy:
+        with self._change() as cfg:
+            return self._apply(cfg, name, change(self.current_policy(name)))
+
     def serve_model(self, name: str) -> TrafficPolicy:
-        return self.apply(name, self.current_policy(name))
+        return self._change_policy(name, lambda policy: policy)
 
     def traffic(self, name: str, weights: dict[int, float]) -> TrafficPolicy:
-        return self.apply(name, self.current_policy(name).with_weights(weights))
+        return self._change_policy(name, lambda policy: policy.with_weights(weights))
 
     def canary(self, name: str, version: int, percent: float) -> TrafficPolicy:
-        return self.apply(name, self.current_policy(name).with_canary(version, percent))
+        return self._change_policy(name, lambda policy: policy.with_canary(version, percent))
 
     def shadow(self, name: str, version: int, percent: float) -> TrafficPolicy:
-        return self.apply(name, self.current_policy(name).with_shadow(version, percent))
+        return self._change_policy(name, lambda policy: policy.with_shadow(version, percent))
 
-    def _rollout(self, name: str, outcome: Rollout) -> Rollout:
-        self.apply(name, outcome.policy)
-        self.registry.set_alias(name, CHAMPION, outcome.champion)
-        self.registry.set_model_tag(name, HISTORY_TAG, json.dumps(list(outcome.history)))
-        return outcome
+    def _rollout(self, name: str, decide: Callable[[TrafficPolicy, int | None, tuple[int, ...]], Rollout]) -> Rollout:
+        with self._change() as cfg:
+            outcome = decide(self.current_policy(name), self._champion(name), self._history(name))
+            self._apply(cfg, name, outcome.policy)
+            self.registry.set_alias(name, CHAMPION, outcome.champion)
+            self.registry.set_model_tag(name, HISTORY_TAG, json.dumps(list(outcome.history)))
+            return outcome
 
     def promote(self, name: str, version: int) -> Rollout:
-        return self._rollout(name, promote(self.current_policy(name), self._champion(name),
-                                           self._history(name), version))
+        return self._rollout(name, lambda policy, champion, history: promote(policy, champion, history, version))
 
     def rollback(self, name: str) -> Rollout:
-        return self._rollout(name, rollback(self.current_policy(name), self._champion(name), self._history(name)))
+        return self._rollout(name, rollback)
 
     def unserve(self, name: str) -> None:
         """Stop serving `name` (the stored policy stays, so `serve` brings the same weights back)."""
-        models = self._gateway_models()
-        if models.pop(name, None) is not None:
-            if models:
-                self._deploy_gateway(models)
-            else:
-                serve.delete(GATEWAY_APP)  # first and whole: it drains the requests it holds into the versions
-        self._delete_apps([app_name(name, v) for v in served_versions(name, self._running_apps())])
+        with self._change() as cfg:
+            models = self._gateway_models()
+            if models.pop(name, None) is not None:
+                if models:
+                    self._deploy_gateway(cfg, models)
+                else:
+                    serve.delete(GATEWAY_APP)  # first and whole: it drains the requests it holds into the versions
+            self._delete_apps([app_name(name, v) for v in served_versions(name, self._running_apps())])
 
     def describe(self) -> dict:
         """What runs now: per app its status and replica counts; the gateway's table and counters."""

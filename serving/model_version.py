@@ -13,7 +13,7 @@ import numpy as np
 from ray import serve
 
 from serving.autoscale import DIRECT_LOAD_METRIC, POLICY_PATH
-from serving.config import VersionDeployment
+from serving.config import VersionDeployment, actor_options
 from serving.device import replica_device
 from serving.endpoints import Registration
 from serving.replica_server import ReplicaServer
@@ -79,7 +79,7 @@ def version_app(model: str, version: int, tracking_uri: str, registry_uri: str |
     `code_version` pins Serve's deployment version (private `_internal` option: Serve's public
     Python API gives every `serve.run` a random one, which restarts replicas on any change)."""
     options: dict = {
-        "ray_actor_options": {"num_cpus": sizing.cpus, "num_gpus": sizing.gpus},
+        "ray_actor_options": actor_options(sizing.cpus, sizing.gpus),
         "max_ongoing_requests": sizing.max_ongoing_requests,
         "health_check_period_s": 5,
         # one log line per request was ~5% of a replica's CPU; the gateway counts requests instead

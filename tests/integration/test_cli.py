@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from .conftest import EXAMPLE, SMALL, free_port, write_parquet
+from .load import serve_replicas, unchanged_except_new
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +115,11 @@ def test_up_tune_models_down(shuttle_frame, tmp_path):
 
 
 def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_path):
-    """serve → infer → canary → status (Ray's Prometheus metrics) → promote → rollback → unserve."""
+    """serve → infer → canary → status (Ray's Prometheus metrics) → promote → rollback → unserve.
+
+    Only `serve` names the serving config (a port and CPUs of its own): the later commands keep it in
+    force without repeating it, one of them run as a Ray job through the jobs API, and none of them
+    restarts a replica (their actor ids are read before and after each)."""
     import urllib.request
 
     data = write_parquet(shuttle_frame.iloc[:3000], tmp_path / "d.parquet")
@@ -141,8 +146,17 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
             with urllib.request.urlopen(urllib.request.Request(url, body, {"content-type": "application/json"}),
                                         timeout=30) as r:
                 assert r.status == 200 and r.headers["x-model-version"] == "1"
-        canaried = run(["canary", "cli-serve", "2", "--percent", "10", "--json", *serving])
+        dashboard = json.loads((home / "services.json").read_text())["dashboard_url"]
+        replicas = serve_replicas(dashboard)
+        assert set(replicas) == {"handoff-gateway", "cli-serve-v1"}, replicas
+        restarted = run(["monitor", "cli-serve", "stop", "--home", str(home)]), \
+            run(["monitor", "cli-serve", "start", "--home", str(home)])
+        assert all(r.returncode == 0 for r in restarted), [r.stderr for r in restarted]
+        canaried = run(["canary", "cli-serve", "2", "--percent", "10", "--json", "--home", str(home)])
         assert json.loads(canaried.stdout)["weights"] == {"1": 0.9, "2": 0.1}, canaried.stderr
+        after = serve_replicas(dashboard)
+        assert not unchanged_except_new(replicas, after, {"cli-serve-v2"}) and after.get("cli-serve-v2"), after
+        replicas = after
         deadline, rows = time.monotonic() + 90, []
         while time.monotonic() < deadline:  # the agent exports recorded metrics every few seconds
             shown = run(["status", "--json", "--home", str(home)])
@@ -157,10 +171,16 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
         assert by_version[1]["requests"] >= 20 and by_version[1]["weight"] == pytest.approx(0.9)
         assert by_version[2]["replicas"] == 1 and by_version[1]["status"] == "RUNNING"
         assert by_version[1]["device"] == by_version[2]["device"] == "cpu"  # where the weights are
-        promoted = run(["promote", "cli-serve", "2", "--json", *serving])
-        assert json.loads(promoted.stdout)["champion"] == 2, promoted.stderr
-        rolled = run(["rollback", "cli-serve", "--json", *serving])
+        # as a Ray job: a caller with a runtime environment of its own (the uploaded working_dir)
+        promoted = run(["promote", "cli-serve", "2", "--json", "--home", str(home), "--address", dashboard])
+        assert promoted.returncode == 0 and '"champion": 2' in promoted.stdout, promoted.stderr[-3000:]
+        assert serve_replicas(dashboard) == replicas
+        rolled = run(["rollback", "cli-serve", "--json", "--home", str(home)])
         assert json.loads(rolled.stdout) == {"weights": {"1": 1.0}, "shadow": {}, "champion": 1}
+        assert serve_replicas(dashboard) == {app: ids for app, ids in replicas.items() if app != "cli-serve-v2"}
+        with urllib.request.urlopen(urllib.request.Request(url, body, {"content-type": "application/json"}),
+                                    timeout=30) as r:
+            assert r.status == 200 and r.headers["x-model-version"] == "1"  # the port it was served on
         again = run(["rollback", "cli-serve", *serving])
         assert again.returncode == 2 and "no previous champion" in again.stderr
         unserved = run(["unserve", "cli-serve", *serving])

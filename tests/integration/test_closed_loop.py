@@ -4,11 +4,15 @@ One head for the module; each test serves its own model on the one gateway and r
 Shuttle rows as live traffic with labels until a sensor is "recalibrated" (f1 reads 20 higher, f3
 10 lower: labels stay true). Then the monitor declares drift and the loop acts: a retraining job
 through the jobs API, the offline gate, a canary, promotion or rollback. Every test counts client
-requests: none may fail.
+requests: none may fail. The gateway needs an API key on a port of its own (what the model was
+served with must stay in force whatever the loop changes); the promotion and the rollback run on a
+busy machine (another process keeps one CPU busy, three more client threads beside the replay), and
+every Serve replica's actor id is read before and after each step the loop takes: none restarts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -21,6 +25,7 @@ import pytest
 
 from handoff.replay import LiveReplay, Recalibration
 from tests.integration.conftest import REPO, SMALL, free_port, write_parquet
+from tests.integration.load import CpuHog, LoadLoop, call, infer_body, serve_replicas, unchanged_except_new
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +36,8 @@ FAST = ["window_rows=300", "min_rows=50", "persistence=2", "poll_seconds=0.5", "
         "loop.retrain.cooldown_s=0", "loop.retrain.backoff_s=2", "loop.retrain.max_attempts=2",
         "loop.data.recent_rows=900", "loop.canary.min_requests=150", "loop.canary.min_labels=100",
         "loop.canary.timeout_s=240"]
+API_KEY = "loop-test-key"
+KEYED = {"x-api-key": API_KEY}
 
 
 def handoff(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -60,6 +67,7 @@ def serve(head, name: str, *monitoring: str) -> int:
                       for a in ("--set", s)])
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
+                     "--set", f"gateway.api_keys=[{API_KEY}]",
                      "--set", "gateway.cpus=0.2", "--set", "version_defaults.cpus=0.2",
                      "--set", "live_log.flush_seconds=0.5", *[a for s in [*FAST, *monitoring]
                                                               for a in ("--monitoring-set", s)])
@@ -86,10 +94,15 @@ def kinds(found: list[dict]) -> list[str]:
     return [e["kind"] for e in found if e["kind"] not in ("window_scored", "window_labels", "files_compacted")]
 
 
-def drive(head, name: str, until, seconds: float) -> LiveReplay:
-    """Replay clean rows, then changed ones, until `until(events)` holds or `seconds` pass (in a thread)."""
+def drive(head, name: str, until, seconds: float, busy: bool = False) -> LiveReplay:
+    """Replay clean rows, then changed ones, until `until(events)` holds or `seconds` pass (in a thread).
+
+    Every Serve replica's actor id is read before the replay and whenever the loop has just taken a
+    step (`replay.replicas`: the step's kind → reading). `busy`: another process keeps one CPU busy
+    and three more client threads send requests for the whole run (`replay.load` counts them)."""
     replay = LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
-                        prefix=f"{name}-r")
+                        prefix=f"{name}-r", headers=KEYED)
+    replay.replicas = {"before": serve_replicas(head["dashboard_url"])}
     found: list = []
     done = threading.Event()
 
@@ -97,18 +110,41 @@ def drive(head, name: str, until, seconds: float) -> LiveReplay:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not done.is_set():
             found[:] = events(head, name)
+            for step in ("canary_started", "promoted", "rolled_back"):
+                if step in kinds(found) and step not in replay.replicas:
+                    replay.replicas[step] = serve_replicas(head["dashboard_url"])
             if until(found):
                 break
             time.sleep(2)
         replay.stop()
 
     watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    replay.run(seconds=seconds)
-    done.set()
-    watcher.join(timeout=60)
+    with contextlib.ExitStack() as pressure:
+        if busy:
+            hog = pressure.enter_context(CpuHog(max_seconds=seconds + 60))
+            replay.load = pressure.enter_context(LoadLoop(head["gateway"], name, threads=3, max_seconds=seconds,
+                                                          headers=KEYED))
+        watcher.start()
+        replay.run(seconds=seconds)
+        done.set()
+        watcher.join(timeout=60)
+        if busy:
+            assert hog.running, "the CPU hog stopped before the run did"
     replay.found = found
     return replay
+
+
+def assert_nothing_restarted(replay, canary: int, name: str, steps) -> None:
+    """Every replica running before the loop acted still runs after each step (the same actors);
+    the canary's new replica aside, nothing new appears and nothing is replaced."""
+    readings = replay.replicas
+    assert all(step in readings for step in steps), (list(readings), steps)
+    new = {f"{name}-v{canary}"}
+    assert not unchanged_except_new(readings["before"], readings[steps[0]], new), \
+        unchanged_except_new(readings["before"], readings[steps[0]], new)
+    for earlier, later in zip(steps, steps[1:]):
+        assert not unchanged_except_new(readings[earlier], readings[later]), \
+            (earlier, later, unchanged_except_new(readings[earlier], readings[later]))
 
 
 def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head, unserve_after):
@@ -127,8 +163,9 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head,
             killed.append(status["pid"])
         return "promoted" in kinds(found) or "rolled_back" in kinds(found) or "retrain_abandoned" in kinds(found)
 
-    replay = drive(head, name, until, seconds=420)
+    replay = drive(head, name, until, seconds=480, busy=True)
     assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    assert replay.load.failed == 0 and replay.load.ok > 100, (replay.load.ok, replay.load.failures[:5])
     steps = kinds(replay.found)
     assert "promoted" in steps, [(e["kind"], e.get("version"), e.get("reason")) for e in replay.found
                                  if e["kind"] in steps]
@@ -148,6 +185,11 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head,
     assert new["lineage"]["parent_event"] == drift["event_id"] and new["lineage"]["gate"] == "passed"
     assert new["lineage"]["retrained_from"] == str(champion)
     assert replay.after.by_version.get(promoted["version"], [0])[0] > 0
+    assert_nothing_restarted(replay, promoted["version"], name, ["canary_started", "promoted"])
+    # what the model was served with is still in force after the loop's changes: its port and its key
+    assert call(head["gateway"], f"/v2/models/{name}/infer", infer_body())[0] == 401
+    status, answered, _ = call(head["gateway"], f"/v2/models/{name}/infer", infer_body(), KEYED)
+    assert status == 200 and answered["x-model-version"] == str(promoted["version"])
     # the retrained version's data was kept and fingerprinted: it reproduces bit for bit
     again = handoff("reproduce", name, str(promoted["version"]), "--home", str(head["home"]), "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["identical"], again.stderr[-2000:]
@@ -165,7 +207,8 @@ def test_a_failing_retraining_is_retried_then_given_up_and_the_champion_serves_o
     unserve_after.append(name)
     champion = serve(head, name, "loop.data.recent_rows=100000")
     replay = LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
-                        prefix=f"{name}-r", label_batch=10**9)  # no label ever arrives: nothing to retrain on
+                        prefix=f"{name}-r", label_batch=10**9,  # no label ever arrives: nothing to retrain on
+                        headers=KEYED)
     found: list = []
 
     def given_up() -> bool:
@@ -195,9 +238,12 @@ def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary
     name = f"loop-{outcome.replace('_', '-')}"
     unserve_after.append(name)
     champion = serve(head, name, *setting.split(","))
+    busy = outcome == "rolled_back"  # the rollback on a busy machine, as the promotion
     replay = drive(head, name, lambda found: outcome in kinds(found) or "retrain_abandoned" in kinds(found),
-                   seconds=360)
+                   seconds=420 if busy else 360, busy=busy)
     assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    if busy:
+        assert replay.load.failed == 0 and replay.load.ok > 100, (replay.load.ok, replay.load.failures[:5])
     steps = kinds(replay.found)
     assert outcome in steps and "promoted" not in steps, steps
     if outcome == "gate_failed":
@@ -206,6 +252,8 @@ def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary
     else:
         assert steps.index("canary_started") < steps.index("rolled_back")
         assert "p99" in next(e for e in replay.found if e["kind"] == "rolled_back")["reason"]
+        canary = next(e for e in replay.found if e["kind"] == "canary_started")["version"]
+        assert_nothing_restarted(replay, canary, name, ["canary_started", "rolled_back"])
     shown = json.loads(handoff("models", name, "--json", "--home", str(head["home"])).stdout)
     assert shown["aliases"]["champion"] == champion
     status = json.loads(handoff("status", "--json", "--home", str(head["home"])).stdout)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
 import urllib.error
-import urllib.request
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
@@ -25,63 +24,15 @@ from training import Registry
 from training.pipeline import tune_and_register
 
 from .conftest import free_port, settings_for, small_config, write_parquet
+from .load import ROW, call, infer_body
+from .load import LoadLoop as SharedLoadLoop
 
 NAME = "serve-it"
 DATA: list = []  # the fixture's Parquet file, for tests that register another version
-ROW = [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]
 
 
-def infer_body(rows=(ROW,)):
-    return {"inputs": [{"name": "features", "shape": [len(rows), 9], "datatype": "FP32",
-                        "data": [v for r in rows for v in r]}]}
-
-
-def call(port, path, body=None, headers=None, raw: bytes | None = None, method=None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), json.loads(e.read() or b"null")
-
-
-class LoadLoop:
-    """Bounded load on 127.0.0.1 (at most `max_requests`, at most `max_seconds`), counting outcomes."""
-
-    def __init__(self, port: int, threads: int = 3, max_requests: int = 200_000, max_seconds: float = 300):
-        self.port, self.max_requests, self.deadline = port, max_requests, time.monotonic() + max_seconds
-        self.ok, self.failed, self.versions, self.failures, self.failed_at = 0, 0, {}, [], []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        while not self._stop.is_set() and time.monotonic() < self.deadline and self.ok + self.failed < self.max_requests:
-            try:
-                status, headers, body = call(self.port, f"/v2/models/{NAME}/infer", infer_body())
-            except Exception as exc:  # noqa: BLE001 - a refused connection is a failed request
-                status, headers, body = 0, {}, str(exc)
-            with self._lock:
-                if status == 200:
-                    self.ok += 1
-                    v = headers.get("x-model-version")
-                    self.versions[v] = self.versions.get(v, 0) + 1
-                else:
-                    self.failed += 1
-                    self.failures.append((status, body))
-                    self.failed_at.append(time.monotonic())
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+def LoadLoop(port, **kw):  # noqa: N802 - the shared load loop, aimed at this module's model
+    return SharedLoadLoop(port, NAME, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +62,12 @@ def direct_paths(control) -> dict:
     return control.describe()["gateway"]["direct"]
 
 
-def resize(control, replicas: dict[str, int]) -> None:
-    """Serve the model again with `replicas` per "MODEL/V" (a lightweight update of the versions)."""
+def resize(control, replicas: dict[str, int], cpus: float | None = None) -> None:
+    """Serve the model again with `replicas` per "MODEL/V" (a lightweight update of the versions), or
+    `cpus` each (new resources: the replicas restart)."""
+    defaults = control.cfg.version_defaults
     cfg = control.cfg.model_copy(update={"versions": {
-        key: control.cfg.version_defaults.model_copy(update={"replicas": n}) for key, n in replicas.items()}})
+        key: defaults.model_copy(update={"replicas": n, "cpus": cpus or defaults.cpus}) for key, n in replicas.items()}})
     ServingControl(control.registry, cfg, control.live_log_root).serve_model(NAME)
 
 
@@ -222,6 +175,11 @@ def test_every_change_under_load_drops_no_request_and_weights_do_not_restart_the
         resize(control, {})                               # and removed again: it says GOAWAY first
         wait_for(lambda: direct_paths(control)[f"{NAME}/1"]["replicas"] == 1, 60, "one replica left",
                  lambda: (direct_paths(control), control.describe()["applications"].get(f"{NAME}-v1")))
+        replica = control.version_signatures(NAME, [1])[1]["pid"]
+        resize(control, {f"{NAME}/1": 1}, cpus=0.15)      # new resources: its replica restarts, drained
+        assert control.version_signatures(NAME, [1])[1]["pid"] != replica
+        time.sleep(2)
+        resize(control, {})                               # and back
         control.canary(NAME, 2, 20)
         time.sleep(2)
         control.traffic(NAME, {1: 100})                   # remove version 2
@@ -269,6 +227,42 @@ def test_shadow_answers_are_recorded_never_returned_and_a_failing_shadow_never_h
     for _ in range(10):
         assert call(port, f"/v2/models/{NAME}/infer", infer_body())[0] == 200
     control.shadow(NAME, 2, 0)
+
+
+def test_traffic_changes_of_two_models_from_two_processes_at_once_all_stay_in_force(served, mlflow_server):
+    """Every change reads the gateway's whole routing table and deploys it back: without the cluster's
+    serving lock the later write of two at once undoes the earlier one's model."""
+    import subprocess
+    import sys
+
+    import ray
+
+    control, _, _, registry = served
+    other = "serve-it-b"
+    for seed in (7, 8):
+        tune_and_register(small_config(str(DATA[0]), other, f"seed={seed}", "search.num_samples=1"),
+                          settings_for(DATA[0].parent), mlflow_server)
+    control.traffic(NAME, {1: 50, 2: 50})
+    control.traffic(other, {1: 50, 2: 50})
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.integration.traffic_writer", address, mlflow_server,
+                                 model, "8", final], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env) for model, final in ((NAME, "70"), (other, "20"))]
+    try:
+        outputs = [w.communicate(timeout=600)[0] for w in writers]
+    finally:
+        for w in writers:
+            w.kill()
+    assert all(w.returncode == 0 for w in writers), [o[-3000:] for o in outputs]
+    assert all(o.count(": v1 ") == 8 for o in outputs), outputs
+    table = control.describe()["gateway"]["models"]
+    try:
+        assert TrafficPolicy.from_json(table[NAME]["policy"]).shares() == pytest.approx({1: 0.7, 2: 0.3})
+        assert TrafficPolicy.from_json(table[other]["policy"]).shares() == pytest.approx({1: 0.2, 2: 0.8})
+    finally:
+        control.unserve(other)
+        control.traffic(NAME, {1: 100})
 
 
 def test_a_restarted_application_comes_back_with_the_stored_weights(served):

@@ -168,3 +168,26 @@ def test_the_estimate_triggers_before_labels_arrive_when_asked_to():
     assert trigger.kind == "estimate" and "85.0% (before labels)" in trigger.reason
     assert retrain_trigger("m", 1, [], None, floor, estimated=0.95) is None
     assert retrain_trigger("m", 1, [], None, CFG, estimated=0.5) is None  # not asked to
+
+
+def test_the_demo_names_the_causes_of_its_failed_requests(tmp_path, capsys):
+    """The summary shows the first few failures and a count per status; the log gets every one."""
+    import io
+
+    from rich.console import Console
+
+    from handoff.demo_loop import print_failures
+
+    screen = io.StringIO()
+    failures = [f"request {i}: 503 version 1 failed: connection reset" for i in range(7)] + \
+               ["request 9: 599 timed out", "labels: 500 boom"]
+    print_failures(Console(file=screen, width=120), failures, tmp_path / "demo.log")
+    shown = screen.getvalue()
+    assert "7 × 503, 1 × 599, 1 × 500" in shown  # most first, then as they came
+    assert "request 0: 503 version 1 failed" in shown and "request 5:" not in shown
+    assert f"all 9 in {tmp_path / 'demo.log'}" in shown
+    logged = capsys.readouterr().out  # the demo's stdout is its log file
+    assert logged.count("\nrequest ") == 8 and "labels: 500 boom" in logged
+    screen = io.StringIO()
+    print_failures(Console(file=screen), [], tmp_path / "demo.log")
+    assert screen.getvalue() == ""
