@@ -28,7 +28,14 @@ from pathlib import Path
 from cluster.digest import stable_digest
 from cluster.source import source_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+def _checkout() -> Path | None:
+    """The checkout this Handoff runs from, or None for an installed one (a wheel in site-packages,
+    whose parent folder is every installed package: never a job's working_dir)."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "cluster").is_dir() else None
+
+
+REPO_ROOT = _checkout()
 
 #: never uploaded with the working_dir (environments, state, build output)
 WORKING_DIR_EXCLUDES = [".venv", ".git", ".handoff", "mlruns", ".whl", "*.egg-info", "__pycache__",
@@ -68,10 +75,13 @@ def deterministic_id(kind: str, *parts: object) -> str:
 PYTHON = "${HANDOFF_PYTHON:-python}"
 
 
-def runtime_env(spec: JobSpec, working_dir: Path = REPO_ROOT) -> dict:
-    """The repository as `working_dir` (without `.git`, so its commit travels in the environment)."""
-    return {"working_dir": str(working_dir), "excludes": list(WORKING_DIR_EXCLUDES),
-            "env_vars": {"PYTHONUNBUFFERED": "1", **source_env(working_dir), **spec.env}}
+def runtime_env(spec: JobSpec, working_dir: Path | None = REPO_ROOT) -> dict:
+    """The repository as `working_dir` (without `.git`, so its commit travels in the environment);
+    from an installed Handoff (no checkout) none: the job runs the Handoff installed on the cluster."""
+    env = {"env_vars": {"PYTHONUNBUFFERED": "1", **(source_env(working_dir) if working_dir else {}), **spec.env}}
+    if working_dir is not None:
+        env.update(working_dir=str(working_dir), excludes=list(WORKING_DIR_EXCLUDES))
+    return env
 
 
 def cluster_token(environ=None, home: Path | None = None) -> str | None:
@@ -104,7 +114,7 @@ class JobRunner:
             raise JobError(f"cannot use the jobs API at {address}: {exc}\n{hint}") from exc
         self.address = address
 
-    def submit(self, spec: JobSpec, working_dir: Path = REPO_ROOT) -> str:
+    def submit(self, spec: JobSpec, working_dir: Path | None = REPO_ROOT) -> str:
         """Submit; with a `submission_id` that exists already, return it without a second run."""
         if spec.submission_id and self._exists(spec.submission_id):
             return spec.submission_id

@@ -231,7 +231,9 @@ def test_shadow_answers_are_recorded_never_returned_and_a_failing_shadow_never_h
 
 def test_traffic_changes_of_two_models_from_two_processes_at_once_all_stay_in_force(served, mlflow_server):
     """Every change reads the gateway's whole routing table and deploys it back: without the cluster's
-    serving lock the later write of two at once undoes the earlier one's model."""
+    serving lock the later write of two at once undoes the earlier one's model. The two writers change
+    at the same moments (every 4 s), and each checks before every change that its own model still has
+    the weights it set last: with the lock off, this found lost changes in every run tried."""
     import subprocess
     import sys
 
@@ -246,8 +248,9 @@ def test_traffic_changes_of_two_models_from_two_processes_at_once_all_stay_in_fo
     control.traffic(other, {1: 50, 2: 50})
     address = ray.get_runtime_context().gcs_address
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    start = f"{time.time() + 20:.3f}"  # both joined the cluster by then
     writers = [subprocess.Popen([sys.executable, "-m", "tests.integration.traffic_writer", address, mlflow_server,
-                                 model, "8", final], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 model, "10", final, start, "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env) for model, final in ((NAME, "70"), (other, "20"))]
     try:
         outputs = [w.communicate(timeout=600)[0] for w in writers]
@@ -255,7 +258,8 @@ def test_traffic_changes_of_two_models_from_two_processes_at_once_all_stay_in_fo
         for w in writers:
             w.kill()
     assert all(w.returncode == 0 for w in writers), [o[-3000:] for o in outputs]
-    assert all(o.count(": v1 ") == 8 for o in outputs), outputs
+    assert all(o.count(": v1 ") == 10 for o in outputs), outputs
+    assert not [line for o in outputs for line in o.splitlines() if line.startswith("lost:")], outputs
     table = control.describe()["gateway"]["models"]
     try:
         assert TrafficPolicy.from_json(table[NAME]["policy"]).shares() == pytest.approx({1: 0.7, 2: 0.3})

@@ -64,6 +64,14 @@ def test_the_repository_travels_without_environments_or_state():
     assert env["env_vars"]["PYTHONUNBUFFERED"] == "1"
 
 
+def test_an_installed_handoff_sends_no_working_dir():
+    """From a wheel there is no checkout: the folder above the packages is site-packages, which a job
+    must never upload; the job runs the Handoff installed on the cluster."""
+    env = runtime_env(tune_job("c.yaml"), working_dir=None)
+    assert "working_dir" not in env and "excludes" not in env
+    assert env["env_vars"]["PYTHONUNBUFFERED"] == "1"
+
+
 def test_the_token_is_found_where_ray_clients_find_it(tmp_path):
     assert cluster_token({"RAY_AUTH_TOKEN": " abc\n"}, tmp_path) == "abc"
     (tmp_path / "t").write_text("from-path\n")
