@@ -11,6 +11,7 @@ the bytes follow it. `tritonclient.http` sends binary inputs and asks for binary
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(the JSON part, the binary tensor data after it); all JSON without the header."""
     if header_length is None:
         return raw, b""
-    if not header_length.strip().isdigit() or not 0 < int(header_length) <= len(raw):
+    if not re.fullmatch(r"[0-9]{1,12}", header_length.strip()) or not 0 < int(header_length) <= len(raw):
         raise BadRequest(f"Inference-Header-Content-Length {header_length!r} must be the JSON part's length in "
                          f"bytes, between 1 and the body's {len(raw)}")
     n = int(header_length)
@@ -46,14 +47,14 @@ def attach_binary_inputs(body, tail: bytes) -> None:
             continue
         where = f"input {tensor.get('name')!r}"
         datatype, shape = tensor.get("datatype"), tensor.get("shape")
-        if datatype not in DTYPES:
+        if not isinstance(datatype, str) or datatype not in DTYPES:
             raise BadRequest(f"{where}: binary data of datatype {datatype!r} is not supported "
                              f"(numeric types: {', '.join(DTYPES)})")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise BadRequest(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
         count = math.prod(shape)
         expected = count * np.dtype(DTYPES[datatype]).itemsize
-        if not isinstance(size, int) or size != expected:
+        if type(size) is not int or size != expected:
             raise BadRequest(f"{where}: binary_data_size {size!r} does not match shape {shape} of {datatype} "
                              f"({expected} bytes)")
         if offset + size > len(tail):

@@ -20,10 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
-from serving.protocol import BadRequest
+from serving.protocol import BadRequest, check_request_id
 
 FEEDBACK_DIR = "_feedback"
-MAX_ID_CHARS = 256
 SHOWN = 5  # bad entries named in one error message
 
 
@@ -87,9 +86,10 @@ def parse_feedback(payload, classes: tuple) -> Labels:
             problems.append(f"entry {i} is not an object with request_id and label")
             continue
         rid, label = item.get("request_id"), item["label"]
-        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID_CHARS:
-            problems.append(f"entry {i}: request_id {rid!r} is not a non-empty string of at most {MAX_ID_CHARS} "
-                            "characters")
+        try:
+            check_request_id(rid if rid is not None else "", f"entry {i}: request_id", row=True)
+        except BadRequest as exc:
+            problems.append(str(exc))
             continue
         key = _label_key(label, classes)
         if key is None or key not in keys:

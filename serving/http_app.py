@@ -26,8 +26,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from serving.binary import HEADER_LENGTH, attach_binary_inputs, split_body
-from serving.protocol import BadRequest, ModelSignature, infer_response, invocations_response, parse_infer, \
-    parse_invocations, requested_outputs
+from serving.protocol import (NUMERIC_DATATYPES, REQUEST_ID_PATTERN, ROW_ID_PATTERN, BadRequest, ModelSignature,
+                              check_request_id, infer_response, invocations_response, parse_infer, parse_invocations,
+                              requested_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,21 @@ def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
     return key in api_keys
 
 
+def _parse(body: bytes, headers: Mapping[str, str], sig, mlflow_format: bool):
+    """(feature matrix, request id or None, outputs asked for) of one request's body."""
+    header_length = headers.get(HEADER_LENGTH)
+    if mlflow_format:
+        if header_length is not None:
+            raise BadRequest("binary tensor data is an Open Inference Protocol extension: send it to "
+                             "/infer; /invocations takes MLflow's JSON payloads")
+        return parse_invocations(decode_json(body), sig), None, None
+    json_part, tail = split_body(body, header_length)
+    decoded = decode_json(json_part)
+    attach_binary_inputs(decoded, tail)
+    x, request_id = parse_infer(decoded, sig)
+    return x, request_id, requested_outputs(decoded)
+
+
 async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: Mapping[str, str],
                 body: bytes | BadRequest, version: int | None, mlflow_format: bool) -> Response:
     """The one inference handler, whichever route received the request: `body` is the raw body, or
@@ -128,19 +144,15 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
         sig = backend.signature(name)
         if isinstance(body, BadRequest):
             raise body
-        header_length = headers.get(HEADER_LENGTH)
-        if mlflow_format:
-            if header_length is not None:
-                raise BadRequest("binary tensor data is an Open Inference Protocol extension: send it to "
-                                 "/infer; /invocations takes MLflow's JSON payloads")
-            x, request_id = parse_invocations(decode_json(body), sig), None
-        else:
-            json_part, tail = split_body(body, header_length)
-            body = decode_json(json_part)
-            attach_binary_inputs(body, tail)
-            x, request_id = parse_infer(body, sig)
-            outputs = requested_outputs(body)
-        request_id = request_id or headers.get("x-request-id") or next_request_id()
+        try:
+            x, request_id, outputs = _parse(body, headers, sig, mlflow_format)
+        except BadRequest:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the client's input, whatever a parser tripped on: a 400
+            log.warning("model %s: a request's body tripped the parser: %r", name, exc)
+            raise BadRequest(f"malformed request: {type(exc).__name__}: {exc}") from None
+        request_id = request_id or check_request_id(headers.get("x-request-id"), "header x-request-id") or \
+            next_request_id()
         answer = await backend.answer(name, x, request_id, headers.get("x-routing-key"), version)
     except BadRequest as exc:
         return error(str(exc), exc.status)
@@ -185,18 +197,21 @@ _BINARY_NOTE = ("OIP v2 JSON, or the binary tensor data extension (tritonclient'
                 "its length in the Inference-Header-Content-Length header, then each binary input's bytes "
                 "(parameters.binary_data_size); parameters.binary_data_output (or outputs[i].parameters."
                 "binary_data) asks for outputs as bytes after the answer's JSON header")
-_INFER_BODY = {"description": _BINARY_NOTE, "content": {"application/octet-stream": {
-    "schema": {"type": "string", "format": "binary"}}, "application/json": {"schema": {
+# the binary extension's body (a JSON header, then raw bytes, split where a request header says) has no
+# OpenAPI form: it is described, not declared, so that a schema-driven client never sends bytes without it
+_INFER_BODY = {"description": _BINARY_NOTE, "required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["inputs"], "properties": {
-        "id": {"type": "string"},
-        "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "shape", "datatype", "data"],
-                                              "properties": {"name": {"type": "string"},
-                                                             "shape": {"type": "array", "items": {"type": "integer"}},
-                                                             "datatype": {"type": "string", "example": "FP32"},
-                                                             "data": {"type": "array"}}}}}},
+        "id": {"type": "string", "pattern": REQUEST_ID_PATTERN,
+               "description": "the request's id (echoed as x-request-id; labels join on it)"},
+        "inputs": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["name", "shape", "datatype", "data"],
+            "properties": {"name": {"type": "string"},
+                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                           "datatype": {"type": "string", "enum": sorted(NUMERIC_DATATYPES)},
+                           "data": {"type": "array"}}}}}},
     "example": {"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
                             "data": [50, 0, 80, 0, 20, 0, 30, 60, 30]}]}}}}
-_INVOCATIONS_BODY = {"content": {"application/json": {"schema": {
+_INVOCATIONS_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "description": "exactly one of the four MLflow scoring payloads",
     "oneOf": [
         {"required": ["dataframe_split"], "properties": {"dataframe_split": {
@@ -211,13 +226,14 @@ _INVOCATIONS_BODY = {"content": {"application/json": {"schema": {
             "description": "rows (lists in feature order, or objects by feature name) or {feature: [values]}"}}},
     ]},
     "example": {"dataframe_split": {"columns": ["f1", "f2"], "data": [[1.0, 2.0]]}}}}}
-_FEEDBACK_BODY = {"content": {"application/json": {"schema": {
-    "type": "object", "required": ["labels"], "properties": {"labels": {"type": "array", "items": {
+_FEEDBACK_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["labels"], "properties": {"labels": {"type": "array", "minItems": 1, "items": {
         "type": "object", "required": ["request_id", "label"],
-        "properties": {"request_id": {"type": "string", "description": "a live-log row id: the request's id "
+        "properties": {"request_id": {"type": "string", "pattern": ROW_ID_PATTERN,
+                                      "description": "a live-log row id: the request's id "
                                       "(x-request-id) for its first row, ID#1, ID#2, ... for the others"},
                        "label": {"description": "the true class, as the model names its classes"}}}}}},
-    "example": {"labels": [{"request_id": "3f2a-17", "label": "yes"}]}}}}
+    "example": {"labels": [{"request_id": "3f2a-17", "label": 1}]}}}}
 _INVOCATIONS_ANSWER = {"content": {"application/json": {"schema": {
     "type": "object", "properties": {"predictions": {"type": "array", "items": {
         "type": "object", "description": "prediction (class index) and probability_K for each class K"}}}}}}}
@@ -236,6 +252,8 @@ def _refusals(*statuses: int) -> dict:
 
 
 _INFERENCE_REFUSALS = _refusals(400, 401, 404, 405, 413, 422, 503)
+VERSION_ROUTE = "/v2/models/{name}/versions/{version}/infer"
+VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}  # what `_VERSION` takes (a 0 is no version)
 
 
 def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = frozenset()) -> FastAPI:
@@ -286,7 +304,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
     async def infer_route(name: str, request: Request):
         return await route(request, name, None, False)
 
-    @app.post("/v2/models/{name}/versions/{version}/infer", summary="Predict with one version",
+    @app.post(VERSION_ROUTE, summary="Predict with one version",
               response_model=InferResponse, responses=_INFERENCE_REFUSALS,
               openapi_extra={"requestBody": _INFER_BODY})
     async def infer_version_route(name: str, version: str, request: Request):
@@ -317,6 +335,19 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
         except BadRequest as exc:
             return error(str(exc), exc.status)
 
+    def openapi() -> dict:
+        """FastAPI's schema, with the version path parameter typed as the server parses it: the route
+        takes it as text so that `answer_inference` refuses what is not a number with our own 400 (as
+        the direct front does), not FastAPI's 422."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for param in schema["paths"][VERSION_ROUTE]["post"]["parameters"]:
+                if param["name"] == "version":
+                    param.update(description="a served version number", schema=dict(VERSION_SCHEMA))
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.exception_handler(404)
     async def not_found(request: Request, exc):
         return error(f"no route {request.method} {request.url.path}; see /docs for the API", 404)
@@ -334,6 +365,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
 
 DRAIN_BYTES = 64 * 1024 * 1024  # an oversized body beyond this is not read: the connection is closed
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)/(infer|invocations|versions/([^/]+)/infer)$")
+_VERSION = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 def match_inference(method: str, path: str) -> tuple[str, str | None, bool] | None:
@@ -351,8 +383,8 @@ async def answer_inference(backend: Backend, max_body_bytes: int, api_keys: froz
                            receive) -> Response | None:
     """One inference request from its route's parts: the version checked, the body read (`read_body`),
     then `infer`. None when the client went away before sending its body."""
-    if version_text is not None and not version_text.isdigit():
-        return error(f"version {version_text!r} is not a version number", 400)
+    if version_text is not None and not _VERSION.fullmatch(version_text):
+        return error(f"version {version_text[:40]!r} is not a version number", 400)
     body = await read_body(receive, headers, max_body_bytes)
     if body is None:
         return None

@@ -7,12 +7,22 @@ here knows about Ray or HTTP servers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 NUMERIC_DATATYPES = {"FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 MATRIX_INPUT = "features"  # the name of the single 2-D input tensor in the model metadata
+
+
+#: a request id: what the answer's x-request-id header echoes and labels join on, so it must be a
+#: valid header value of bounded size: 1 to 200 visible ASCII characters (no spaces, no controls);
+#: a row's id in the live log is the request's, then `#k` for its k-th row after the first
+MAX_ID_CHARS = 200
+REQUEST_ID_PATTERN = rf"^[!-~]{{1,{MAX_ID_CHARS}}}$"
+ROW_ID_PATTERN = rf"^[!-~]{{1,{MAX_ID_CHARS}}}(#[0-9]{{1,9}})?$"
+_REQUEST_ID, _ROW_ID = re.compile(REQUEST_ID_PATTERN), re.compile(ROW_ID_PATTERN)
 
 
 class BadRequest(ValueError):
@@ -82,17 +92,29 @@ def _as_numbers(data, where: str) -> np.ndarray:
     return arr
 
 
+def check_request_id(value, where: str, row: bool = False) -> str | None:
+    """`value` if it is a usable request id (`row`: or a row's, `ID#k`), None when absent; else a
+    400 naming the rule."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not (_ROW_ID if row else _REQUEST_ID).match(value):
+        shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+        raise BadRequest(f"{where} {shown} is not a request id: use 1 to {MAX_ID_CHARS} visible ASCII characters "
+                         "(letters, digits, punctuation; no spaces)" + (", then #ROW for a row after the first" if row else ""))
+    return value
+
+
 def _check_datatype(tensor: dict, where: str) -> None:
     datatype = tensor.get("datatype")
-    if datatype not in NUMERIC_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in NUMERIC_DATATYPES:
         raise BadRequest(f"{where}: datatype {datatype!r} is not supported; use FP32 "
                          f"(numeric types accepted: {', '.join(sorted(NUMERIC_DATATYPES))})")
 
 
 def _shape(tensor: dict, where: str) -> list[int]:
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadRequest(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise BadRequest(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}"[:300])
     return shape
 
 
@@ -103,9 +125,9 @@ def parse_infer(body, sig: ModelSignature) -> tuple[np.ndarray, str | None]:
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
-    request_id = body.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise BadRequest("'id' must be a string")
+    if "id" in body and not isinstance(body["id"], str):  # `"id": null` is not an id left out
+        raise BadRequest(f"'id' must be a string, not {type(body['id']).__name__}")
+    request_id = check_request_id(body.get("id"), "'id'")
     if len(inputs) == 1 and isinstance(inputs[0], dict) and inputs[0].get("name") not in sig.features:
         return _matrix_tensor(inputs[0], sig), request_id
     return _per_feature_tensors(inputs, sig), request_id
@@ -226,11 +248,14 @@ def requested_outputs(body: dict) -> list[tuple[str, bool]]:
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     chosen: list[tuple[str, bool]] = []
     for o in asked:
-        if o.get("name") not in OUTPUTS:
+        if not isinstance(o.get("name"), str) or o.get("name") not in OUTPUTS:
             raise BadRequest(f"output {o.get('name')!r} is not one of this model's outputs {list(OUTPUTS)}")
         if any(o["name"] == name for name, _ in chosen):
             raise BadRequest(f"output {o['name']!r} is asked for twice")
-        chosen.append((o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary))))
+        params = o.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(f"output {o['name']!r}: 'parameters' must be an object")
+        chosen.append((o["name"], bool(params.get("binary_data", default_binary))))
     return chosen
 
 

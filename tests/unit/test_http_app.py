@@ -104,6 +104,19 @@ BAD = [
     ("/v2/models/m/infer", json.dumps({"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32",
                                                     "data": [1, "NaN", 3]}]}).encode(), {}, 422, "NaN"),
     ("/v2/models/broken/infer", OIP, {}, 503, "could not answer"),
+    # found by schemathesis over /openapi.json, or read in the code: each was a 5xx or a header no client reads
+    ("/v2/models/m/versions/²/infer", OIP, {}, 400, "not a version number"),       # "²".isdigit(), int() refuses
+    ("/v2/models/m/infer", json.dumps({"inputs": [{"name": "", "shape": [], "datatype": {}, "data": [None]}]}).encode(),
+     {}, 400, "datatype {} is not supported"),                                     # was a 503 (unhashable dict)
+    ("/v2/models/m/infer", json.dumps({"id": None, **json.loads(OIP)}).encode(), {}, 400, "'id' must be a string"),
+    ("/v2/models/m/infer", json.dumps({"id": "€", **json.loads(OIP)}).encode(), {}, 400, "is not a request id"),
+    ("/v2/models/m/infer", json.dumps({"id": "x" * 300, **json.loads(OIP)}).encode(), {}, 400, "1 to 200 visible"),
+    ("/v2/models/m/infer", OIP, {"x-request-id": "€uro"}, 400, "header x-request-id"),
+    ("/v2/models/m/infer", json.dumps({"inputs": [{"name": "features", "shape": [True, 3], "datatype": "FP32",
+                                                    "data": ROW}]}).encode(), {}, 400, "non-negative integers"),
+    ("/v2/models/m/infer", json.dumps({**json.loads(OIP), "outputs": [{"name": "label", "parameters": [1]}]}).encode(),
+     {}, 400, "'parameters' must be an object"),
+    ("/v2/models/m/infer", OIP, {"inference-header-content-length": "²"}, 400, "Inference-Header-Content-Length"),
 ]
 
 
@@ -112,6 +125,18 @@ def test_refusals_are_the_same_json_error_through_both_fronts(path, body, header
     for app in APPS.values():
         got, _, payload = call(app, "POST", path, body, headers)
         assert got == status and message in payload["error"], payload
+
+
+def test_openapi_types_the_version_as_the_server_parses_it_and_bodies_as_required():
+    schema = FRONT.fastapi.openapi()
+    route = schema["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]
+    version = next(p for p in route["parameters"] if p["name"] == "version")
+    assert version["schema"]["type"] == "integer" and version["schema"]["minimum"] == 1
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/invocations", "/v2/models/{name}/feedback"):
+        assert schema["paths"][path]["post"]["requestBody"]["required"] is True
+    body = schema["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
+    assert list(body) == ["application/json"]  # the binary extension is described, not declared
+    assert body["application/json"]["schema"]["properties"]["id"]["pattern"] == "^[!-~]{1,200}$"
 
 
 def test_an_api_key_is_required_on_every_inference_route_when_keys_are_set():
