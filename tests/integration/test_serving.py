@@ -297,7 +297,7 @@ def test_a_schema_driven_fuzzer_over_openapi_finds_nothing(served, tmp_path, nam
         (tmp_path / "st.toml").write_text(SCHEMATHESIS_NAMED.format(name=NAME))
         args += ["--config-file", str(tmp_path / "st.toml")]
     args += ["run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all", "--workers", "1",
-             "--max-examples", "40", "--seed", "7", "--max-time", "150", "--generation-database", "none",
+             "--max-examples", "25", "--seed", "7", "--max-time", "90", "--generation-database", "none",
              "--no-color"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
