@@ -138,7 +138,7 @@ def main() -> None:
         registered = tune_and_register(cfg, settings, uri)
         model = load_version(cfg.name, registered.version, uri)
         features = list(model.features)
-        source = pd.read_csv(BUILTIN_DATASETS["shuttle"][0]())
+        source = BUILTIN_DATASETS["shuttle"][0]().to_pandas()
         table = make_table(features, source, args.rows, args.files, scratch / "tonight")
         small = make_table(features, source, BATCH, 1, scratch / "small")
         x = np.ascontiguousarray(source[features].to_numpy(np.float32)[

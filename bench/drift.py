@@ -148,8 +148,34 @@ def false_alarms(windows: int, persistence: int) -> dict:
             "uncorrected_ks_flags_per_window": raw_flags / windows, "uncorrected_windows_with_a_flag": raw_windows}
 
 
-def end_to_end(files: int, rows_per_file: int, rows_per_request: int) -> dict:
-    """The monitor core over live-log files the gateway's writer made, pinned to one core."""
+MIXED_NUMERIC = [f"n{i}" for i in range(5)]
+MIXED_CATEGORICAL = {"plan": ["basic", "plus", "pro", "team"], "region": [f"r{i}" for i in range(12)],
+                     "paperless": [True, False]}
+
+
+def mixed_rows(rng, n: int, shift: float = 0.0) -> dict:
+    """Rows of a mixed-type model as clients send them: 5 numbers (one with 5% gaps), 3 categories;
+    `shift` moves the numbers and brings a value training never held into `plan`."""
+    x = rng.normal(size=(n, len(MIXED_NUMERIC))) + shift
+    out = {f: x[:, j].tolist() for j, f in enumerate(MIXED_NUMERIC)}
+    out["n0"] = [None if g else v for v, g in zip(out["n0"], rng.random(n) < 0.05)]
+    for name, values in MIXED_CATEGORICAL.items():
+        out[name] = [values[k] for k in rng.integers(0, len(values), n)]
+    if shift:
+        out["plan"] = ["enterprise" if u < shift else v for v, u in zip(out["plan"], rng.random(n))]
+    return out
+
+
+def mixed_profile(rng):
+    ref = mixed_rows(rng, REF_ROWS)
+    x = np.array([[np.nan if v is None else v for v in ref[f]] for f in MIXED_NUMERIC]).T
+    return build_profile(x, MIXED_NUMERIC, proba_of(np.nan_to_num(x)), [0, 1], "bench",
+                         categories={c: ref[c] for c in MIXED_CATEGORICAL})
+
+
+def end_to_end(files: int, rows_per_file: int, rows_per_request: int, mixed: bool = False) -> dict:
+    """The monitor core over live-log files the gateway's writer made, pinned to one core; `mixed`:
+    a mixed-type model's files (5 numeric columns, one with gaps, 3 dictionary-encoded categorical)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -162,19 +188,30 @@ def end_to_end(files: int, rows_per_file: int, rows_per_request: int) -> dict:
     from serving.live_log import LiveLog
 
     rng = np.random.default_rng(3)
-    reference = rows(rng, REF_ROWS)
-    profile = build_profile(reference, FEATURES, proba_of(reference), [0, 1], "bench")
+    columns = [*MIXED_NUMERIC, *MIXED_CATEGORICAL] if mixed else FEATURES
+    if mixed:
+        profile = mixed_profile(rng)
+    else:
+        reference = rows(rng, REF_ROWS)
+        profile = build_profile(reference, FEATURES, proba_of(reference), [0, 1], "bench")
+    value_types = (None,) * len(MIXED_NUMERIC) + ("string", "string", "bool") if mixed else None
     with tempfile.TemporaryDirectory() as tmp:
         log = LiveLog(f"{tmp}/live", flush_seconds=3600, max_rows=10**9, max_requests=10**9)
         requests = rows_per_file // rows_per_request
         for i in range(files):
-            x = rows(rng, rows_per_file, 0.3 if i >= files // 2 else 0.0).astype(np.float32)
-            proba = proba_of(x)
+            shift = 0.3 if i >= files // 2 else 0.0
+            if mixed:
+                x = mixed_rows(rng, rows_per_file, shift)
+                proba = proba_of(np.array([[0.0 if v is None else v for v in x[f]] for f in MIXED_NUMERIC]).T)
+            else:
+                x = rows(rng, rows_per_file, shift).astype(np.float32)
+                proba = proba_of(x)
             prediction = proba.argmax(axis=1)
             for r in range(requests):
                 part = slice(r * rows_per_request, (r + 1) * rows_per_request)
-                log.append("bench", tuple(FEATURES), f"r{i}-{r}", 1, None, x[part], prediction[part], 1.0,
-                           proba=proba[part])
+                rows_part = {c: v[part] for c, v in x.items()} if mixed else x[part]
+                log.append("bench", tuple(columns), f"r{i}-{r}", 1, None, rows_part, prediction[part], 1.0,
+                           proba=proba[part], value_types=value_types)
             log.flush()
         log.close()
         total = files * rows_per_file
@@ -183,7 +220,7 @@ def end_to_end(files: int, rows_per_file: int, rows_per_request: int) -> dict:
         pa.set_cpu_count(1)
         pa.set_io_thread_count(1)
         start = time.perf_counter()
-        read = sum(pq.read_table(p, columns=[*NEEDED, *FEATURES, "probabilities"], use_threads=False).num_rows
+        read = sum(pq.read_table(p, columns=[*NEEDED, *columns, "probabilities"], use_threads=False).num_rows
                    for p in paths)
         pyarrow_s = time.perf_counter() - start
         core = MonitorCore("bench", f"{tmp}/live", StateStore(f"{tmp}/state", "bench"), lambda v: profile,
@@ -195,7 +232,8 @@ def end_to_end(files: int, rows_per_file: int, rows_per_request: int) -> dict:
         monitor_s = time.perf_counter() - start
         scored = core.state["rows_scored"].get("1", 0) + sum(b.rows for b in core.windower.buffers.values())
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        return {"files": files, "rows": total, "rows_per_file": rows_per_file, "rows_per_request": rows_per_request,
+        return {"mixed": mixed, "files": files, "rows": total, "rows_per_file": rows_per_file,
+                "rows_per_request": rows_per_request,
                 "pyarrow_read_rows_per_s": read / pyarrow_s, "monitor_rows_per_s": total / monitor_s,
                 "monitor_s": monitor_s, "every_row_once": scored == total,
                 "windows": core.state["windows"].get("1", 0),
@@ -213,10 +251,23 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=100, help="files of 5,000 one-row requests (a "
                         "gateway's flush at ~2,800 requests/s) for a second end-to-end run; 0 skips it")
     parser.add_argument("--no-evidently", action="store_true", help="leave Evidently's column out")
+    parser.add_argument("--mixed-files", type=int, default=20, help="files of a mixed-type model (5 numeric "
+                        "columns, one with gaps, 3 categorical) for a third end-to-end run; 0 skips it")
+    parser.add_argument("--only-end-to-end", action="store_true", help="skip the per-window, delay and alarm runs")
     args = parser.parse_args()
 
-    results = {"throughput": throughput(args.rounds, not args.no_evidently)}
-    t = results["throughput"]
+    results = {}
+    if not args.only_end_to_end:
+        windows(args, results)
+    end_to_end_runs(args, results)
+    out = REPO / "bench" / "results" / "drift.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"written {out}")
+
+
+def windows(args, results: dict) -> None:
+    results["throughput"] = t = throughput(args.rounds, not args.no_evidently)
     print(f"per window of {WINDOW_ROWS} rows x {len(FEATURES)} features (median of {args.rounds} rounds):")
     print(f"  handoff scorer   {t['handoff_s'] * 1e3:8.2f} ms  {WINDOW_ROWS / t['handoff_s']:>12,.0f} rows/s  "
           f"flags {t['handoff_flagged']}")
@@ -232,19 +283,21 @@ def main() -> None:
     print(f"no drift, {fa['windows']} windows: {fa['declared']} declared, {fa['drifted_windows_after_correction']} "
           f"window(s) drifted after correction; uncorrected KS: {fa['uncorrected_ks_flags_per_window']:.2f} "
           f"flags a window, {fa['uncorrected_windows_with_a_flag']} windows with one")
-    runs = [(args.files, args.rows_per_file, 10)] + ([(args.small_files, 5_000, 1)] if args.small_files else [])
+
+
+def end_to_end_runs(args, results: dict) -> None:
+    runs = [(args.files, args.rows_per_file, 10, False)] + (
+        [(args.small_files, 5_000, 1, False)] if args.small_files else []) + (
+        [(args.mixed_files, args.rows_per_file, 10, True)] if args.mixed_files else [])
     results["end_to_end"] = []
-    for files, per_file, per_request in runs:
-        e = end_to_end(files, per_file, per_request)
+    for files, per_file, per_request, mixed in runs:
+        e = end_to_end(files, per_file, per_request, mixed)
         results["end_to_end"].append(e)
-        print(f"end to end, one core, {e['files']} files x {e['rows_per_file']} rows ({per_request}-row requests): "
+        print(f"end to end, one core, {e['files']} {'mixed-type ' if mixed else ''}files x {e['rows_per_file']} rows "
+              f"({per_request}-row requests): "
               f"monitor {e['monitor_rows_per_s']:,.0f} rows/s ({e['windows']} windows, every row once: "
               f"{e['every_row_once']}, {e['compacted_files']} files compacted); pyarrow reading alone "
               f"{e['pyarrow_read_rows_per_s']:,.0f} rows/s")
-    out = REPO / "bench" / "results" / "drift.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"written {out}")
 
 
 if __name__ == "__main__":

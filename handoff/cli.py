@@ -321,12 +321,21 @@ def models(name: Annotated[str, typer.Argument(help="registered model name")],
                       lin.get("data_fingerprint", "?")[:8])
     out.print(table)
     for v in versions:
-        out.print(f"  v{v.version} caused by {_cause(v.lineage)}", highlight=False)
+        out.print(f"  v{v.version} caused by {_cause(v.lineage)}; columns: {_columns(v.lineage)}", highlight=False)
     if lineage:
         for v in versions:
             out.print(f"\n[bold]{name} v{v.version}[/bold] lineage  (created {v.created}, run {v.run_id})")
             for key in sorted(v.lineage):
                 out.print(f"  {key:22} {v.lineage[key]}", highlight=False)
+
+
+def _columns(lineage: dict) -> str:
+    """Each feature's kind as recorded with the version (`handoff.columns`); older versions took numbers only."""
+    kinds = json.loads(lineage["columns"]) if lineage.get("columns") else None
+    if kinds is None:
+        return "numeric only (registered before column kinds were recorded)"
+    by_kind = {kind: [n for n, k in kinds.items() if k == kind] for kind in ("numeric", "categorical")}
+    return "; ".join(f"{kind} {', '.join(names)}" for kind, names in by_kind.items() if names)
 
 
 def _cause(lineage: dict) -> str:

@@ -87,7 +87,8 @@ class HandoffLoopPort:
         if model not in self._feedback:
             self._feedback[model] = Feedback(self.live_root, model)
         feedback = self._feedback[model]
-        rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary}, feedback=feedback)
+        rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary}, feedback=feedback,
+                             with_features=False)
         out = {}
         for role, version in (("champion", champion), ("canary", canary)):
             f = served.get((model, version), {})

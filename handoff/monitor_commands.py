@@ -71,7 +71,7 @@ def record_profile(registry, view) -> None:
     from monitoring.estimation import calibration
 
     profile = profile_from_training(view.x_train, view.features, view.proba_train, view.classes, view.fingerprint,
-                                    view.seed)
+                                    view.seed, view.categories)
     if view.proba_val is not None and len(view.y_val):  # calibration, checked on the validation split
         found = calibration(view.proba_val, view.y_val)
         profile = replace(profile, temperature=found["temperature"])
@@ -175,11 +175,13 @@ def verdict(status: dict | None, version: int) -> tuple[str, str]:
     v = str(version)
     live = status.get("live", {}).get(v) or {}
     accuracy = f"{live['accuracy']:.1%} of {live['labelled']}" if live.get("accuracy") is not None else "-"
-    if status["drift"].get(v, {}).get("declared"):
-        return "DRIFT", accuracy
     last = status.get("last_window")
-    if last and str(last["version"]) == v:
-        return (f"window {last['window']}: drifted" if last["drifted"] else f"window {last['window']}: ok"), accuracy
+    mine = last if last and str(last["version"]) == v else None
+    moved = f" ({', '.join(mine['drifted_features'][:4])})" if mine and mine["drifted_features"] else ""
+    if status["drift"].get(v, {}).get("declared"):
+        return f"DRIFT{moved}", accuracy
+    if mine:
+        return (f"window {mine['window']}: drifted{moved}" if mine["drifted"] else f"window {mine['window']}: ok"), accuracy
     if v in status["windows"]:
         return f"{status['windows'][v]} window(s) ok", accuracy
     if v in status["rows_unprofiled"]:
@@ -221,6 +223,13 @@ def _print_status(status: dict, as_json: bool) -> None:
     if last:
         verdict = f"drifted: {', '.join(last['drifted_features'])}" if last["drifted"] else "no drift"
         out.print(f"  last window: v{last['version']} #{last['window']} ({last['rows']} rows): {verdict}")
+    for column, figure in sorted(status.get("columns", {}).items()):
+        if figure.get("share") is not None:  # unseen values and gaps: a share of rows, beside training's
+            what = f"{figure['share']:.1%} of rows (training {figure['reference_share'] or 0:.1%})"
+        else:  # a categorical column's shares: how far they moved
+            what = f"shares moved {figure['effect']:.3f} (Jensen–Shannon; tolerance {figure['tolerance']:.3f})"
+        flag = "  DRIFTED" if figure.get("drifted") else ""
+        out.print(f"    {column}: {what}{flag}" + (f" · {figure['detail']}" if figure.get("drifted") else ""))
     if status["files_skipped"]:
         out.print(f"  files skipped (unreadable): {len(status['files_skipped'])}")
     loop = status.get("loop") or {}

@@ -100,17 +100,15 @@ class LiveReplay:
         """One request (and a label batch when due): the version that answered (None: it failed) and
         whether it was right; counted in the tally of its phase (before or after the change)."""
         i = self.sent
-        row = (self.changed_x if self.change_at is not None and i >= self.change_at else self.x)[i % len(self.x)]
+        changed = self.change_at is not None and i >= self.change_at
         if self.change_at is not None and i == self.change_at:
             self.changed_at_time = time.time()
         tally = self.after if self.change_at is not None and i >= self.change_at else self.before
         request_id = f"{self.prefix}-{i}"
         truth = self.labels[i % len(self.labels)]
         try:
-            status, headers, answer = self._post(
-                f"/v2/models/{self.model}/infer",
-                {"inputs": [{"name": "features", "shape": [1, len(self.features)], "datatype": "FP32",
-                             "data": row.tolist()}]}, {"x-request-id": request_id})
+            status, headers, answer = self._post(f"/v2/models/{self.model}/infer", self._payload(i, changed),
+                                                 {"x-request-id": request_id})
         except Exception as exc:  # noqa: BLE001 - a failed request is what the demo counts
             status, headers, answer = 599, {}, {"error": str(exc)}
         version = correct = None
@@ -125,6 +123,12 @@ class LiveReplay:
         if len(self._pending) >= self.label_batch:
             self.flush_labels()
         return version, correct
+
+    def _payload(self, i: int, changed: bool) -> dict:
+        """The OIP request of the `i`-th row: one FP32 `features` tensor."""
+        row = (self.changed_x if changed else self.x)[i % len(self.x)]
+        return {"inputs": [{"name": "features", "shape": [1, len(self.features)], "datatype": "FP32",
+                            "data": row.tolist()}]}
 
     def flush_labels(self) -> None:
         if not self._pending:
@@ -152,3 +156,47 @@ class LiveReplay:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def oip_datatype(series) -> str:
+    """The OIP datatype a client sends a raw column as: BYTES for text, BOOL, INT64, else FP64."""
+    import pandas as pd
+
+    values = series.dropna()
+    if pd.api.types.is_bool_dtype(series.dtype) or (len(values) and values.map(type).eq(bool).all()):
+        return "BOOL"
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return "INT64"
+    if pd.api.types.is_float_dtype(series.dtype):
+        return "FP64"
+    return "BYTES"
+
+
+class TableReplay(LiveReplay):
+    """`LiveReplay` of raw rows (a frame of the feature columns as a client has them: text, booleans,
+    integer codes, gaps as None), one OIP tensor per column named after it; `change` turns the frame
+    into what clients send after the change (a renamed category, a column arriving empty)."""
+
+    def __init__(self, port: int, model: str, frame, labels: list, change=None, change_at: int | None = None,
+                 label_batch: int = 50, prefix: str = "replay", headers: dict | None = None):
+        features = list(frame.columns)
+        super().__init__(port, model, features, np.zeros((len(frame), 0)), labels, None, change_at, label_batch,
+                         prefix, headers)
+        self.datatypes = {c: oip_datatype(frame[c]) for c in features}
+        self.rows = self._records(frame)
+        self.changed_rows = self._records(change(frame.copy())) if change else self.rows
+
+    def _records(self, frame) -> list[list]:
+        def plain(c, v):
+            if v is None or (isinstance(v, float) and v != v):
+                return None
+            kind = self.datatypes[c]
+            return bool(v) if kind == "BOOL" else int(v) if kind == "INT64" else float(v) if kind == "FP64" else str(v)
+
+        columns = list(frame.columns)
+        return [[plain(c, v) for c, v in zip(columns, row)] for row in frame.astype(object).itertuples(index=False)]
+
+    def _payload(self, i: int, changed: bool) -> dict:
+        row = (self.changed_rows if changed else self.rows)[i % len(self.rows)]
+        return {"inputs": [{"name": c, "shape": [1], "datatype": self.datatypes[c], "data": [v]}
+                           for c, v in zip(self.features, row)]}

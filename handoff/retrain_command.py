@@ -26,10 +26,12 @@ from handoff.monitor_commands import MonitoringConfigOpt, MonitorSetOpt, monitor
 MIN_RECENT_ROWS = 20
 
 
-def _accuracy(model, x, y) -> float:
+def _accuracy(model, rows, y) -> float:
+    """The version's accuracy on raw rows, prepared by its own preparation (a candidate's vocabulary
+    may differ from its champion's)."""
     from training import predicted_class
 
-    return float((predicted_class(model.predict_proba(x.astype("float32"))) == y).mean()) if len(y) else float("nan")
+    return float((predicted_class(model.proba_of_rows(rows)) == y).mean()) if len(y) else float("nan")
 
 
 @app.command()
@@ -49,7 +51,8 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services
     from monitoring.labelled import labelled_rows
-    from training import CHAMPION, Registry, RegistryError, TrainingView, load_version
+    from training import CHAMPION, Registry, RegistryError, load_version
+    from training.training_view import view_of
     from training.pipeline import SearchFailed, load_data, tune_and_register
     from training.reproduce import recorded_config
     from training.retrain import gate_verdict, retrain_config, retrain_frame, split_holdout
@@ -86,7 +89,7 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     if recent.features != list(original.features):
         _fail(f"the live log's features {recent.features} are not {name}'s {list(original.features)}")
     train, held = split_holdout(len(recent), loop.data.holdout_fraction, seed=champion_cfg.seed + attempt)
-    frame = retrain_frame(original, recent.x[train], recent.y[train], loop.data.recent_weight)
+    frame = retrain_frame(original, recent.frame.iloc[train], recent.y[train], loop.data.recent_weight)
     data_dir = Path(settings.home) / "retrain" / name / f"{event}-{attempt}"
     data_dir.mkdir(parents=True, exist_ok=True)
     data_path = data_dir / "data.parquet"
@@ -107,14 +110,15 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     # The new version's reference is the data it was adapted to (the recent rows it trained on), not
     # the mix, which the original rows dominate: production now looks like the recent rows, and a
     # reference of the old data would declare drift again at once.
-    _profiler(uri, cfg.mlflow.registry_uri)(TrainingView(
-        name, result.version, recent.x[train], candidate_model.predict_proba(recent.x[train].astype("float32")),
-        list(original.features), list(original.classes), original.fingerprint, champion_cfg.seed,
-        recent.y[held], candidate_model.predict_proba(recent.x[held].astype("float32"))))
-    scores = {"recent": {"candidate": _accuracy(candidate_model, recent.x[held], recent.y[held]),
-                         "champion": _accuracy(champion_model, recent.x[held], recent.y[held]), "rows": int(len(held))},
-              "original": {"candidate": _accuracy(candidate_model, original.x_test, original.y_test),
-                           "champion": _accuracy(champion_model, original.x_test, original.y_test),
+    recent_train, recent_held = recent.frame.iloc[train], recent.frame.iloc[held]
+    _profiler(uri, cfg.mlflow.registry_uri)(view_of(
+        name, result.version, recent_train, candidate_model.preparation, candidate_model.proba_of_rows(recent_train),
+        original.classes, original.fingerprint, champion_cfg.seed, recent.y[held],
+        candidate_model.proba_of_rows(recent_held)))
+    scores = {"recent": {"candidate": _accuracy(candidate_model, recent_held, recent.y[held]),
+                         "champion": _accuracy(champion_model, recent_held, recent.y[held]), "rows": int(len(held))},
+              "original": {"candidate": _accuracy(candidate_model, original.raw_test, original.y_test),
+                           "champion": _accuracy(champion_model, original.raw_test, original.y_test),
                            "rows": int(len(original.y_test))}}
     passed, reason = gate_verdict(scores, loop.gate.min_gain_recent, loop.gate.max_loss_original)
     registry.set_version_tags(name, result.version, {"gate": "passed" if passed else "failed", "gate_reason": reason,

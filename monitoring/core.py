@@ -25,7 +25,7 @@ from monitoring.estimation import expected_accuracy
 from monitoring.labels import Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.reference import ReferenceProfile
-from monitoring.report import histograms, shown_features
+from monitoring.report import category_shares, drift_reason, histograms, shown_features
 from monitoring.scoring import WindowScores, score_window
 from monitoring.state_store import StateStore
 from monitoring.tolerance import shift_tolerance
@@ -104,7 +104,8 @@ class MonitorCore:
         self.windower = Windower(spec, skip_before=skip)
         floor = self.floor()  # a restart re-reads the files from the floor on (a whole file read: after it)
         self._read_upto = max(floor.file if floor.row >= END_ROW else floor.file - 1, -1)
-        self.features: list[str] | None = None
+        self.features: list[str] | None = None   # the live log's numeric feature columns
+        self.categorical: list[str] = []          # and its categorical ones
 
     # --- positions ------------------------------------------------------------------------------
     @property
@@ -224,11 +225,12 @@ class MonitorCore:
         except CorruptFile as exc:
             reason = str(exc)
         else:
-            if self.features is None or features == self.features:
-                self.features = features
+            columns = [*features, *rows.categories]
+            if self.features is None or columns == [*self.features, *self.categorical]:
+                self.features, self.categorical = features, list(rows.categories)
                 self.windower.add(rows)
                 return []
-            reason = f"{key}: its features {features} are not the model's {self.features}"
+            reason = f"{key}: its features {columns} are not the model's {[*self.features, *self.categorical]}"
         self.state["corrupt"].append(key)
         return self._record([{"kind": "file_skipped", "file": key, "reason": reason}])
 
@@ -242,8 +244,10 @@ class MonitorCore:
         position past it."""
         v = str(window.version)
         profile = self._profile(window.version)
-        if profile is not None and list(profile.features) != self.features:
-            reason = f"its reference profile has features {list(profile.features)}, the live log {self.features}"
+        if profile is not None and (list(profile.features) != self.features
+                                    or sorted(profile.categories) != sorted(self.categorical)):
+            reason = (f"its reference profile has features {[*profile.features, *profile.categories]}, the live log "
+                      f"{[*self.features, *self.categorical]}")
             profile = None
         else:
             reason = "it has no reference profile (`handoff monitor profile` makes one)"
@@ -256,7 +260,8 @@ class MonitorCore:
             scores = score_window(profile, self.features, window.x, prediction=window.prediction,
                                   alpha=self.drift.alpha, correction=self.drift.correction,
                                   min_shift=self.drift.min_shift,
-                                  tolerances=self._tolerances(window.version, profile, window.rows))
+                                  tolerances=self._tolerances(window.version, profile, window.rows),
+                                  categories=window.categories, per_window=self.drift.tolerance_rate)
             state, event = decide(DriftState(**self.state["drift"].get(v, {})), scores, index, self.model,
                                   window.version, self.drift.persistence)
             self.state["drift"][v] = asdict(state)
@@ -278,8 +283,9 @@ class MonitorCore:
                 columns = shown_features(self.state["last_window"]["scores"])
                 drawn = histograms({c: profile.features[c].sorted_sample for c in columns},
                                    {c: window.x[:, self.features.index(c)] for c in columns}, columns)
+                shares = category_shares(profile.categories, window.categories, self.state["last_window"]["scores"])
                 events.append({"kind": "drift_declared", **asdict(event), "alpha": self.drift.alpha,
-                               "histograms": drawn})
+                               "histograms": drawn, "category_shares": shares, "reason": drift_reason(event)})
         return events
 
     def _tolerances(self, version: int, profile: ReferenceProfile, rows: int) -> dict[str, float]:
@@ -370,5 +376,7 @@ def _window_record(window: Window, index: int, scores: WindowScores) -> dict:
             "scores": {s.column: {"test": s.test, "statistic": s.statistic, "p_value": s.p_value,
                                   "adjusted_p": s.adjusted_p, "psi": s.psi, "wasserstein": s.wasserstein,
                                   "jensen_shannon": s.jensen_shannon, "drifted": s.drifted,
-                                  "tolerance": s.tolerance}
+                                  "tolerance": s.tolerance,
+                                  **({"effect": s.effect, "detail": s.detail, "share": s.share,
+                                      "reference_share": s.reference_share} if s.effect is not None else {})}
                        for s in (*scores.features, *scores.prediction)}}

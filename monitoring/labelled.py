@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,10 +23,12 @@ from monitoring.live_reader import feature_columns, model_dir, parquet_files
 
 @dataclass(frozen=True)
 class LabelledRows:
-    """Rows in answer order: features, true class index, the class the version predicted, its version."""
+    """Rows in answer order: the feature columns as clients sent them (numbers as float64 with NaN for a
+    gap, categories as their values with None for a gap), the true class index, the class the version
+    predicted, its version."""
 
     features: list[str]
-    x: np.ndarray
+    frame: pd.DataFrame
     y: np.ndarray
     prediction: np.ndarray
     version: np.ndarray
@@ -35,16 +38,39 @@ class LabelledRows:
         return int(self.y.shape[0])
 
     def take(self, index) -> LabelledRows:
-        return LabelledRows(self.features, self.x[index], self.y[index], self.prediction[index], self.version[index],
-                            self.ts[index])
+        return LabelledRows(self.features, self.frame.iloc[index].reset_index(drop=True), self.y[index],
+                            self.prediction[index], self.version[index], self.ts[index])
+
+
+def _plain(table: pa.Table, features: list[str]) -> pa.Table:
+    """`table` with its dictionary-encoded (categorical) feature columns decoded to their values, so
+    files whose dictionaries differ concatenate."""
+    for name in features:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(table.schema.get_field_index(name), name, column.cast(column.type.value_type))
+    return table
+
+
+def _frame(table: pa.Table, features: list[str]) -> pd.DataFrame:
+    """The feature columns as pandas values: numbers float64 (NaN for a gap), categories objects (None)."""
+    out = {}
+    for name in features:
+        column = table.column(name)
+        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+            out[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        else:
+            out[name] = pd.Series(column.to_pylist(), dtype=object)
+    return pd.DataFrame(out, columns=features)
 
 
 def labelled_rows(root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,
-                  last: int | None = None, feedback: Feedback | None = None) -> LabelledRows:
+                  last: int | None = None, feedback: Feedback | None = None, with_features: bool = True) -> LabelledRows:
     """The answered rows of `model` that have a label, oldest first: answered at or after `since`
     (epoch seconds) and by one of `versions` when given, the `last` most recent when given. Labels
     come from `feedback` brought up to date (a reader kept between calls reads each label file once:
-    the canary's figures are read every tick), else from every label file."""
+    the canary's figures are read every tick), else from every label file. `with_features=False`
+    leaves the feature columns unread (the canary counts answers only)."""
     feedback = feedback or Feedback(root, model)
     feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
     labels = feedback.labels
@@ -61,8 +87,8 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
                 features = names
             if names != features:
                 continue
-            table = pq.read_table(path, filesystem=fs,
-                                  columns=["request_id", "ts", "version", "prediction", "shadow", *features])
+            table = pq.read_table(path, filesystem=fs, columns=["request_id", "ts", "version", "prediction", "shadow",
+                                                                *(features if with_features else [])])
         except Exception:  # noqa: BLE001 - a file that cannot be read is skipped, as the monitor does
             continue
         keep = pc.invert(table.column("shadow"))
@@ -71,16 +97,18 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
                                                                                  pa.timestamp("ms", tz="UTC"))))
         if versions is not None:
             keep = pc.and_(keep, pc.is_in(table.column("version"), pa.array(sorted(versions), pa.int32())))
-        tables.append(table.filter(keep))
+        tables.append(_plain(table.filter(keep), features if with_features else []))
+    shown = (features or []) if with_features else []
     if not tables or not labels:
-        return LabelledRows(features or [], np.empty((0, len(features or []))), np.empty(0, np.int64),
+        return LabelledRows(features or [], pd.DataFrame(columns=shown), np.empty(0, np.int64),
                             np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[ms]"))
-    table = pa.concat_tables(tables).sort_by("ts")
+    table = pa.concat_tables(tables, promote_options="permissive").sort_by("ts")
     y = feedback.lookup(table.column("request_id").to_pylist())
     rows = np.nonzero(y >= 0)[0]
     if last is not None:
         rows = rows[-last:]
-    x = np.column_stack([table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features])
-    return LabelledRows(features, x[rows], y[rows], table.column("prediction").to_numpy(zero_copy_only=False)[rows],
-                        table.column("version").to_numpy(zero_copy_only=False).astype(np.int64)[rows],
-                        table.column("ts").to_numpy(zero_copy_only=False).astype("datetime64[ms]")[rows])
+    picked = table.take(pa.array(rows))
+    return LabelledRows(features, _frame(picked, shown), y[rows],
+                        picked.column("prediction").to_numpy(zero_copy_only=False),
+                        picked.column("version").to_numpy(zero_copy_only=False).astype(np.int64),
+                        picked.column("ts").to_numpy(zero_copy_only=False).astype("datetime64[ms]"))

@@ -11,9 +11,10 @@ that cannot be read is reported as corrupt and skipped.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -52,6 +53,7 @@ class Rows:
     prediction: np.ndarray
     ids: np.ndarray        # row ids (object): what label feedback names
     proba: np.ndarray | None  # rows × classes, float32 (None in files written before the column existed)
+    categories: dict = field(default_factory=dict)  # categorical column → its values (object array, None: a gap)
 
 
 class CorruptFile(ValueError):
@@ -92,19 +94,42 @@ def feature_columns(column_names: list[str]) -> list[str]:
     return column_names[column_names.index(BEFORE_FEATURES) + 1:column_names.index(AFTER_FEATURES)]
 
 
+def is_numeric(arrow_type) -> bool:
+    """A numeric feature column (floats and integers); the gateway writes a model's categorical
+    columns dictionary-encoded (text, booleans or integer codes), so anything else is categorical."""
+    return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type)
+
+
+def category_values(column: pa.ChunkedArray, keep: np.ndarray) -> np.ndarray:
+    """A categorical column's values at the rows `keep` as an object array (None for a gap), decoded
+    through its dictionary once per chunk rather than value by value."""
+    parts = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            codes = chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            dictionary = np.array(chunk.dictionary.to_pylist() + [None], dtype=object)
+            parts.append(dictionary[codes])
+        else:
+            parts.append(np.array(chunk.to_pylist(), dtype=object))
+    values = np.concatenate(parts) if parts else np.empty(0, dtype=object)
+    return values[keep]
+
+
 def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[str]]:
-    """The file's non-shadow rows and its feature columns; `CorruptFile` when it cannot be read or
-    lacks a column."""
+    """The file's non-shadow rows and its feature columns (numeric ones in `x`, categorical ones in
+    `categories`); `CorruptFile` when it cannot be read or lacks a column."""
     fs, base = filesystem(model_dir(root, model))
     try:
         with fs.open_input_file(f"{base}/{key}") as f:
             parquet = pq.ParquetFile(f)
             names = parquet.schema_arrow.names
-            features = feature_columns(names)
+            every = feature_columns(names)
+            features = [n for n in every if is_numeric(parquet.schema_arrow.field(n).type)]
+            categorical = [n for n in every if n not in features]
             missing = [c for c in NEEDED if c not in names]
-            if missing or not features:
+            if missing or not every:
                 raise CorruptFile(f"{key}: column(s) {missing or 'of features'} missing")
-            wanted = [*NEEDED, *features, *(["probabilities"] if "probabilities" in names else [])]
+            wanted = [*NEEDED, *every, *(["probabilities"] if "probabilities" in names else [])]
             table = parquet.read(columns=wanted, use_threads=False)
     except CorruptFile:
         raise
@@ -113,8 +138,8 @@ def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[
     live = ~table.column("shadow").to_numpy(zero_copy_only=False).astype(bool)
     index = np.nonzero(live)[0]
     x = np.empty((len(index), len(features)))
-    for j, f in enumerate(features):
-        x[:, j] = table.column(f).to_numpy(zero_copy_only=False)[live]
+    for j, f in enumerate(features):  # a gap (null) is NaN
+        x[:, j] = table.column(f).cast("float64").to_numpy(zero_copy_only=False)[live]
     proba = None
     if "probabilities" in table.column_names:
         column = table.column("probabilities").combine_chunks()
@@ -122,5 +147,6 @@ def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[
     rows = Rows(number, index, table.column("version").to_numpy(zero_copy_only=False)[live].astype(np.int64),
                 table.column("ts").to_numpy(zero_copy_only=False)[live].astype("datetime64[ms]"), x,
                 table.column("prediction").to_numpy(zero_copy_only=False)[live].astype(np.int64),
-                table.column("request_id").to_numpy(zero_copy_only=False)[live], proba)
+                table.column("request_id").to_numpy(zero_copy_only=False)[live], proba,
+                {c: category_values(table.column(c), live) for c in categorical})
     return rows, features

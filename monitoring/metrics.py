@@ -2,7 +2,9 @@
 
 `gauge_values` (pure) turns a scored window into the values to set; `MonitorMetrics` holds the
 Ray gauges and sets them. Gauges: `handoff_drift_score` (model, version, feature, statistic:
-p_value, adjusted_p, psi, wasserstein, jensen_shannon, tolerance), `handoff_drift_detected` (model, version:
+p_value, adjusted_p, psi, wasserstein, jensen_shannon, tolerance; for a categorical column `COL`, its
+unseen values `COL.unseen` and any column's gaps `COL.missing` also effect, share and reference_share:
+the share of rows with a value training never held, or left empty), `handoff_drift_detected` (model, version:
 1 while an episode is declared), `handoff_monitor_windows` and `handoff_monitor_rows_scored`,
 `handoff_live_accuracy` and `handoff_live_log_loss` (model, version: over the labelled rows of the
 recent windows), `handoff_estimated_accuracy` (model, version: the last window's, before labels), `handoff_monitor_rows_behind` (model: read from the live log, not yet in a window).
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 from monitoring.labels import summary
 
-STATISTICS = ("statistic", "p_value", "adjusted_p", "psi", "wasserstein", "jensen_shannon", "tolerance")
+STATISTICS = ("statistic", "p_value", "adjusted_p", "psi", "wasserstein", "jensen_shannon", "tolerance", "effect",
+              "share", "reference_share")
 
 
 def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, rows_scored: dict,

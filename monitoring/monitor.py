@@ -29,7 +29,17 @@ def status_of(model: str, state: dict, running: bool) -> dict:
             "files_compacted_into": sum(1 for k in state.get("consumed", {}) if "compacted-" in k),
             "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
             "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop"),
-            "estimated": {v: w[max(w, key=int)] for v, w in state.get("estimated", {}).items() if w}}
+            "estimated": {v: w[max(w, key=int)] for v, w in state.get("estimated", {}).items() if w},
+            "columns": column_figures(state["last_window"])}
+
+
+def column_figures(window: dict | None) -> dict:
+    """The last window's figures of categorical columns and gaps, per figure: its share or effect,
+    training's share, whether it drifted and what moved (what `handoff status` shows)."""
+    if not window:
+        return {}
+    return {c: {k: s.get(k) for k in ("effect", "share", "reference_share", "tolerance", "drifted", "detail")}
+            for c, s in window["scores"].items() if s.get("effect") is not None}
 
 
 def actor_name(model: str) -> str:

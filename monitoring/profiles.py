@@ -21,7 +21,8 @@ def load_profile(registry, name: str, version: int) -> ReferenceProfile | None:
 
 
 def profile_from_training(x_train: np.ndarray, features: list[str], proba: np.ndarray, classes: list,
-                          fingerprint: str, seed: int) -> ReferenceProfile:
-    """The profile of a version's training split (what registration computes)."""
+                          fingerprint: str, seed: int, categories: dict | None = None) -> ReferenceProfile:
+    """The profile of a version's training split (what registration computes): its numeric columns
+    as the data has them (NaN for a gap) and its categorical columns' values."""
     return build_profile(np.asarray(x_train, dtype=np.float64), features, np.asarray(proba), classes, fingerprint,
-                         seed=seed)
+                         seed=seed, categories=categories)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class ReferenceProfile:
     rows: int
     fingerprint: str
     temperature: float = 1.0  # scales the probabilities before estimating accuracy (fitted at registration)
+    categories: dict = field(default_factory=dict)   # categorical column → CategoricalReference
+    missing: dict = field(default_factory=dict)      # numeric column with gaps → (missing, rows)
 
     def to_bytes(self) -> bytes:
         arrays, meta = {}, {"profile_version": PROFILE_VERSION, "rows": self.rows, "fingerprint": self.fingerprint,
@@ -65,6 +67,8 @@ class ReferenceProfile:
                 arrays[f"{key}_sample"], arrays[f"{key}_edges"], arrays[f"{key}_shares"] = (
                     ref.sorted_sample, ref.psi_edges, ref.psi_shares)
         arrays["class_counts"] = self.class_counts
+        meta["categories"] = {name: ref.to_json() for name, ref in self.categories.items()}
+        meta["missing"] = {name: list(v) for name, v in self.missing.items()}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
@@ -83,23 +87,47 @@ class ReferenceProfile:
                                                         arrays[f"{m['key']}_shares"], m["mean"], m["std"],
                                                         m["minimum"], m["maximum"])
                                  for name, m in meta[group].items()}
+            from monitoring.categorical import CategoricalReference
+
             return cls(groups["features"], tuple(meta["classes"]), arrays["class_counts"], groups["probabilities"],
-                       int(meta["rows"]), meta["fingerprint"], float(meta.get("temperature", 1.0)))
+                       int(meta["rows"]), meta["fingerprint"], float(meta.get("temperature", 1.0)),
+                       {n: CategoricalReference.from_json(r) for n, r in meta.get("categories", {}).items()},
+                       {n: (int(v[0]), int(v[1])) for n, v in meta.get("missing", {}).items()})
 
 
 def build_profile(x: np.ndarray, features: list[str], proba: np.ndarray, classes: list, fingerprint: str, *,
-                  sample_size: int = 20_000, bins: int = 10, seed: int = 0) -> ReferenceProfile:
-    """The profile of the reference rows `x` (rows × features, in order) and the model's class
-    probabilities for them; at most `sample_size` rows kept per column (seeded), statistics over all."""
+                  sample_size: int = 20_000, bins: int = 10, seed: int = 0,
+                  categories: dict | None = None) -> ReferenceProfile:
+    """The profile of the reference rows `x` (rows × numeric features, in order; NaN where a value
+    was missing), of their categorical columns (`categories`: name → values), and the model's class
+    probabilities for them; at most `sample_size` rows kept per numeric column (seeded), over the
+    values present, statistics over all of them, and each column's gaps counted."""
+    from monitoring.categorical import CategoricalReference
+
     if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
         raise ValueError(f"reference rows must be a non-empty matrix of {len(features)} feature column(s)")
     if proba.shape != (x.shape[0], len(classes)):
         raise ValueError(f"probabilities must be {x.shape[0]} rows × {len(classes)} classes, not {proba.shape}")
     n = x.shape[0]
     sample = np.sort(np.random.default_rng(seed).permutation(n)[:sample_size])
-    feature_refs = {f: NumericReference.of(x[:, j].astype(np.float64), sample, bins) for j, f in enumerate(features)}
+    feature_refs, missing = {}, {}
+    for j, f in enumerate(features):
+        column = x[:, j].astype(np.float64)
+        gaps = np.isnan(column)
+        if gaps.any():  # the values present, sampled among themselves
+            column = column[~gaps]
+            if not len(column):
+                raise ValueError(f"reference column {f!r} has no value")
+            missing[f] = (int(gaps.sum()), n)
+            feature_refs[f] = NumericReference.of(
+                column, np.sort(np.random.default_rng(seed).permutation(len(column))[:sample_size]), bins)
+        else:
+            feature_refs[f] = NumericReference.of(column, sample, bins)
     prediction = predicted_class(proba)
     probability_refs = {str(c): NumericReference.of(proba[:, k].astype(np.float64), sample, bins)
                         for k, c in enumerate(classes)}
     return ReferenceProfile(feature_refs, tuple(classes), np.bincount(prediction, minlength=len(classes)),
-                            probability_refs, n, fingerprint)
+                            probability_refs, n, fingerprint,
+                            categories={name: CategoricalReference.of(list(values))
+                                        for name, values in (categories or {}).items()},
+                            missing=missing)

@@ -40,6 +40,40 @@ def histograms(reference: dict, window: dict, columns: list[str], bins: int = BI
     return out
 
 
+def category_shares(references: dict, window: dict, scores: dict[str, dict], limit: int = SHOWN) -> dict:
+    """Per categorical column worth drawing (one of its figures drifted, else the largest effects),
+    the reference's and the window's shares over its buckets (tracked values, `<other>`, `<unseen>`)
+    and of gaps: what the report draws side by side."""
+    def moved(c):
+        own = [scores.get(k, {}) for k in (c, f"{c}.unseen", f"{c}.missing")]
+        return (not any(s.get("drifted") for s in own), -max((s.get("effect") or 0) for s in own))
+
+    out = {}
+    for column in sorted((c for c in references if c in window), key=moved)[:limit]:
+        ref = references[column]
+        counts, gaps, _ = ref.window_counts(window[column])
+        rows = max(len(window[column]), 1)
+        reference = np.append(ref.reference_counts, ref.missing) / max(ref.rows, 1)
+        out[column] = {"buckets": [*ref.buckets, "<missing>"],
+                       "reference": reference.round(6).tolist(),
+                       "window": (np.append(counts, gaps) / rows).round(6).tolist()}
+    return out
+
+
+def drift_reason(event) -> str:
+    """What moved, in words, column by column: a categorical figure's own words ("payment_method.unseen:
+    'crypto' 14% of rows, never seen in training"), a numeric column's shift in σ."""
+    parts = []
+    for column, s in event.features.items():
+        if s.get("detail"):
+            parts.append(f"{column}: {s['detail']}")
+        elif s.get("wasserstein") is not None:
+            parts.append(f"{column}: shifted {s['wasserstein']:.2f}σ")
+        else:
+            parts.append(column)
+    return f"drift in v{event.version}, windows {event.first_window}–{event.last_window}: " + "; ".join(parts)
+
+
 def shown_features(scores: dict[str, dict], limit: int = SHOWN) -> list[str]:
     """The features to draw: drifted first (largest Wasserstein first), then the largest others."""
     features = [c for c in scores if scores[c].get("test") != "chi2" and not c.startswith("probability_")]
@@ -64,7 +98,8 @@ def render(event: dict, history: list[dict]) -> bytes:
     features += [c for c in event["histograms"] if c not in features]
     every = sorted((c for c in last if not c.startswith("probability_") and last[c].get("test") != "chi2"),
                    key=lambda c: -(last[c].get("wasserstein") or 0))
-    rows = len(features) + 1
+    categorical = list(event.get("category_shares", {}))
+    rows = len(features) + len(categorical) + 1
     fig = plt.figure(figsize=(12, 2.4 * rows + 0.6), constrained_layout=True)
     grid = fig.add_gridspec(rows, 2, width_ratios=[3, 2])
     fig.suptitle(f"Drift in {event['model']} v{event['version']}: windows {event['first_window']}–"
@@ -108,6 +143,30 @@ def render(event: dict, history: list[dict]) -> bytes:
         right.set_title(f"{column}: drift above the dashed line", fontsize=9)
         right.set_xlabel("window")
         right.legend(fontsize=7, loc="upper left")
+    for i, column in enumerate(categorical, start=len(features) + 1):
+        h = event["category_shares"][column]
+        left = fig.add_subplot(grid[i, 0])
+        at = np.arange(len(h["buckets"]))
+        left.bar(at - 0.2, h["reference"], width=0.4, color="#9e9e9e", label="reference (training)")
+        left.bar(at + 0.2, h["window"], width=0.4, color="#d62728", label=f"window {event['last_window']}")
+        left.set_xticks(at, [b[:14] for b in h["buckets"]], rotation=45 if len(at) > 6 else 0,
+                        ha="right" if len(at) > 6 else "center", fontsize=7)
+        own = {k: last.get(k, {}) for k in (column, f"{column}.unseen", f"{column}.missing") if k in last}
+        drifted = [k for k, sc in own.items() if sc.get("drifted")]
+        words = "; ".join(sc.get("detail", "") for k, sc in own.items() if sc.get("drifted") and sc.get("detail"))
+        left.set_title(f"{column}: shares of its values" + (f" · {words}" if words else "")
+                       + ("  DRIFTED" if drifted else ""), fontsize=9, color="#d62728" if drifted else "black")
+        left.set_ylabel("share of rows")
+        left.legend(fontsize=7, loc="upper right")
+        right = fig.add_subplot(grid[i, 1])
+        for k in own:
+            right.plot(windows, [_minus_log10(hh["scores"].get(k, {}).get("adjusted_p", 1.0)) for hh in history],
+                       marker="o", label=k)
+        right.axhline(threshold, color="#d62728", linestyle="--", linewidth=1, label=f"threshold α={event['alpha']:g}")
+        right.axvspan(event["first_window"] - 0.5, event["last_window"] + 0.5, color="#d62728", alpha=0.08)
+        right.set_ylabel("−log10 corrected p")
+        right.set_xlabel("window")
+        right.legend(fontsize=7, loc="upper left")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
@@ -125,8 +184,8 @@ def page(event: dict, history: list[dict], png: bytes) -> str:
         f"<tr class='{'drifted' if s['drifted'] else ''}'><td>{html.escape(c)}</td><td>{s['test']}</td>"
         f"<td>{_fmt(s['statistic'], '.4f')}</td><td>{_fmt(s['adjusted_p'], '.3g')}</td>"
         f"<td>{_fmt(s.get('psi'), '.4f')}</td><td>{_fmt(s.get('wasserstein'), '.3f')}</td>"
-        f"<td>{_fmt(s.get('tolerance'), '.3f')}</td>"
-        f"<td>{'yes' if s['drifted'] else ''}</td></tr>"
+        f"<td>{_fmt(s.get('tolerance'), '.3f')}</td><td>{_fmt(s.get('effect'), '.3f')}</td>"
+        f"<td>{'yes' if s['drifted'] else ''}</td><td>{html.escape(s.get('detail', ''))}</td></tr>"
         for c, s in sorted(last.items(), key=lambda kv: (not kv[1]["drifted"], -(kv[1].get("wasserstein") or 0))))
     title = f"Drift in {event['model']} v{event['version']} ({event['event_id']})"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
@@ -137,10 +196,12 @@ tr.drifted td{{color:#b71c1c;font-weight:600}} img{{max-width:100%}}</style></he
 <p>Declared at {html.escape(event.get('time', ''))} after windows {event['first_window']}–{event['last_window']} drifted
 in a row; {len(event['features'])} feature{'s' if len(event['features']) != 1 else ''} moved: <b>{html.escape(', '.join(event['features']))}</b>.
 Tests corrected across features; drift when a corrected p-value is below α = {event['alpha']:g}.</p>
+<p>{html.escape(event.get('reason', ''))}</p>
 <img alt="drift report" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Every column in window {event['last_window']}</h2>
 <table><tr><th>column</th><th>test</th><th>statistic</th><th>corrected p</th><th>PSI</th><th>shift (σ)</th>
-<th>tolerance (σ)</th><th>drifted</th></tr>{rows}</table></body></html>"""
+<th>tolerance (σ or effect)</th><th>effect (JS or share moved)</th><th>drifted</th><th>what moved</th></tr>{rows}</table>
+</body></html>"""
 
 
 def history_of(event: dict, events: list[dict], length: int = HISTORY) -> list[dict]:

@@ -36,7 +36,11 @@ class ColumnScore:
     wasserstein: float | None  # in reference standard deviations
     jensen_shannon: float | None
     drifted: bool
-    tolerance: float | None = None  # the shift this column had to exceed (Wasserstein, σ)
+    tolerance: float | None = None  # the shift this column had to exceed (Wasserstein σ; or the figure's effect)
+    effect: float | None = None     # a categorical or gap figure's effect (Jensen–Shannon, a share's move)
+    detail: str = ""                # what moved, in words ("'crypto' 14% of rows, never seen in training")
+    share: float | None = None      # a share figure's window share (unseen values, gaps) and training's
+    reference_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,48 +69,82 @@ def _numeric(columns: list[str], refs: list[NumericReference], rows: np.ndarray)
     """(column, KS statistic, p-value, PSI, Wasserstein in σ, Jensen–Shannon) per row of the sorted
     `rows` (one row per column): every statistic taken from the sorted rows, and the p-values of large
     samples computed together."""
-    n = rows.shape[1]
     out, pending = [], {}
     for i, (column, ref, w) in enumerate(zip(columns, refs, rows)):
-        m = ref.sorted_sample.shape[0]
+        # a gap (NaN, a value the client left out) sorts last: each column is scored on its values
+        # alone (how many are missing is its own figure)
+        if np.isnan(w[-1]):
+            w = w[:int(np.searchsorted(np.isnan(w), True))]
+        n, m = w.shape[0], ref.sorted_sample.shape[0]
+        if n == 0:
+            out.append([column, 0.0, 1.0, None, None, None])  # nothing to compare: no evidence of drift
+            continue
         if max(m, n) > EXACT_MAX_N:
             statistic, p = ks_statistic_sorted(ref.sorted_sample, w), None
-            pending.setdefault(m, []).append(i)
+            pending.setdefault((m, n), []).append(i)
         else:
             statistic, p = ks_against_sorted(ref.sorted_sample, w)
         shares = psi_shares_sorted(w, ref.psi_edges)
         out.append([column, statistic, p, psi(ref.psi_shares, shares),
                     wasserstein_sorted(ref.sorted_sample, w, scale=ref.std), jensen_shannon(ref.psi_shares, shares)])
-    for m, indices in pending.items():
+    for (m, n), indices in pending.items():
         for i, p in zip(indices, ks_pvalues(np.array([out[i][1] for i in indices]), m, n)):
             out[i][2] = float(p)
     return [tuple(o) for o in out]
 
 
 def _scores(raw: list[tuple], test: str, alpha: float, correction: str, min_shift: float,
-            tolerances: dict[str, float] | None = None) -> tuple[ColumnScore, ...]:
-    adjusted = adjust([r[2] for r in raw], correction)
+            tolerances: dict[str, float] | None = None, figures: list | None = None) -> tuple[ColumnScore, ...]:
+    """The columns' scores, their p-values corrected together with the categorical and gap `figures`'."""
+    figures = figures or []
+    adjusted = adjust([r[2] for r in raw] + [f.p_value for f in figures], correction)
     out = []
     for (column, stat, p, psi_, w, js), a in zip(raw, adjusted):
         tolerance = None if w is None else (tolerances or {}).get(column, min_shift)
         out.append(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js,
                                bool(a < alpha and (w is None or w >= tolerance)), tolerance))
+    for f, a in zip(figures, adjusted[len(raw):]):
+        out.append(ColumnScore(f.column, "chi2", float(f.statistic), float(f.p_value), float(a), None, None,
+                               float(f.effect) if "." not in f.column else None,
+                               bool(a < alpha and f.effect > f.tolerance), float(f.tolerance), float(f.effect),
+                               f.detail, f.share, f.reference_share))
     return tuple(out)
+
+
+def _figures(profile: ReferenceProfile, features: list[str], x: np.ndarray, categories: dict,
+             per_window: float) -> list:
+    """The categorical columns' figures (shares, unseen values, gaps) and the numeric columns' gaps."""
+    from monitoring.categorical import missing_figure, score_categorical
+
+    count = len(features) + 3 * len(profile.categories)
+    out = []
+    for j, name in enumerate(features):
+        missing, rows = profile.missing.get(name, (0, profile.rows))
+        out += missing_figure(name, int(np.isnan(x[:, j]).sum()), x.shape[0], missing, rows, features=count,
+                              per_window=per_window)
+    for name, ref in profile.categories.items():
+        if name in categories:
+            out += score_categorical(name, ref, categories[name], features=count, per_window=per_window)
+    return out
 
 
 def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, proba: np.ndarray | None = None,
                  *, prediction: np.ndarray | None = None, alpha: float = 0.05,
                  correction: str = "benjamini-hochberg", min_shift: float = 0.1,
-                 tolerances: dict[str, float] | None = None) -> WindowScores:
-    """Scores of the window `x` (rows × `features`) and, when given, of its class probabilities or
-    its predicted classes (the live log keeps the class, not the probabilities)."""
+                 tolerances: dict[str, float] | None = None, categories: dict | None = None,
+                 per_window: float = 0.001) -> WindowScores:
+    """Scores of the window `x` (rows × numeric `features`; NaN where a value was left out), of its
+    categorical columns' values (`categories`: name → values), of every column's gaps, and, when
+    given, of its class probabilities or its predicted classes (the live log keeps the class, not
+    the probabilities). All the columns' p-values are corrected together."""
     if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
         raise ValueError(f"a window must be a non-empty matrix of {len(features)} feature column(s)")
     missing = [f for f in features if f not in profile.features]
     if missing:
         raise ValueError(f"the reference profile has no feature(s) {missing}")
     numeric = _numeric(features, [profile.features[f] for f in features], _sorted_rows(x))
-    feature_scores = _scores(numeric, "ks", alpha, correction, min_shift, tolerances)
+    figures = _figures(profile, features, x, categories or {}, per_window)
+    feature_scores = _scores(numeric, "ks", alpha, correction, min_shift, tolerances, figures)
     prediction_scores: tuple[ColumnScore, ...] = ()
     if proba is not None:
         columns = _numeric([f"probability_{c}" for c in profile.classes],

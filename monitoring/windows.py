@@ -39,6 +39,7 @@ class Window:
     prediction: np.ndarray
     ids: np.ndarray
     proba: np.ndarray | None
+    categories: dict = field(default_factory=dict)  # categorical column → values (object array, None: a gap)
 
     @property
     def rows(self) -> int:
@@ -54,10 +55,12 @@ class _Chunk:
     prediction: np.ndarray
     ids: np.ndarray
     proba: np.ndarray | None
+    categories: dict = field(default_factory=dict)
 
-    def part(self, rows: slice) -> _Chunk:
+    def part(self, rows) -> _Chunk:
         return _Chunk(self.file, self.index[rows], self.ts[rows], self.x[rows], self.prediction[rows], self.ids[rows],
-                      None if self.proba is None else self.proba[rows])
+                      None if self.proba is None else self.proba[rows],
+                      {c: v[rows] for c, v in self.categories.items()})
 
 
 @dataclass
@@ -94,7 +97,8 @@ class VersionBuffer:
         return Window(version, Position(taken[0].file, int(taken[0].index[0])),
                       Position(taken[-1].file, int(taken[-1].index[-1])), taken[0].ts[0],
                       np.concatenate([c.x for c in taken]), np.concatenate([c.prediction for c in taken]),
-                      np.concatenate([c.ids for c in taken]), proba)
+                      np.concatenate([c.ids for c in taken]), proba,
+                      {name: np.concatenate([c.categories[name] for c in taken]) for name in taken[0].categories})
 
 
 class Windower:
@@ -121,7 +125,8 @@ class Windower:
                 mask = np.nonzero(mask)[0]
             self.buffers.setdefault(int(version), VersionBuffer()).add(
                 _Chunk(rows.file, rows.index[mask], rows.ts[mask], rows.x[mask], rows.prediction[mask],
-                       rows.ids[mask], None if rows.proba is None else rows.proba[mask]))
+                       rows.ids[mask], None if rows.proba is None else rows.proba[mask],
+                       {c: v[mask] for c, v in rows.categories.items()}))
 
     def ready(self, now: np.datetime64) -> Iterator[Window]:
         """Every window due, cut one at a time (a window's rows leave the buffer only when the caller

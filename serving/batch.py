@@ -95,7 +95,8 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     files under `output_uri`; return what was written. Runs on the connected Ray (else `ray.init()`).
 
     Refused before any work, naming the problem: an unknown model, version or alias; an input that
-    is missing or not Parquet; missing or non-numeric feature columns; unknown carried columns; an
+    is missing or not Parquet; missing feature columns or columns not of their kind (text where a number is
+    expected); unknown carried columns; an
     existing output (unless `overwrite`)."""
     from training import load_version
 
@@ -108,7 +109,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     except Exception as exc:  # noqa: BLE001 - a version whose model cannot load is refused, named
         raise BatchInputError(f"{name} v{number} cannot be loaded: {exc}") from exc
     table = open_input(input_uri)
-    carry = check_input(table.schema, model.features, model.classes, config.columns)
+    carry = check_input(table.schema, model.features, model.classes, config.columns, model.preparation)
     refuse_existing(output_uri, overwrite)
     if config.on_invalid == "skip":
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
@@ -144,7 +145,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         rejected = table.rows - written.rows
         rejected_output = None
         if rejected:
-            rejected_output = _write_rejected(table, model.features, rejected_uri(output_uri), run_id)
+            rejected_output = _write_rejected(table, model.preparation, rejected_uri(output_uri), run_id)
         publish(staging, output_uri)
         seconds = time.perf_counter() - started
         result = BatchResult(
@@ -168,11 +169,12 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         del exc
         gc.collect()
     try:
-        count = _count_invalid(table, model.features)
+        count = _count_invalid(table, model.preparation)
     except BaseException as exc:
         run.fail(f"counting the invalid rows failed: {type(exc).__name__}: {exc}")
         raise
-    refusal = BatchInputError(f"{count:,} row(s) of {input_uri} have NaN, infinite or null features; nothing was "
+    refusal = BatchInputError(f"{count:,} row(s) of {input_uri} have infinite values or gaps the version does not "
+                              f"impute (null, NaN); nothing was "
                               f"written. Fix them, or pass --on-invalid skip to score the rest and write them to "
                               f"{rejected_uri(output_uri)}")
     run.fail(f"BatchInputError: {refusal}")
@@ -234,14 +236,14 @@ def check_pool_fits(actors: int, cpus_per_actor: float, gpus_per_actor: float, f
     return max(actors, min(by_cpu, by_gpu))
 
 
-def _write_rejected(table: InputTable, features, uri: str, run_id: str) -> str:
+def _write_rejected(table: InputTable, preparation, uri: str, run_id: str) -> str:
     """Write the rows that could not be scored (every input column) to `uri`, staged like the output."""
     from serving.batch_predictor import rejected_rows
 
     staging = staging_uri(uri, run_id)
     try:
         read_dataset(table, list(table.schema.names), MAX_BLOCK_ROWS).map_batches(
-            rejected_rows, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
+            rejected_rows, fn_kwargs={"preparation": preparation}, batch_format="pyarrow",
             num_cpus=READ_CPUS).write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS})
         publish(staging, uri)
     except BaseException:
@@ -250,12 +252,12 @@ def _write_rejected(table: InputTable, features, uri: str, run_id: str) -> str:
     return uri
 
 
-def _count_invalid(table: InputTable, features) -> int:
-    """How many input rows have a NaN, infinite or null feature (read the features only)."""
+def _count_invalid(table: InputTable, preparation) -> int:
+    """How many input rows cannot be scored (read the features only)."""
     from serving.batch_predictor import invalid_count
 
-    ds = read_dataset(table, list(features), MAX_BLOCK_ROWS)
-    return int(ds.map_batches(invalid_count, fn_kwargs={"features": list(features)}, batch_format="pyarrow",
+    ds = read_dataset(table, list(preparation.names), MAX_BLOCK_ROWS)
+    return int(ds.map_batches(invalid_count, fn_kwargs={"preparation": preparation}, batch_format="pyarrow",
                               num_cpus=READ_CPUS).sum("invalid") or 0)
 
 

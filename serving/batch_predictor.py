@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from serving.batch_schema import META_DEVICE, META_NODE, feature_matrix, invalid_rows, output_table
+from serving.batch_schema import META_DEVICE, META_NODE, invalid_rows, output_table, prepared_matrix
 from serving.device import replica_device
 
 
 class InvalidFeatureRows(ValueError):
-    """A batch holds rows with NaN, infinite or null features and the run refuses them."""
+    """A batch holds rows with infinite values, or gaps the version does not impute, and the run refuses them."""
 
 
 class VersionPredictor:
@@ -52,13 +52,13 @@ class VersionPredictor:
         """The scored rows of one block (Ray Data hands the actor whole blocks: one feature matrix,
         one validity check and one output table per block), the model called `batch_size` rows at
         a time."""
-        x = feature_matrix(block, self.model.features)
-        bad = invalid_rows(x)
+        bad = invalid_rows(block, self.model.preparation)
         if bad.any():
             if not self.skip_invalid:
-                raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a block have NaN, infinite or null features")
-            keep = ~bad
-            block, x = block.filter(pa.array(keep)), x[keep]
+                raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a block have infinite values or gaps the "
+                                         "version does not impute")
+            block = block.filter(pa.array(~bad))
+        x = prepared_matrix(block, self.model.preparation)
         proba = predict_in_batches(self.model.predict_proba, x, self.batch_size, self.model.num_classes)
         return output_table(block.select(self.carry), proba, self.model.classes, self.model.version, self.metadata)
 
@@ -73,11 +73,11 @@ def predict_in_batches(predict_proba: Callable[[np.ndarray], np.ndarray], x: np.
     return np.concatenate([predict_proba(x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
 
 
-def rejected_rows(batch: pa.Table, features: Sequence[str]) -> pa.Table:
+def rejected_rows(batch: pa.Table, preparation) -> pa.Table:
     """The rows of `batch` that cannot be scored, every input column kept (the rejected-rows file)."""
-    return batch.filter(pa.array(invalid_rows(feature_matrix(batch, features))))
+    return batch.filter(pa.array(invalid_rows(batch, preparation)))
 
 
-def invalid_count(batch: pa.Table, features: Sequence[str]) -> dict[str, np.ndarray]:
+def invalid_count(batch: pa.Table, preparation) -> dict[str, np.ndarray]:
     """How many rows of `batch` cannot be scored (summed over the table to name the count)."""
-    return {"invalid": np.array([int(invalid_rows(feature_matrix(batch, features)).sum())], dtype=np.int64)}
+    return {"invalid": np.array([int(invalid_rows(batch, preparation).sum())], dtype=np.int64)}

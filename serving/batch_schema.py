@@ -1,8 +1,10 @@
 """Batch inference's table contract, pure: which input columns a version can score, and what the
 output holds.
 
-Input: a Parquet table whose feature columns (the version's, by name) are numeric; any other
-columns may be carried through (ids, timestamps). Output, one row per scored input row: the
+Input: a Parquet table holding the version's feature columns by name, each of its kind (numbers;
+text, booleans or integer codes for a categorical column, plain or dictionary-encoded; gaps where the
+version imputes them); any other columns may be carried through (ids, timestamps). The version's
+preparation (training/columns.py) makes the rows its input, as for a served request. Output, one row per scored input row: the
 carried columns, `prediction` (class index), `label` (the class as the user named it), one
 `probability_<class>` column per class (`training.probability_columns`) and `version`.
 The Parquet files' key-value metadata name the model, the version and the MLflow run that wrote them.
@@ -36,8 +38,21 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
 
 
+def _fits(t: pa.DataType, values: str | None) -> bool:
+    """Whether an Arrow column type can hold a feature of this kind (None: numeric)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if values is None:  # numbers, or a column every row left empty (Arrow types it null)
+        return _numeric(t) or pa.types.is_null(t)
+    if values == "string":
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+    if values == "bool":
+        return pa.types.is_boolean(t) or pa.types.is_null(t)
+    return pa.types.is_integer(t) or pa.types.is_null(t)
+
+
 def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
-                carry: Sequence[str] | None) -> list[str]:
+                carry: Sequence[str] | None, preparation=None) -> list[str]:
     """The columns to carry through, once the input is known to hold every feature as a number.
 
     `carry` None carries every column that is not a feature (ids, timestamps, labels); a list
@@ -49,10 +64,12 @@ def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
     if missing:
         raise BatchInputError(f"the input has no feature column(s) {missing}; the version needs {list(features)} "
                               f"and the input has {sorted(types)}")
-    wrong = {f: str(types[f]) for f in features if not _numeric(types[f])}
+    values = _value_types(preparation, features)
+    wrong = {f: str(types[f]) for f in features if not _fits(types[f], values[f])}
     if wrong:
-        raise BatchInputError("feature column(s) are not numeric: "
-                              + ", ".join(f"{name} is {t}" for name, t in wrong.items()))
+        raise BatchInputError("feature column(s) are not of their kind: " + ", ".join(
+            f"{name} is {t}, the version takes {'numbers' if values[name] is None else values[name]}"
+            for name, t in wrong.items()))
     if carry is None:
         carry = [c for c in types if c not in set(features)]
     else:
@@ -72,15 +89,47 @@ def feature_matrix(batch: pa.Table, features: Sequence[str]) -> np.ndarray:
     x = np.empty((batch.num_rows, len(features)), dtype=np.float32)
     for j, name in enumerate(features):
         column = batch.column(name)
-        if pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type):
-            column = column.cast(pa.float64())
-        x[:, j] = column.to_numpy(zero_copy_only=False)
+        if pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type) or pa.types.is_dictionary(column.type):
+            column = _as_float64(column)
+        x[:, j] = column if isinstance(column, np.ndarray) else column.to_numpy(zero_copy_only=False)
     return x
 
 
-def invalid_rows(x: np.ndarray) -> np.ndarray:
-    """Rows that cannot be scored: any feature NaN, infinite or null."""
-    return ~np.isfinite(x).all(axis=1)
+def _value_types(preparation, features: Sequence[str]) -> dict[str, str | None]:
+    if preparation is None:
+        return {f: None for f in features}
+    return {c.name: None if c.kind == "numeric" else c.values for c in preparation.columns}
+
+
+def invalid_rows(batch: pa.Table, preparation) -> np.ndarray:
+    """Rows that cannot be scored: an infinite number, or a gap (null, NaN) the version does not
+    impute (every gap, for versions registered before preparations existed)."""
+    bad = np.zeros(batch.num_rows, dtype=bool)
+    for column in preparation.columns:
+        values = batch.column(column.name)
+        if preparation.refuse_missing:
+            bad |= values.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+        if column.kind == "numeric":
+            x = _as_float64(values)
+            bad |= np.isinf(x) | (np.isnan(x) if preparation.refuse_missing else False)
+    return bad
+
+
+def _as_float64(column) -> np.ndarray:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def prepared_matrix(batch: pa.Table, preparation) -> np.ndarray:
+    """The version's input for the rows of `batch` (its preparation: the same as for a served request)."""
+    if preparation.all_numeric:
+        return preparation.transform_matrix(feature_matrix(batch, preparation.names)).x
+    columns = {}
+    for column in preparation.columns:
+        values = batch.column(column.name)
+        columns[column.name] = _as_float64(values) if column.kind == "numeric" else values.to_pylist()
+    return preparation.transform(columns, rows=batch.num_rows).x
 
 
 def output_table(carried: pa.Table, proba: np.ndarray, classes: Sequence, version: int,

@@ -36,8 +36,9 @@ def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def attach_binary_inputs(body, tail: bytes) -> None:
-    """Give every input sent as binary its values (a NumPy view of its bytes), in order; refuse sizes
-    that do not match the shape and datatype, and bytes that belong to no input."""
+    """Give every input sent as binary its values (a NumPy view of its bytes; BYTES elements decoded
+    as UTF-8 text, BOOL as one byte each), in order; refuse sizes that do not match the shape and
+    datatype, and bytes that belong to no input."""
     inputs = body.get("inputs") if isinstance(body, dict) else None
     offset = 0
     for tensor in inputs if isinstance(inputs, list) else []:
@@ -47,24 +48,48 @@ def attach_binary_inputs(body, tail: bytes) -> None:
             continue
         where = f"input {tensor.get('name')!r}"
         datatype, shape = tensor.get("datatype"), tensor.get("shape")
-        if not isinstance(datatype, str) or datatype not in DTYPES:
+        if not isinstance(datatype, str) or datatype not in (*DTYPES, "BYTES", "BOOL"):
             raise BadRequest(f"{where}: binary data of datatype {datatype!r} is not supported "
-                             f"(numeric types: {', '.join(DTYPES)})")
+                             f"(types: {', '.join((*DTYPES, 'BYTES', 'BOOL'))})")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise BadRequest(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
         count = math.prod(shape)
-        expected = count * np.dtype(DTYPES[datatype]).itemsize
-        if type(size) is not int or size != expected:
-            raise BadRequest(f"{where}: binary_data_size {size!r} does not match shape {shape} of {datatype} "
-                             f"({expected} bytes)")
-        if offset + size > len(tail):
+        if type(size) is not int or size < 0 or offset + size > len(tail):
             raise BadRequest(f"{where}: the body holds {len(tail) - offset} byte(s) of binary data for it, "
-                             f"{size} declared")
-        tensor["data"] = np.frombuffer(tail, DTYPES[datatype], count=count, offset=offset)
+                             f"{size!r} declared")
+        if datatype == "BYTES":
+            tensor["data"] = _decode_bytes(tail[offset:offset + size], count, where)
+        else:
+            expected = count * (1 if datatype == "BOOL" else np.dtype(DTYPES[datatype]).itemsize)
+            if size != expected:
+                raise BadRequest(f"{where}: binary_data_size {size!r} does not match shape {shape} of {datatype} "
+                                 f"({expected} bytes)")
+            tensor["data"] = (np.frombuffer(tail, np.bool_, count=count, offset=offset).tolist()
+                              if datatype == "BOOL" else np.frombuffer(tail, DTYPES[datatype], count=count, offset=offset))
         offset += size
     if offset != len(tail):
         raise BadRequest(f"{len(tail) - offset} byte(s) of binary data after the JSON belong to no input "
                          "(each binary input needs parameters.binary_data_size)")
+
+
+def _decode_bytes(blob: bytes, count: int, where: str) -> list[str]:
+    """BYTES elements as the extension sends them: each a 4-byte little-endian length, then its bytes
+    (text, UTF-8)."""
+    values, at = [], 0
+    for _ in range(count):
+        if at + 4 > len(blob):
+            raise BadRequest(f"{where}: binary BYTES data ends after {len(values)} of {count} element(s)")
+        n = int.from_bytes(blob[at:at + 4], "little")
+        if at + 4 + n > len(blob):
+            raise BadRequest(f"{where}: element {len(values)} declares {n} byte(s), {len(blob) - at - 4} remain")
+        try:
+            values.append(blob[at + 4:at + 4 + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"{where}: element {len(values)} is not UTF-8 text") from None
+        at += 4 + n
+    if at != len(blob):
+        raise BadRequest(f"{where}: {len(blob) - at} byte(s) after its {count} BYTES element(s)")
+    return values
 
 
 def encode_binary(values: np.ndarray, datatype: str) -> bytes:

@@ -70,6 +70,13 @@ def code_version(kind: str, *parts) -> str:
     return stable_digest(kind, _replica_source(), *parts)
 
 
+def _inputs(sig) -> str:
+    """A signature's columns as a refusal names them: `features [f1, f2]`, or with their kinds."""
+    if sig.all_numeric:
+        return f"features {list(sig.features)}"
+    return "columns " + ", ".join(f"{n} ({kind if values is None else values})" for n, kind, values in sig.inputs)
+
+
 class ServingControl:
     def __init__(self, registry: Registry, config: ServingConfig | ConfigSource | None = None,
                  live_log_root: str | None = None, say: Callable[[str], None] = lambda _: None):
@@ -210,15 +217,18 @@ class ServingControl:
                 .signature.remote().result(timeout_s=120) for v in versions}
 
     def _check_same_inputs(self, name: str, versions: list[int]) -> None:
-        """Versions that share one endpoint must take the same features and give the same classes."""
-        seen = {v: (tuple(info["features"]), tuple(info["classes"]))
+        """Versions that share one endpoint must take the same columns (names, kinds, value types) and
+        give the same classes; their preparations (vocabularies, medians) may differ."""
+        from serving.protocol import ModelSignature
+
+        seen = {v: ModelSignature.of(name, info["features"], info["classes"], info.get("preparation"))
                 for v, info in self.version_signatures(name, versions).items()}
         first = versions[0]
         for v, sig in seen.items():
-            if sig != seen[first]:
-                raise PolicyError(f"{name} version {v} takes features {list(sig[0])} and gives classes "
-                                  f"{list(sig[1])}, version {first} takes {list(seen[first][0])} and gives "
-                                  f"{list(seen[first][1])}; versions behind one endpoint must match")
+            if (sig.inputs, sig.classes) != (seen[first].inputs, seen[first].classes):
+                raise PolicyError(f"{name} version {v} takes {_inputs(sig)} and gives classes {list(sig.classes)}, "
+                                  f"version {first} takes {_inputs(seen[first])} and gives "
+                                  f"{list(seen[first].classes)}; versions behind one endpoint must match")
 
     # --- the commands -----------------------------------------------------------------------------
     # every command reads the current policy under the lock, so no other change slips in between

@@ -59,7 +59,7 @@ class Chunk:
     ts: datetime
     version: int
     routing_key: str | None
-    x: np.ndarray            # rows × features, float32
+    x: np.ndarray | dict     # rows × features, float32 (NaN: a gap); or per column its raw values
     prediction: np.ndarray   # class index per row
     label: np.ndarray | None  # the class as the user named it, per row
     latency_ms: float
@@ -68,7 +68,7 @@ class Chunk:
 
     @property
     def rows(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.x.shape[0]) if isinstance(self.x, np.ndarray) else len(next(iter(self.x.values())))
 
 
 def row_ids(request_ids: list[str], counts: np.ndarray) -> pa.Array:
@@ -81,10 +81,32 @@ def row_ids(request_ids: list[str], counts: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(index == 0), ids, suffixed)
 
 
-def rows_table(features: tuple[str, ...], chunks: list[Chunk]) -> pa.Table:
+#: a categorical column's values in the live log (dictionary-encoded: the monitor tells them from numbers so)
+_ARROW_VALUES = {"string": pa.string(), "bool": pa.bool_(), "integer": pa.int64()}
+
+
+def _feature_columns(features: tuple[str, ...], value_types: tuple | None, chunks: list[Chunk]) -> dict:
+    """The features as received: numbers as float32 (null for a gap), categories dictionary-encoded."""
+    if not chunks or isinstance(chunks[0].x, np.ndarray):
+        x = np.concatenate([c.x for c in chunks]).astype(np.float32, copy=False).reshape(-1, len(features))
+        return {f: pa.array(x[:, j], from_pandas=True) for j, f in enumerate(features)}
+    out = {}
+    for f, values in zip(features, value_types or (None,) * len(features)):
+        raw = [v for c in chunks for v in c.x[f]]
+        if values is None:
+            out[f] = pa.array(np.asarray([np.nan if v is None else v for v in raw], dtype=np.float32),
+                              from_pandas=True)
+        else:
+            try:
+                out[f] = pa.array(raw, _ARROW_VALUES[values]).dictionary_encode()
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):  # kept as text, never lost
+                out[f] = pa.array([None if v is None else str(v) for v in raw], pa.string()).dictionary_encode()
+    return out
+
+
+def rows_table(features: tuple[str, ...], chunks: list[Chunk], value_types: tuple | None = None) -> pa.Table:
     """One table of the chunks' rows, built column by column (no Python object per row but the id)."""
     counts = np.fromiter((c.rows for c in chunks), dtype=np.int64, count=len(chunks))
-    x = np.concatenate([c.x for c in chunks]).astype(np.float32, copy=False).reshape(-1, len(features))
     ts = np.repeat(np.array([c.ts.replace(tzinfo=None) for c in chunks], dtype="datetime64[ms]"), counts)
     columns = {
         "request_id": row_ids([c.request_id for c in chunks], counts),
@@ -93,8 +115,7 @@ def rows_table(features: tuple[str, ...], chunks: list[Chunk]) -> pa.Table:
         "routing_key": pa.array(np.repeat(np.array([c.routing_key for c in chunks], dtype=object), counts),
                                 pa.string()),
     }
-    for j, f in enumerate(features):
-        columns[f] = pa.array(x[:, j])
+    columns.update(_feature_columns(features, value_types, chunks))
     columns["prediction"] = pa.array(np.concatenate([c.prediction for c in chunks]).astype(np.int64), pa.int64())
     widths = {None if c.proba is None else c.proba.shape[1] for c in chunks}
     if len(widths) == 1 and None not in widths:
@@ -111,12 +132,12 @@ def rows_table(features: tuple[str, ...], chunks: list[Chunk]) -> pa.Table:
 SLICE_CHUNKS = 1_000
 
 
-def _table_in_slices(features: tuple[str, ...], chunks: list[Chunk]) -> pa.Table:
+def _table_in_slices(features: tuple[str, ...], chunks: list[Chunk], value_types: tuple | None = None) -> pa.Table:
     """`rows_table` over slices of requests, yielding the GIL between slices: building one table of
     20,000 one-row requests held it for tens of milliseconds, which showed as p99 latency."""
     tables = []
     for start in range(0, len(chunks), SLICE_CHUNKS):
-        tables.append(rows_table(features, chunks[start:start + SLICE_CHUNKS]))
+        tables.append(rows_table(features, chunks[start:start + SLICE_CHUNKS], value_types))
         time.sleep(0)  # let the HTTP thread run
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
@@ -142,6 +163,7 @@ class LiveLog:
         self._buffers: dict[str, list[Chunk]] = {}
         self._buffered_rows: dict[str, int] = {}
         self._features: dict[str, tuple[str, ...]] = {}
+        self._value_types: dict[str, tuple | None] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -150,16 +172,18 @@ class LiveLog:
         self._thread.start()
 
     def append(self, model: str, features: tuple[str, ...], request_id: str, version: int,
-               routing_key: str | None, x: np.ndarray, predictions: np.ndarray, latency_ms: float,
-               shadow: bool = False, labels: np.ndarray | None = None, proba: np.ndarray | None = None) -> None:
+               routing_key: str | None, x: np.ndarray | dict, predictions: np.ndarray, latency_ms: float,
+               shadow: bool = False, labels: np.ndarray | None = None, proba: np.ndarray | None = None,
+               value_types: tuple | None = None) -> None:
         """One row per input row of an answered request (row ids `request_id`, `request_id#1`, ...);
         `shadow` rows are a mirrored version's answers, which no caller saw; `labels` name the classes,
-        `proba` gives their probabilities.
+        `proba` gives their probabilities; `x` is the rows as received (a matrix of numeric columns, or
+        per column its raw values, whose categorical columns' `value_types` say string, bool or integer).
         The request path keeps only the request's arrays: rows are built by the writer."""
         chunk = Chunk(request_id, datetime.now(timezone.utc), version, routing_key, x, predictions, labels,
                       latency_ms, shadow, proba)
         with self._lock:
-            self._features[model] = features
+            self._features[model], self._value_types[model] = features, value_types
             requests = self._buffers.setdefault(model, [])
             requests.append(chunk)
             buffered = self._buffered_rows[model] = self._buffered_rows.get(model, 0) + chunk.rows
@@ -189,7 +213,8 @@ class LiveLog:
             self.fs.create_dir(directory, recursive=True)
             # written beside, then moved into place: a reader never sees half a file, so the monitor
             # reads a file as soon as it appears (it waited 5 s for files to settle before)
-            pq.write_table(_table_in_slices(self._features[model], chunks), tmp, filesystem=self.fs,
+            pq.write_table(_table_in_slices(self._features[model], chunks, self._value_types.get(model)), tmp,
+                           filesystem=self.fs,
                            **PARQUET_OPTIONS)
             self.fs.move(tmp, path)
             self.rows_written += rows

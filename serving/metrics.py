@@ -27,6 +27,14 @@ class GatewayMetrics:
             "shadow_errors": metrics.Counter("handoff_shadow_errors_total", "mirrored requests that failed",
                                              tag_keys=keys),
         }
+        column_keys = ("model", "version", "column")
+        self.column_counters = {
+            "unseen": metrics.Counter("handoff_unseen_values_total", "categorical values outside the version's "
+                                      "vocabulary, answered from its 'other' bucket", tag_keys=column_keys),
+            "imputed": metrics.Counter("handoff_imputed_values_total", "missing values the version filled in",
+                                       tag_keys=column_keys),
+        }
+        self._unrecorded_columns: dict[tuple[str, int, str, str], int] = {}
         self.latency = metrics.Histogram("handoff_request_latency_ms", "gateway latency of answered requests",
                                          boundaries=LATENCY_BOUNDARIES_MS, tag_keys=keys)
         self.totals: dict[tuple[str, int, str], int] = {}
@@ -38,6 +46,12 @@ class GatewayMetrics:
         self.totals[key] = self.totals.get(key, 0) + n
         self._unrecorded[key] = self._unrecorded.get(key, 0) + n
 
+    def count_column(self, model: str, version: int, column: str, what: str, n: int) -> None:
+        """Values of one column the version's preparation answered for: `unseen` or `imputed`."""
+        self.count(model, version, what, n)
+        key = (model, version, column, what)
+        self._unrecorded_columns[key] = self._unrecorded_columns.get(key, 0) + n
+
     def observe_latency(self, model: str, version: int, ms: float) -> None:
         self._latencies.append((model, version, ms))
 
@@ -48,8 +62,11 @@ class GatewayMetrics:
             self.latency.observe(ms, tags={"model": model, "version": str(version)})
         pending, self._unrecorded = self._unrecorded, {}
         for (model, version, what), n in pending.items():
-            if n:
+            if n and what in self.counters:
                 self.counters[what].inc(n, tags={"model": model, "version": str(version)})
+        columns, self._unrecorded_columns = self._unrecorded_columns, {}
+        for (model, version, column, what), n in columns.items():
+            self.column_counters[what].inc(n, tags={"model": model, "version": str(version), "column": column})
 
     def counts(self) -> list[dict]:
         """Everything counted so far, one record per (model, version, what)."""

@@ -50,14 +50,15 @@ class ModelVersion:
         self._registration = Registration(app_name(model, self.loaded.version), self._endpoint.endpoint())
 
     def signature(self) -> dict:
-        """What the gateway and `handoff status` need: inputs, classes, where the weights are."""
+        """What the gateway and `handoff status` need: inputs (the raw columns and the preparation
+        that makes them this version's input), classes, where the weights are."""
         loaded = self.loaded
         return {"features": list(loaded.features), "classes": list(loaded.classes),
                 "num_classes": loaded.num_classes, "device": loaded.device,
-                "version": loaded.version, "pid": os.getpid()}
+                "version": loaded.version, "pid": os.getpid(), "preparation": loaded.preparation.to_json()}
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a float32 matrix in feature order (the Serve handle path)."""
+        """Class probabilities for a prepared float32 matrix (the Serve handle path)."""
         return self._proba(x)
 
     def record_autoscaling_stats(self) -> dict:

@@ -33,14 +33,45 @@ class BadRequest(ValueError):
         self.status = status
 
 
+#: a categorical column's values → the OIP datatype that carries them
+CATEGORY_DATATYPES = {"string": "BYTES", "bool": "BOOL", "integer": "INT64"}
+
+
 @dataclass(frozen=True)
 class ModelSignature:
-    """What a served model takes and gives: feature names in order and its classes (the label's
-    values as the user had them, in class-index order)."""
+    """What a served model takes and gives: feature names in order, each one's kind (empty: every
+    column numeric), what a categorical column's values are (string, bool, integer) and the values
+    it knows, whether the model imputes a gap, and its classes (the label's values as the user had
+    them, in class-index order)."""
 
     name: str
     features: tuple[str, ...]
     classes: tuple
+    kinds: tuple[str, ...] = ()
+    value_types: tuple = ()          # per feature: None (numeric) or the categorical values' type
+    imputes: bool = False            # a missing value (null) is the model's to fill, not an error
+    categories: tuple = ()           # per feature: () or the categories it knows (metadata only)
+
+    @classmethod
+    def of(cls, name: str, features, classes, preparation: dict | None = None) -> ModelSignature:
+        """The signature of a version whose replica reported `preparation` (training.columns's JSON;
+        None: a version registered before, complete numeric columns)."""
+        if not preparation:
+            return cls(name, tuple(features), tuple(classes))
+        columns = preparation["columns"]
+        return cls(name, tuple(c["name"] for c in columns), tuple(classes), tuple(c["kind"] for c in columns),
+                   tuple(c.get("values") for c in columns), not preparation.get("refuse_missing", False),
+                   tuple(tuple(c.get("vocabulary", ())) for c in columns))
+
+    @property
+    def all_numeric(self) -> bool:
+        return all(k == "numeric" for k in self.kinds)
+
+    @property
+    def inputs(self) -> tuple:
+        """What a request must send, for comparing versions behind one endpoint: names, kinds, value types."""
+        return tuple(zip(self.features, self.kinds or ("numeric",) * len(self.features),
+                         self.value_types or (None,) * len(self.features)))
 
     @property
     def num_classes(self) -> int:
@@ -53,31 +84,43 @@ class ModelSignature:
         return "BOOL" if isinstance(first, bool) else "BYTES" if isinstance(first, str) else "INT64"
 
     def metadata(self, versions: list[int]) -> dict:
-        """OIP v2 model metadata: one FP32 [-1, n] input (or one tensor per feature), three outputs,
-        and the class names (`parameters.classes`, in the order of the probability columns)."""
-        return {
-            "name": self.name, "versions": [str(v) for v in versions], "platform": "handoff-torch",
-            "inputs": [{"name": MATRIX_INPUT, "datatype": "FP32", "shape": [-1, len(self.features)],
-                        "parameters": {"columns": list(self.features)}}],
-            "outputs": [{"name": "prediction", "datatype": "INT64", "shape": [-1]},
-                        {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes],
-                         "parameters": {"classes": list(self.classes)}},
-                        {"name": "label", "datatype": self.label_datatype, "shape": [-1]}],
-            "parameters": {"classes": list(self.classes),
-                           "per_feature_inputs": [{"name": f, "datatype": "FP32", "shape": [-1]} for f in self.features]},
-        }
+        """OIP v2 model metadata: for numeric columns one FP32 [-1, n] input (or one tensor per
+        feature); for a model with categorical columns one tensor per column, named after it, with
+        its datatype and, for a category, the values it knows; three outputs, and the class names
+        (`parameters.classes`, in the order of the probability columns)."""
+        per_column = [{"name": f, "datatype": "FP32" if kind == "numeric" else CATEGORY_DATATYPES[values],
+                       "shape": [-1], "parameters": {"kind": kind, "missing": "imputed" if self.imputes else "refused",
+                                                     **({"categories": list(known)} if kind != "numeric" else {})}}
+                      for f, kind, values, known in zip(self.features, self.kinds or ("numeric",) * len(self.features),
+                                                        self.value_types or (None,) * len(self.features),
+                                                        self.categories or ((),) * len(self.features))]
+        outputs = [{"name": "prediction", "datatype": "INT64", "shape": [-1]},
+                   {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes],
+                    "parameters": {"classes": list(self.classes)}},
+                   {"name": "label", "datatype": self.label_datatype, "shape": [-1]}]
+        out = {"name": self.name, "versions": [str(v) for v in versions], "platform": "handoff-torch",
+               "outputs": outputs, "parameters": {"classes": list(self.classes)}}
+        if not self.all_numeric:
+            return {**out, "inputs": per_column}
+        return {**out, "inputs": [{"name": MATRIX_INPUT, "datatype": "FP32", "shape": [-1, len(self.features)],
+                                   "parameters": {"columns": list(self.features)}}],
+                "parameters": {"classes": list(self.classes),
+                               "per_feature_inputs": [{k: v for k, v in c.items() if k != "parameters"}
+                                                      for c in per_column]}}
 
 
-def _finite_matrix(values, where: str) -> np.ndarray:
-    """Checks the shape is [rows, features] with at least one row and every value finite."""
+def _finite_matrix(values, where: str, sig: ModelSignature | None = None) -> np.ndarray:
+    """Checks the shape is [rows, features] with at least one row and every value finite; a gap
+    (null: NaN) only where the model imputes it (`sig.imputes`)."""
     if values.ndim != 2:
         raise BadRequest(f"{where}: expected a 2-D batch, got {values.ndim} dimension(s)")
     if values.shape[0] == 0:
         raise BadRequest(f"{where}: the batch is empty; send at least one row")
-    bad = ~np.isfinite(values)
+    bad = np.isinf(values) if sig is not None and sig.imputes else ~np.isfinite(values)
     if bad.any():
         rows, cols = np.nonzero(bad)
-        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are NaN or infinite "
+        what = "infinite" if sig is not None and sig.imputes else "NaN or infinite"
+        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are {what} "
                          f"(first at row {int(rows[0])}, column {int(cols[0])})", status=422)
     return values.astype(np.float32, copy=False)
 
@@ -118,8 +161,10 @@ def _shape(tensor: dict, where: str) -> list[int]:
     return shape
 
 
-def parse_infer(body, sig: ModelSignature) -> tuple[np.ndarray, str | None]:
-    """An OIP v2 infer request → (matrix in feature order, request id or None)."""
+def parse_infer(body, sig: ModelSignature) -> tuple[np.ndarray | dict, str | None]:
+    """An OIP v2 infer request → (the rows, request id or None): for a model of numeric columns a
+    float32 matrix in feature order (NaN for a gap the model imputes), for one with categorical
+    columns each column's raw values (serving/columns_in.py)."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with an 'inputs' list")
     inputs = body.get("inputs")
@@ -128,6 +173,10 @@ def parse_infer(body, sig: ModelSignature) -> tuple[np.ndarray, str | None]:
     if "id" in body and not isinstance(body["id"], str):  # `"id": null` is not an id left out
         raise BadRequest(f"'id' must be a string, not {type(body['id']).__name__}")
     request_id = check_request_id(body.get("id"), "'id'")
+    if not sig.all_numeric:
+        from serving.columns_in import parse_infer_columns
+
+        return parse_infer_columns(inputs, sig), request_id
     if len(inputs) == 1 and isinstance(inputs[0], dict) and inputs[0].get("name") not in sig.features:
         return _matrix_tensor(inputs[0], sig), request_id
     return _per_feature_tensors(inputs, sig), request_id
@@ -143,17 +192,23 @@ def _matrix_tensor(tensor: dict, sig: ModelSignature) -> np.ndarray:
     data = _as_numbers(tensor.get("data"), where)
     if data.size != shape[0] * shape[1]:
         raise BadRequest(f"{where}: shape {shape} needs {shape[0] * shape[1]} values, data has {data.size}")
-    return _finite_matrix(data.reshape(shape), where)
+    return _finite_matrix(data.reshape(shape), where, sig)
 
 
-def _per_feature_tensors(inputs: list, sig: ModelSignature) -> np.ndarray:
+def tensors_by_name(inputs: list, hint: str = "") -> dict[str, dict]:
+    """The OIP input tensors by name; a tensor without a name, or a name given twice, is a 400."""
     by_name: dict[str, dict] = {}
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise BadRequest(f"input #{i}: each tensor needs a 'name'")
+            raise BadRequest(f"input #{i}: each tensor needs a 'name'{hint}")
         if tensor["name"] in by_name:
             raise BadRequest(f"input {tensor['name']!r} is given twice")
         by_name[tensor["name"]] = tensor
+    return by_name
+
+
+def _per_feature_tensors(inputs: list, sig: ModelSignature) -> np.ndarray:
+    by_name = tensors_by_name(inputs)
     _check_columns(list(by_name), sig, "inputs")
     columns = []
     for f in sig.features:
@@ -168,7 +223,7 @@ def _per_feature_tensors(inputs: list, sig: ModelSignature) -> np.ndarray:
         columns.append(data)
     if len({c.size for c in columns}) > 1:
         raise BadRequest("inputs: every feature tensor must have the same number of rows")
-    return _finite_matrix(np.stack(columns, axis=1), "inputs")
+    return _finite_matrix(np.stack(columns, axis=1), "inputs", sig)
 
 
 def _check_columns(names: list[str], sig: ModelSignature, where: str) -> None:
@@ -191,16 +246,21 @@ def _records(rows, sig: ModelSignature, where: str) -> np.ndarray:
     if all(isinstance(r, dict) for r in rows):
         for i, r in enumerate(rows):
             _check_columns(list(r), sig, f"{where}[{i}]")
-        return _finite_matrix(_as_numbers([[r[f] for f in sig.features] for r in rows], where), where)
+        return _finite_matrix(_as_numbers([[r[f] for f in sig.features] for r in rows], where), where, sig)
     matrix = _as_numbers(rows, where)
     if matrix.ndim != 2 or matrix.shape[1] != len(sig.features):
         raise BadRequest(f"{where}: each row must have {len(sig.features)} values in the order "
                          f"{list(sig.features)}")
-    return _finite_matrix(matrix, where)
+    return _finite_matrix(matrix, where, sig)
 
 
-def parse_invocations(body, sig: ModelSignature) -> np.ndarray:
-    """An MLflow scoring payload (`dataframe_split`, `dataframe_records`, `instances`, `inputs`)."""
+def parse_invocations(body, sig: ModelSignature) -> np.ndarray | dict:
+    """An MLflow scoring payload (`dataframe_split`, `dataframe_records`, `instances`, `inputs`): a
+    matrix for a model of numeric columns, each column's raw values for one with categorical columns."""
+    if not sig.all_numeric:
+        from serving.columns_in import parse_invocations_columns
+
+        return parse_invocations_columns(body, sig)
     formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
     if not isinstance(body, dict) or sum(k in body for k in formats) != 1:
         raise BadRequest(f"the body must be a JSON object with exactly one of {', '.join(formats)}")
@@ -216,7 +276,7 @@ def parse_invocations(body, sig: ModelSignature) -> np.ndarray:
                 raise BadRequest("dataframe_split: the batch is empty; send at least one row")
             raise BadRequest(f"dataframe_split: each row must have {len(columns)} values (one per column)")
         order = [columns.index(f) for f in sig.features]
-        return _finite_matrix(matrix[:, order], "dataframe_split")
+        return _finite_matrix(matrix[:, order], "dataframe_split", sig)
     if "dataframe_records" in body:
         return _records(body["dataframe_records"], sig, "dataframe_records")
     key = "instances" if "instances" in body else "inputs"
@@ -226,7 +286,7 @@ def parse_invocations(body, sig: ModelSignature) -> np.ndarray:
         columns = [_as_numbers(value[f], f"{key}[{f!r}]").reshape(-1) for f in sig.features]
         if len({c.size for c in columns}) > 1:
             raise BadRequest(f"{key}: every feature must have the same number of values")
-        return _finite_matrix(np.stack(columns, axis=1), key)
+        return _finite_matrix(np.stack(columns, axis=1), key, sig)
     return _records(value, sig, key)
 
 

@@ -31,19 +31,31 @@ from serving.policy import TrafficPolicy
 from serving.protocol import BadRequest, ModelSignature
 from serving.replica_client import ReplicaPool
 from training import class_labels, predicted_class
+from training import ColumnError, Preparation
 
 log = logging.getLogger(__name__)
+
+
+def _preparation(info: dict) -> Preparation:
+    """A version's preparation as its replica reported it (none: a version registered before
+    preparations existed, which takes complete numeric columns)."""
+    return Preparation.from_json(info["preparation"]) if info.get("preparation") else \
+        Preparation.numeric(info["features"])
+
+
 SHADOW_TIMEOUT_S = 10.0  # a shadow that does not answer in time counts as failed
 
 
 @dataclass
 class ModelRoutes:
-    """What the router knows of one model: its signature, policy, and a handle and batcher per version."""
+    """What the router knows of one model: its signature, policy, and per version a handle, a
+    batcher and the preparation that turns a request's raw rows into that version's input."""
 
     sig: ModelSignature
     policy: TrafficPolicy
     handles: dict[int, object]
     batchers: dict[int, Batcher]
+    preparations: dict[int, Preparation] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -70,12 +82,15 @@ class Router:
             policy = TrafficPolicy.from_json(spec.policy)
             handles = {v: self._handle(name, v) for v in policy.versions}
             current = self._models.get(name)
-            sig = current.sig if current is not None and set(handles) <= set(current.handles) else None
-            if sig is None:
-                info = await handles[policy.live_versions[0]].signature.remote()
-                sig = ModelSignature(name, tuple(info["features"]), tuple(info["classes"]))
+            known = current.preparations if current is not None else {}
+            infos = {v: await handles[v].signature.remote() for v in handles if v not in known}
+            preparations = {v: known[v] if v in known else _preparation(infos[v]) for v in handles}
+            first = policy.live_versions[0]
+            sig = current.sig if current is not None and first in known else \
+                ModelSignature.of(name, infos[first]["features"], infos[first]["classes"],
+                                  infos[first].get("preparation"))
             batchers = {v: self._batcher(name, v, spec.versions.get(v, VersionRouting())) for v in handles}
-            routes[name] = ModelRoutes(sig, policy, handles, batchers)
+            routes[name] = ModelRoutes(sig, policy, handles, batchers, preparations)
         self._models = routes  # one assignment: a request sees the old table or the new one
         self.table = table
         self._forget_unrouted(routes)
@@ -144,9 +159,10 @@ class Router:
     def ready(self, model: str | None = None) -> bool:
         return bool(self._models) if model is None else model in self._models
 
-    async def answer(self, model: str, x: np.ndarray, request_id: str, routing_key: str | None,
+    async def answer(self, model: str, rows: np.ndarray | dict, request_id: str, routing_key: str | None,
                      version: int | None) -> Answer:
-        """Choose the version (or check the one asked for), call it, count, log, mirror to shadows."""
+        """Choose the version (or check the one asked for), prepare the rows for it, call it, count,
+        log the rows as received, mirror to shadows."""
         start = time.perf_counter()
         routes = self._routes(model)
         if version is None:
@@ -154,6 +170,7 @@ class Router:
         elif version not in routes.handles:
             raise BadRequest(f"model {model!r} has no served version {version} "
                              f"(served: {', '.join(map(str, routes.policy.versions))})", status=404)
+        x = self._prepare(model, routes, version, rows)
         try:
             proba = await routes.batchers[version].submit(x)
         except Exception:
@@ -164,19 +181,21 @@ class Router:
         self.metrics.count(model, version, "requests")
         prediction = predicted_class(proba)
         label = class_labels(routes.sig.classes, prediction)
-        self._log(model, routes, request_id, version, routing_key, x, proba, prediction, label, latency_ms, shadow=False)
+        self._log(model, routes, request_id, version, routing_key, rows, proba, prediction, label, latency_ms,
+                  shadow=False)
         for shadow_version in routes.policy.mirrors(routes.rng):
             task = asyncio.get_running_loop().create_task(
-                self._shadow(model, routes, shadow_version, x, prediction, request_id, routing_key))
+                self._shadow(model, routes, shadow_version, rows, prediction, request_id, routing_key))
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
         return Answer(version, proba, prediction, label)
 
-    async def _shadow(self, model: str, routes: ModelRoutes, version: int, x: np.ndarray,
+    async def _shadow(self, model: str, routes: ModelRoutes, version: int, rows: np.ndarray | dict,
                       live_prediction: np.ndarray, request_id: str, routing_key: str | None) -> None:
         """Mirror a request: record the shadow's answer and agreement; never affect the caller."""
         start = time.perf_counter()
         try:
+            x = self._prepare(model, routes, version, rows)
             proba = await asyncio.wait_for(routes.batchers[version].submit(x), SHADOW_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - a failing shadow is counted, never raised
             self.metrics.count(model, version, "shadow_errors")
@@ -185,15 +204,32 @@ class Router:
         prediction = predicted_class(proba)
         self.metrics.count(model, version, "shadow", len(prediction))
         self.metrics.count(model, version, "shadow_agreements", int((prediction == live_prediction).sum()))
-        self._log(model, routes, request_id, version, routing_key, x, proba, prediction,
+        self._log(model, routes, request_id, version, routing_key, rows, proba, prediction,
                   class_labels(routes.sig.classes, prediction), (time.perf_counter() - start) * 1000, shadow=True)
 
+    def _prepare(self, model: str, routes: ModelRoutes, version: int, rows: np.ndarray | dict) -> np.ndarray:
+        """The rows as `version` takes them (its preparation: gaps imputed, categories one-hot);
+        a value of the wrong kind is a 422 naming its column. Values outside a version's vocabulary
+        and gaps it filled are counted."""
+        preparation = routes.preparations[version]
+        try:
+            prepared = preparation.transform_matrix(rows) if isinstance(rows, np.ndarray) else \
+                preparation.transform(rows)
+        except ColumnError as exc:
+            raise BadRequest(str(exc), status=422) from None
+        for column, n in prepared.other.items():
+            self.metrics.count_column(model, version, column, "unseen", n)
+        for column, n in prepared.imputed.items():
+            self.metrics.count_column(model, version, column, "imputed", n)
+        return prepared.x
+
     def _log(self, model: str, routes: ModelRoutes, request_id: str, version: int, routing_key: str | None,
-             x: np.ndarray, proba: np.ndarray, prediction: np.ndarray, label: np.ndarray, latency_ms: float,
+             rows: np.ndarray | dict, proba: np.ndarray, prediction: np.ndarray, label: np.ndarray, latency_ms: float,
              shadow: bool) -> None:
         if self.live_log is not None and should_log(request_id, self._log_cfg.sample_percent):
-            self.live_log.append(model, routes.sig.features, request_id, version, routing_key, x, prediction,
-                                 latency_ms, shadow=shadow, labels=label, proba=proba)
+            self.live_log.append(model, routes.sig.features, request_id, version, routing_key, rows, prediction,
+                                 latency_ms, shadow=shadow, labels=label, proba=proba,
+                                 value_types=routes.sig.value_types or None)
 
     async def feedback(self, model: str, payload) -> dict:
         """Check a batch of labels against the model's classes and write it beside the live log

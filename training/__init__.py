@@ -18,6 +18,8 @@ _EXPORTS = {
     **dict.fromkeys(["LoadedVersion", "class_labels", "predicted_class", "prediction_frame", "probability_columns"],
                     "training.contract"),
     "load_version": "training.serving_load",
+    # how a version prepares raw columns (every caller applies the one inside the model)
+    **dict.fromkeys(["ColumnError", "Preparation"], "training.columns"),
     # what a version was trained on (monitoring profiles it)
     "TrainingView": "training.training_view",
     "training_view": "training.training_view",

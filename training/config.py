@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+ColumnKind = Literal["numeric", "categorical"]
+#: dataset fields added after versions had been registered with hashes of their configs
+LATER_DATASET_DEFAULTS = {"kinds": {}, "missing": "impute", "min_frequency": 5, "max_categories": 100}
+
+
 class DatasetConfig(BaseModel):
     """Where the rows come from and what they must look like."""
 
@@ -23,11 +28,31 @@ class DatasetConfig(BaseModel):
 
     uri: str = Field(description="Parquet file or directory: a local path, any pyarrow filesystem "
                      "URI (s3://, gs://, hdfs://, file://), or builtin://shuttle")
-    label: str = Field(description="label column: integer class ids 0..K-1")
-    features: list[str] = Field(min_length=1, description="feature columns, in model input order")
+    label: str = Field(description="label column: class ids 0..K-1, booleans or class names (strings)")
+    features: list[str] = Field(min_length=1, description="feature columns, in model input order; a mapping "
+                                "`name: numeric | categorical` declares kinds (otherwise inferred from the data)")
+    kinds: dict[str, ColumnKind] = Field(default_factory=dict, description="declared column kinds (the mapping "
+                                         "form of `features` fills this); a column not named is inferred")
+    missing: Literal["impute", "refuse"] = Field(
+        default="impute", description="a missing feature value: imputed by the model (numeric: the training "
+        "median plus a missing indicator; categorical: a category of its own), or refused as before")
+    min_frequency: int = Field(default=5, ge=1, description="a category seen fewer times in the training split "
+                               "shares the 'other' bucket with values never seen")
+    max_categories: int = Field(default=100, ge=1, description="at most this many of a column's most frequent "
+                                "categories get an input of their own; the rest are 'other'")
     validation_fraction: float = Field(default=0.15, gt=0, lt=1)
     test_fraction: float = Field(default=0.15, gt=0, lt=1)
     max_rows: int | None = Field(default=None, gt=0, description="use a seeded subset of this many rows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_as_mapping(cls, data: Any) -> Any:
+        """`features: {name: kind, ...}` is the list of names (in that order) plus declared kinds."""
+        if isinstance(data, dict) and isinstance(data.get("features"), dict):
+            declared = data["features"]
+            data = {**data, "features": list(declared),
+                    "kinds": {**dict(data.get("kinds") or {}), **{k: v for k, v in declared.items() if v is not None}}}
+        return data
 
     @field_validator("features")
     @classmethod
@@ -43,6 +68,9 @@ class DatasetConfig(BaseModel):
             raise ValueError("validation_fraction + test_fraction must leave at least 10% for training")
         if self.label in self.features:
             raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        unknown = sorted(set(self.kinds) - set(self.features))
+        if unknown:
+            raise ValueError(f"kinds are declared for column(s) that are not features: {unknown}")
         return self
 
 
@@ -190,5 +218,9 @@ class ExperimentConfig(BaseModel):
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of the config: two runs with equal hashes asked for the same work."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        dumped = self.model_dump(mode="json")
+        for key, default in LATER_DATASET_DEFAULTS.items():  # left out at their defaults: earlier configs keep their hash
+            if dumped["dataset"].get(key) == default:
+                dumped["dataset"].pop(key)
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

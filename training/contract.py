@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from training.columns import Preparation
+
 PREDICTION_COLUMN = "prediction"  # the class index
 LABEL_COLUMN = "label"            # the class as the user named it
 
@@ -45,8 +47,9 @@ def prediction_frame(proba: np.ndarray, classes, prediction: np.ndarray | None =
 
 @dataclass(frozen=True)
 class LoadedVersion:
-    """A registered version loaded for serving: its inputs, its classes, where its weights are, and
-    its probability function (float32 matrix in feature order → rows × classes)."""
+    """A registered version loaded for serving: its inputs (raw columns and their preparation), its
+    classes, where its weights are, and its probability function (the prepared float32 matrix →
+    rows × classes; for a table of complete numeric columns the matrix is the columns in order)."""
 
     name: str
     version: int
@@ -54,10 +57,20 @@ class LoadedVersion:
     classes: tuple
     device: str
     predict_proba: Callable[[np.ndarray], np.ndarray]
+    preparation: Preparation | None = None
+
+    def __post_init__(self):
+        if self.preparation is None:
+            object.__setattr__(self, "preparation", Preparation.numeric(self.features))
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def proba_of_rows(self, rows) -> np.ndarray:
+        """Class probabilities of raw rows (a frame of the feature columns as the data has them),
+        prepared by this version's own preparation."""
+        return self.predict_proba(self.preparation.transform(rows).x)
 
     @property
     def portable(self) -> bool:

@@ -1,7 +1,9 @@
 """Read a dataset through Ray Data: local paths, pyarrow filesystem URIs, or a built-in example.
 
 Built-in datasets ship inside a dependency (river), so they work offline: `builtin://shuttle` is
-materialised once to Parquet under HANDOFF_HOME/datasets and read from there like any other.
+materialised once to Parquet under HANDOFF_HOME/datasets and read from there like any other;
+`builtin://loans` is generated (seeded) from river's Agrawal loan stream, a table as users have
+them: strings, booleans, an integer code, and gaps.
 """
 
 from __future__ import annotations
@@ -26,9 +28,44 @@ def _shuttle_csv() -> Path:
     return Path(datasets.Shuttle().path)
 
 
-#: name -> (function returning the shipped CSV, what it is)
+def _shuttle_table() -> pa.Table:
+    return pacsv.read_csv(_shuttle_csv())
+
+
+EDUCATION = ("none", "high school", "bachelor", "master", "doctorate")
+LOANS_ROWS = 20_000
+
+
+def loans_table(rows: int = LOANS_ROWS, seed: int = 7, classification_function: int = 3) -> pa.Table:
+    """Loan applications from river's Agrawal generator (seeded; 5% of labels flipped), made the way
+    a real table is: education as text (2% blank), the car's make as text, the zip code an integer
+    code, a boolean, commission blank where the salary is 75,000 or more (none is paid), the house's
+    value blank for 3% of rows; label `approved` (boolean)."""
+    import numpy as np
+    from river.datasets import synth
+
+    stream = synth.Agrawal(classification_function=classification_function, seed=seed, perturbation=0.05)
+    records = [{**x, "approved": bool(y)} for x, y in stream.take(rows)]
+    frame = pd.DataFrame.from_records(records)
+    rng = np.random.default_rng(seed)
+    education = frame["elevel"].map(dict(enumerate(EDUCATION))).astype(object)
+    education[rng.random(rows) < 0.02] = None
+    house_value = frame["hvalue"].where(rng.random(rows) >= 0.03)
+    out = pd.DataFrame({
+        "salary": frame["salary"].round(2), "commission": frame["commission"].where(frame["salary"] < 75_000),
+        "age": frame["age"].astype("int64"), "education": education,
+        "car": frame["car"].map(lambda c: f"make {int(c):02d}"), "zipcode": frame["zipcode"].astype("int64"),
+        "senior": frame["age"] >= 65, "house_value": house_value.round(2),
+        "house_years": frame["hyears"].astype("int64"), "loan": frame["loan"].round(2), "approved": frame["approved"],
+    })
+    return pa.Table.from_pandas(out, preserve_index=False)
+
+
+#: name -> (function returning the table, what it is)
 BUILTIN_DATASETS = {
-    "shuttle": (_shuttle_csv, "NASA shuttle sensor readings, 49,097 rows, 9 features, label 'anomaly'"),
+    "shuttle": (_shuttle_table, "NASA shuttle sensor readings, 49,097 rows, 9 features, label 'anomaly'"),
+    "loans": (loans_table, f"loan applications (river's Agrawal generator), {LOANS_ROWS:,} rows, 10 features of "
+              "every kind with gaps, label 'approved'"),
 }
 
 
@@ -43,7 +80,7 @@ def resolve_uri(uri: str, datasets_dir: Path) -> str:
     target = datasets_dir / name / f"{name}.parquet"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        table = pacsv.read_csv(BUILTIN_DATASETS[name][0]())
+        table = BUILTIN_DATASETS[name][0]()
         tmp = target.with_suffix(".parquet.tmp")
         pq.write_table(table, tmp)
         tmp.replace(target)  # atomic: a crash never leaves a half-written dataset behind

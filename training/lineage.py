@@ -31,7 +31,8 @@ def installed_packages() -> str:
 def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: str, config_hash: str,
                  seed: int, versions: dict[str, str], experiment_path: str, trial_id: str,
                  trial_params: str, epochs_trained: int, weights_sha256: str, threads: int,
-                 device: str, search_run_id: str, classes: list | None = None) -> dict[str, str]:
+                 device: str, search_run_id: str, classes: list | None = None,
+                 columns: dict[str, str] | None = None) -> dict[str, str]:
     """The `handoff.*` tags set on a model version (all strings, as MLflow stores them)."""
     tags = {
         "git_commit": commit, "git_dirty": str(dirty).lower(),
@@ -45,4 +46,6 @@ def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: s
     }
     if classes is not None:
         tags["classes"] = json.dumps(list(classes))
+    if columns is not None:  # each feature's kind, in input order
+        tags["columns"] = json.dumps(columns)
     return {TAG_PREFIX + k: v for k, v in tags.items()}

@@ -22,7 +22,8 @@ from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
 from training.contract import prediction_frame
-from training.training_view import TrainingView
+from training.columns import numbers_of
+from training.training_view import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.prepare import PreparedData, prepare
 from training.progress import SearchProgress
@@ -63,6 +64,19 @@ class RegisteredVersion:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def describe_columns(data: PreparedData) -> str:
+    """Each feature's kind as `handoff tune` prints it: `tenure numeric (12 missing), contract
+    categorical (3 values), …`."""
+    parts = []
+    for column in data.preparation.columns:
+        text = f"{column.name} {column.kind}"
+        notes = [f"{len(column.vocabulary)} values"] if column.kind == "categorical" else []
+        if (data.imputed or {}).get(column.name):
+            notes.append(f"{data.imputed[column.name]} missing")
+        parts.append(text + (f" ({', '.join(notes)})" if notes else ""))
+    return ", ".join(parts)
 
 
 def load_data(cfg: ExperimentConfig, settings: Settings) -> PreparedData:
@@ -119,6 +133,7 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
     console = console or Console(stderr=True)
     data = data if data is not None else load_data(cfg, settings)
     console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}")
+    console.log(f"columns: {describe_columns(data)}")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
     artifact_root = settings.artifacts_dir.as_uri() if tracking_uri.startswith("sqlite:") else None
     progress = SearchProgress(console, cfg.search.num_samples, cfg.search.epochs, cfg.search.metric,
@@ -126,7 +141,8 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
     if resume_path is None:
         run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment_id = ensure_experiment(client, cfg.experiment_name, artifact_root)
-        parent = start_search_run(client, experiment_id, cfg, run_name, data.fingerprint, data.sizes)
+        parent = start_search_run(client, experiment_id, cfg, run_name, data.fingerprint, data.sizes,
+                                  data.preparation.kinds, data.imputed)
         experiment_path = join(storage_path(cfg, settings), run_name)
         _write_manifest(experiment_path, {"search_run_id": parent, "config_hash": cfg.config_hash(),
                                           "data_fingerprint": data.fingerprint, "model": cfg.name})
@@ -198,11 +214,16 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
                "search_wall_seconds": outcome.wall_seconds}
     for key, value in metrics.items():
         client.log_metric(parent, key, value)
-    example = pd.DataFrame(data.x_test[:5], columns=data.features)
-    proba = predict_proba(model, example.to_numpy())
+    # the raw rows a user sends: the signature holds the columns' real types (string, boolean, long;
+    # numbers as double, which MLflow converts integers to; NumPy dtypes, which its schema checks know)
+    example = data.raw_test.head(5).copy()
+    for name, kind in data.preparation.kinds.items():
+        if kind == "numeric":
+            example[name] = numbers_of(name, example[name])
+    proba = predict_proba(model, data.preparation.transform(example).x)
     example_output = prediction_frame(proba, data.classes)
     model_uri = log_model(parent, tracking_uri, model.state_dict(),
-                          model_spec(spec.family, spec.model_params, data.features, data.classes),
+                          model_spec(spec.family, spec.model_params, data.features, data.classes, data.preparation),
                           example, example_output, cfg.model.code_paths)
     digest = weights_hash(model.state_dict())
     trial_id = str(best.metrics.get("trial_id"))
@@ -213,7 +234,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         experiment_path=outcome.experiment_path, trial_id=trial_id,
         trial_params=json.dumps(best.config, sort_keys=True), epochs_trained=int(state["epoch"]),
         weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
-        search_run_id=parent, classes=data.classes,
+        search_run_id=parent, classes=data.classes, columns=data.preparation.kinds,
     )
     tags.update({f"{lineage.TAG_PREFIX}{k}": str(v) for k, v in (extra_tags or {}).items()})
     registry = Registry(tracking_uri, registry_uri)
@@ -222,9 +243,9 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
                                 description=f"best of search {Path(outcome.experiment_path).name}")
     alias = registry.assign_new_version_alias(cfg.name, version)
     if on_registered is not None:
-        on_registered(TrainingView(cfg.name, version, data.x_train, predict_proba(model, data.x_train),
-                                   list(data.features), list(data.classes), data.fingerprint, cfg.seed,
-                                   data.y_val, predict_proba(model, data.x_val)))
+        on_registered(view_of(cfg.name, version, data.raw_train, data.preparation,
+                              predict_proba(model, data.x_train), data.classes, data.fingerprint, cfg.seed,
+                              data.y_val, predict_proba(model, data.x_val)))
     return RegisteredVersion(
         name=cfg.name, version=version, alias=alias, tracking_uri=tracking_uri, search_run_id=parent,
         experiment_path=outcome.experiment_path, trial_id=trial_id, trial_params=dict(best.config),

@@ -1,9 +1,12 @@
-"""Pure data preparation: validate rows, put them in a canonical order, split, fingerprint.
+"""Pure data preparation: validate rows, put them in a canonical order, split, fit the columns'
+preparation on the training split, fingerprint.
 
 The canonical order sorts rows by a content hash, so the split depends only on the rows and the
 seed, never on the order in which files or blocks were read. The fingerprint covers exactly the
 rows used (after `max_rows`) in split order, with the column names, so any edit, addition or
-removal that changes the training data changes it.
+removal that changes the training data changes it. The preparation (training/columns.py: medians,
+missing indicators, vocabularies) is fitted on the training split alone and turns every split's raw
+rows into the model's input matrix.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from training.columns import NUMERIC, ColumnError, Preparation, column_kinds, fit_preparation, missing_counts, \
+    numbers_of, value_type
 from training.config import DatasetConfig
 
 
@@ -23,7 +28,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Train/validation/test arrays in the declared feature order, plus what identifies them."""
+    """Train/validation/test splits: the model's input matrices (the raw rows prepared) and the raw
+    rows themselves (feature columns as the data has them), plus what identifies them."""
 
     features: list[str]
     label: str
@@ -35,35 +41,69 @@ class PreparedData:
     x_test: np.ndarray
     y_test: np.ndarray
     fingerprint: str
+    preparation: Preparation | None = None
+    raw_train: pd.DataFrame | None = None
+    raw_val: pd.DataFrame | None = None
+    raw_test: pd.DataFrame | None = None
+    imputed: dict = None  # missing values per column in the rows used (None: none)
+
+    def __post_init__(self):
+        if self.preparation is None:  # arrays given directly (tests, callers of old): complete numeric columns
+            object.__setattr__(self, "preparation", Preparation.numeric(self.features))
+        for split in ("train", "val", "test"):  # and the raw rows are the matrices' columns
+            if getattr(self, f"raw_{split}") is None:
+                object.__setattr__(self, f"raw_{split}", pd.DataFrame(getattr(self, f"x_{split}"), columns=self.features))
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def numeric_columns(self, x: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The numeric feature columns of a prepared matrix (gaps imputed): their names and values
+        (all of `x` for a table of complete numeric columns)."""
+        positions = self.preparation.numeric_positions()
+        return list(positions), x[:, list(positions.values())]
 
     @property
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
 
 
-def validate_frame(df: pd.DataFrame, features: list[str], label: str) -> None:
-    """Raise `DataError` for missing or non-numeric columns, missing or invalid labels, NaN/inf."""
-    missing = [c for c in [*features, label] if c not in df.columns]
-    if missing:
-        raise DataError(f"declared column(s) missing from the data: {missing}; "
+def validate_frame(df: pd.DataFrame, features: list[str], label: str, declared: dict | None = None,
+                   missing: str = "impute") -> dict[str, str]:
+    """Each feature's kind (declared, else inferred); `DataError` naming every problem at once:
+    missing columns, a column of no usable kind, gaps where `missing` is "refuse", infinite numbers,
+    missing or invalid labels."""
+    absent = [c for c in [*features, label] if c not in df.columns]
+    if absent:
+        raise DataError(f"declared column(s) missing from the data: {absent}; "
                         f"the data has {list(df.columns)}")
     problems = []
-    for col in features:
+    try:
+        kinds = column_kinds(df, features, declared or {})
+    except ColumnError:
+        kinds = {}
+        for name in features:  # every column's problem, not just the first one's
+            try:
+                kinds.update(column_kinds(df, [name], {k: v for k, v in (declared or {}).items() if k == name}))
+            except ColumnError as exc:
+                problems.append(str(exc))
+    for col, kind in kinds.items():
         s = df[col]
-        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            problems.append(f"feature {col!r} has non-numeric type {s.dtype}")
+        n_missing = int(s.isna().sum())
+        if n_missing and missing == "refuse":
+            problems.append(f"feature {col!r} has {n_missing} NaN/missing value(s) (dataset.missing: refuse)")
             continue
-        values = s.to_numpy(dtype="float64", na_value=np.nan)
-        n_nan = int(np.isnan(values).sum())
-        n_inf = int(np.isinf(values).sum())
-        if n_nan:
-            problems.append(f"feature {col!r} has {n_nan} NaN/missing value(s)")
-        if n_inf:
-            problems.append(f"feature {col!r} has {n_inf} infinite value(s)")
+        if n_missing and n_missing == len(s):
+            problems.append(f"feature {col!r} has no value at all ({n_missing} missing): nothing to learn or impute from")
+            continue
+        try:
+            if kind == NUMERIC:
+                numbers_of(col, s)
+            else:
+                value_type(col, s)
+        except ColumnError as exc:
+            problems.append(str(exc))
     y = df[label]
     n_missing = int(y.isna().sum())
     if n_missing:
@@ -83,6 +123,7 @@ def validate_frame(df: pd.DataFrame, features: list[str], label: str) -> None:
         problems.append("the data has no rows")
     if problems:
         raise DataError("data does not match the declared schema:\n  " + "\n  ".join(problems))
+    return kinds
 
 
 def _is_text(y: pd.Series) -> bool:
@@ -113,19 +154,25 @@ def class_index(y: pd.Series, classes: list) -> np.ndarray:
 
 def row_hashes(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """A 64-bit content hash per row over `columns` (numbers cast to float64, so int/float agree;
-    a text label hashed as text)."""
-    canon = pd.DataFrame({i: (df[c].astype(str) if _is_text(df[c]) else df[c].astype("float64"))
-                          for i, c in enumerate(columns)})
+    text, booleans of an object column and categories hashed as text; a gap as a gap)."""
+    canon = pd.DataFrame({i: (df[c].astype(str).where(df[c].notna(), None) if _hashed_as_text(df[c])
+                              else df[c].astype("float64")) for i, c in enumerate(columns)})
     return pd.util.hash_pandas_object(canon, index=False).to_numpy(dtype="uint64")
 
 
+def _hashed_as_text(s: pd.Series) -> bool:
+    return _is_text(s) or isinstance(s.dtype, pd.CategoricalDtype) or (
+        pd.api.types.is_object_dtype(s) and not pd.api.types.is_numeric_dtype(s.dropna().infer_objects()))
+
+
 def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int) -> PreparedData:
-    """Validate, order canonically, subsample (`max_rows`), split by `seed`, fingerprint."""
-    validate_frame(df, cfg.features, cfg.label)
+    """Validate, order canonically, subsample (`max_rows`), split by `seed`, fit the preparation on
+    the training split and prepare every split, fingerprint."""
+    kinds = validate_frame(df, cfg.features, cfg.label, cfg.kinds, cfg.missing)
     columns = [*cfg.features, cfg.label]
     hashes = row_hashes(df, columns)
     order = np.lexsort((hashes,))  # stable: equal hashes are equal rows
-    x_all = df[cfg.features].to_numpy(dtype="float32")[order]
+    raw_all = df[cfg.features].iloc[order].reset_index(drop=True)
     classes = label_classes(df[cfg.label])
     y_all = class_index(df[cfg.label], classes)[order]
     hashes = hashes[order]
@@ -142,14 +189,24 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int) -> PreparedData:
     used = np.concatenate([train_idx, val_idx, test_idx])
     if isinstance(classes[0], int) and not isinstance(classes[0], bool):  # ids: as many classes as the rows used show
         classes = list(range(max(int(y_all[used].max()) + 1, 2)))
+    raw = {split: raw_all.iloc[idx].reset_index(drop=True)
+           for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    try:
+        preparation = fit_preparation(raw["train"], kinds, cfg.min_frequency, cfg.max_categories,
+                                      refuse_missing=cfg.missing == "refuse")
+        x = {split: preparation.transform(rows).x for split, rows in raw.items()}
+    except ColumnError as exc:
+        raise DataError(str(exc)) from None
     return PreparedData(
         features=list(cfg.features),
         label=cfg.label,
         classes=classes,
-        x_train=x_all[train_idx], y_train=y_all[train_idx],
-        x_val=x_all[val_idx], y_val=y_all[val_idx],
-        x_test=x_all[test_idx], y_test=y_all[test_idx],
+        x_train=x["train"], y_train=y_all[train_idx],
+        x_val=x["val"], y_val=y_all[val_idx],
+        x_test=x["test"], y_test=y_all[test_idx],
         fingerprint=fingerprint(columns, hashes[used], (len(train_idx), len(val_idx), len(test_idx))),
+        preparation=preparation, raw_train=raw["train"], raw_val=raw["val"], raw_test=raw["test"],
+        imputed=missing_counts(raw_all.iloc[used], cfg.features) or None,
     )
 
 

@@ -1,8 +1,10 @@
-"""The MLflow pyfunc model every registered version is: raw features in, class and probabilities out.
+"""The MLflow pyfunc model every registered version is: raw columns in, class and probabilities out.
 
 Artifacts: `weights.pt` (the state dict, normalisation buffers included) and `spec.json` (factory,
-parameters, feature order, classes). The `training` package travels inside the model
-(`code_paths`), so `mlflow.pyfunc.load_model("models:/NAME/V")` needs only the pinned packages.
+parameters, feature order, classes, and the preparation of the raw columns fitted on the training
+split: training/columns.py). The `training` package travels inside the model (`code_paths`), so
+`mlflow.pyfunc.load_model("models:/NAME/V")` needs only the pinned packages, and `predict` takes a
+frame of the columns as a user has them (strings, booleans, gaps).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from training.columns import Preparation
 from training.contract import prediction_frame
 from training.torch_scorer import TorchScorer
 
@@ -26,9 +29,12 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         from training.models import build_model
 
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
-        n_features = len(spec["features"])
-        model = build_model(spec["family"], spec["model_params"], n_features, spec["num_classes"],
-                            np.zeros(n_features), np.ones(n_features))
+        # versions registered before preparations existed took their complete numeric columns as they were
+        self.preparation = (Preparation.from_json(spec["preparation"]) if spec.get("preparation")
+                            else Preparation.numeric(spec["features"]))
+        width = self.preparation.width
+        model = build_model(spec["family"], spec["model_params"], width, spec["num_classes"],
+                            np.zeros(width), np.ones(width))
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         # A serving replica names its device in the model config (training.serving_load: the GPU Ray
@@ -42,18 +48,24 @@ class HandoffTorchModel(mlflow.pyfunc.PythonModel):
         self.classes = spec.get("classes") or list(range(self.num_classes))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a float32 matrix whose columns are `self.features` in order."""
+        """Class probabilities for a prepared float32 matrix (`self.preparation.transform(...).x`)."""
         return self.scorer(x)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """The answer for raw rows: the feature columns as a user has them (extra columns ignored)."""
         missing = [f for f in self.features if f not in model_input.columns]
         if missing:
             raise ValueError(f"input is missing feature column(s) {missing}; expected {self.features}")
-        return prediction_frame(self.predict_proba(
-            np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float32"))), self.classes)
+        prepared = self.preparation.transform(model_input[self.features])
+        return prediction_frame(self.predict_proba(prepared.x), self.classes)
 
 
-def model_spec(family: str, model_params: dict, features: list[str], classes: list) -> dict:
-    """What `spec.json` holds: the factory and its parameters, the feature order and the classes."""
-    return {"family": family, "model_params": model_params, "features": features, "num_classes": len(classes),
+def model_spec(family: str, model_params: dict, features: list[str], classes: list,
+               preparation: Preparation | None = None) -> dict:
+    """What `spec.json` holds: the factory and its parameters, the feature order, the classes, and
+    the fitted preparation of the raw columns (the model's input is `preparation.width` wide)."""
+    spec = {"family": family, "model_params": model_params, "features": features, "num_classes": len(classes),
             "classes": list(classes)}
+    if preparation is not None:
+        spec["preparation"] = preparation.to_json()
+    return spec

@@ -17,14 +17,20 @@ from training.config import Choice, ExperimentConfig
 from training.prepare import PreparedData
 
 
-def retrain_frame(original: PreparedData, recent_x: np.ndarray, recent_y: np.ndarray, weight: int) -> pd.DataFrame:
-    """The champion's training rows once, then each recent row `weight` times: feature columns and the
-    label column, labels as the user names the classes (what a dataset file holds)."""
-    if recent_x.shape[1] != len(original.features):
-        raise ValueError(f"recent rows have {recent_x.shape[1]} feature(s); the model has {len(original.features)}")
-    x = np.concatenate([original.x_train, np.repeat(recent_x, weight, axis=0)])
+def retrain_frame(original: PreparedData, recent: pd.DataFrame, recent_y: np.ndarray, weight: int) -> pd.DataFrame:
+    """The champion's training rows once, then each recent row `weight` times, both as raw rows (the
+    feature columns as the data and the clients have them, so the new version fits its own
+    preparation: a category that turned up in production enters its vocabulary) and the label
+    column, labels as the user names the classes (what a dataset file holds)."""
+    if list(recent.columns) != list(original.features):
+        raise ValueError(f"recent rows have columns {list(recent.columns)}; the model has {list(original.features)}")
+    repeated = recent.iloc[np.repeat(np.arange(len(recent)), weight)]
+    frame = pd.concat([original.raw_train[original.features].reset_index(drop=True),
+                       repeated.reset_index(drop=True)], ignore_index=True)
+    for name in original.features:  # a column of numbers stays numbers, of values one type (None for a gap)
+        if original.preparation.kinds[name] == "categorical":
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     y = np.concatenate([original.y_train, np.repeat(recent_y, weight)])
-    frame = pd.DataFrame(x, columns=original.features)
     frame[original.label] = np.asarray(list(original.classes), dtype=object)[y]  # ints, booleans or strings
     return frame
 

@@ -30,7 +30,8 @@ def load_version(name: str, version: int, tracking_uri: str, registry_uri: str |
     proba = (getattr(python_model, "scorer", None) or getattr(python_model, "predict_proba", None)
              or _proba_from_frame(loaded, features, classes))
     return LoadedVersion(name=name, version=int(version), features=features, classes=classes,
-                         device=weights_device(python_model, device), predict_proba=proba)
+                         device=weights_device(python_model, device), predict_proba=proba,
+                         preparation=getattr(python_model, "preparation", None))
 
 
 @contextmanager

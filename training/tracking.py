@@ -31,8 +31,11 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
 
 
 def start_search_run(client: MlflowClient, experiment_id: str, cfg: ExperimentConfig, run_name: str,
-                     data_fingerprint: str, data_sizes: dict[str, int]) -> str:
-    """The parent run of a search: the config, its hash, the data fingerprint and the environment."""
+                     data_fingerprint: str, data_sizes: dict[str, int], columns: dict[str, str] | None = None,
+                     imputed: dict[str, int] | None = None) -> str:
+    """The parent run of a search: the config, its hash, the data fingerprint and the environment;
+    each column's kind (param `columns`) and how many values of each were missing in the rows used
+    (metrics `missing_values.COLUMN`: what the model imputes)."""
     run = client.create_run(experiment_id, run_name=run_name, tags={
         "handoff.model": cfg.name, "handoff.role": "search", "handoff.config_hash": cfg.config_hash(),
         "handoff.data_fingerprint": data_fingerprint,
@@ -44,9 +47,31 @@ def start_search_run(client: MlflowClient, experiment_id: str, cfg: ExperimentCo
     client.log_param(run_id, "max_epochs", cfg.search.epochs)
     for split, n in data_sizes.items():
         client.log_param(run_id, f"rows_{split}", n)
+    if columns is not None:
+        client.log_param(run_id, "columns", json.dumps(columns)[:6000])
+    for column, n in (imputed or {}).items():
+        client.log_metric(run_id, f"missing_values.{column}", n)
     client.log_dict(run_id, cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
     client.log_text(run_id, installed_packages(), "handoff/requirements.txt")
     return run_id
+
+
+def _signature(example: pd.DataFrame, example_output: pd.DataFrame, spec: dict):
+    """MLflow's signature of the raw columns (their real types): a categorical column as its values
+    are (string, boolean, long), a numeric one as double (MLflow converts integers to it safely, so
+    a client may send 3 or 3.0 for a column the data held as integers); every input optional where
+    the model fills a gap in (`dataset.missing: impute`): MLflow's own clients then send rows with gaps."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import ColSpec, Schema
+
+    inferred = infer_signature(example, example_output)
+    preparation = spec.get("preparation") or {}
+    numeric = {c["name"] for c in preparation.get("columns", []) if c["kind"] == "numeric"}
+    optional = bool(preparation) and not preparation.get("refuse_missing")
+    inputs = Schema([ColSpec(DataType.double if c.name in numeric else c.type, c.name, required=not optional)
+                     for c in inferred.inputs.inputs])
+    return ModelSignature(inputs, inferred.outputs)
 
 
 def log_model(run_id: str, tracking_uri: str, state_dict: dict, spec: dict, example: pd.DataFrame,
@@ -65,7 +90,7 @@ def log_model(run_id: str, tracking_uri: str, state_dict: dict, spec: dict, exam
                 name=MODEL_ARTIFACT, python_model=HandoffTorchModel(),
                 artifacts={"weights": str(weights), "spec": str(spec_path)},
                 code_paths=[training_pkg, *code_paths],
-                signature=infer_signature(example, example_output),
+                signature=_signature(example, example_output, spec),
                 input_example=example,
                 pip_requirements=_pinned_requirements(),
                 # the loader names the device (a replica's or batch actor's GPU); None: the model's choice

@@ -52,7 +52,7 @@ def new_model(spec: TrialSpec, data: PreparedData) -> nn.Module:
     torch.manual_seed(spec.seed)
     mean = data.x_train.astype("float64").mean(axis=0)
     std = data.x_train.astype("float64").std(axis=0)
-    return build_model(spec.family, spec.model_params, len(data.features), data.num_classes, mean, std)
+    return build_model(spec.family, spec.model_params, data.x_train.shape[1], data.num_classes, mean, std)
 
 
 def new_optimizer(spec: TrialSpec, model: nn.Module) -> torch.optim.Optimizer:

@@ -8,9 +8,10 @@ hook of `tune_and_register`; `training_view` rebuilds it later for a version reg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from cluster.settings import Settings
 
@@ -19,14 +20,24 @@ from cluster.settings import Settings
 class TrainingView:
     name: str
     version: int
-    x_train: np.ndarray
+    x_train: np.ndarray      # the numeric feature columns of the training split, as the data has them (NaN: a gap)
     proba_train: np.ndarray
-    features: list[str]
+    features: list[str]      # their names
     classes: list
     fingerprint: str
     seed: int
     y_val: np.ndarray | None = None      # the validation split's labels and the model's probabilities for
     proba_val: np.ndarray | None = None  # it: where calibration is checked (None: not available)
+    categories: dict = field(default_factory=dict)  # categorical column → its training values (None: a gap)
+
+
+def view_of(name: str, version: int, raw: pd.DataFrame, preparation, proba_train: np.ndarray, classes: list,
+            fingerprint: str, seed: int, y_val=None, proba_val=None) -> TrainingView:
+    """The view of raw training rows (feature columns as the data has them), split into numeric and
+    categorical columns the way the live log keeps them, so the monitor compares like with like."""
+    features, x, categories = preparation.raw_columns(raw)
+    return TrainingView(name, version, x, proba_train, features, list(classes), fingerprint, seed, y_val, proba_val,
+                        categories)
 
 
 def training_view(name: str, version: int, settings: Settings, registry) -> TrainingView:
@@ -44,6 +55,6 @@ def training_view(name: str, version: int, settings: Settings, registry) -> Trai
         raise DataChanged(f"the data at {cfg.dataset.uri} changed since {name}/{version} was trained "
                           f"(fingerprint {data.fingerprint[:16]}…, recorded {recorded[:16]}…): no profile of it")
     loaded = load_version(name, version, registry.tracking_uri)
-    return TrainingView(name, version, data.x_train, loaded.predict_proba(np.ascontiguousarray(data.x_train)),
-                        list(data.features), list(data.classes), data.fingerprint, cfg.seed, data.y_val,
-                        loaded.predict_proba(np.ascontiguousarray(data.x_val)))
+    return view_of(name, version, data.raw_train, data.preparation,
+                   loaded.predict_proba(np.ascontiguousarray(data.x_train)), data.classes, data.fingerprint, cfg.seed,
+                   data.y_val, loaded.predict_proba(np.ascontiguousarray(data.x_val)))

@@ -50,7 +50,7 @@ def ray_local():
 def shuttle_frame() -> pd.DataFrame:
     from training.datasets import BUILTIN_DATASETS
 
-    return pd.read_csv(BUILTIN_DATASETS["shuttle"][0]())
+    return BUILTIN_DATASETS["shuttle"][0]().to_pandas()
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:

@@ -259,3 +259,71 @@ def test_a_worse_candidate_is_stopped_by_the_gate_or_rolled_back_from_its_canary
     status = json.loads(handoff("status", "--json", "--home", str(head["home"])).stdout)
     weights = {r["version"]: r["weight"] for r in status["versions"] if r["model"] == name}
     assert weights == {champion: 1.0}  # all traffic back on the champion
+
+
+def renamed_and_emptied(frame):
+    """What clients send after an upstream change: education's "bachelor" and "master" renamed "BSc"
+    and "MSc" (values the model never saw; approval depends on education), commission never filled."""
+    frame["education"] = frame["education"].replace({"bachelor": "BSc", "master": "MSc"})
+    frame["commission"] = None
+    return frame
+
+
+def test_the_loop_on_a_mixed_type_table_learns_a_new_category_and_promotes(head, unserve_after, tmp_path):
+    """A model of text, booleans, an integer code and gaps: the monitor names the new categories and
+    the column arriving empty, the retraining takes the recent rows' raw values (the new category
+    enters the retrained vocabulary), the gate, the canary and the promotion lose no request, and
+    batch inference scores the same kind of table with the new champion."""
+    import pandas as pd
+
+    from handoff.replay import TableReplay
+    from training.datasets import loans_table
+    from training.serving_load import load_version
+
+    name = "loop-mixed"
+    unserve_after.append(name)
+    train = write_parquet(loans_table(rows=6000, seed=11).to_pandas(), tmp_path / "loans.parquet")
+    tuned = handoff("tune", "configs/loans.yaml", "--home", str(head["home"]), "--json",
+                    *[a for s in [*SMALL, "search.epochs=6", f"name={name}", f"dataset.uri={train}",
+                                  "search.num_samples=1"] for a in ("--set", s)])
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    champion = json.loads(tuned.stdout)["version"]
+    served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
+                     "--set", f"gateway.api_keys=[{API_KEY}]", "--set", "gateway.cpus=0.2",
+                     "--set", "version_defaults.cpus=0.2", "--set", "live_log.flush_seconds=0.5",
+                     *[a for s in FAST for a in ("--monitoring-set", s)])
+    assert served.returncode == 0, served.stderr[-3000:]
+    held = loans_table(rows=4000, seed=12).to_pandas()
+    rows = held.drop(columns=["approved"]).astype(object)
+    replay = TableReplay(head["gateway"], name, rows.where(rows.notna(), None), held["approved"].tolist(),
+                         renamed_and_emptied, change_at=900, prefix=f"{name}-r", headers=KEYED)
+    found: list = []
+
+    def settled() -> bool:
+        if replay.sent % 100 == 0:
+            found[:] = events(head, name)
+        return any(k in kinds(found) for k in ("promoted", "rolled_back", "retrain_abandoned", "gate_failed"))
+
+    replay.run(seconds=480, until=settled)
+    found[:] = events(head, name)
+    assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    steps = kinds(found)
+    assert "promoted" in steps, [(e["kind"], e.get("reason")) for e in found if e["kind"] in steps]
+    drift = next(e for e in found if e["kind"] == "drift_declared")
+    assert {"education.unseen", "commission.missing"} <= set(drift["features"]), drift["features"]
+    assert "never seen in training" in drift["reason"] and ("'BSc'" in drift["reason"] or "'MSc'" in drift["reason"])
+    assert "commission.missing: 100% of rows empty" in drift["reason"], drift["reason"]
+    promoted = next(e for e in found if e["kind"] == "promoted")["version"]
+    education = next(c for c in load_version(name, promoted, head["mlflow_uri"]).preparation.columns
+                     if c.name == "education")
+    old = next(c for c in load_version(name, champion, head["mlflow_uri"]).preparation.columns
+               if c.name == "education")
+    assert {"BSc", "MSc"} <= set(education.vocabulary) and "BSc" not in old.vocabulary
+    # batch inference on the same kind of table, with the new champion
+    batch = write_parquet(renamed_and_emptied(held.drop(columns=["approved"]).iloc[:500].copy()).assign(
+        row_id=range(500)), tmp_path / "changed.parquet")
+    scored = handoff("predict", name, "--home", str(head["home"]), "--input", str(batch),
+                     "--output", str(tmp_path / "scored"), "--actors", "1", "--cpus-per-actor", "0.5")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    out = pd.read_parquet(tmp_path / "scored")
+    assert len(out) == 500 and set(out["version"]) == {promoted} and out["label"].isin([False, True]).all()

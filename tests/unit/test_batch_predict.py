@@ -47,16 +47,39 @@ def test_a_carried_column_the_output_would_overwrite_is_refused():
     assert output_names(["cat", "dog"]) == ["prediction", "label", "probability_cat", "probability_dog", "version"]
 
 
-def test_nan_inf_and_null_features_are_invalid_rows():
+def test_inf_and_gaps_a_version_does_not_impute_are_invalid_rows():
+    from training.columns import NUMERIC, Preparation, fit_preparation
+
     batch = pa.table({"a": pa.array([1.0, None, 3.0, 4.0]), "b": pa.array([1, 2, 3, 4]),
                       "c": [0.0, 0.0, float("inf"), float("nan")]})
     x = feature_matrix(batch, ["a", "b"])
-    assert x.dtype == np.float32 and x.shape == (4, 2)
-    assert invalid_rows(x).tolist() == [False, True, False, False]
-    assert invalid_rows(feature_matrix(batch, ["a", "c"])).tolist() == [False, True, True, True]
-    assert invalid_count(batch, ["a", "c"])["invalid"].tolist() == [3]
-    rejected = rejected_rows(batch, ["a", "c"])
+    assert x.dtype == np.float32 and x.shape == (4, 2) and np.isnan(x[1, 0])
+    legacy = Preparation.numeric(["a", "c"])  # a version registered before preparations: every gap refused
+    assert invalid_rows(batch, Preparation.numeric(["a", "b"])).tolist() == [False, True, False, False]
+    assert invalid_rows(batch, legacy).tolist() == [False, True, True, True]
+    assert invalid_count(batch, legacy)["invalid"].tolist() == [3]
+    rejected = rejected_rows(batch, legacy)
     assert rejected.column_names == ["a", "b", "c"] and rejected.column("b").to_pylist() == [2, 3, 4]
+    imputing = fit_preparation(batch.to_pandas().iloc[[0, 3]].assign(c=[0.0, 1.0]), {"a": NUMERIC, "c": NUMERIC})
+    assert invalid_rows(batch, imputing).tolist() == [False, False, True, False]  # only the infinite value
+
+
+def test_a_mixed_table_is_checked_by_kind_and_prepared_as_a_served_request_is():
+    import pandas as pd
+
+    from serving.batch_schema import prepared_matrix
+    from training.columns import CATEGORICAL, NUMERIC, fit_preparation
+
+    train = pd.DataFrame({"a": [1.0, None, 3.0], "kind": ["x", "y", None], "flag": [True, False, True]})
+    prep = fit_preparation(train, {"a": NUMERIC, "kind": CATEGORICAL, "flag": CATEGORICAL})
+    batch = pa.table({"a": [2.0, None], "kind": pa.array(["y", "z"]).dictionary_encode(), "flag": [False, True],
+                      "id": ["r1", "r2"]})
+    assert check_input(batch.schema, prep.names, [0, 1], None, prep) == ["id"]
+    assert np.array_equal(prepared_matrix(batch, prep), prep.transform(batch.select(prep.names).to_pandas()).x)
+    wrong = pa.table({"a": ["2"], "kind": [3], "flag": [True]})
+    with pytest.raises(BatchInputError, match="a is string, the version takes numbers, kind is int64, the version "
+                                              "takes string"):
+        check_input(wrong.schema, prep.names, [0, 1], None, prep)
 
 
 def test_output_rows_carry_ids_the_class_its_probabilities_the_version_and_the_run_metadata():

@@ -49,6 +49,24 @@ def test_no_drift_windows_rarely_alarm_and_a_shift_flags_exactly_the_shifted_fea
     assert prediction["predicted_class"].drifted  # x2 feeds the model: more "yes"
 
 
+@pytest.mark.parametrize("rows", [2_000, 30_000])  # exact p-values, and the batched ones of large windows
+def test_a_column_with_gaps_is_scored_on_its_values_alone(profile, rows):
+    """A client that leaves a value out (a model that imputes it) sends a gap: it says nothing of the
+    column's distribution, and a column of nothing but gaps is no evidence of drift."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(rows, 20))
+    x[:, 3] += 0.5
+    gappy = x.copy()
+    gaps = rng.random(rows) < 0.3
+    gappy[gaps, 3] = np.nan
+    gappy[:, 9] = np.nan
+    scores = {s.column: s for s in score_window(profile, FEATURES, gappy).features}
+    alone = {s.column: s for s in score_window(profile, ["x3"], x[~gaps][:, [3]]).features}["x3"]
+    assert scores["x3"].statistic == alone.statistic and scores["x3"].wasserstein == alone.wasserstein
+    assert scores["x3"].drifted and not scores["x9"].drifted and scores["x9"].p_value == 1.0
+    assert scores["x0"].statistic == {s.column: s for s in score_window(profile, FEATURES, x).features}["x0"].statistic
+
+
 def test_bad_windows_are_refused_naming_the_problem(profile):
     with pytest.raises(ValueError, match="20 feature column"):
         score_window(profile, FEATURES, np.zeros((10, 3)))

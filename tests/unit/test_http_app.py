@@ -249,7 +249,8 @@ BAD_BINARY = [
     (lambda b, h: (b + b"\0\0\0\0", h), 400, "belong to no input"),                          # bytes left over
     (lambda b, h: (b, {"inference-header-content-length": "99999"}), 400, "Inference-Header-Content-Length"),
     (lambda b, h: respell(b, h, b'"binary_data_size": 12', b'"binary_data_size": 8'), 400, "does not match"),
-    (lambda b, h: respell(b, h, b'"FP32"', b'"BYTES"'), 400, "not supported"),
+    (lambda b, h: respell(b, h, b'"FP32"', b'"COMPLEX64"'), 400, "not supported"),
+    (lambda b, h: respell(b, h, b'"FP32"', b'"BYTES"'), 400, "declares"),  # float bytes read as BYTES lengths
     (lambda b, h: respell(b, h, b'"parameters": {"binary_data_output": true}', b'"outputs": [{"name": "nope"}]'),
      400, "not one of this model's outputs"),
 ]

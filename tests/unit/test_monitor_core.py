@@ -260,7 +260,10 @@ def test_labelled_rows_join_the_latest_label_of_each_answered_row(tmp_path):
     send(tmp_path, [("a", 0)])  # corrected later: the latest label counts
     rows = labelled_rows(str(tmp_path / "live"), "m")
     assert rows.y.tolist() == [0, 0, 1] and rows.version.tolist() == [1, 1, 2] and rows.prediction.tolist() == [0, 1, 0]
-    assert rows.x[:, 0].tolist() == [0.0, 8.0, 16.0] and rows.features == list(FEATURES)
+    assert rows.frame["f0"].tolist() == [0.0, 8.0, 16.0] and rows.features == list(FEATURES)
+    assert rows.take([2]).frame["f1"].tolist() == [17.0]
+    bare = labelled_rows(str(tmp_path / "live"), "m", with_features=False)
+    assert bare.y.tolist() == [0, 0, 1] and list(bare.frame.columns) == []
     assert labelled_rows(str(tmp_path / "live"), "m", versions={2}).y.tolist() == [1]
     assert len(labelled_rows(str(tmp_path / "live"), "m", last=2)) == 2
     assert len(labelled_rows(str(tmp_path / "live"), "m", since=time.time() + 3600)) == 0

@@ -62,8 +62,9 @@ def test_int_and_float_columns_hash_alike():
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda df: df.drop(columns=["b"]), r"missing from the data: \['b'\]"),
-    (lambda df: df.assign(b=["x"] * len(df)), "feature 'b' has non-numeric type"),
-    (lambda df: df.assign(c=np.where(np.arange(len(df)) < 3, np.nan, df["c"])), "feature 'c' has 3 NaN"),
+    (lambda df: df.assign(b=pd.Timestamp("2026-01-01")), "feature 'b' has type datetime64"),
+    (lambda df: df.assign(b=["x", 1] * (len(df) // 2)), "feature 'b' mixes value types"),
+    (lambda df: df.assign(c=np.where(np.arange(len(df)) < 3, np.nan, df["c"])), "feature 'c' has 3 NaN.*refuse"),
     (lambda df: df.assign(a=np.where(np.arange(len(df)) < 2, np.inf, df["a"])), "feature 'a' has 2 infinite"),
     (lambda df: df.assign(y=np.where(np.arange(len(df)) < 4, np.nan, df["y"])), "label 'y' is missing in 4 row"),
     (lambda df: df.assign(y=np.where(np.arange(len(df)) < 5, 0.5, df["y"])), "5 value.* not class ids"),
@@ -72,14 +73,38 @@ def test_int_and_float_columns_hash_alike():
 ])
 def test_schema_problems_name_column_and_count(mutate, message):
     with pytest.raises(DataError, match=message):
-        validate_frame(mutate(frame()), FEATURES, "y")
+        validate_frame(mutate(frame()), FEATURES, "y", missing="refuse")
 
 
 def test_all_problems_are_reported_together():
-    df = frame().assign(a=np.nan, y=np.nan)
+    df = frame().assign(a=np.nan, b="x", y=np.nan)
     with pytest.raises(DataError) as exc:
-        validate_frame(df, FEATURES, "y")
+        validate_frame(df, FEATURES, "y", missing="refuse")
     assert "feature 'a' has 200 NaN" in str(exc.value) and "label 'y' is missing in 200" in str(exc.value)
+    assert "feature 'b' has 200" not in str(exc.value)  # strings are a categorical column now
+    with pytest.raises(DataError, match="'a' has no value at all"):
+        validate_frame(df, FEATURES, "y")  # imputing: a column of nothing but gaps is still refused
+
+
+def test_a_mixed_table_with_gaps_is_prepared_and_its_gaps_counted():
+    df = frame()
+    df["kind"] = np.where(df["a"] > 0, "up", "down")
+    df.loc[::10, "b"] = np.nan
+    df.loc[::7, "kind"] = None
+    p = prepare(df, DatasetConfig(uri="u", label="y", features=["a", "b", "kind"]), seed=1)
+    assert p.preparation.kinds == {"a": "numeric", "b": "numeric", "kind": "categorical"}
+    assert p.preparation.output_names == ["a", "b", "b=<missing>", "kind=down", "kind=up", "kind=<missing>"]
+    assert p.x_train.shape[1] == 6 and not np.isnan(p.x_train).any()
+    assert p.imputed == {"b": 20, "kind": 29}
+    assert list(p.raw_train.columns) == ["a", "b", "kind"] and len(p.raw_train) == p.sizes["train"]
+    again = prepare(df.sample(frac=1.0, random_state=4), DatasetConfig(uri="u", label="y", features=["a", "b", "kind"]),
+                    seed=1)
+    assert again.fingerprint == p.fingerprint and np.array_equal(again.x_train, p.x_train)
+    declared = prepare(df, DatasetConfig(uri="u", label="y", features={"a": "numeric", "b": None, "kind": "categorical"}),
+                       seed=1)
+    assert declared.preparation.kinds == p.preparation.kinds and declared.fingerprint == p.fingerprint
+    with pytest.raises(DataError, match="'kind' has 29 NaN/missing value"):
+        prepare(df, DatasetConfig(uri="u", label="y", features=["a", "b", "kind"], missing="refuse"), seed=1)
 
 
 def test_too_few_rows_to_split():

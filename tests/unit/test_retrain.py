@@ -1,10 +1,12 @@
 """Retraining's data mix, derived config and offline gate (pure)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from training.config_loader import load_config
-from training.prepare import PreparedData
+from training.config import DatasetConfig
+from training.prepare import PreparedData, prepare
 from training.retrain import gate_verdict, retrain_config, retrain_frame, split_holdout
 from cluster.jobs import REPO_ROOT as REPO
 
@@ -19,11 +21,35 @@ def data(classes):
 
 @pytest.mark.parametrize("classes", [[0, 1], ["no", "yes"], [False, True]])
 def test_the_mix_keeps_the_original_rows_once_and_weights_the_recent_ones(classes):
-    frame = retrain_frame(data(classes), np.full((2, 3), 9.0), np.array([1, 0]), weight=3)
+    frame = retrain_frame(data(classes), pd.DataFrame(np.full((2, 3), 9.0), columns=["a", "b", "c"]),
+                          np.array([1, 0]), weight=3)
     assert len(frame) == 4 + 6 and list(frame.columns) == ["a", "b", "c", "label"]
     assert frame["label"].tolist() == [classes[i] for i in [0, 1, 0, 1, 1, 1, 1, 0, 0, 0]]
-    with pytest.raises(ValueError, match="2 feature"):
-        retrain_frame(data(classes), np.ones((1, 2)), np.array([0]), 1)
+    with pytest.raises(ValueError, match=r"columns \['a', 'b'\]"):
+        retrain_frame(data(classes), pd.DataFrame(np.ones((1, 2)), columns=["a", "b"]), np.array([0]), 1)
+
+
+def test_the_mix_carries_raw_values_so_a_new_category_enters_the_retrained_vocabulary():
+    """Recent rows as the live log gives them (a category training never held, a column left empty):
+    the mix keeps them raw, and the preparation fitted on it knows the new value."""
+    rng = np.random.default_rng(0)
+    n = 400
+    table = pd.DataFrame({"tenure": rng.integers(0, 70, n), "charges": rng.gamma(2, 30, n),
+                          "pay": rng.choice(["card", "bank"], n), "senior": rng.random(n) < 0.2,
+                          "y": rng.choice(["no", "yes"], n)})
+    table.loc[:9, "charges"] = np.nan
+    original = prepare(table, DatasetConfig(uri="u", label="y", features=["tenure", "charges", "pay", "senior"],
+                                            min_frequency=5), seed=1)
+    recent = pd.DataFrame({"tenure": [3.0] * 10, "charges": [np.nan] * 10, "pay": ["crypto"] * 10,
+                           "senior": [True, None] * 5})
+    frame = retrain_frame(original, recent, np.ones(10, dtype=np.int64), weight=2)
+    assert len(frame) == len(original.y_train) + 20 and frame["pay"].tolist()[-1] == "crypto"
+    assert frame["senior"].tolist()[-4:] == [True, True, None, None] and np.isnan(frame["charges"].iloc[-1])
+    retrained = prepare(frame, DatasetConfig(uri="u", label="y", features=["tenure", "charges", "pay", "senior"],
+                                             min_frequency=5), seed=1)
+    pay = next(c for c in retrained.preparation.columns if c.name == "pay")
+    assert "crypto" in pay.vocabulary and "crypto" not in next(
+        c for c in original.preparation.columns if c.name == "pay").vocabulary
 
 
 def test_the_derived_config_keeps_the_champions_hyperparameters_or_searches_around_them():
