@@ -22,7 +22,6 @@ from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
 from training.contract import prediction_frame
-from training.columns import numbers_of
 from training.training_view import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.prepare import PreparedData, prepare
@@ -214,12 +213,8 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
                "search_wall_seconds": outcome.wall_seconds}
     for key, value in metrics.items():
         client.log_metric(parent, key, value)
-    # the raw rows a user sends: the signature holds the columns' real types (string, boolean, long;
-    # numbers as double, which MLflow converts integers to; NumPy dtypes, which its schema checks know)
-    example = data.raw_test.head(5).copy()
-    for name, kind in data.preparation.kinds.items():
-        if kind == "numeric":
-            example[name] = numbers_of(name, example[name])
+    # the raw rows a user sends: the signature holds the columns' real types (string, boolean, long, double)
+    example = data.raw_test.head(5)
     proba = predict_proba(model, data.preparation.transform(example).x)
     example_output = prediction_frame(proba, data.classes)
     model_uri = log_model(parent, tracking_uri, model.state_dict(),

@@ -57,20 +57,18 @@ def start_search_run(client: MlflowClient, experiment_id: str, cfg: ExperimentCo
 
 
 def _signature(example: pd.DataFrame, example_output: pd.DataFrame, spec: dict):
-    """MLflow's signature of the raw columns (their real types): a categorical column as its values
-    are (string, boolean, long), a numeric one as double (MLflow converts integers to it safely, so
-    a client may send 3 or 3.0 for a column the data held as integers); every input optional where
-    the model fills a gap in (`dataset.missing: impute`): MLflow's own clients then send rows with gaps."""
+    """MLflow's signature of the raw columns with their real types (string, boolean, long, double:
+    MLflow's pyfunc then refuses, naming the column, a float sent for an integer column), every input
+    optional where the model fills a gap in (`dataset.missing: impute`): MLflow's own clients then
+    send rows with gaps."""
     from mlflow.models.signature import ModelSignature
-    from mlflow.types import DataType
     from mlflow.types.schema import ColSpec, Schema
 
     inferred = infer_signature(example, example_output)
-    preparation = spec.get("preparation") or {}
-    numeric = {c["name"] for c in preparation.get("columns", []) if c["kind"] == "numeric"}
-    optional = bool(preparation) and not preparation.get("refuse_missing")
-    inputs = Schema([ColSpec(DataType.double if c.name in numeric else c.type, c.name, required=not optional)
-                     for c in inferred.inputs.inputs])
+    preparation = spec.get("preparation")
+    if not preparation or preparation.get("refuse_missing"):
+        return inferred
+    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
     return ModelSignature(inputs, inferred.outputs)
 
 

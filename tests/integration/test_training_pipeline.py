@@ -83,7 +83,9 @@ def test_pyfunc_model_has_signature_example_and_predicts(two_versions, mlflow_se
     model = mlflow.pyfunc.load_model("models:/pipeline-it@champion")
     inputs = [c.name for c in model.metadata.get_input_schema().inputs]
     assert inputs == [f"f{i}" for i in range(1, 10)]
-    out = model.predict(shuttle_frame.iloc[-200:][inputs].astype("float32"))
+    # the columns' real types: Shuttle's readings are integers (MLflow refuses floats for them, naming the column)
+    assert {c.type.name for c in model.metadata.get_input_schema().inputs} == {"long"}
+    out = model.predict(shuttle_frame.iloc[-200:][inputs])
     assert list(out.columns) == ["prediction", "label", "probability_0", "probability_1"]
     assert (out.label == out.prediction).all()  # integer ids are their own class names
     np.testing.assert_allclose(out.probability_0 + out.probability_1, 1.0, rtol=1e-5)
@@ -122,8 +124,10 @@ def test_bad_data_registers_nothing(ray_local, mlflow_server, shuttle_frame, tmp
     assert client.get_experiment_by_name(cfg.experiment_name) is None  # not even a run was opened
     df = df.assign(f9=1.0)
     write_parquet(df, path)
+    refusing = small_config(str(path), "bad-data-it", "dataset.missing=refuse")  # gaps are imputed by default
     with pytest.raises(DataError, match="feature 'f3' has 7 NaN"):
-        tune_and_register(cfg, settings_for(tmp_path / "home"), mlflow_server)
+        tune_and_register(refusing, settings_for(tmp_path / "home"), mlflow_server)
+    assert client.search_registered_models("name = 'bad-data-it'") == []
 
 
 def test_failed_trial_is_retried_from_scratch(ray_local, mlflow_server, dataset, tmp_path):
