@@ -163,13 +163,14 @@ def oip_datatype(series) -> str:
     import pandas as pd
 
     values = series.dropna()
-    if pd.api.types.is_bool_dtype(series.dtype) or (len(values) and values.map(type).eq(bool).all()):
-        return "BOOL"
-    if pd.api.types.is_integer_dtype(series.dtype):
-        return "INT64"
-    if pd.api.types.is_float_dtype(series.dtype):
-        return "FP64"
-    return "BYTES"
+    if not pd.api.types.is_object_dtype(series.dtype):
+        values = values.astype(object)
+    kinds = set(values.map(lambda v: "BOOL" if isinstance(v, (bool, np.bool_)) else
+                           "INT64" if isinstance(v, (int, np.integer)) else
+                           "FP64" if isinstance(v, (float, np.floating)) else "BYTES"))
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "FP64" if kinds == {"INT64", "FP64"} else "BYTES"
 
 
 class TableReplay(LiveReplay):

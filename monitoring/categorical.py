@@ -19,6 +19,7 @@ A floor keeps large windows from alarming on trifles.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +129,23 @@ def js_tolerance(reference_counts: np.ndarray, n: int, *, features: int = 20, pe
     return max(floor, quantile)
 
 
+def size_bucket(n: int) -> int:
+    """The window size a tolerance is calibrated at: `n` rounded down to a quarter power of two (the
+    smaller size, so the tolerance errs high), as the numeric columns' are."""
+    return int(2 ** (np.floor(np.log2(max(n, 1)) * 4) / 4))
+
+
+@functools.lru_cache(maxsize=1024)
+def _js_tolerance_cached(counts: tuple, n: int, features: int, per_window: float) -> float:
+    return js_tolerance(np.asarray(counts), n, features=features, per_window=per_window)
+
+
+def sized_js_tolerance(counts: np.ndarray, n: int, features: int, per_window: float) -> float:
+    """`js_tolerance` at `n`'s size bucket, calibrated once per reference column and bucket (windows
+    of a version have the same size, so a monitor draws the chunks once, not every window)."""
+    return _js_tolerance_cached(tuple(int(c) for c in counts), size_bucket(n), features, per_window)
+
+
 def share_tolerance(reference_share: float, n: int, *, features: int = 20, per_window: float = 0.001,
                     floor: float = SHARE_FLOOR) -> float:
     """How far a share of `n` rows moves from `reference_share` by chance only `per_window / features`
@@ -149,7 +167,7 @@ def share_test(window_hits: int, n: int, reference_hits: int, reference_rows: in
 def score_categorical(name: str, ref: CategoricalReference, values, *, features: int = 20,
                       per_window: float = 0.001, tolerances: dict | None = None) -> list[CategoryFigure]:
     """The window's figures for one categorical column: its shares, its unseen values, its gaps."""
-    values = list(values)
+    values = np.asarray(values, dtype=object)
     counts, missing, unseen = ref.window_counts(values)
     n, present = len(values), int(counts.sum())
     out: list[CategoryFigure] = []
@@ -157,8 +175,7 @@ def score_categorical(name: str, ref: CategoricalReference, values, *, features:
     if present:
         stat, p = chi2_counts(reference, counts)
         effect = jensen_shannon(reference / reference.sum(), counts / present)
-        tolerance = (tolerances or {}).get(name) or js_tolerance(ref.counts, present, features=features,
-                                                                  per_window=per_window)
+        tolerance = (tolerances or {}).get(name) or sized_js_tolerance(ref.counts, present, features, per_window)
         moved = _largest_move(ref, reference, counts)
         out.append(CategoryFigure(name, stat, p, effect, tolerance, detail=moved))
         share = counts[-1] / present

@@ -76,6 +76,12 @@ def merge_files(root: str, model: str, keys: list[str], tmp_key: str) -> int:
     """Write the rows of `keys`, in order, as one file at `tmp_key`; its row count."""
     fs, base = filesystem(model_dir(root, model))
     tables = [pq.read_table(join(base, k), filesystem=fs) for k in keys]
-    merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    merged = pa.concat_tables([t.replace_schema_metadata(_own_metadata(t)) for t in tables])
     pq.write_table(merged, join(base, tmp_key), filesystem=fs, **OPTIONS)
     return merged.num_rows
+
+
+def _own_metadata(table: pa.Table) -> dict:
+    """The gateway's schema metadata (which columns are categorical), without what pandas or
+    Parquet writers add: the merged file says what its sources said."""
+    return {k: v for k, v in (table.schema.metadata or {}).items() if k.startswith(b"handoff.")}

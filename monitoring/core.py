@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 from cluster.storage import filesystem
 
+from monitoring.categorical import size_bucket
 from monitoring.compaction import CompactionSpec, describe, merge_files, plan_merges
 from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
@@ -291,7 +292,7 @@ class MonitorCore:
     def _tolerances(self, version: int, profile: ReferenceProfile, rows: int) -> dict[str, float]:
         """Each feature's shift tolerance at this window size (calibrated once per version and size
         bucket; the bucket's smaller size, so the tolerance errs high)."""
-        bucket = int(2 ** (np.floor(np.log2(max(rows, 1)) * 4) / 4))
+        bucket = size_bucket(rows)
         key = (version, bucket)
         if key not in self._tolerance_cache:
             self._tolerance_cache[key] = {

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
 from monitoring.labels import Feedback
-from monitoring.live_reader import feature_columns, model_dir, parquet_files
+from monitoring.live_reader import categorical_features, feature_columns, model_dir, parquet_files
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,12 @@ def _plain(table: pa.Table, features: list[str]) -> pa.Table:
     return table
 
 
-def _frame(table: pa.Table, features: list[str]) -> pd.DataFrame:
+def _frame(table: pa.Table, features: list[str], categorical: set[str]) -> pd.DataFrame:
     """The feature columns as pandas values: numbers float64 (NaN for a gap), categories objects (None)."""
     out = {}
     for name in features:
         column = table.column(name)
-        if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+        if name not in categorical:
             out[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
         else:
             out[name] = pd.Series(column.to_pylist(), dtype=object)
@@ -75,7 +75,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
     feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
     labels = feedback.labels
     fs, live_dir = filesystem(model_dir(root, model))
-    tables, features = [], None
+    tables, features, categorical = [], None, set()
     for mtime, key in parquet_files(fs, live_dir):
         if since is not None and mtime < since:  # written before `since`: every row in it is older
             continue
@@ -84,7 +84,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
             schema = pq.read_schema(path, filesystem=fs)
             names = feature_columns(schema.names)
             if features is None:
-                features = names
+                features, categorical = names, set(categorical_features(schema, names))
             if names != features:
                 continue
             table = pq.read_table(path, filesystem=fs, columns=["request_id", "ts", "version", "prediction", "shadow",
@@ -108,7 +108,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
     if last is not None:
         rows = rows[-last:]
     picked = table.take(pa.array(rows))
-    return LabelledRows(features, _frame(picked, shown), y[rows],
+    return LabelledRows(features, _frame(picked, shown, categorical), y[rows],
                         picked.column("prediction").to_numpy(zero_copy_only=False),
                         picked.column("version").to_numpy(zero_copy_only=False).astype(np.int64),
                         picked.column("ts").to_numpy(zero_copy_only=False).astype("datetime64[ms]"))

@@ -10,6 +10,7 @@ that cannot be read is reported as corrupt and skipped.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -100,6 +101,20 @@ def is_numeric(arrow_type) -> bool:
     return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type)
 
 
+#: the schema metadata key the gateway names a file's categorical feature columns under (a JSON list)
+CATEGORICAL_KEY = b"handoff.categorical"
+
+
+def categorical_features(schema: pa.Schema, names: list[str]) -> list[str]:
+    """The categorical columns among the feature columns `names`: those the file's metadata names
+    (Parquet reads an integer code back as plain integers), else every column that is not a number."""
+    listed = (schema.metadata or {}).get(CATEGORICAL_KEY)
+    if listed is not None:
+        named = set(json.loads(listed))
+        return [n for n in names if n in named]
+    return [n for n in names if not is_numeric(schema.field(n).type)]
+
+
 def category_values(column: pa.ChunkedArray, keep: np.ndarray) -> np.ndarray:
     """A categorical column's values at the rows `keep` as an object array (None for a gap), decoded
     through its dictionary once per chunk rather than value by value."""
@@ -124,8 +139,8 @@ def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[
             parquet = pq.ParquetFile(f)
             names = parquet.schema_arrow.names
             every = feature_columns(names)
-            features = [n for n in every if is_numeric(parquet.schema_arrow.field(n).type)]
-            categorical = [n for n in every if n not in features]
+            categorical = categorical_features(parquet.schema_arrow, every)
+            features = [n for n in every if n not in categorical]
             missing = [c for c in NEEDED if c not in names]
             if missing or not every:
                 raise CorruptFile(f"{key}: column(s) {missing or 'of features'} missing")

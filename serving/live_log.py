@@ -16,6 +16,7 @@ no row of an answered request.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -81,6 +82,9 @@ def row_ids(request_ids: list[str], counts: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(index == 0), ids, suffixed)
 
 
+#: the schema metadata key that names a file's categorical feature columns (JSON list)
+CATEGORICAL_KEY = "handoff.categorical"
+
 #: a categorical column's values in the live log (dictionary-encoded: the monitor tells them from numbers so)
 _ARROW_VALUES = {"string": pa.string(), "bool": pa.bool_(), "integer": pa.int64()}
 
@@ -125,7 +129,11 @@ def rows_table(features: tuple[str, ...], chunks: list[Chunk], value_types: tupl
         columns["label"] = pa.array(np.concatenate([c.label for c in chunks]))  # the class as the user named it
     columns["latency_ms"] = pa.array(np.repeat([c.latency_ms for c in chunks], counts).astype(np.float32))
     columns["shadow"] = pa.array(np.repeat([c.shadow for c in chunks], counts), pa.bool_())
-    return pa.table(columns)
+    table = pa.table(columns)
+    if value_types:  # which feature columns are categorical: Parquet gives an integer code back as plain integers
+        table = table.replace_schema_metadata({CATEGORICAL_KEY: json.dumps(
+            [f for f, values in zip(features, value_types) if values is not None])})
+    return table
 
 
 #: requests turned into rows at a time by the writer before it lets the request thread run

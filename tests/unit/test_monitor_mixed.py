@@ -12,6 +12,7 @@ from monitoring.reference import build_profile
 from monitoring.report import write_report
 from monitoring.state_store import StateStore
 from monitoring.windows import WindowSpec
+from serving.feedback import FeedbackLog, parse_feedback
 from serving.live_log import LiveLog
 
 COLUMNS = ("tenure", "charges", "contract", "payment", "senior")
@@ -115,7 +116,6 @@ def test_status_and_prometheus_carry_the_share_figures(tmp_path):
 
 def test_labelled_rows_of_a_mixed_model_come_back_as_clients_sent_them(tmp_path):
     from monitoring.labelled import labelled_rows
-    from serving.feedback import FeedbackLog, parse_feedback
 
     log = LiveLog(str(tmp_path / "live"), flush_seconds=3600)
     x = {"tenure": [1.0, 2.0], "charges": [None, 5.5], "contract": ["month", None], "payment": ["crypto", "card"],
@@ -128,3 +128,27 @@ def test_labelled_rows_of_a_mixed_model_come_back_as_clients_sent_them(tmp_path)
     assert rows.y.tolist() == [1, 0]
     assert rows.frame["contract"].tolist() == ["month", None] and rows.frame["senior"].tolist() == [True, None]
     assert rows.frame["payment"].tolist() == ["crypto", "card"] and np.isnan(rows.frame["charges"][0])
+
+
+def test_an_integer_code_stays_categorical_through_parquet_and_compaction(tmp_path):
+    """Parquet gives a dictionary of integers back as plain integers: the file's metadata names the
+    categorical columns, so the monitor and the retraining still read the code as a category."""
+    from monitoring.compaction import merge_files
+    from monitoring.labelled import labelled_rows
+    from monitoring.live_reader import list_files, read_rows
+
+    log = LiveLog(str(tmp_path / "live"), flush_seconds=3600)
+    for i in range(2):
+        log.append("m", ("amount", "zipcode"), f"r{i}", 1, None, {"amount": [1.5, None], "zipcode": [3, None]},
+                   np.array([0, 1]), 1.0, value_types=(None, "integer"))
+        log.flush()
+    log.close()
+    keys = list_files(str(tmp_path / "live"), "m")
+    rows, numeric = read_rows(str(tmp_path / "live"), "m", keys[0], 0)
+    assert numeric == ["amount"] and rows.categories["zipcode"].tolist() == [3, None]
+    merge_files(str(tmp_path / "live"), "m", keys, "merged.parquet")
+    merged, numeric = read_rows(str(tmp_path / "live"), "m", "merged.parquet", 1)
+    assert numeric == ["amount"] and merged.categories["zipcode"].tolist() == [3, None, 3, None]
+    FeedbackLog(str(tmp_path / "live")).write("m", parse_feedback([{"request_id": "r0", "label": 1}], (0, 1)))
+    frame = labelled_rows(str(tmp_path / "live"), "m").frame
+    assert frame["zipcode"].tolist()[0] == 3 and isinstance(frame["zipcode"].tolist()[0], int)
