@@ -118,6 +118,8 @@ def category_of(name: str, kind: str, value):
     raise ColumnError(f"feature {name!r} takes {kind} values, got {value!r} ({type(value).__name__})")
 
 
+#: a numeric column of at most this many values in a list is checked value by value (no NumPy call)
+SMALL = 16
 #: a column of more values than this is one-hot encoded by pandas, not value by value
 VECTORISED_FROM = 256
 #: what pandas infers for a column of each categorical value type that may hold it
@@ -179,7 +181,11 @@ class NumericColumn:
         return [self.name, *([f"{self.name}={MISSING_NAME}"] if self.indicator else [])]
 
     def encode(self, values, out: np.ndarray) -> int:
-        """Write the column's inputs into `out` (rows × width); the number of values imputed."""
+        """Write the column's inputs into `out` (rows × width); the number of values imputed. A few
+        values in a list (a served request) are checked one by one in Python, the same rules as
+        `numbers_of` (NumPy's per-call cost dominated a one-row request)."""
+        if type(values) is list and len(values) <= SMALL:
+            return self._encode_few(values, out)
         x = numbers_of(self.name, values)
         gaps = np.isnan(x)
         n = int(gaps.sum())
@@ -189,6 +195,22 @@ class NumericColumn:
         if self.indicator:
             out[:, 1] = gaps
         return n
+
+    def _encode_few(self, values: list, out: np.ndarray) -> int:
+        imputed = 0
+        for row, v in enumerate(values):
+            if _is_missing(v):
+                imputed += 1
+                out[row, 0] = self.median
+                if self.indicator:
+                    out[row, 1] = 1.0
+                continue
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ColumnError(f"feature {self.name!r} takes numbers, got {v!r} ({type(v).__name__})")
+            if math.isinf(v):
+                _finite(self.name, np.array([v], dtype="float64"))
+            out[row, 0] = float(v)  # as numbers_of: through float64
+        return imputed
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": NUMERIC, "median": self.median, "indicator": self.indicator}
@@ -294,6 +316,14 @@ class Preparation:
         return [c.name for c in self.columns]
 
     @property
+    def _name_set(self) -> frozenset:
+        known = self.__dict__.get("_name_set_cache")
+        if known is None:
+            known = frozenset(c.name for c in self.columns)
+            object.__setattr__(self, "_name_set_cache", known)
+        return known
+
+    @property
     def kinds(self) -> dict[str, str]:
         return {c.name: c.kind for c in self.columns}
 
@@ -323,11 +353,13 @@ class Preparation:
         """The model's input for raw columns (a frame, or name → values); a missing column, a
         column that is not a feature, or a value of the wrong kind is a `ColumnError` naming it."""
         names = list(columns.columns) if isinstance(columns, pd.DataFrame) else list(columns)
-        missing = [n for n in self.names if n not in names]
-        extra = [n for n in names if n not in self.names]
-        if missing or extra:
+        known = self._name_set
+        if len(names) != len(known) or not known.issuperset(names):
+            given = set(names)
+            missing = [n for n in self.names if n not in given]
+            extra = [n for n in names if n not in known]
             parts = ([f"missing column(s) {missing}"] if missing else []) + \
-                    ([f"unknown column(s) {extra}"] if extra else [])
+                    ([f"unknown column(s) {extra}"] if extra else []) or [f"column(s) given twice: {names}"]
             raise ColumnError(f"{' and '.join(parts)}; the model takes {self.names}")
         n = len(columns) if isinstance(columns, pd.DataFrame) else (
             rows if rows is not None else len(next(iter(columns.values()))) if columns else 0)

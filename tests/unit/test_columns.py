@@ -157,3 +157,20 @@ def test_large_batches_are_encoded_as_the_value_by_value_path_encodes_them(value
     wrong[500] = 3.5 if kind != "bool" else "yes"
     with pytest.raises(ColumnError, match="'c' takes"):
         prep.transform({"c": wrong})
+
+
+def test_a_few_values_in_a_list_prepare_exactly_as_an_array_does():
+    """The one-row path (a served request's list) and NumPy's agree value for value, refusals included."""
+    import numpy as np
+    import pytest
+
+    from training.columns import ColumnError, NumericColumn, Preparation
+
+    prep = Preparation((NumericColumn("a", 2.5, True), NumericColumn("b", -1.0, False)))
+    few = {"a": [None, 3, 1e300, float("nan")], "b": [np.int64(7), 0.1, 16777217, -2.0]}
+    many = {k: np.asarray([np.nan if v is None else v for v in vs], dtype=object) for k, vs in few.items()}
+    small, big = prep.transform(few), prep.transform(many)
+    assert np.array_equal(small.x, big.x) and small.imputed == big.imputed == {"a": 2}
+    for bad, message in (("3", "takes numbers"), (True, "takes numbers"), (float("inf"), "infinite")):
+        with pytest.raises(ColumnError, match=message):
+            prep.transform({"a": [bad], "b": [1.0]})
