@@ -204,6 +204,9 @@ class ExperimentConfig(BaseModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     mlflow: MLflowConfig = Field(default_factory=MLflowConfig)
     storage_path: str | None = Field(default=None, description="Tune results; default HANDOFF_HOME/tune")
+    task: Literal["classification", "regression"] | None = Field(
+        default=None, description="what the label is: classes, or a number to predict; left out, inferred only "
+        "where the data leaves no doubt (training/task.py), else refused asking for it")
 
     @model_validator(mode="after")
     def _space_keys_are_not_fixed_twice(self) -> ExperimentConfig:
@@ -222,5 +225,7 @@ class ExperimentConfig(BaseModel):
         for key, default in LATER_DATASET_DEFAULTS.items():  # left out at their defaults: earlier configs keep their hash
             if dumped["dataset"].get(key) == default:
                 dumped["dataset"].pop(key)
+        if dumped.get("task") is None:  # left out: earlier configs keep their hash
+            dumped.pop("task", None)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

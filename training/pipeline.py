@@ -83,7 +83,7 @@ def load_data(cfg: ExperimentConfig, settings: Settings) -> PreparedData:
     uri = resolve_uri(cfg.dataset.uri, settings.datasets_dir)
     # a built-in dataset is materialised on this node's disk: read it here, not on other nodes
     local_only = cfg.dataset.uri.startswith(BUILTIN_SCHEME)
-    return prepare(read_frame(uri, on_this_node=local_only), cfg.dataset, cfg.seed)
+    return prepare(read_frame(uri, on_this_node=local_only), cfg.dataset, cfg.seed, cfg.task)
 
 
 def storage_path(cfg: ExperimentConfig, settings: Settings) -> str:

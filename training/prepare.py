@@ -19,6 +19,7 @@ import pandas as pd
 
 from training.columns import NUMERIC, ColumnError, Preparation, column_kinds, fit_preparation, missing_counts, \
     numbers_of, value_type
+from training.task import TaskError, decide_task
 from training.config import DatasetConfig
 
 
@@ -165,9 +166,15 @@ def _hashed_as_text(s: pd.Series) -> bool:
         pd.api.types.is_object_dtype(s) and not pd.api.types.is_numeric_dtype(s.dropna().infer_objects()))
 
 
-def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int) -> PreparedData:
-    """Validate, order canonically, subsample (`max_rows`), split by `seed`, fit the preparation on
-    the training split and prepare every split, fingerprint."""
+def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int, task: str | None = None) -> PreparedData:
+    """Validate, decide the task (`task`: the config's, None: inferred where the data leaves no
+    doubt, training/task.py), order canonically, subsample (`max_rows`), split by `seed`, fit the
+    preparation on the training split and prepare every split, fingerprint."""
+    if cfg.label in df.columns:
+        try:
+            decide_task(df[cfg.label], cfg.label, task)
+        except TaskError as exc:
+            raise DataError(str(exc)) from None
     kinds = validate_frame(df, cfg.features, cfg.label, cfg.kinds, cfg.missing)
     columns = [*cfg.features, cfg.label]
     hashes = row_hashes(df, columns)
