@@ -167,7 +167,7 @@ def test_a_few_values_in_a_list_prepare_exactly_as_an_array_does():
     from training.columns import ColumnError, NumericColumn, Preparation
 
     prep = Preparation((NumericColumn("a", 2.5, True), NumericColumn("b", -1.0, False)))
-    few = {"a": [None, 3, 1e300, float("nan")], "b": [np.int64(7), 0.1, 16777217, -2.0]}
+    few = {"a": [None, 3, 1e30, float("nan")], "b": [np.int64(7), 0.1, 16777217, -2.0]}
     many = {k: np.asarray([np.nan if v is None else v for v in vs], dtype=object) for k, vs in few.items()}
     small, big = prep.transform(few), prep.transform(many)
     assert np.array_equal(small.x, big.x) and small.imputed == big.imputed == {"a": 2}
