@@ -100,7 +100,7 @@ def pandas_loop(model_uri: str, features: list[str], source: Path, out: Path, ch
         out.mkdir()
         for k, path in enumerate(sorted(source.glob("*.parquet"))):
             frame = pd.read_parquet(path)
-            x = frame[features].astype("float32")  # the signature's types: pyfunc refuses int64 columns
+            x = frame[features]  # the signature holds the columns' real types (Shuttle: integers)
             if chunk is None:
                 scored = model.predict(x)
             else:

@@ -386,8 +386,8 @@ def test_class_names_as_the_user_has_them_end_to_end(served, mlflow_server, shut
                                 mlflow_server).version
     assert registry.version(model, version).lineage["classes"] == '["anomaly", "nominal"]'
     mlflow.set_tracking_uri(mlflow_server)
-    frame = mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(
-        shuttle_frame.iloc[-50:][[f"f{i}" for i in range(1, 10)]].astype("float32"))
+    frame = mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(  # the readings as they are: integers
+        shuttle_frame.iloc[-50:][[f"f{i}" for i in range(1, 10)]])
     assert list(frame.columns) == ["prediction", "label", "probability_anomaly", "probability_nominal"]
     assert set(frame.label) <= {"anomaly", "nominal"}
     cfg = load_serving_config(None, [f"gateway.port={port}", "live_log.flush_seconds=0.5",
