@@ -340,15 +340,6 @@ class Preparation:
     def all_numeric(self) -> bool:
         return all(c.kind == NUMERIC for c in self.columns)
 
-    def numeric_positions(self) -> dict[str, int]:
-        """Each numeric column's input position in the prepared matrix (its value, gaps imputed)."""
-        out, at = {}, 0
-        for column in self.columns:
-            if column.kind == NUMERIC:
-                out[column.name] = at
-            at += column.width
-        return out
-
     def transform(self, columns: Mapping[str, Sequence] | pd.DataFrame, rows: int | None = None) -> Prepared:
         """The model's input for raw columns (a frame, or name → values); a missing column, a
         column that is not a feature, or a value of the wrong kind is a `ColumnError` naming it."""

@@ -19,7 +19,7 @@ import pandas as pd
 
 from training.columns import NUMERIC, ColumnError, Preparation, column_kinds, fit_preparation, missing_counts, \
     numbers_of, value_type
-from training.task import TaskError, decide_task
+from training.task import TaskError, decide_task, is_text as _is_text
 from training.config import DatasetConfig
 
 
@@ -58,12 +58,6 @@ class PreparedData:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    def numeric_columns(self, x: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """The numeric feature columns of a prepared matrix (gaps imputed): their names and values
-        (all of `x` for a table of complete numeric columns)."""
-        positions = self.preparation.numeric_positions()
-        return list(positions), x[:, list(positions.values())]
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -125,13 +119,6 @@ def validate_frame(df: pd.DataFrame, features: list[str], label: str, declared: 
     if problems:
         raise DataError("data does not match the declared schema:\n  " + "\n  ".join(problems))
     return kinds
-
-
-def _is_text(y: pd.Series) -> bool:
-    """Strings (object or string dtype holding only str values)."""
-    if pd.api.types.is_string_dtype(y) and not pd.api.types.is_object_dtype(y):
-        return True
-    return pd.api.types.is_object_dtype(y) and bool(y.dropna().map(type).eq(str).all())
 
 
 def label_classes(y: pd.Series) -> list:

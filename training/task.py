@@ -23,15 +23,20 @@ class TaskError(ValueError):
     """The label cannot be read one way only, or not the way the config says; the message says what to set."""
 
 
-def _names_classes(y: pd.Series) -> bool:
-    """Text or booleans (their values name classes)."""
-    if pd.api.types.is_bool_dtype(y):
-        return True
-    values = y.dropna()
+def is_text(y: pd.Series) -> bool:
+    """Strings (object or string dtype holding only str values)."""
     if pd.api.types.is_string_dtype(y) and not pd.api.types.is_object_dtype(y):
         return True
+    return pd.api.types.is_object_dtype(y) and bool(y.dropna().map(type).eq(str).all())
+
+
+def _names_classes(y: pd.Series) -> bool:
+    """Text or booleans (their values name classes)."""
+    if pd.api.types.is_bool_dtype(y) or is_text(y):
+        return True
+    values = y.dropna()
     return pd.api.types.is_object_dtype(y) and len(values) > 0 and bool(
-        values.map(lambda v: isinstance(v, (str, bool, np.bool_))).all())
+        values.map(lambda v: isinstance(v, (bool, np.bool_))).all())
 
 
 def decide_task(y: pd.Series, label: str, declared: str | None) -> str:
