@@ -66,7 +66,7 @@ def forward_limit(model, x: np.ndarray) -> float:
     torch.set_num_threads(os.cpu_count() or 1)
     best = float("inf")
     for _ in range(3):
-        seconds, _ = timed(lambda: [model.predict_proba(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
+        seconds, _ = timed(lambda: [model.outputs(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
         best = min(best, seconds)
     return len(x) / best
 
@@ -82,7 +82,7 @@ def in_process(model, source: Path, out: Path) -> float:
         out.mkdir()
         for k, path in enumerate(sorted(source.glob("*.parquet"))):
             table = pq.read_table(path)
-            proba = predict_in_batches(model.predict_proba, feature_matrix(table, model.features), BATCH,
+            proba = predict_in_batches(model.outputs, feature_matrix(table, model.features), BATCH,
                                        model.num_classes)
             pq.write_table(output_table(table.select(["row"]), proba, model.classes, model.version, {}),
                            out / f"part-{k:03d}.parquet")

@@ -43,8 +43,8 @@ def main() -> None:
             registered = tune_and_register(cfg, settings, settings.embedded_tracking_uri)
             data = load_data(cfg, settings)
             model = load_version(cfg.name, registered.version, settings.embedded_tracking_uri)
-            proba_val = model.predict_proba(data.x_val.astype(np.float32))
-            proba_test = model.predict_proba(data.x_test.astype(np.float32))
+            proba_val = model.outputs(data.x_val.astype(np.float32))
+            proba_test = model.outputs(data.x_test.astype(np.float32))
         finally:
             ray.shutdown()
     found = calibration(proba_val, data.y_val)

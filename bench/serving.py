@@ -147,7 +147,7 @@ def bench_in_process(model_uri: str, calls: int = 3000) -> dict:
     times = []
     for _ in range(calls):
         t = time.perf_counter()
-        model.predict_proba(x)
+        model.outputs(x)
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
     return {"rps": 1000 / statistics.mean(times), "p50_ms": times[len(times) // 2],
@@ -178,7 +178,7 @@ def local_server(model_uri: str, tracking_uri: str, port: int) -> None:
             return True
 
         async def answer(self, name, x, request_id, routing_key, version):
-            proba = model.predict_proba(x)
+            proba = model.outputs(x)
             prediction = predicted_class(proba)
             return Answer(1, proba, prediction, class_labels(sig.classes, prediction))
 
@@ -208,7 +208,7 @@ def plain_serve_app(tracking_uri: str):
 
             body = await request.json()
             t = body["inputs"][0]
-            proba = self.model.predict_proba(np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]))
+            proba = self.model.outputs(np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]))
             return {"model_name": "bench", "outputs": [{"name": "probability", "datatype": "FP32",
                                                         "shape": list(proba.shape), "data": proba.ravel().tolist()}]}
 

@@ -209,6 +209,15 @@ def _profiler(tracking_uri: str, registry_uri: str | None):
     return record
 
 
+def _split_figures(m: dict, split: str) -> str:
+    """One split's figures as `handoff tune` prints them: a classifier's log loss and accuracy, a
+    regression's RMSE, MAE and R² (in the target's units)."""
+    if f"{split}_rmse" in m:
+        return (f"RMSE {m[f'{split}_rmse']:.5g}, MAE {m[f'{split}_mae']:.5g}, R² {m[f'{split}_r2']:.4f} "
+                f"(loss {m[f'{split}_loss']:.5f})")
+    return f"log loss {m[f'{split}_loss']:.5f}, accuracy {m[f'{split}_accuracy']:.4%}"
+
+
 def _print_search_summary(result) -> None:
     table = Table(title=f"search {Path(result.experiment_path).name}: {len(result.trials)} trial(s) "
                         f"in {result.search_wall_seconds:.1f}s")
@@ -224,8 +233,8 @@ def _print_search_summary(result) -> None:
     m = result.metrics
     out.print(f"[bold green]registered[/bold green] {result.name} version {result.version} "
               f"(alias [bold]{result.alias}[/bold]) from trial {result.trial_id}, epoch {result.epochs_trained}")
-    out.print(f"  validation: log loss {m['val_loss']:.5f}, accuracy {m['val_accuracy']:.4%}")
-    out.print(f"  test:       log loss {m['test_loss']:.5f}, accuracy {m['test_accuracy']:.4%}")
+    for split, name in (("val", "validation:"), ("test", "test:      ")):
+        out.print(f"  {name} {_split_figures(m, split)}")
     out.print(f"  weights sha256 {result.weights_sha256[:16]}…  MLflow run {result.search_run_id}")
 
 
@@ -311,14 +320,18 @@ def models(name: Annotated[str, typer.Argument(help="registered model name")],
         print_result({"name": name, "aliases": registry.aliases(name), "versions": [v.to_dict() for v in versions]})
         return
     table = Table(title=f"{name}  ({registry.tracking_uri})", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("ver", "aliases", "created", "val loss", "val acc", "test loss", "test acc", "data"):
+    regression = any(v.lineage.get("task") == "regression" for v in versions)
+    figures = (("val_rmse", ".5g"), ("val_mae", ".5g"), ("val_r2", ".4f"), ("test_rmse", ".5g"), ("test_mae", ".5g"),
+               ("test_r2", ".4f")) if regression else (("val_loss", ".5f"), ("val_accuracy", ".3%"),
+                                                      ("test_loss", ".5f"), ("test_accuracy", ".3%"))
+    heads = {"loss": "loss", "accuracy": "acc", "rmse": "RMSE", "mae": "MAE", "r2": "R²"}
+    for col in ("ver", "aliases", "created", *(f"{k.split('_')[0]} {heads[k.split('_')[1]]}" for k, _ in figures),
+                "data"):
         table.add_column(col, no_wrap=True)
     for v in versions:
         m, lin = v.metrics, v.lineage
-        fmt = lambda k, p=".5f": format(m[k], p) if k in m else "-"  # noqa: E731
-        table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.created[5:10], fmt("val_loss"),
-                      fmt("val_accuracy", ".3%"), fmt("test_loss"), fmt("test_accuracy", ".3%"),
-                      lin.get("data_fingerprint", "?")[:8])
+        table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.created[5:10],
+                      *(format(m[k], p) if k in m else "-" for k, p in figures), lin.get("data_fingerprint", "?")[:8])
     out.print(table)
     for v in versions:
         out.print(f"  v{v.version} caused by {_cause(v.lineage)}; columns: {_columns(v.lineage)}", highlight=False)

@@ -31,7 +31,7 @@ def _accuracy(model, rows, y) -> float:
     may differ from its champion's)."""
     from training import predicted_class
 
-    return float((predicted_class(model.proba_of_rows(rows)) == y).mean()) if len(y) else float("nan")
+    return float((predicted_class(model.outputs_of_rows(rows)) == y).mean()) if len(y) else float("nan")
 
 
 @app.command()
@@ -112,9 +112,9 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     # reference of the old data would declare drift again at once.
     recent_train, recent_held = recent.frame.iloc[train], recent.frame.iloc[held]
     _profiler(uri, cfg.mlflow.registry_uri)(view_of(
-        name, result.version, recent_train, candidate_model.preparation, candidate_model.proba_of_rows(recent_train),
+        name, result.version, recent_train, candidate_model.preparation, candidate_model.outputs_of_rows(recent_train),
         original.classes, original.fingerprint, champion_cfg.seed, recent.y[held],
-        candidate_model.proba_of_rows(recent_held)))
+        candidate_model.outputs_of_rows(recent_held)))
     scores = {"recent": {"candidate": _accuracy(candidate_model, recent_held, recent.y[held]),
                          "champion": _accuracy(champion_model, recent_held, recent.y[held]), "rows": int(len(held))},
               "original": {"candidate": _accuracy(candidate_model, original.raw_test, original.y_test),

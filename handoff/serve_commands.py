@@ -241,6 +241,13 @@ def _fitting_tables(cells: list[dict[str, str]], width: int) -> list[Table]:
     return [table_of(columns) for columns in [*parts, part]]
 
 
+def _shadow_cell(row: dict) -> str:
+    """How a shadow compares with the live answers: the share of rows whose class agrees, or for a
+    regression model the mean absolute difference of the predictions (`Δ`, in the target's units)."""
+    if row.get("shadow_mean_absolute_difference") is not None:
+        return f"Δ {row['shadow_mean_absolute_difference']:.4g}"
+    return f"{row['shadow_agreement']:.1%}" if row.get("shadow_agreement") is not None else "-"
+
 @app.command()
 def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            serving_config: ServingConfigOpt = None, as_json: JsonOpt = False) -> None:
@@ -272,7 +279,8 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
                          "replicas": replicas, "device": devices[v], "status": app_state.get("status", "MISSING"),
                          "requests": f.get("requests", 0), "errors": f.get("errors", 0),
                          "p50_ms_at_most": f.get("p50_ms_at_most"), "p99_ms_at_most": f.get("p99_ms_at_most"),
-                         "shadow_agreement": f.get("shadow_agreement")})
+                         "shadow_agreement": f.get("shadow_agreement"),
+                         "shadow_mean_absolute_difference": f.get("shadow_mean_absolute_difference")})
             rows[-1]["drift"], rows[-1]["live_accuracy"] = verdict(monitors[model], v)
     if as_json:
         print_result({"versions": rows, "applications": state["applications"], "monitors": monitors}, default=str)
@@ -285,7 +293,7 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
               "device": r["device"], "status": r["status"], "requests": str(r["requests"]), "errors": str(r["errors"]),
               "p50 ≤ms": f"{r['p50_ms_at_most']:g}" if r["p50_ms_at_most"] else "-",
               "p99 ≤ms": f"{r['p99_ms_at_most']:g}" if r["p99_ms_at_most"] else "-",
-              "shadow agree": f"{r['shadow_agreement']:.1%}" if r["shadow_agreement"] is not None else "-",
+              "shadow agree": _shadow_cell(r),
               "drift": r["drift"], "live acc": r["live_accuracy"]} for r in rows]
     for table in _fitting_tables(cells, out.width):
         out.print(table)

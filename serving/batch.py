@@ -109,7 +109,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     except Exception as exc:  # noqa: BLE001 - a version whose model cannot load is refused, named
         raise BatchInputError(f"{name} v{number} cannot be loaded: {exc}") from exc
     table = open_input(input_uri)
-    carry = check_input(table.schema, model.features, model.classes, config.columns, model.preparation)
+    carry = check_input(table.schema, model.features, model.classes, config.columns, model.preparation, model.task)
     refuse_existing(output_uri, overwrite)
     if config.on_invalid == "skip":
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")

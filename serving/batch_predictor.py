@@ -59,18 +59,19 @@ class VersionPredictor:
                                          "version does not impute")
             block = block.filter(pa.array(~bad))
         x = prepared_matrix(block, self.model.preparation)
-        proba = predict_in_batches(self.model.predict_proba, x, self.batch_size, self.model.num_classes)
-        return output_table(block.select(self.carry), proba, self.model.classes, self.model.version, self.metadata)
+        proba = predict_in_batches(self.model.outputs, x, self.batch_size, self.model.n_outputs)
+        return output_table(block.select(self.carry), proba, self.model.classes, self.model.version, self.metadata,
+                            self.model.task)
 
 
-def predict_in_batches(predict_proba: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int,
-                       num_classes: int) -> np.ndarray:
-    """`predict_proba` over the rows of `x`, `batch_size` rows per call (what bounds a GPU's memory),
+def predict_in_batches(outputs: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int,
+                       n_outputs: int) -> np.ndarray:
+    """`outputs` over the rows of `x`, `batch_size` rows per call (what bounds a GPU's memory),
     stacked in row order; no call for no rows."""
     if not len(x):
-        return np.zeros((0, num_classes), dtype=np.float32)
+        return np.zeros((0, n_outputs), dtype=np.float32)
     x = np.ascontiguousarray(x)
-    return np.concatenate([predict_proba(x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
+    return np.concatenate([outputs(x[start:start + batch_size]) for start in range(0, len(x), batch_size)])
 
 
 def rejected_rows(batch: pa.Table, preparation) -> pa.Table:

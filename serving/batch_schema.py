@@ -6,7 +6,9 @@ text, booleans or integer codes for a categorical column, plain or dictionary-en
 version imputes them); any other columns may be carried through (ids, timestamps). The version's
 preparation (training/columns.py) makes the rows its input, as for a served request. Output, one row per scored input row: the
 carried columns, `prediction` (class index), `label` (the class as the user named it), one
-`probability_<class>` column per class (`training.probability_columns`) and `version`.
+`probability_<class>` column per class (`training.probability_columns`) and `version`; for a
+regression version `prediction` is the predicted value (float64, the target's units) and there
+is no `label` or probability column.
 The Parquet files' key-value metadata name the model, the version and the MLflow run that wrote them.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from training import class_labels, predicted_class, probability_columns
+from training import class_labels, predicted_class, predicted_values, probability_columns
 
 PREDICTION, LABEL, VERSION = "prediction", "label", "version"
 #: key-value metadata of every output file (`handoff.node`/`handoff.device`: where its rows were predicted)
@@ -29,8 +31,10 @@ class BatchInputError(ValueError):
     """An input, a column choice or an output that cannot be used; the message names it."""
 
 
-def output_names(classes: Sequence) -> list[str]:
+def output_names(classes: Sequence, task: str = "classification") -> list[str]:
     """The columns batch inference adds to every row, in order."""
+    if task == "regression":
+        return [PREDICTION, VERSION]
     return [PREDICTION, LABEL, *probability_columns(classes), VERSION]
 
 
@@ -52,7 +56,7 @@ def _fits(t: pa.DataType, values: str | None) -> bool:
 
 
 def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
-                carry: Sequence[str] | None, preparation=None) -> list[str]:
+                carry: Sequence[str] | None, preparation=None, task: str = "classification") -> list[str]:
     """The columns to carry through, once the input is known to hold every feature as a number.
 
     `carry` None carries every column that is not a feature (ids, timestamps, labels); a list
@@ -77,10 +81,10 @@ def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
         if unknown:
             raise BatchInputError(f"--columns names column(s) the input does not have: {unknown}; "
                                   f"it has {sorted(types)}")
-    taken = sorted(set(carry) & set(output_names(classes)))
+    taken = sorted(set(carry) & set(output_names(classes, task)))
     if taken:
         raise BatchInputError(f"input column(s) {taken} would be overwritten by the output's own columns "
-                              f"({', '.join(output_names(classes))}); leave them out with --columns")
+                              f"({', '.join(output_names(classes, task))}); leave them out with --columns")
     return list(carry)
 
 
@@ -133,15 +137,20 @@ def prepared_matrix(batch: pa.Table, preparation) -> np.ndarray:
 
 
 def output_table(carried: pa.Table, proba: np.ndarray, classes: Sequence, version: int,
-                 metadata: Mapping[str, str]) -> pa.Table:
+                 metadata: Mapping[str, str], task: str = "classification") -> pa.Table:
     """The scored rows: the carried columns, then the prediction, the class, the probabilities and the
-    version, with `metadata` as the schema's key-value metadata (written into each Parquet file)."""
-    prediction = predicted_class(proba)
+    version (regression: the predicted value and the version), with `metadata` as the schema's
+    key-value metadata (written into each Parquet file)."""
     columns = {name: carried.column(name) for name in carried.column_names}
-    columns[PREDICTION] = pa.array(prediction)
-    columns[LABEL] = pa.array(class_labels(classes, prediction))
-    for k, name in enumerate(probability_columns(classes)):
-        columns[name] = pa.array(proba[:, k].astype(np.float64, copy=False))
+    if task == "regression":  # `proba` is the outputs: rows × 1
+        prediction = predicted_values(proba)
+        columns[PREDICTION] = pa.array(prediction, pa.float64())
+    else:
+        prediction = predicted_class(proba)
+        columns[PREDICTION] = pa.array(prediction)
+        columns[LABEL] = pa.array(class_labels(classes, prediction))
+        for k, name in enumerate(probability_columns(classes)):
+            columns[name] = pa.array(proba[:, k].astype(np.float64, copy=False))
     columns[VERSION] = pa.array(np.full(len(prediction), int(version), dtype=np.int64))
     table = pa.table(columns)
     return table.replace_schema_metadata({str(k): str(v) for k, v in metadata.items()})

@@ -221,10 +221,13 @@ class ServingControl:
         give the same classes; their preparations (vocabularies, medians) may differ."""
         from serving.protocol import ModelSignature
 
-        seen = {v: ModelSignature.of(name, info["features"], info["classes"], info.get("preparation"))
+        seen = {v: ModelSignature.of_info(name, info)
                 for v, info in self.version_signatures(name, versions).items()}
         first = versions[0]
         for v, sig in seen.items():
+            if sig.task != seen[first].task:
+                raise PolicyError(f"{name} version {v} is a {sig.task} model, version {first} a {seen[first].task} "
+                                  "one; versions behind one endpoint must give the same kind of answer")
             if (sig.inputs, sig.classes) != (seen[first].inputs, seen[first].classes):
                 raise PolicyError(f"{name} version {v} takes {_inputs(sig)} and gives classes {list(sig.classes)}, "
                                   f"version {first} takes {_inputs(seen[first])} and gives "

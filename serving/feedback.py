@@ -2,7 +2,8 @@
 
 `POST /v2/models/{name}/feedback` takes `{"labels": [{"request_id": ID, "label": CLASS}, ...]}`: an
 id is a live-log row id (the request's `id`/`x-request-id` for its first row, `ID#1`, `ID#2`, … for
-the others) and a label one of the model's classes as the user named them. `parse_feedback` (pure)
+the others) and a label one of the model's classes as the user named them, or for a regression
+model the true value (a finite JSON number). `parse_feedback` (pure)
 checks a batch and names every bad entry; `FeedbackLog` writes an accepted batch as one Parquet file
 under `ROOT/_feedback/model=NAME/date=DAY/` (the leading `_` keeps it out of readers of the live
 log's partitions), written beside and moved into place, so a reader never sees half a file. The
@@ -16,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,11 +35,13 @@ def feedback_dir(root: str, model: str) -> str:
 
 @dataclass(frozen=True)
 class Labels:
-    """An accepted batch: row ids, each label as sent (text) and its class index."""
+    """An accepted batch: row ids, each label as sent (text) and its class index; for a regression
+    model the true values instead of class indices."""
 
     request_ids: list[str]
     labels: list[str]
     class_index: list[int]
+    values: list[float] | None = None  # regression: the true value of each row
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -71,13 +75,24 @@ def _refuse(problems: list[str], what: str) -> None:
         raise BadRequest(f"{len(problems)} {what}: {'; '.join(problems[:SHOWN])}{more}", status=422)
 
 
-def parse_feedback(payload, classes: tuple) -> Labels:
-    """The batch in `payload` checked against the model's `classes`. 400 for a body of the wrong
-    shape, 422 naming the bad ids and labels (no part of a bad batch is kept); an id repeated in
-    the batch with the same label counts once, with two different labels it is refused."""
+def _true_value(label) -> float | None:
+    """A regression label's value: a finite JSON number (not a boolean, not text); None otherwise."""
+    if isinstance(label, bool) or not isinstance(label, (int, float)):
+        return None
+    value = float(label)
+    return value if np.isfinite(value) else None
+
+
+def parse_feedback(payload, classes: tuple, regression: bool = False) -> Labels:
+    """The batch in `payload` checked against the model's `classes` (for a `regression` model: each
+    label a finite number). 400 for a body of the wrong shape, 422 naming the bad ids and labels (no
+    part of a bad batch is kept); an id repeated in the batch with the same label counts once, with
+    two different labels it is refused."""
     items = payload.get("labels") if isinstance(payload, dict) else payload
     if not isinstance(items, list) or not items:
         raise BadRequest('send {"labels": [{"request_id": "...", "label": ...}, ...]} with at least one label')
+    if regression:
+        return _parse_values(items)
     keys = _class_keys(classes)
     seen: dict[str, int] = {}
     ids, texts, index, problems = [], [], [], []
@@ -108,11 +123,43 @@ def parse_feedback(payload, classes: tuple) -> Labels:
     return Labels(ids, texts, index)
 
 
+def _parse_values(items: list) -> Labels:
+    """A regression model's labels: each entry's row id and its true value (a finite number)."""
+    seen: dict[str, float] = {}
+    problems = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) - {"request_id", "label"} or "label" not in item:
+            problems.append(f"entry {i} is not an object with request_id and label")
+            continue
+        rid, label = item.get("request_id"), item["label"]
+        try:
+            check_request_id(rid if rid is not None else "", f"entry {i}: request_id", row=True)
+        except BadRequest as exc:
+            problems.append(str(exc))
+            continue
+        value = _true_value(label)
+        if value is None:
+            problems.append(f"entry {i} ({rid}): label {label!r} is not a number (this model predicts a number; "
+                            "send the true value as a finite JSON number)")
+            continue
+        if rid in seen and seen[rid] != value:
+            problems.append(f"entry {i}: request_id {rid!r} is labelled twice, differently")
+            continue
+        seen[rid] = value
+    _refuse(problems, "bad feedback entr" + ("y" if len(problems) == 1 else "ies"))
+    return Labels(list(seen), [repr(v) for v in seen.values()], [-1] * len(seen), list(seen.values()))
+
+
 def labels_table(labels: Labels, now: datetime) -> pa.Table:
-    return pa.table({"request_id": pa.array(labels.request_ids, pa.string()),
-                     "label": pa.array(labels.labels, pa.string()),
-                     "class_index": pa.array(labels.class_index, pa.int64()),
-                     "ts": pa.array([now.replace(tzinfo=None)] * len(labels), pa.timestamp("ms", tz="UTC"))})
+    """One accepted batch as written: ids, labels as text, class indices (-1 for regression) and,
+    for a regression model, the true values (`value`, float64)."""
+    columns = {"request_id": pa.array(labels.request_ids, pa.string()),
+               "label": pa.array(labels.labels, pa.string()),
+               "class_index": pa.array(labels.class_index, pa.int64())}
+    if labels.values is not None:
+        columns["value"] = pa.array(labels.values, pa.float64())
+    columns["ts"] = pa.array([now.replace(tzinfo=None)] * len(labels), pa.timestamp("ms", tz="UTC"))
+    return pa.table(columns)
 
 
 class FeedbackLog:

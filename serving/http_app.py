@@ -129,7 +129,7 @@ def _parse(body: bytes, headers: Mapping[str, str], sig, mlflow_format: bool):
     decoded = decode_json(json_part)
     attach_binary_inputs(decoded, tail)
     x, request_id = parse_infer(decoded, sig)
-    return x, request_id, requested_outputs(decoded)
+    return x, request_id, requested_outputs(decoded, sig.outputs)
 
 
 async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: Mapping[str, str],
@@ -185,7 +185,8 @@ class OutputTensor(BaseModel):
 
 
 class InferResponse(BaseModel):
-    """OIP v2 answer: `prediction` (class index per row) and `probability` (rows × classes)."""
+    """OIP v2 answer: `prediction` (class index per row), `probability` (rows × classes) and `label`;
+    for a regression model `prediction` alone (the predicted value, FP32 [rows, 1])."""
 
     model_name: str
     model_version: str

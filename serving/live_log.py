@@ -3,7 +3,9 @@
 Row contract (ARCHITECTURE.md): `request_id, ts, model, version, routing_key, <features...>,
 prediction, probabilities, label, latency_ms`, plus `shadow` (true for a mirrored version's answer);
 `label` is the class as the user named it, `probabilities` the class probabilities (a fixed-size
-list, in class order: what the monitor's live log loss needs once labels come back). Files land under
+list, in class order: what the monitor's live log loss needs once labels come back); a regression
+model's rows hold its predicted value as `prediction` (float64) and neither `label` nor
+`probabilities`. Files land under
 `ROOT/model=NAME/date=YYYY-MM-DD/part-*.parquet` on a local path or any pyarrow filesystem URI
 (each written beside under a dotted name and moved into place whole);
 `model` and `date` are Hive partition keys (read back as columns by `pyarrow.dataset` with
@@ -61,7 +63,7 @@ class Chunk:
     version: int
     routing_key: str | None
     x: np.ndarray | dict     # rows × features, float32 (NaN: a gap); or per column its raw values
-    prediction: np.ndarray   # class index per row
+    prediction: np.ndarray   # class index per row (int), or the predicted value (float: regression)
     label: np.ndarray | None  # the class as the user named it, per row
     latency_ms: float
     shadow: bool
@@ -120,7 +122,9 @@ def rows_table(features: tuple[str, ...], chunks: list[Chunk], value_types: tupl
                                 pa.string()),
     }
     columns.update(_feature_columns(features, value_types, chunks))
-    columns["prediction"] = pa.array(np.concatenate([c.prediction for c in chunks]).astype(np.int64), pa.int64())
+    prediction = np.concatenate([c.prediction for c in chunks])
+    columns["prediction"] = (pa.array(prediction.astype(np.float64, copy=False), pa.float64())
+                             if prediction.dtype.kind == "f" else pa.array(prediction.astype(np.int64), pa.int64()))
     widths = {None if c.proba is None else c.proba.shape[1] for c in chunks}
     if len(widths) == 1 and None not in widths:
         flat = np.concatenate([c.proba for c in chunks]).astype(np.float32, copy=False).reshape(-1)

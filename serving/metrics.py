@@ -26,6 +26,10 @@ class GatewayMetrics:
                                                  tag_keys=keys),
             "shadow_errors": metrics.Counter("handoff_shadow_errors_total", "mirrored requests that failed",
                                              tag_keys=keys),
+            "shadow_absolute_difference": metrics.Counter(
+                "handoff_shadow_absolute_difference_total", "regression: the sum over mirrored rows of |shadow's "
+                "prediction - live prediction| (divided by the mirrored rows: the mean absolute difference)",
+                tag_keys=keys),
         }
         column_keys = ("model", "version", "column")
         self.column_counters = {
@@ -41,7 +45,7 @@ class GatewayMetrics:
         self._unrecorded: dict[tuple[str, int, str], int] = {}
         self._latencies: list[tuple[str, int, float]] = []
 
-    def count(self, model: str, version: int, what: str, n: int = 1) -> None:
+    def count(self, model: str, version: int, what: str, n: float = 1) -> None:
         key = (model, version, what)
         self.totals[key] = self.totals.get(key, 0) + n
         self._unrecorded[key] = self._unrecorded.get(key, 0) + n

@@ -15,7 +15,9 @@ _COUNTERS = {
     "handoff_requests_total": "requests", "handoff_request_errors_total": "errors",
     "handoff_shadow_requests_total": "shadow", "handoff_shadow_agreements_total": "shadow_agreements",
     "handoff_shadow_errors_total": "shadow_errors",
+    "handoff_shadow_absolute_difference_total": "shadow_absolute_difference",
 }
+_SUMS = {"shadow_absolute_difference"}  # counters of amounts, not of events: kept as floats
 _HISTOGRAM = "handoff_request_latency_ms"
 
 
@@ -50,7 +52,7 @@ def summarize(texts: list[str]) -> dict[tuple[str, int], dict]:
                 row = out.setdefault(key, {})
                 for prefix, field in _COUNTERS.items():
                     if name in (prefix, f"{prefix}_total"):
-                        row[field] = row.get(field, 0) + int(sample.value)
+                        row[field] = row.get(field, 0) + (sample.value if field in _SUMS else int(sample.value))
                 if name == f"{_HISTOGRAM}_bucket":
                     le = float(labels["le"])
                     buckets.setdefault(key, {})
@@ -64,7 +66,10 @@ def summarize(texts: list[str]) -> dict[tuple[str, int], dict]:
         row["p50_ms_at_most"] = _quantile(pairs, 0.5)
         row["p99_ms_at_most"] = _quantile(pairs, 0.99)
         if row.get("shadow"):
-            row["shadow_agreement"] = row.get("shadow_agreements", 0) / row["shadow"]
+            if "shadow_absolute_difference" in row:  # regression: how far the shadow's answers are from the live ones
+                row["shadow_mean_absolute_difference"] = row["shadow_absolute_difference"] / row["shadow"]
+            else:
+                row["shadow_agreement"] = row.get("shadow_agreements", 0) / row["shadow"]
     return out
 
 

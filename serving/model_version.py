@@ -34,7 +34,8 @@ def served_versions(model: str, apps) -> list[int]:
 @serve.deployment(name=DEPLOYMENT)
 class ModelVersion:
     """Loads `models:/NAME/V` once per replica (through `training.load_version`, the one owner of
-    the training→serving contract) and predicts class probabilities."""
+    the training→serving contract) and answers with its outputs (class probabilities, or predicted
+    values)."""
 
     def __init__(self, model: str, version: int, tracking_uri: str, registry_uri: str | None = None):
         import ray
@@ -45,7 +46,7 @@ class ModelVersion:
         torch.set_num_threads(1)
         self.loaded = load_version(model, int(version), tracking_uri, registry_uri,
                                    device=replica_device(ray.get_gpu_ids()))
-        self._proba = self.loaded.predict_proba
+        self._proba = self.loaded.outputs
         self._endpoint = ReplicaServer(self._proba, ray.util.get_node_ip_address())
         self._registration = Registration(app_name(model, self.loaded.version), self._endpoint.endpoint())
 
@@ -53,12 +54,12 @@ class ModelVersion:
         """What the gateway and `handoff status` need: inputs (the raw columns and the preparation
         that makes them this version's input), classes, where the weights are."""
         loaded = self.loaded
-        return {"features": list(loaded.features), "classes": list(loaded.classes),
+        return {"features": list(loaded.features), "classes": list(loaded.classes), "task": loaded.task,
                 "num_classes": loaded.num_classes, "device": loaded.device,
                 "version": loaded.version, "pid": os.getpid(), "preparation": loaded.preparation.to_json()}
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a prepared float32 matrix (the Serve handle path)."""
+        """The version's outputs for a prepared float32 matrix (the Serve handle path)."""
         return self._proba(x)
 
     def record_autoscaling_stats(self) -> dict:

@@ -14,6 +14,9 @@ import numpy as np
 
 NUMERIC_DATATYPES = {"FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 MATRIX_INPUT = "features"  # the name of the single 2-D input tensor in the model metadata
+#: the outputs of an OIP v2 answer, in order: a classifier's, a regression model's
+OUTPUTS = ("prediction", "probability", "label")
+REGRESSION_OUTPUTS = ("prediction",)
 
 
 #: a request id: what the answer's x-request-id header echoes and labels join on, so it must be a
@@ -41,8 +44,8 @@ CATEGORY_DATATYPES = {"string": "BYTES", "bool": "BOOL", "integer": "INT64"}
 class ModelSignature:
     """What a served model takes and gives: feature names in order, each one's kind (empty: every
     column numeric), what a categorical column's values are (string, bool, integer) and the values
-    it knows, whether the model imputes a gap, and its classes (the label's values as the user had
-    them, in class-index order)."""
+    it knows, whether the model imputes a gap, its task, and a classifier's classes (the label's
+    values as the user had them, in class-index order; none for regression)."""
 
     name: str
     features: tuple[str, ...]
@@ -51,17 +54,44 @@ class ModelSignature:
     value_types: tuple = ()          # per feature: None (numeric) or the categorical values' type
     imputes: bool = False            # a missing value (null) is the model's to fill, not an error
     categories: tuple = ()           # per feature: () or the categories it knows (metadata only)
+    task: str = "classification"
 
     @classmethod
-    def of(cls, name: str, features, classes, preparation: dict | None = None) -> ModelSignature:
+    def of(cls, name: str, features, classes, preparation: dict | None = None,
+           task: str = "classification") -> ModelSignature:
         """The signature of a version whose replica reported `preparation` (training.columns's JSON;
-        None: a version registered before, complete numeric columns)."""
+        None: a version registered before, complete numeric columns) and `task`."""
         if not preparation:
-            return cls(name, tuple(features), tuple(classes))
+            return cls(name, tuple(features), tuple(classes), task=task)
         columns = preparation["columns"]
         return cls(name, tuple(c["name"] for c in columns), tuple(classes), tuple(c["kind"] for c in columns),
                    tuple(c.get("values") for c in columns), not preparation.get("refuse_missing", False),
-                   tuple(tuple(c.get("vocabulary", ())) for c in columns))
+                   tuple(tuple(c.get("vocabulary", ())) for c in columns), task)
+
+    @classmethod
+    def of_info(cls, name: str, info: dict) -> ModelSignature:
+        """The signature a version's replica reports (`ModelVersion.signature`)."""
+        return cls.of(name, info["features"], info["classes"], info.get("preparation"),
+                      info.get("task", "classification"))
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The OIP outputs this model gives, in order."""
+        return REGRESSION_OUTPUTS if self.regression else OUTPUTS
+
+    def read(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(prediction, label) of a version's outputs: the most probable class's index and name, or
+        the predicted value (float64) and no label."""
+        from training import class_labels, predicted_class, predicted_values
+
+        if self.regression:
+            return predicted_values(outputs), None
+        prediction = predicted_class(outputs)
+        return prediction, class_labels(self.classes, prediction)
 
     @property
     def all_numeric(self) -> bool:
@@ -86,25 +116,31 @@ class ModelSignature:
     def metadata(self, versions: list[int]) -> dict:
         """OIP v2 model metadata: for numeric columns one FP32 [-1, n] input (or one tensor per
         feature); for a model with categorical columns one tensor per column, named after it, with
-        its datatype and, for a category, the values it knows; three outputs, and the class names
-        (`parameters.classes`, in the order of the probability columns)."""
+        its datatype and, for a category, the values it knows; the task (`parameters.task`); a
+        classifier's three outputs and class names (`parameters.classes`, in the order of the
+        probability columns), a regression model's one output `prediction` (FP32 [-1, 1])."""
         per_column = [{"name": f, "datatype": "FP32" if kind == "numeric" else CATEGORY_DATATYPES[values],
                        "shape": [-1], "parameters": {"kind": kind, "missing": "imputed" if self.imputes else "refused",
                                                      **({"categories": list(known)} if kind != "numeric" else {})}}
                       for f, kind, values, known in zip(self.features, self.kinds or ("numeric",) * len(self.features),
                                                         self.value_types or (None,) * len(self.features),
                                                         self.categories or ((),) * len(self.features))]
-        outputs = [{"name": "prediction", "datatype": "INT64", "shape": [-1]},
-                   {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes],
-                    "parameters": {"classes": list(self.classes)}},
-                   {"name": "label", "datatype": self.label_datatype, "shape": [-1]}]
+        if self.regression:
+            outputs = [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}]
+            parameters = {"task": self.task}
+        else:
+            outputs = [{"name": "prediction", "datatype": "INT64", "shape": [-1]},
+                       {"name": "probability", "datatype": "FP32", "shape": [-1, self.num_classes],
+                        "parameters": {"classes": list(self.classes)}},
+                       {"name": "label", "datatype": self.label_datatype, "shape": [-1]}]
+            parameters = {"task": self.task, "classes": list(self.classes)}
         out = {"name": self.name, "versions": [str(v) for v in versions], "platform": "handoff-torch",
-               "outputs": outputs, "parameters": {"classes": list(self.classes)}}
+               "outputs": outputs, "parameters": parameters}
         if not self.all_numeric:
             return {**out, "inputs": per_column}
         return {**out, "inputs": [{"name": MATRIX_INPUT, "datatype": "FP32", "shape": [-1, len(self.features)],
                                    "parameters": {"columns": list(self.features)}}],
-                "parameters": {"classes": list(self.classes),
+                "parameters": {**parameters,
                                "per_feature_inputs": [{k: v for k, v in c.items() if k != "parameters"}
                                                       for c in per_column]}}
 
@@ -290,26 +326,24 @@ def parse_invocations(body, sig: ModelSignature) -> np.ndarray | dict:
     return _records(value, sig, key)
 
 
-#: the outputs of an OIP v2 answer, in order
-OUTPUTS = ("prediction", "probability", "label")
-
-
-def requested_outputs(body: dict) -> list[tuple[str, bool]]:
-    """(output name, as binary?) for each output the request wants: the ones it names in `outputs`,
-    else all; binary where `outputs[i].parameters.binary_data` or `parameters.binary_data_output` say so."""
+def requested_outputs(body: dict, available: tuple[str, ...] = ("prediction", "probability", "label")
+                      ) -> list[tuple[str, bool]]:
+    """(output name, as binary?) for each output the request wants: the ones it names in `outputs`
+    (each one of `available`, the model's), else all; binary where `outputs[i].parameters.binary_data`
+    or `parameters.binary_data_output` say so."""
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise BadRequest("'parameters' must be an object")
     default_binary = bool(params.get("binary_data_output", False))
     asked = body.get("outputs")
     if asked is None:
-        return [(name, default_binary) for name in OUTPUTS]
+        return [(name, default_binary) for name in available]
     if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     chosen: list[tuple[str, bool]] = []
     for o in asked:
-        if not isinstance(o.get("name"), str) or o.get("name") not in OUTPUTS:
-            raise BadRequest(f"output {o.get('name')!r} is not one of this model's outputs {list(OUTPUTS)}")
+        if not isinstance(o.get("name"), str) or o.get("name") not in available:
+            raise BadRequest(f"output {o.get('name')!r} is not one of this model's outputs {list(available)}")
         if any(o["name"] == name for name, _ in chosen):
             raise BadRequest(f"output {o['name']!r} is asked for twice")
         params = o.get("parameters") or {}
@@ -320,19 +354,23 @@ def requested_outputs(body: dict) -> list[tuple[str, bool]]:
 
 
 def infer_response(model: str, version: int, request_id: str, sig: ModelSignature, proba: np.ndarray,
-                   prediction: np.ndarray, label: np.ndarray,
+                   prediction: np.ndarray, label: np.ndarray | None,
                    outputs: list[tuple[str, bool]] | None = None) -> tuple[dict, list[bytes]]:
     """The OIP v2 answer (`prediction`: class index as the router took it; `probability`: rows ×
-    classes; `label`: the class as the user named it) with the outputs asked for, and the bytes of
-    those asked for as binary, in order."""
+    classes; `label`: the class as the user named it; for regression `prediction` alone, the
+    predicted values as FP32 [rows, 1]) with the outputs asked for, and the bytes of those asked
+    for as binary, in order."""
     from serving.binary import encode_binary
 
     rows = [int(proba.shape[0])]
-    tensors = {"prediction": ("INT64", rows, prediction),
-               "probability": ("FP32", list(map(int, proba.shape)), proba),
-               "label": (sig.label_datatype, rows, label)}
+    if sig.regression:  # `proba` is the outputs: rows × 1 float32
+        tensors = {"prediction": ("FP32", [rows[0], 1], proba)}
+    else:
+        tensors = {"prediction": ("INT64", rows, prediction),
+                   "probability": ("FP32", list(map(int, proba.shape)), proba),
+                   "label": (sig.label_datatype, rows, label)}
     entries, blobs = [], []
-    for name, binary in outputs or [(name, False) for name in OUTPUTS]:
+    for name, binary in outputs or [(name, False) for name in sig.outputs]:
         datatype, shape, values = tensors[name]
         entry = {"name": name, "datatype": datatype, "shape": shape}
         if binary:
@@ -341,17 +379,23 @@ def infer_response(model: str, version: int, request_id: str, sig: ModelSignatur
             blobs.append(blob)
         elif name == "probability":
             entry["data"] = [round(float(p), 7) for p in values.reshape(-1)]
+        elif datatype == "FP32":  # a float32's shortest decimal form, not its float64 expansion
+            entry["data"] = [float(str(v)) for v in values.reshape(-1)]
         else:
             entry["data"] = values.tolist()
         entries.append(entry)
     return {"model_name": model, "model_version": str(version), "id": request_id, "outputs": entries}, blobs
 
 
-def invocations_response(sig: ModelSignature, proba: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> dict:
-    """MLflow's scoring answer: one record per row with the columns the registered pyfunc model gives
-    (`prediction`, `label` and one probability column per class, named by `training.probability_columns`)."""
+def invocations_response(sig: ModelSignature, proba: np.ndarray, prediction: np.ndarray,
+                         label: np.ndarray | None) -> dict:
+    """MLflow's scoring answer, as MLflow's own server gives the registered pyfunc model's: one
+    record per row (`prediction`, `label` and one probability column per class, named by
+    `training.probability_columns`); for regression the predicted values as numbers."""
     from training import probability_columns
 
+    if sig.regression:
+        return {"predictions": [float(str(v)) for v in proba[:, 0]]}
     columns = probability_columns(sig.classes)
     return {"predictions": [{"prediction": int(c), "label": name, **{col: float(p) for col, p in zip(columns, row)}}
                             for c, name, row in zip(prediction.tolist(), label.tolist(), proba)]}

@@ -30,7 +30,6 @@ from serving.model_version import app_name
 from serving.policy import TrafficPolicy
 from serving.protocol import BadRequest, ModelSignature
 from serving.replica_client import ReplicaPool
-from training import class_labels, predicted_class
 from training import ColumnError, Preparation
 
 log = logging.getLogger(__name__)
@@ -86,9 +85,7 @@ class Router:
             infos = {v: await handles[v].signature.remote() for v in handles if v not in known}
             preparations = {v: known[v] if v in known else _preparation(infos[v]) for v in handles}
             first = policy.live_versions[0]
-            sig = current.sig if current is not None and first in known else \
-                ModelSignature.of(name, infos[first]["features"], infos[first]["classes"],
-                                  infos[first].get("preparation"))
+            sig = current.sig if current is not None and first in known else ModelSignature.of_info(name, infos[first])
             batchers = {v: self._batcher(name, v, spec.versions.get(v, VersionRouting())) for v in handles}
             routes[name] = ModelRoutes(sig, policy, handles, batchers, preparations)
         self._models = routes  # one assignment: a request sees the old table or the new one
@@ -179,8 +176,7 @@ class Router:
         latency_ms = (time.perf_counter() - start) * 1000
         self.metrics.observe_latency(model, version, latency_ms)
         self.metrics.count(model, version, "requests")
-        prediction = predicted_class(proba)
-        label = class_labels(routes.sig.classes, prediction)
+        prediction, label = routes.sig.read(proba)
         self._log(model, routes, request_id, version, routing_key, rows, proba, prediction, label, latency_ms,
                   shadow=False)
         for shadow_version in routes.policy.mirrors(routes.rng):
@@ -192,7 +188,9 @@ class Router:
 
     async def _shadow(self, model: str, routes: ModelRoutes, version: int, rows: np.ndarray | dict,
                       live_prediction: np.ndarray, request_id: str, routing_key: str | None) -> None:
-        """Mirror a request: record the shadow's answer and agreement; never affect the caller."""
+        """Mirror a request: record the shadow's answer and how it compares with the live one (rows
+        that agree on the class; for regression the sum of absolute differences); never affect the
+        caller."""
         start = time.perf_counter()
         try:
             x = self._prepare(model, routes, version, rows)
@@ -201,11 +199,15 @@ class Router:
             self.metrics.count(model, version, "shadow_errors")
             log.warning("shadow version %s/%s failed: %s", model, version, exc)
             return
-        prediction = predicted_class(proba)
+        prediction, label = routes.sig.read(proba)
         self.metrics.count(model, version, "shadow", len(prediction))
-        self.metrics.count(model, version, "shadow_agreements", int((prediction == live_prediction).sum()))
-        self._log(model, routes, request_id, version, routing_key, rows, proba, prediction,
-                  class_labels(routes.sig.classes, prediction), (time.perf_counter() - start) * 1000, shadow=True)
+        if routes.sig.regression:
+            self.metrics.count(model, version, "shadow_absolute_difference",
+                               float(np.abs(prediction - live_prediction).sum()))
+        else:
+            self.metrics.count(model, version, "shadow_agreements", int((prediction == live_prediction).sum()))
+        self._log(model, routes, request_id, version, routing_key, rows, proba, prediction, label,
+                  (time.perf_counter() - start) * 1000, shadow=True)
 
     def _prepare(self, model: str, routes: ModelRoutes, version: int, rows: np.ndarray | dict) -> np.ndarray:
         """The rows as `version` takes them (its preparation: gaps imputed, categories one-hot);
@@ -228,14 +230,15 @@ class Router:
              shadow: bool) -> None:
         if self.live_log is not None and should_log(request_id, self._log_cfg.sample_percent):
             self.live_log.append(model, routes.sig.features, request_id, version, routing_key, rows, prediction,
-                                 latency_ms, shadow=shadow, labels=label, proba=proba,
+                                 latency_ms, shadow=shadow, labels=label,
+                                 proba=None if routes.sig.regression else proba,
                                  value_types=routes.sig.value_types or None)
 
     async def feedback(self, model: str, payload) -> dict:
         """Check a batch of labels against the model's classes and write it beside the live log
         before answering (an acknowledged label is on disk)."""
         routes = self._routes(model)
-        labels = parse_feedback(payload, routes.sig.classes)
+        labels = parse_feedback(payload, routes.sig.classes, routes.sig.regression)
         if self.feedback_log is None:
             raise BadRequest("the live log is off (serving live_log.enabled), so labels have nowhere to go", 503)
         await asyncio.to_thread(self.feedback_log.write, model, labels)

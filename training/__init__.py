@@ -15,9 +15,11 @@ _EXPORTS = {
     **dict.fromkeys(["CHALLENGER", "CHAMPION", "Registry", "RegistryError", "VersionInfo",
                      "alias_for_new_version"], "training.registry"),
     # the training→serving contract: what a replica loads and how answers are named
-    **dict.fromkeys(["LoadedVersion", "class_labels", "predicted_class", "prediction_frame", "probability_columns"],
+    **dict.fromkeys(["LoadedVersion", "class_labels", "predicted_class", "predicted_values", "prediction_frame",
+                     "probability_columns"],
                     "training.contract"),
     "load_version": "training.serving_load",
+    **dict.fromkeys(["CLASSIFICATION", "REGRESSION"], "training.task"),
     # how a version prepares raw columns (every caller applies the one inside the model)
     **dict.fromkeys(["ColumnError", "Preparation"], "training.columns"),
     # what a version was trained on (monitoring profiles it)

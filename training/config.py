@@ -28,7 +28,8 @@ class DatasetConfig(BaseModel):
 
     uri: str = Field(description="Parquet file or directory: a local path, any pyarrow filesystem "
                      "URI (s3://, gs://, hdfs://, file://), or builtin://shuttle")
-    label: str = Field(description="label column: class ids 0..K-1, booleans or class names (strings)")
+    label: str = Field(description="label column: class ids 0..K-1, booleans or class names (strings), or the "
+                       "number to predict (regression; see `task`)")
     features: list[str] = Field(min_length=1, description="feature columns, in model input order; a mapping "
                                 "`name: numeric | categorical` declares kinds (otherwise inferred from the data)")
     kinds: dict[str, ColumnKind] = Field(default_factory=dict, description="declared column kinds (the mapping "
@@ -93,6 +94,9 @@ class TrainConfig(BaseModel):
     lr: float = Field(default=1e-3, gt=0)
     batch_size: int = Field(default=256, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    loss: Literal["mse", "huber", "l1"] | None = Field(
+        default=None, description="regression only: what training minimises on the standardised target "
+        "(default mse; huber with delta one standard deviation); classification always uses cross-entropy")
 
 
 class Choice(BaseModel):
@@ -155,8 +159,11 @@ class SearchConfig(BaseModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     num_samples: int = Field(default=8, ge=1)
     epochs: int = Field(default=10, ge=1, description="maximum epochs per trial")
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    metric: Literal["val_loss", "val_accuracy", "val_rmse", "val_mae", "val_r2"] | None = Field(
+        default=None, description="what picks the best trial: default val_loss for classification, val_rmse "
+        "for regression; val_accuracy is classification's, val_rmse/val_mae/val_r2 regression's")
+    mode: Literal["min", "max"] | None = Field(default=None, description="follows from the metric (max for "
+                                               "accuracy and R², else min); a contradicting mode is refused")
     max_failures: int = Field(default=2, ge=0, description="retries of a failed trial")
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     checkpoints_to_keep: int | None = Field(
@@ -165,10 +172,28 @@ class SearchConfig(BaseModel):
 
     @model_validator(mode="after")
     def _mode_matches_metric(self) -> SearchConfig:
-        expected = "min" if self.metric == "val_loss" else "max"
-        if self.mode != expected:
-            raise ValueError(f"metric {self.metric!r} is optimised with mode {expected!r}, not {self.mode!r}")
+        if self.metric is not None and self.mode is not None and self.mode != metric_mode(self.metric):
+            raise ValueError(f"metric {self.metric!r} is optimised with mode {metric_mode(self.metric)!r}, "
+                             f"not {self.mode!r}")
         return self
+
+    def objective(self, task: str) -> tuple[str, str]:
+        """(metric, mode) that picks the best trial for `task`: the configured metric, else the task's
+        default; a metric of the other task is a `ValueError` naming both."""
+        metric = self.metric or TASK_METRICS[task][0]
+        if metric != "val_loss" and metric not in TASK_METRICS[task]:
+            raise ValueError(f"search.metric {metric!r} does not measure {task}; use one of {list(TASK_METRICS[task])}")
+        return metric, metric_mode(metric)
+
+
+#: each task's search metrics, its default first (val_loss fits both: the training loss on validation)
+TASK_METRICS = {"classification": ("val_loss", "val_accuracy"),
+                "regression": ("val_rmse", "val_mae", "val_r2", "val_loss")}
+
+
+def metric_mode(metric: str) -> str:
+    """Whether a search metric is maximised (accuracy, R²) or minimised (losses, errors)."""
+    return "max" if metric in ("val_accuracy", "val_r2") else "min"
 
 
 class ResourcesConfig(BaseModel):
@@ -213,7 +238,15 @@ class ExperimentConfig(BaseModel):
         both = sorted(set(self.search.space) & set(self.model.params))
         if both:
             raise ValueError(f"search.space and model.params both set {both}: keep one")
+        if self.task is not None:
+            self.search.objective(self.task)
+            self.check_loss(self.task)
         return self
+
+    def check_loss(self, task: str) -> None:
+        """`train.loss` is regression's choice; set for a classifier it is a `ValueError`."""
+        if self.train.loss is not None and task != "regression":
+            raise ValueError(f"train.loss {self.train.loss!r} is for regression; a classifier trains on cross-entropy")
 
     @property
     def experiment_name(self) -> str:
@@ -227,5 +260,12 @@ class ExperimentConfig(BaseModel):
                 dumped["dataset"].pop(key)
         if dumped.get("task") is None:  # left out: earlier configs keep their hash
             dumped.pop("task", None)
+        if dumped["train"].get("loss") is None:
+            dumped["train"].pop("loss", None)
+        search = dumped["search"]  # the metric left out: as the classification default always was
+        if search.get("metric") is None and dumped.get("task") != "regression":
+            search["metric"] = "val_loss"
+        if search.get("mode") is None and search.get("metric") is not None:
+            search["mode"] = metric_mode(search["metric"])
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

@@ -32,7 +32,7 @@ def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: s
                  seed: int, versions: dict[str, str], experiment_path: str, trial_id: str,
                  trial_params: str, epochs_trained: int, weights_sha256: str, threads: int,
                  device: str, search_run_id: str, classes: list | None = None,
-                 columns: dict[str, str] | None = None) -> dict[str, str]:
+                 columns: dict[str, str] | None = None, task: str | None = None) -> dict[str, str]:
     """The `handoff.*` tags set on a model version (all strings, as MLflow stores them)."""
     tags = {
         "git_commit": commit, "git_dirty": str(dirty).lower(),
@@ -44,8 +44,10 @@ def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: s
         "weights_sha256": weights_sha256, "torch_threads": str(threads), "train_device": device,
         "search_run_id": search_run_id,
     }
-    if classes is not None:
+    if classes is not None and task != "regression":
         tags["classes"] = json.dumps(list(classes))
+    if task is not None:
+        tags["task"] = task
     if columns is not None:  # each feature's kind, in input order
         tags["columns"] = json.dumps(columns)
     return {TAG_PREFIX + k: v for k, v in tags.items()}

@@ -1,10 +1,13 @@
 """Model factories and the normalising wrapper every trained model is saved in.
 
-Extension point: a factory is any callable `factory(n_features, n_classes, **params) -> nn.Module`
-returning logits of shape (batch, n_classes). Name a built-in family (`mlp`) or your own as
+Extension point: a factory is any callable `factory(n_features, n_outputs, **params) -> nn.Module`
+returning shape (batch, n_outputs): one logit per class for classification, the one predicted
+value (n_outputs = 1) for regression. Name a built-in family (`mlp`) or your own as
 `package.module:callable` in `model.family`; its keyword parameters come from `model.params` and
 the search space. Handoff wraps the module in `Standardised`, which holds the input mean and
-standard deviation fitted on the training split, so the saved model takes raw features.
+standard deviation fitted on the training split, so the saved model takes raw features; for
+regression it also holds the target's mean and standard deviation (the network learns the
+standardised target, the saved model answers in the target's units).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ ModelFactory = Callable[..., nn.Module]
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
-def build_mlp(n_features: int, n_classes: int, hidden_layers: int = 2, width: int = 64,
+def build_mlp(n_features: int, n_outputs: int, hidden_layers: int = 2, width: int = 64,
               dropout: float = 0.0, activation: str = "relu") -> nn.Module:
     """A feed-forward network: `hidden_layers` blocks of Linear → activation → Dropout."""
     if hidden_layers < 0 or width < 1 or not 0 <= dropout < 1:
@@ -37,25 +40,40 @@ def build_mlp(n_features: int, n_classes: int, hidden_layers: int = 2, width: in
         if dropout > 0:
             layers.append(nn.Dropout(float(dropout)))
         fan_in = int(width)
-    layers.append(nn.Linear(fan_in, n_classes))
+    layers.append(nn.Linear(fan_in, n_outputs))
     return nn.Sequential(*layers)
 
 
 BUILTIN_FACTORIES: dict[str, ModelFactory] = {"mlp": build_mlp}
 
 
-class Standardised(nn.Module):
-    """`net((x - mean) / std)`: input normalisation fitted on the training split, saved as buffers."""
+def _safe_std(std) -> np.ndarray:
+    return np.where(np.asarray(std) > 1e-12, std, 1.0)  # a constant passes through
 
-    def __init__(self, net: nn.Module, mean: np.ndarray, std: np.ndarray):
+
+class Standardised(nn.Module):
+    """`net((x - mean) / std)`: input normalisation fitted on the training split, saved as buffers.
+    With a target scale (regression) the answer is `net(...) * target_std + target_mean`, in the
+    target's units, and `standardised(x)` is the network's own output, which training fits to the
+    standardised target."""
+
+    def __init__(self, net: nn.Module, mean: np.ndarray, std: np.ndarray,
+                 target_scale: tuple[float, float] | None = None):
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        safe_std = np.where(np.asarray(std) > 1e-12, std, 1.0)  # constant columns pass through
-        self.register_buffer("std", torch.as_tensor(safe_std, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(_safe_std(std), dtype=torch.float32))
+        self.scales_target = target_scale is not None
+        if self.scales_target:
+            self.register_buffer("target_mean", torch.tensor(float(target_scale[0]), dtype=torch.float32))
+            self.register_buffer("target_std", torch.tensor(float(_safe_std(target_scale[1])), dtype=torch.float32))
+
+    def standardised(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        out = self.standardised(x)
+        return out * self.target_std + self.target_mean if self.scales_target else out
 
 
 def resolve_factory(family: str) -> ModelFactory:
@@ -80,15 +98,17 @@ def check_params(factory: ModelFactory, family: str, names: set[str]) -> None:
     sig = inspect.signature(factory)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
-    unknown = sorted(names - set(sig.parameters) - {"n_features", "n_classes"})
+    positional = {"n_features", "n_outputs", "n_classes"}
+    unknown = sorted(names - set(sig.parameters) - positional)
     if unknown:
-        accepted = sorted(set(sig.parameters) - {"n_features", "n_classes"})
+        accepted = sorted(set(sig.parameters) - positional)
         raise ValueError(f"model.family {family!r} does not accept {unknown}; it accepts {accepted}")
 
 
-def build_model(family: str, params: dict, n_features: int, n_classes: int,
-                mean: np.ndarray, std: np.ndarray) -> Standardised:
-    """Build the user's or a built-in network and wrap it with the fitted normalisation."""
+def build_model(family: str, params: dict, n_features: int, n_outputs: int,
+                mean: np.ndarray, std: np.ndarray, target_scale: tuple[float, float] | None = None) -> Standardised:
+    """Build the user's or a built-in network and wrap it with the fitted normalisation (and, for
+    regression, the target's scale)."""
     factory = resolve_factory(family)
     check_params(factory, family, set(params))
-    return Standardised(factory(n_features, n_classes, **params), mean, std)
+    return Standardised(factory(n_features, n_outputs, **params), mean, std, target_scale)

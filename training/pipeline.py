@@ -21,16 +21,16 @@ from cluster.settings import Settings
 from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
-from training.contract import prediction_frame
+from training.contract import pyfunc_answer
 from training.training_view import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
-from training.prepare import PreparedData, prepare
+from training.prepare import DataError, PreparedData, prepare
 from training.progress import SearchProgress
 from training.registry import Registry
 from training.search import SearchOutcome, resume_search, run_search
 from cluster.storage import filesystem, join
 from training.tracking import ensure_experiment, log_model, model_spec, start_search_run
-from training.train_loop import evaluate, new_model, predict_proba, to_tensors, weights_hash
+from training.train_loop import evaluate, new_model, predict_outputs, split_metrics, to_tensors, weights_hash
 from training.trial import load_state, trial_spec
 
 MANIFEST = "handoff-search.json"
@@ -83,7 +83,13 @@ def load_data(cfg: ExperimentConfig, settings: Settings) -> PreparedData:
     uri = resolve_uri(cfg.dataset.uri, settings.datasets_dir)
     # a built-in dataset is materialised on this node's disk: read it here, not on other nodes
     local_only = cfg.dataset.uri.startswith(BUILTIN_SCHEME)
-    return prepare(read_frame(uri, on_this_node=local_only), cfg.dataset, cfg.seed, cfg.task)
+    data = prepare(read_frame(uri, on_this_node=local_only), cfg.dataset, cfg.seed, cfg.task)
+    try:  # a task inferred from the data: the metric and loss must fit it too
+        cfg.search.objective(data.task)
+        cfg.check_loss(data.task)
+    except ValueError as exc:
+        raise DataError(f"label {cfg.dataset.label!r} is a {data.task} target: {exc}") from None
+    return data
 
 
 def storage_path(cfg: ExperimentConfig, settings: Settings) -> str:
@@ -131,12 +137,11 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
     `extra_tags` join the version's lineage tags at registration (a retraining's cause)."""
     console = console or Console(stderr=True)
     data = data if data is not None else load_data(cfg, settings)
-    console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}")
+    console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}, task {data.task}")
     console.log(f"columns: {describe_columns(data)}")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
     artifact_root = settings.artifacts_dir.as_uri() if tracking_uri.startswith("sqlite:") else None
-    progress = SearchProgress(console, cfg.search.num_samples, cfg.search.epochs, cfg.search.metric,
-                              cfg.search.mode)
+    progress = SearchProgress(console, cfg.search.num_samples, cfg.search.epochs, *cfg.search.objective(data.task))
     if resume_path is None:
         run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         experiment_id = ensure_experiment(client, cfg.experiment_name, artifact_root)
@@ -187,7 +192,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
                    tracking_uri: str, registry_uri: str | None, parent: str,
                    on_registered: Callable[[TrainingView], None] | None = None,
                    extra_tags: dict[str, str] | None = None) -> RegisteredVersion:
-    metric, mode = cfg.search.metric, cfg.search.mode
+    metric, mode = cfg.search.objective(data.task)
     unfinished = outcome.unfinished_trials()
     if unfinished:
         raise SearchInterrupted(
@@ -206,19 +211,18 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     model = new_model(spec, data)
     model.load_state_dict(state["model"])
     tensors = to_tensors(data, "cpu")
-    val = evaluate(model, tensors["x_val"], tensors["y_val"])
-    test = evaluate(model, tensors["x_test"], tensors["y_test"])
-    metrics = {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
-               "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+    metrics = {**split_metrics(evaluate(model, tensors["x_val"], tensors["y_val"], data.task, spec.loss), "val"),
+               **split_metrics(evaluate(model, tensors["x_test"], tensors["y_test"], data.task, spec.loss), "test"),
                "search_wall_seconds": outcome.wall_seconds}
     for key, value in metrics.items():
         client.log_metric(parent, key, value)
     # the raw rows a user sends: the signature holds the columns' real types (string, boolean, long, double)
     example = data.raw_test.head(5)
-    proba = predict_proba(model, data.preparation.transform(example).x)
-    example_output = prediction_frame(proba, data.classes)
+    outputs = predict_outputs(model, data.preparation.transform(example).x, data.task)
+    example_output = pyfunc_answer(outputs, data.classes, data.task)
     model_uri = log_model(parent, tracking_uri, model.state_dict(),
-                          model_spec(spec.family, spec.model_params, data.features, data.classes, data.preparation),
+                          model_spec(spec.family, spec.model_params, data.features, data.classes, data.preparation,
+                                     data.task, spec.loss),
                           example, example_output, cfg.model.code_paths)
     digest = weights_hash(model.state_dict())
     trial_id = str(best.metrics.get("trial_id"))
@@ -229,7 +233,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         experiment_path=outcome.experiment_path, trial_id=trial_id,
         trial_params=json.dumps(best.config, sort_keys=True), epochs_trained=int(state["epoch"]),
         weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
-        search_run_id=parent, classes=data.classes, columns=data.preparation.kinds,
+        search_run_id=parent, classes=data.classes, columns=data.preparation.kinds, task=data.task,
     )
     tags.update({f"{lineage.TAG_PREFIX}{k}": str(v) for k, v in (extra_tags or {}).items()})
     registry = Registry(tracking_uri, registry_uri)
@@ -239,8 +243,8 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     alias = registry.assign_new_version_alias(cfg.name, version)
     if on_registered is not None:
         on_registered(view_of(cfg.name, version, data.raw_train, data.preparation,
-                              predict_proba(model, data.x_train), data.classes, data.fingerprint, cfg.seed,
-                              data.y_val, predict_proba(model, data.x_val)))
+                              predict_outputs(model, data.x_train, data.task), data.classes, data.fingerprint,
+                              cfg.seed, data.y_val, predict_outputs(model, data.x_val, data.task), data.task))
     return RegisteredVersion(
         name=cfg.name, version=version, alias=alias, tracking_uri=tracking_uri, search_run_id=parent,
         experiment_path=outcome.experiment_path, trial_id=trial_id, trial_params=dict(best.config),

@@ -19,7 +19,7 @@ import pandas as pd
 
 from training.columns import NUMERIC, ColumnError, Preparation, column_kinds, fit_preparation, missing_counts, \
     numbers_of, value_type
-from training.task import TaskError, decide_task, is_text as _is_text
+from training.task import CLASSIFICATION, REGRESSION, TaskError, decide_task, is_text as _is_text
 from training.config import DatasetConfig
 
 
@@ -34,7 +34,7 @@ class PreparedData:
 
     features: list[str]
     label: str
-    classes: list  # the label's values in class-index order (ints 0..K-1, False/True, or sorted strings)
+    classes: list  # the label's values in class-index order (ints 0..K-1, False/True, or sorted strings); regression: []
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -47,6 +47,7 @@ class PreparedData:
     raw_val: pd.DataFrame | None = None
     raw_test: pd.DataFrame | None = None
     imputed: dict = None  # missing values per column in the rows used (None: none)
+    task: str = CLASSIFICATION  # regression: the y arrays are the target's values (float64), not class indices
 
     def __post_init__(self):
         if self.preparation is None:  # arrays given directly (tests, callers of old): complete numeric columns
@@ -60,15 +61,20 @@ class PreparedData:
         return len(self.classes)
 
     @property
+    def n_outputs(self) -> int:
+        """The network's output width: one logit per class, or the one predicted value."""
+        return 1 if self.task == REGRESSION else len(self.classes)
+
+    @property
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
 
 
 def validate_frame(df: pd.DataFrame, features: list[str], label: str, declared: dict | None = None,
-                   missing: str = "impute") -> dict[str, str]:
+                   missing: str = "impute", task: str = CLASSIFICATION) -> dict[str, str]:
     """Each feature's kind (declared, else inferred); `DataError` naming every problem at once:
     missing columns, a column of no usable kind, gaps where `missing` is "refuse", infinite numbers,
-    missing or invalid labels."""
+    missing or invalid labels (class ids, or for `task` regression finite numbers)."""
     absent = [c for c in [*features, label] if c not in df.columns]
     if absent:
         raise DataError(f"declared column(s) missing from the data: {absent}; "
@@ -103,7 +109,11 @@ def validate_frame(df: pd.DataFrame, features: list[str], label: str, declared: 
     n_missing = int(y.isna().sum())
     if n_missing:
         problems.append(f"label {label!r} is missing in {n_missing} row(s)")
-    if pd.api.types.is_bool_dtype(y) or _is_text(y):
+    if task == REGRESSION:
+        n_bad = int((~np.isfinite(y.to_numpy(dtype="float64", na_value=np.nan))).sum()) - n_missing
+        if n_bad:
+            problems.append(f"label {label!r} has {n_bad} infinite value(s): a number to predict must be finite")
+    elif pd.api.types.is_bool_dtype(y) or _is_text(y):
         pass  # class names: any value is a class
     elif pd.api.types.is_numeric_dtype(y):
         values = y.to_numpy(dtype="float64", na_value=np.nan)
@@ -159,16 +169,19 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int, task: str | None = 
     preparation on the training split and prepare every split, fingerprint."""
     if cfg.label in df.columns:
         try:
-            decide_task(df[cfg.label], cfg.label, task)
+            task = decide_task(df[cfg.label], cfg.label, task)
         except TaskError as exc:
             raise DataError(str(exc)) from None
-    kinds = validate_frame(df, cfg.features, cfg.label, cfg.kinds, cfg.missing)
+    kinds = validate_frame(df, cfg.features, cfg.label, cfg.kinds, cfg.missing, task or CLASSIFICATION)
     columns = [*cfg.features, cfg.label]
     hashes = row_hashes(df, columns)
     order = np.lexsort((hashes,))  # stable: equal hashes are equal rows
     raw_all = df[cfg.features].iloc[order].reset_index(drop=True)
-    classes = label_classes(df[cfg.label])
-    y_all = class_index(df[cfg.label], classes)[order]
+    if task == REGRESSION:  # the target's values, in its units
+        classes, y_all = [], df[cfg.label].to_numpy(dtype="float64")[order]
+    else:
+        classes = label_classes(df[cfg.label])
+        y_all = class_index(df[cfg.label], classes)[order]
     hashes = hashes[order]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y_all))
@@ -181,7 +194,7 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int, task: str | None = 
         raise DataError(f"{n} row(s) are too few to split into train/validation/test")
     test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
     used = np.concatenate([train_idx, val_idx, test_idx])
-    if isinstance(classes[0], int) and not isinstance(classes[0], bool):  # ids: as many classes as the rows used show
+    if classes and isinstance(classes[0], int) and not isinstance(classes[0], bool):  # ids: as many classes as the rows used show
         classes = list(range(max(int(y_all[used].max()) + 1, 2)))
     raw = {split: raw_all.iloc[idx].reset_index(drop=True)
            for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
@@ -201,6 +214,7 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int, task: str | None = 
         fingerprint=fingerprint(columns, hashes[used], (len(train_idx), len(val_idx), len(test_idx))),
         preparation=preparation, raw_train=raw["train"], raw_val=raw["val"], raw_test=raw["test"],
         imputed=missing_counts(raw_all.iloc[used], cfg.features) or None,
+        task=task or CLASSIFICATION,
     )
 
 

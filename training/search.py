@@ -45,8 +45,9 @@ def _trainable(cfg: ExperimentConfig, data: PreparedData):
     return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
 
 
-def _run_config(cfg: ExperimentConfig, storage_path: str, run_name: str, tracking_uri: str,
+def _run_config(cfg: ExperimentConfig, task: str, storage_path: str, run_name: str, tracking_uri: str,
                 parent_run_id: str, callbacks: list) -> tune.RunConfig:
+    metric, mode = cfg.search.objective(task)
     mlflow_cb = MLflowTrialLogger(tracking_uri, cfg.experiment_name, parent_run_id,
                                   tags={"handoff.model": cfg.name, "handoff.role": "trial"})
     return tune.RunConfig(
@@ -54,8 +55,8 @@ def _run_config(cfg: ExperimentConfig, storage_path: str, run_name: str, trackin
         callbacks=[mlflow_cb, *callbacks],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=cfg.search.checkpoints_to_keep, checkpoint_score_attribute=cfg.search.metric,
-            checkpoint_score_order=cfg.search.mode,
+            num_to_keep=cfg.search.checkpoints_to_keep, checkpoint_score_attribute=metric,
+            checkpoint_score_order=mode,
         ),
         verbose=0,
     )
@@ -64,17 +65,18 @@ def _run_config(cfg: ExperimentConfig, storage_path: str, run_name: str, trackin
 def run_search(cfg: ExperimentConfig, data: PreparedData, *, storage_path: str, run_name: str,
                tracking_uri: str, parent_run_id: str, callbacks: list = ()) -> SearchOutcome:
     """Start a new search named `run_name` under `storage_path`."""
+    metric, mode = cfg.search.objective(data.task)
     tuner = tune.Tuner(
         _trainable(cfg, data),
         param_space=param_space(cfg.search),
         tune_config=tune.TuneConfig(
-            metric=cfg.search.metric, mode=cfg.search.mode, num_samples=cfg.search.num_samples,
+            metric=metric, mode=mode, num_samples=cfg.search.num_samples,
             scheduler=scheduler(cfg.search.scheduler, cfg.search.epochs),
             search_alg=BasicVariantGenerator(random_state=cfg.seed,
                                              max_concurrent=cfg.search.max_concurrent_trials or 0),
             reuse_actors=True,
         ),
-        run_config=_run_config(cfg, storage_path, run_name, tracking_uri, parent_run_id, list(callbacks)),
+        run_config=_run_config(cfg, data.task, storage_path, run_name, tracking_uri, parent_run_id, list(callbacks)),
     )
     return _fit(tuner, join(storage_path, run_name), trial_count(cfg.search))
 

@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 
 from training.contract import LoadedVersion, probability_columns
+from training.task import CLASSIFICATION
 
 
 def load_version(name: str, version: int, tracking_uri: str, registry_uri: str | None = None,
                  device: str = "cpu") -> LoadedVersion:
     """`models:/NAME/V` loaded once, its weights on `device` (the model reads it from its pyfunc
-    `model_config`). Versions registered before `predict_proba` existed answer through the pyfunc
-    frame API; versions whose loader predates `model_config` choose the GPU only where Ray made one
+    `model_config`). Versions registered before their answer function existed answer through the
+    pyfunc frame API; versions whose loader predates `model_config` choose the GPU only where Ray made one
     visible to the process."""
     with _store(tracking_uri, registry_uri or tracking_uri):
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{int(version)}", model_config={"device": device})
@@ -27,11 +28,12 @@ def load_version(name: str, version: int, tracking_uri: str, registry_uri: str |
     classes = tuple(getattr(python_model, "classes", None) or range(int(python_model.num_classes)))
     # a Handoff torch version answers through its scorer (picklable without MLflow: batch inference
     # ships it to its actors); others through their own predict_proba or the pyfunc frame API
-    proba = (getattr(python_model, "scorer", None) or getattr(python_model, "predict_proba", None)
-             or _proba_from_frame(loaded, features, classes))
+    outputs = (getattr(python_model, "scorer", None) or getattr(python_model, "predict_proba", None)
+               or _proba_from_frame(loaded, features, classes))
     return LoadedVersion(name=name, version=int(version), features=features, classes=classes,
-                         device=weights_device(python_model, device), predict_proba=proba,
-                         preparation=getattr(python_model, "preparation", None))
+                         device=weights_device(python_model, device), outputs=outputs,
+                         preparation=getattr(python_model, "preparation", None),
+                         task=getattr(python_model, "task", CLASSIFICATION))
 
 
 @contextmanager

@@ -40,11 +40,14 @@ def _names_classes(y: pd.Series) -> bool:
 
 
 def decide_task(y: pd.Series, label: str, declared: str | None) -> str:
-    """The task for label column `y`: `declared` when given (and supported), else inferred where the
-    data leaves no doubt; `TaskError` naming the label and what to set otherwise."""
+    """The task for label column `y`: `declared` when given, else inferred where the data leaves no
+    doubt; `TaskError` naming the label and what to set otherwise (regression of text or booleans)."""
     if declared == REGRESSION:
-        raise TaskError(f"task: regression (label {label!r}) is not supported yet: Handoff trains and serves "
-                        "classifiers only; a number to predict is issue 24")
+        if _names_classes(y) or not pd.api.types.is_numeric_dtype(y):
+            raise TaskError(f"task: regression needs a number to predict, but label {label!r} holds "
+                            f"{'booleans or text' if _names_classes(y) else y.dtype} (class names): "
+                            "leave task out or set `task: classification`")
+        return REGRESSION
     if declared == CLASSIFICATION or _names_classes(y):
         return CLASSIFICATION
     if not pd.api.types.is_numeric_dtype(y):
@@ -52,15 +55,13 @@ def decide_task(y: pd.Series, label: str, declared: str | None) -> str:
     values = y.to_numpy(dtype="float64", na_value=np.nan)
     values = values[np.isfinite(values)]
     if len(values) and (values != np.round(values)).any():
-        raise TaskError(f"label {label!r} holds numbers with a fractional part (a quantity, not classes): "
-                        "regression is not supported yet (issue 24); for classes, use ids 0..K-1, booleans or "
-                        "names")
+        return REGRESSION  # a fractional part: a quantity, never a class id
     distinct = np.unique(values)
     ids = len(distinct) == 0 or (distinct.min() >= 0 and distinct.max() < len(distinct) + 1)
     if len(distinct) > MAX_INFERRED_CLASSES or not ids:
         shown = f"{distinct.min():g}–{distinct.max():g}" if len(distinct) else "none"
         raise TaskError(f"label {label!r} holds {len(distinct)} distinct whole numbers ({shown}): class ids or a "
                         f"number to predict? Whole-number labels are taken for classes only when they are "
-                        f"0..K-1 with at most {MAX_INFERRED_CLASSES} of them; set `task: classification` if "
-                        "they are classes")
+                        f"0..K-1 with at most {MAX_INFERRED_CLASSES} of them; set `task: regression` for a "
+                        "number to predict, `task: classification` if they are classes")
     return CLASSIFICATION

@@ -13,19 +13,22 @@ from torch import nn
 
 
 class TorchScorer:
-    """Class probabilities (softmax of the network's logits) for a float32 matrix whose columns are
-    the version's features in order, computed on `device`."""
+    """A version's answer for a float32 matrix whose columns are its prepared inputs in order,
+    computed on `device`: class probabilities (softmax of the network's logits), or with
+    `regression` the network's predicted values (rows × 1, in the target's units)."""
 
-    def __init__(self, network: nn.Module, device: str):
+    def __init__(self, network: nn.Module, device: str, regression: bool = False):
         self.network = network.to(device).eval()
         self.device = device
+        self.regression = regression
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return torch.softmax(self.network(torch.tensor(x, device=self.device)), dim=1).cpu().numpy()
+            out = self.network(torch.tensor(x, device=self.device))
+            return (out if self.regression else torch.softmax(out, dim=1)).cpu().numpy()
 
     def to(self, device: str) -> TorchScorer:
         """This scorer on `device`: itself where it is there already, else one whose network is moved
         there (torch moves a module in place: meant for a copy this process owns, such as one
         unpickled from the object store)."""
-        return self if device == self.device else TorchScorer(self.network, device)
+        return self if device == self.device else TorchScorer(self.network, device, self.regression)

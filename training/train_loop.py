@@ -18,6 +18,10 @@ from torch import nn
 
 from training.models import build_model
 from training.prepare import PreparedData
+from training.task import REGRESSION
+
+#: regression losses (`train.loss`), on the standardised target; Huber's delta is one standard deviation
+REGRESSION_LOSSES = {"mse": nn.MSELoss, "huber": lambda: nn.HuberLoss(delta=1.0), "l1": nn.L1Loss}
 
 #: Search-space / trial keys that configure the optimiser; every other key goes to the model factory.
 OPTIMISER_KEYS = ("lr", "batch_size", "weight_decay")
@@ -35,6 +39,7 @@ class TrialSpec:
     seed: int
     threads: int = 1
     extra: dict = field(default_factory=dict)
+    loss: str | None = None  # regression: mse (None) | huber | l1; classification: cross-entropy
 
     @classmethod
     def from_trial_config(cls, family: str, fixed_model: dict, fixed_train: dict, trial: dict,
@@ -44,15 +49,44 @@ class TrialSpec:
         model = {**fixed_model, **{k: v for k, v in trial.items() if k not in OPTIMISER_KEYS}}
         return cls(family=family, model_params=model, lr=float(train["lr"]),
                    batch_size=int(train["batch_size"]), weight_decay=float(train["weight_decay"]),
-                   seed=seed, threads=threads)
+                   seed=seed, threads=threads, loss=train.get("loss"))
 
 
 def new_model(spec: TrialSpec, data: PreparedData) -> nn.Module:
-    """Initialise the wrapped model from the seed with normalisation fitted on the training split."""
+    """Initialise the wrapped model from the seed with normalisation (and for regression the
+    target's scale) fitted on the training split; a network whose output is not (rows, outputs)
+    is refused naming the shape."""
     torch.manual_seed(spec.seed)
     mean = data.x_train.astype("float64").mean(axis=0)
     std = data.x_train.astype("float64").std(axis=0)
-    return build_model(spec.family, spec.model_params, data.x_train.shape[1], data.num_classes, mean, std)
+    target = (float(data.y_train.mean()), float(data.y_train.std())) if data.task == REGRESSION else None
+    model = build_model(spec.family, spec.model_params, data.x_train.shape[1], data.n_outputs, mean, std, target)
+    with torch.no_grad():
+        model.eval()
+        shape = tuple(model(torch.zeros(2, data.x_train.shape[1])).shape)
+        model.train()
+    if shape != (2, data.n_outputs):
+        raise ValueError(f"model.family {spec.family!r} answers shape {list(shape)} for 2 rows; the factory "
+                         f"contract is (rows, n_outputs) = [2, {data.n_outputs}] "
+                         f"({'one predicted value' if data.task == REGRESSION else 'one logit per class'})")
+    return model
+
+
+def loss_function(task: str, loss: str | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """What training minimises: cross-entropy of the logits for classification; for regression the
+    configured loss between the network's own output and the standardised target."""
+    if task != REGRESSION:
+        return nn.CrossEntropyLoss()
+    return REGRESSION_LOSSES[loss or "mse"]()
+
+
+def _fitted(model: nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
+    """What the loss compares: logits, or the network's standardised prediction (one column)."""
+    return model.standardised(x)[:, 0] if task == REGRESSION else model(x)
+
+
+def _target(model: nn.Module, y: torch.Tensor, task: str) -> torch.Tensor:
+    return (y - model.target_mean) / model.target_std if task == REGRESSION else y
 
 
 def new_optimizer(spec: TrialSpec, model: nn.Module) -> torch.optim.Optimizer:
@@ -64,18 +98,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                spec: TrialSpec, epoch: int) -> float:
+                spec: TrialSpec, epoch: int, task: str = "classification") -> float:
     """One pass over the training split in a (seed, epoch)-determined order; returns mean loss."""
     torch.manual_seed(epoch_seed(spec.seed, epoch))  # dropout masks
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch_seed(spec.seed, epoch)))
     order = order.to(x.device)
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_function(task, spec.loss)
+    target = _target(model, y, task)
     total, n = 0.0, 0
     for start in range(0, len(y), spec.batch_size):
         idx = order[start:start + spec.batch_size]
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
+        loss = loss_fn(_fitted(model, x[idx], task), target[idx])
         loss.backward()
         opt.step()
         total += float(loss.detach()) * len(idx)
@@ -84,19 +119,40 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Mean log loss and accuracy on one split."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str = "classification",
+             loss: str | None = None) -> dict[str, float]:
+    """One split's figures: mean log loss and accuracy; for regression the training loss (on the
+    standardised target) and RMSE, MAE and R² in the target's units."""
     model.eval()
-    logits = model(x)
-    loss = nn.functional.cross_entropy(logits, y).item()
-    accuracy = (logits.argmax(dim=1) == y).float().mean().item()
-    return {"loss": loss, "accuracy": accuracy}
+    if task != REGRESSION:
+        logits = model(x)
+        return {"loss": nn.functional.cross_entropy(logits, y).item(),
+                "accuracy": (logits.argmax(dim=1) == y).float().mean().item()}
+    fitted = _fitted(model, x, task)
+    figures = regression_figures(y.cpu().numpy(), (fitted * model.target_std + model.target_mean).cpu().numpy())
+    return {"loss": loss_function(task, loss)(fitted, _target(model, y, task)).item(), **figures}
+
+
+def regression_figures(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R² (1 - SSE/SST; 0 for a constant target) of `predicted` against `y`, in float64."""
+    y, predicted = np.asarray(y, dtype="float64"), np.asarray(predicted, dtype="float64").reshape(-1)
+    error = predicted - y
+    sst = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    return {"rmse": float(np.sqrt((error ** 2).mean())), "mae": float(np.abs(error).mean()),
+            "r2": 1.0 - float((error ** 2).sum()) / sst if sst > 0 else 0.0}
 
 
 def to_tensors(data: PreparedData, device: str) -> dict[str, torch.Tensor]:
-    """Copies of the splits on `device` (arrays from Ray's object store are read-only)."""
+    """Copies of the splits on `device` (arrays from Ray's object store are read-only); a regression
+    target as float32."""
     names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-    return {n: torch.tensor(getattr(data, n), device=device) for n in names}
+    dtype = {"dtype": torch.float32} if data.task == REGRESSION else {}
+    return {n: torch.tensor(getattr(data, n), device=device, **(dtype if n[0] == "y" else {})) for n in names}
+
+
+def split_metrics(figures: dict[str, float], split: str) -> dict[str, float]:
+    """`val_loss`, `val_accuracy` / `val_rmse`, `val_mae`, `val_r2` …: one split's figures named by split."""
+    return {f"{split}_{k}": v for k, v in figures.items()}
 
 
 EpochCallback = Callable[[int, dict[str, float], nn.Module, torch.optim.Optimizer], None]
@@ -117,9 +173,9 @@ def fit(spec: TrialSpec, data: PreparedData, epochs: int, device: str = "cpu",
         opt.load_state_dict(state["optimizer"])
     t = to_tensors(data, device)
     for epoch in range(start_epoch + 1, epochs + 1):
-        train_loss = train_epoch(model, opt, t["x_train"], t["y_train"], spec, epoch)
-        val = evaluate(model, t["x_val"], t["y_val"])
-        metrics = {"train_loss": train_loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+        train_loss = train_epoch(model, opt, t["x_train"], t["y_train"], spec, epoch, data.task)
+        val = evaluate(model, t["x_val"], t["y_val"], data.task, spec.loss)
+        metrics = {"train_loss": train_loss, **split_metrics(val, "val")}
         if on_epoch is not None:
             on_epoch(epoch, metrics, model, opt)
     return model
@@ -142,7 +198,10 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def predict_proba(model: nn.Module, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+def predict_outputs(model: nn.Module, x: np.ndarray, task: str = "classification", device: str = "cpu") -> np.ndarray:
+    """A trained model's answer for a prepared matrix: class probabilities (rows × classes), or for
+    regression the predicted values (rows × 1, the target's units)."""
     with torch.no_grad():
         model.eval()
-        return torch.softmax(model(torch.tensor(x, dtype=torch.float32, device=device)), dim=1).cpu().numpy()
+        out = model(torch.tensor(x, dtype=torch.float32, device=device))
+        return (out if task == REGRESSION else torch.softmax(out, dim=1)).cpu().numpy()

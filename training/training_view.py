@@ -1,7 +1,8 @@
 """What a version was trained on, for whoever profiles it (monitoring), without importing them.
 
-`TrainingView` carries the training split, the model's class probabilities for it, the feature
-order, the classes, the data fingerprint and the seed. Registration hands one to the `on_registered`
+`TrainingView` carries the training split, the model's answers for it (class probabilities, or
+for regression the predicted values as one column), the feature order, the classes, the task, the
+data fingerprint and the seed. Registration hands one to the `on_registered`
 hook of `tune_and_register`; `training_view` rebuilds it later for a version registered before
 (the recorded config and data, refused when the data changed, and the registered model itself).
 """
@@ -26,18 +27,19 @@ class TrainingView:
     classes: list
     fingerprint: str
     seed: int
-    y_val: np.ndarray | None = None      # the validation split's labels and the model's probabilities for
+    y_val: np.ndarray | None = None      # the validation split's labels and the model's answers for
     proba_val: np.ndarray | None = None  # it: where calibration is checked (None: not available)
     categories: dict = field(default_factory=dict)  # categorical column → its training values (None: a gap)
+    task: str = "classification"         # regression: proba_* are predicted values (rows × 1), y_val numbers
 
 
 def view_of(name: str, version: int, raw: pd.DataFrame, preparation, proba_train: np.ndarray, classes: list,
-            fingerprint: str, seed: int, y_val=None, proba_val=None) -> TrainingView:
+            fingerprint: str, seed: int, y_val=None, proba_val=None, task: str = "classification") -> TrainingView:
     """The view of raw training rows (feature columns as the data has them), split into numeric and
     categorical columns the way the live log keeps them, so the monitor compares like with like."""
     features, x, categories = preparation.raw_columns(raw)
     return TrainingView(name, version, x, proba_train, features, list(classes), fingerprint, seed, y_val, proba_val,
-                        categories)
+                        categories, task)
 
 
 def training_view(name: str, version: int, settings: Settings, registry) -> TrainingView:
@@ -56,5 +58,5 @@ def training_view(name: str, version: int, settings: Settings, registry) -> Trai
                           f"(fingerprint {data.fingerprint[:16]}…, recorded {recorded[:16]}…): no profile of it")
     loaded = load_version(name, version, registry.tracking_uri)
     return view_of(name, version, data.raw_train, data.preparation,
-                   loaded.predict_proba(np.ascontiguousarray(data.x_train)), data.classes, data.fingerprint, cfg.seed,
-                   data.y_val, loaded.predict_proba(np.ascontiguousarray(data.x_val)))
+                   loaded.outputs(np.ascontiguousarray(data.x_train)), data.classes, data.fingerprint, cfg.seed,
+                   data.y_val, loaded.outputs(np.ascontiguousarray(data.x_val)), data.task)

@@ -44,7 +44,8 @@ def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> 
     clock = {"since": time.perf_counter(),
              "train_seconds": float(state.get("train_seconds", 0.0)) if state else 0.0,
              "best": state.get("best") if state else None}
-    metric, sign = cfg.search.metric, (1 if cfg.search.mode == "min" else -1)
+    metric, mode = cfg.search.objective(data.task)
+    sign = 1 if mode == "min" else -1
 
     def report(epoch: int, metrics: dict, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         clock["train_seconds"] += time.perf_counter() - clock["since"]

@@ -92,7 +92,7 @@ def test_the_pyfunc_answers_raw_rows_with_gaps_and_an_unseen_category(registered
     loaded = load_version(NAME, result.version, mlflow_server)
     prepared = loaded.preparation.transform(rows)
     assert prepared.other == {"car": 1} and prepared.imputed["commission"] >= 1
-    direct = loaded.predict_proba(prepared.x)
+    direct = loaded.outputs(prepared.x)
     assert np.array_equal(direct[:, 1].astype("float64"), answer["probability_True"].to_numpy())  # one preparation
 
 

@@ -494,7 +494,7 @@ def test_a_batch_actor_answers_the_same_with_the_drivers_version_as_with_one_it_
         ray.kill(shipped)
         ray.kill(loaded)
     assert from_driver.num_rows == 700 and from_driver.equals(from_registry, check_metadata=True)
-    expected = driver_copy.predict_proba(batch.to_pandas().to_numpy(dtype="float32"))
+    expected = driver_copy.outputs(batch.to_pandas().to_numpy(dtype="float32"))
     assert np.array_equal(from_driver.column("probability_1").to_numpy(), expected[:, 1].astype(np.float64))
 
 

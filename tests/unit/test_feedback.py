@@ -88,3 +88,24 @@ def test_the_feedback_route_writes_accepted_labels_and_refuses_bad_ones(tmp_path
     keyed = build_asgi(FeedbackBackend(str(tmp_path)), 4096, frozenset({"k"}))
     assert call(keyed, "POST", "/v2/models/m/feedback", good)[0] == 401
     assert call(keyed, "POST", "/v2/models/m/feedback", good, {"x-api-key": "k"})[0] == 200
+
+
+def test_a_regression_models_labels_are_numbers_and_anything_else_is_named():
+    labels = parse_feedback({"labels": [{"request_id": "a", "label": 1250.5}, {"request_id": "a#1", "label": 3},
+                                        {"request_id": "a", "label": 1250.5}]}, (), regression=True)
+    assert labels.request_ids == ["a", "a#1"] and labels.values == [1250.5, 3.0]
+    for bad in ("1250.5", True, None, [1]):
+        with pytest.raises(BadRequest, match="is not a number") as exc:
+            parse_feedback([{"request_id": "r", "label": bad}], (), regression=True)
+        assert exc.value.status == 422
+    with pytest.raises(BadRequest, match="labelled twice, differently"):
+        parse_feedback([{"request_id": "r", "label": 1}, {"request_id": "r", "label": 2}], (), regression=True)
+
+
+def test_a_regression_label_file_holds_the_values(tmp_path):
+    import pyarrow.parquet as pq
+
+    path = FeedbackLog(str(tmp_path)).write("price", parse_feedback([{"request_id": "r", "label": 2.5}], (),
+                                                                    regression=True))
+    table = pq.read_table(path)
+    assert table.column("value").to_pylist() == [2.5] and table.column("class_index").to_pylist() == [-1]

@@ -59,7 +59,7 @@ def _portable_version():
     torch.manual_seed(0)
     network = build_model("mlp", {"hidden_layers": 1, "width": 8}, 3, 2, np.zeros(3), np.ones(3))
     return LoadedVersion(name="m", version=4, features=("a", "b", "c"), classes=("no", "yes"), device="cpu",
-                         predict_proba=TorchScorer(network, "cpu"))
+                         outputs=TorchScorer(network, "cpu"))
 
 
 def test_a_torch_version_unpickles_without_mlflow_and_predicts_the_same(tmp_path):
@@ -75,21 +75,21 @@ def test_a_torch_version_unpickles_without_mlflow_and_predicts_the_same(tmp_path
     (tmp_path / "v.pkl").write_bytes(pickle.dumps(version))
     np.save(tmp_path / "x.npy", x)
     script = ("import pickle, sys, numpy as np; v = pickle.loads(open(sys.argv[1], 'rb').read()).on('cpu'); "
-              "np.save(sys.argv[3], v.predict_proba(np.load(sys.argv[2]))); print(sorted(m for m in sys.modules "
+              "np.save(sys.argv[3], v.outputs(np.load(sys.argv[2]))); print(sorted(m for m in sys.modules "
               "if m.split('.')[0] == 'mlflow'), v.device)")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "v.pkl"), str(tmp_path / "x.npy"),
                            str(tmp_path / "p.npy")], capture_output=True, text=True, cwd=str(Path(__file__).parents[2]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "cpu"]
-    assert np.array_equal(np.load(tmp_path / "p.npy"), version.predict_proba(x))
+    assert np.array_equal(np.load(tmp_path / "p.npy"), version.outputs(x))
 
 
 def test_a_version_moves_to_a_device_and_one_behind_a_pyfunc_refuses_by_name():
     version = _portable_version()
     assert version.on("cpu") == version  # already there: the same scorer
     moved = version.on("meta")  # a device torch has on every machine (stands for a GPU here)
-    assert moved.device == "meta" and next(moved.predict_proba.network.parameters()).device.type == "meta"
-    behind_pyfunc = dataclasses.replace(version, predict_proba=lambda x: x)
+    assert moved.device == "meta" and next(moved.outputs.network.parameters()).device.type == "meta"
+    behind_pyfunc = dataclasses.replace(version, outputs=lambda x: x)
     assert not behind_pyfunc.portable
     with pytest.raises(TypeError, match="m v4 predicts through its MLflow pyfunc"):
         behind_pyfunc.on("cuda:0")

@@ -105,3 +105,42 @@ def test_metadata_lists_inputs_outputs_and_versions():
     meta = SIG.metadata([2, 3])
     assert meta["versions"] == ["2", "3"] and meta["inputs"][0]["shape"] == [-1, 3]
     assert [o["name"] for o in meta["outputs"]] == ["prediction", "probability", "label"]
+
+
+REGRESSION_SIG = ModelSignature("price", ("a", "b", "c"), (), task="regression")
+
+
+def test_a_regression_model_answers_one_prediction_output_in_its_units():
+    from serving.protocol import requested_outputs
+
+    outputs = np.array([[1234.5677], [-0.25]], dtype=np.float32)
+    prediction, label = REGRESSION_SIG.read(outputs)
+    assert label is None and prediction.dtype == np.float64
+    r, blobs = infer_response("price", 2, "r1", REGRESSION_SIG, outputs, prediction, label)
+    assert r["outputs"] == [{"name": "prediction", "datatype": "FP32", "shape": [2, 1], "data": [1234.5677, -0.25]}]
+    assert blobs == []
+    r, blobs = infer_response("price", 2, "r1", REGRESSION_SIG, outputs, prediction, label,
+                              requested_outputs({"parameters": {"binary_data_output": True}}, REGRESSION_SIG.outputs))
+    assert np.frombuffer(blobs[0], dtype="<f4").tolist() == outputs.reshape(-1).tolist()
+    assert invocations_response(REGRESSION_SIG, outputs, prediction, label) == {"predictions": [1234.5677, -0.25]}
+
+
+def test_a_regression_model_has_no_class_outputs_to_ask_for():
+    from serving.protocol import requested_outputs
+
+    with pytest.raises(BadRequest, match=r"'probability' is not one of this model's outputs \['prediction'\]"):
+        requested_outputs({"outputs": [{"name": "probability"}]}, REGRESSION_SIG.outputs)
+
+
+def test_metadata_says_the_task():
+    meta = REGRESSION_SIG.metadata([2])
+    assert meta["parameters"]["task"] == "regression" and "classes" not in meta["parameters"]
+    assert meta["outputs"] == [{"name": "prediction", "datatype": "FP32", "shape": [-1, 1]}]
+    assert SIG.metadata([1])["parameters"]["task"] == "classification"
+    assert [o["name"] for o in SIG.metadata([1])["outputs"]] == ["prediction", "probability", "label"]
+
+
+def test_the_signature_a_replica_reports_carries_its_task():
+    info = {"features": ["a", "b", "c"], "classes": [], "task": "regression"}
+    assert ModelSignature.of_info("price", info).regression
+    assert not ModelSignature.of_info("m", {"features": ["a"], "classes": [0, 1]}).regression  # before tasks

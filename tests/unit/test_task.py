@@ -17,10 +17,11 @@ def test_a_whole_number_score_is_refused_not_trained_as_hundreds_of_classes():
     frame = load_diabetes(as_frame=True).frame
     assert frame["target"].nunique() == 214
     cfg = DatasetConfig(uri="u", label="target", features=[c for c in frame.columns if c != "target"])
-    with pytest.raises(DataError, match=r"'target' holds 214 distinct whole numbers \(25–346\).*task: classification"):
+    with pytest.raises(DataError, match=r"'target' holds 214 distinct whole numbers \(25–346\).*task: regression"):
         prepare(frame, cfg, seed=0)
-    with pytest.raises(DataError, match="task: regression .* not supported yet"):
-        prepare(frame, cfg, seed=0, task="regression")
+    declared = prepare(frame, cfg, seed=0, task="regression")
+    assert declared.task == "regression" and declared.classes == [] and declared.n_outputs == 1
+    assert declared.y_train.dtype == np.float64 and set(declared.y_train) <= set(frame["target"])
     assert prepare(frame.assign(target=frame["target"] > 140), cfg, seed=0).classes == [False, True]
 
 
@@ -30,8 +31,18 @@ def test_class_ids_names_and_booleans_are_classification(values):
     assert decide_task(pd.Series(values), "y", None) == "classification"
 
 
+def test_numbers_with_a_fractional_part_are_regression():
+    assert decide_task(pd.Series([0.5, 1.25, 3.0]), "y", None) == "regression"
+    assert decide_task(pd.Series([1, 2, 3]), "y", "regression") == "regression"
+
+
+@pytest.mark.parametrize("values", [["a", "b"], [True, False]])
+def test_regression_of_class_names_is_refused(values):
+    with pytest.raises(TaskError, match="task: regression needs a number to predict"):
+        decide_task(pd.Series(values), "y", "regression")
+
+
 @pytest.mark.parametrize("values, message", [
-    ([0.5, 1.25, 3.0], "fractional part"),
     (list(range(MAX_INFERRED_CLASSES + 1)), "21 distinct whole numbers"),
     ([-1, 0, 1], "3 distinct whole numbers"),
     ([100, 250, 300], "3 distinct whole numbers"),
