@@ -70,9 +70,11 @@ def record_profile(registry, view) -> None:
 
     from monitoring.estimation import calibration
 
+    regression = view.task == "regression"
     profile = profile_from_training(view.x_train, view.features, view.proba_train, view.classes, view.fingerprint,
-                                    view.seed, view.categories)
-    if view.proba_val is not None and len(view.y_val):  # calibration, checked on the validation split
+                                    view.seed, view.categories, view.task, view.proba_val if regression else None)
+    # calibration, checked on the validation split (a classifier's: a regression model gives no probabilities)
+    if not regression and view.proba_val is not None and len(view.y_val):
         found = calibration(view.proba_val, view.y_val)
         profile = replace(profile, temperature=found["temperature"])
         registry.set_version_tags(view.name, view.version, {
@@ -169,12 +171,13 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
 
 
 def verdict(status: dict | None, version: int) -> tuple[str, str]:
-    """(drift, live accuracy) of one version for the status table."""
+    """(drift, live accuracy, or a regression model's live RMSE) of one version for the status table."""
     if status is None:
         return "no monitor", "-"
     v = str(version)
     live = status.get("live", {}).get(v) or {}
-    accuracy = f"{live['accuracy']:.1%} of {live['labelled']}" if live.get("accuracy") is not None else "-"
+    accuracy = f"{live['accuracy']:.1%} of {live['labelled']}" if live.get("accuracy") is not None else \
+        f"RMSE {live['rmse']:.4g} of {live['labelled']}" if live.get("rmse") is not None else "-"
     last = status.get("last_window")
     mine = last if last and str(last["version"]) == v else None
     moved = f" ({', '.join(mine['drifted_features'][:4])})" if mine and mine["drifted_features"] else ""
@@ -212,7 +215,14 @@ def _print_status(status: dict, as_json: bool) -> None:
                   f" ({drift.get('consecutive', 0)} drifted window(s) in a row)")
     for version, estimate in sorted(status.get("estimated", {}).items()):
         out.print(f"  v{version}: estimated accuracy {estimate:.1%} (last window, from its calibrated probabilities)")
+    for version, task in sorted(status.get("tasks", {}).items()):
+        if task == "regression":
+            out.print(f"  v{version}: regression: no label-free estimate of its error (prediction drift is scored "
+                      "each window; live RMSE and MAE need labels)")
     for version, live in sorted(status.get("live", {}).items()):
+        if live.get("rmse") is not None:
+            out.print(f"  v{version}: live RMSE {live['rmse']:.5g}, MAE {live['mae']:.5g} on {live['labelled']} "
+                      f"labelled row(s) of the last {live['windows']} window(s)")
         if live.get("accuracy") is not None:
             loss = f", log loss {live['log_loss']:.3f}" if live.get("log_loss") is not None else ""
             out.print(f"  v{version}: live accuracy {live['accuracy']:.1%} on {live['labelled']} labelled row(s) "

@@ -89,6 +89,7 @@ class MonitorCore:
             "feedback_files": saved.get("feedback_files", []),
             "labels": saved.get("labels", {}),  # version → window → label_stats
             "estimated": saved.get("estimated", {}),  # version → window → expected accuracy
+            "tasks": saved.get("tasks", {}),  # version → classification | regression (its profile's)
             "concept_flagged": saved.get("concept_flagged", {}),  # version → windows with a concept-drift event
             "loop": saved.get("loop"),  # the closed loop's state (monitoring/loop.py LoopState)
             "loop_seen": saved.get("loop_seen", saved.get("events_logged", 0)),  # events the loop has looked at
@@ -267,6 +268,7 @@ class MonitorCore:
                                   window.version, self.drift.persistence)
             self.state["drift"][v] = asdict(state)
             self.state["windows"][v] = index + 1
+            self.state["tasks"][v] = profile.task
             self.state["rows_scored"][v] = self.state["rows_scored"].get(v, 0) + window.rows
             self.state["last_window"] = _window_record(window, index, scores)
             if window.proba is not None:  # what the labels, when they come, should show
@@ -328,7 +330,9 @@ class MonitorCore:
             if rows is None:
                 continue
             ids, prediction, proba = rows
-            stats = label_stats(prediction, proba, self.labels.feedback.lookup(ids))
+            profile = self._profile(version)
+            regression = profile is not None and profile.regression
+            stats = label_stats(prediction, proba, self.labels.feedback.lookup(ids, regression), regression)
             kept = self.state["labels"].setdefault(str(version), {})
             if kept.get(str(window)) != stats and stats["labelled"]:
                 kept[str(window)] = stats

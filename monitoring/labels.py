@@ -6,7 +6,9 @@ serving). Labels may come long after the answer, so the join is kept open: each 
 row ids, predictions and probabilities are kept (`WindowRows`, one small file per window, the
 last `horizon` windows of a version), and whenever labels arrive the windows in the horizon are
 joined again. `label_stats` (pure) is what a window's joined rows say: how many are labelled,
-how many of those the version got right, and their summed log loss.
+how many of those the version got right, and their summed log loss; for a regression model (labels
+are the true values, `value` in the label files) the sums of squared and absolute errors, whence
+live RMSE and MAE.
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ UNLABELLED = -1
 MIN_P = 1e-15  # log loss of a probability of 0 for the true class: -log(1e-15), as scikit-learn clips
 
 
-def label_stats(prediction: np.ndarray, proba: np.ndarray | None, label: np.ndarray) -> dict:
+def label_stats(prediction: np.ndarray, proba: np.ndarray | None, label: np.ndarray,
+                regression: bool = False) -> dict:
     """Of a window's rows with `label` ≥ 0 (the true class index; UNLABELLED otherwise): how many,
-    how many predicted right, and the summed log loss (None without probabilities)."""
+    how many predicted right, and the summed log loss (None without probabilities). For a
+    `regression` model (`label` the true values, NaN where none came): how many are labelled and
+    their sums of squared and absolute errors."""
+    if regression:
+        known = ~np.isnan(label)
+        error = np.asarray(prediction, dtype=np.float64)[known] - label[known]
+        return {"rows": int(label.shape[0]), "labelled": int(known.sum()),
+                "squared_error_sum": float((error ** 2).sum()), "absolute_error_sum": float(np.abs(error).sum())}
     known = label >= 0
     n = int(known.sum())
     correct = int((prediction[known] == label[known]).sum())
@@ -42,8 +52,14 @@ def label_stats(prediction: np.ndarray, proba: np.ndarray | None, label: np.ndar
 
 
 def summary(windows: dict[str, dict]) -> dict:
-    """Accuracy and mean log loss over the given windows' labelled rows (None where nothing is labelled)."""
+    """Accuracy and mean log loss over the given windows' labelled rows (None where nothing is
+    labelled); for a regression model's windows RMSE and MAE instead."""
     labelled = sum(w["labelled"] for w in windows.values())
+    if any("squared_error_sum" in w for w in windows.values()):
+        squared = sum(w.get("squared_error_sum", 0.0) for w in windows.values())
+        absolute = sum(w.get("absolute_error_sum", 0.0) for w in windows.values())
+        return {"labelled": labelled, "rmse": float(np.sqrt(squared / labelled)) if labelled else None,
+                "mae": absolute / labelled if labelled else None, "windows": len(windows)}
     correct = sum(w["correct"] for w in windows.values())
     losses = [w["log_loss_sum"] for w in windows.values() if w["labelled"]]
     loss = None if not losses or any(v is None for v in losses) else sum(losses) / labelled
@@ -57,7 +73,7 @@ class Feedback:
     def __init__(self, root: str, model: str):
         self.fs, base = filesystem(root)
         self.dir = join(join(base, FEEDBACK_DIR), f"model={model}")
-        self.labels: dict[str, int] = {}
+        self.labels: dict[str, int | float] = {}  # id → class index, or the true value (regression)
         self.files_read: set[str] = set()
 
     def new_files(self, read: Iterable[str]) -> list[str]:
@@ -69,10 +85,12 @@ class Feedback:
         """Add one file's labels; how many it had (-1 for a file that cannot be read)."""
         self.files_read.add(key)
         try:
-            table = pq.read_table(join(self.dir, key), filesystem=self.fs, columns=["request_id", "class_index"])
+            table = pq.read_table(join(self.dir, key), filesystem=self.fs)
+            labels = table.column("value" if "value" in table.column_names else "class_index")
+            ids = table.column("request_id")
         except Exception:  # noqa: BLE001 - a broken label file is skipped (the caller records it)
             return -1
-        self.labels.update(zip(table.column("request_id").to_pylist(), table.column("class_index").to_pylist()))
+        self.labels.update(zip(ids.to_pylist(), labels.to_pylist()))
         return table.num_rows
 
     def catch_up(self) -> int:
@@ -83,9 +101,12 @@ class Feedback:
             self.read(key)
         return len(new)
 
-    def lookup(self, ids: np.ndarray) -> np.ndarray:
-        """The class index labelled for each id, UNLABELLED where none was sent."""
+    def lookup(self, ids: np.ndarray, regression: bool = False) -> np.ndarray:
+        """The class index labelled for each id, UNLABELLED where none was sent; for a `regression`
+        model the true value (float64), NaN where none was sent."""
         get = self.labels.get
+        if regression:
+            return np.fromiter((get(i, np.nan) for i in ids), dtype=np.float64, count=len(ids))
         return np.fromiter((get(i, UNLABELLED) for i in ids), dtype=np.int64, count=len(ids))
 
 
@@ -102,7 +123,8 @@ class WindowRows:
     def save(self, version: int, window: int, ids: np.ndarray, prediction: np.ndarray, proba: np.ndarray | None,
              horizon: int) -> None:
         """Keep this window's rows; forget the window that falls out of the horizon."""
-        columns = {"request_id": pa.array(ids, pa.string()), "prediction": pa.array(prediction, pa.int64())}
+        kind = pa.float64() if np.asarray(prediction).dtype.kind == "f" else pa.int64()  # a value, or a class
+        columns = {"request_id": pa.array(ids, pa.string()), "prediction": pa.array(prediction, kind)}
         if proba is not None:
             columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(proba.astype(np.float32).reshape(-1)), proba.shape[1])

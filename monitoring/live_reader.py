@@ -159,9 +159,11 @@ def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[
     if "probabilities" in table.column_names:
         column = table.column("probabilities").combine_chunks()
         proba = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)[live]
+    prediction = table.column("prediction").to_numpy(zero_copy_only=False)[live]
     rows = Rows(number, index, table.column("version").to_numpy(zero_copy_only=False)[live].astype(np.int64),
                 table.column("ts").to_numpy(zero_copy_only=False)[live].astype("datetime64[ms]"), x,
-                table.column("prediction").to_numpy(zero_copy_only=False)[live].astype(np.int64),
+                # a class index, or a regression model's predicted value (float64, kept as it is)
+                prediction if prediction.dtype.kind == "f" else prediction.astype(np.int64),
                 table.column("request_id").to_numpy(zero_copy_only=False)[live], proba,
                 {c: category_values(table.column(c), live) for c in categorical})
     return rows, features

@@ -7,7 +7,7 @@ unseen values `COL.unseen` and any column's gaps `COL.missing` also effect, shar
 the share of rows with a value training never held, or left empty), `handoff_drift_detected` (model, version:
 1 while an episode is declared), `handoff_monitor_windows` and `handoff_monitor_rows_scored`,
 `handoff_live_accuracy` and `handoff_live_log_loss` (model, version: over the labelled rows of the
-recent windows), `handoff_estimated_accuracy` (model, version: the last window's, before labels), `handoff_monitor_rows_behind` (model: read from the live log, not yet in a window).
+recent windows; a regression model's `handoff_live_rmse` and `handoff_live_mae`), `handoff_estimated_accuracy` (model, version: the last window's, before labels), `handoff_monitor_rows_behind` (model: read from the live log, not yet in a window).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def gauge_values(model: str, window: dict | None, drift: dict, windows: dict, ro
         out.append(("rows", float(n), {"model": model, "version": version}))
     for version, per_window in sorted((labels or {}).items()):
         live = summary(per_window)
-        for gauge in ("accuracy", "log_loss"):
-            if live[gauge] is not None:
+        for gauge in ("accuracy", "log_loss", "rmse", "mae"):
+            if live.get(gauge) is not None:
                 out.append((gauge, float(live[gauge]), {"model": model, "version": version}))
     for version, per_window in sorted((estimated or {}).items()):
         if per_window:
@@ -65,6 +65,10 @@ class MonitorMetrics:
                                       tag_keys=("model", "version")),
             "log_loss": metrics.Gauge("handoff_live_log_loss", "mean log loss on the labelled rows of recent windows",
                                       tag_keys=("model", "version")),
+            "rmse": metrics.Gauge("handoff_live_rmse", "regression: RMSE on the labelled rows of recent windows "
+                                  "(the target's units)", tag_keys=("model", "version")),
+            "mae": metrics.Gauge("handoff_live_mae", "regression: mean absolute error on the labelled rows of "
+                                 "recent windows (the target's units)", tag_keys=("model", "version")),
             "estimated": metrics.Gauge("handoff_estimated_accuracy", "accuracy the last window's calibrated "
                                        "probabilities expect (before labels)", tag_keys=("model", "version")),
             "behind": metrics.Gauge("handoff_monitor_rows_behind", "live-log rows read but not yet in a window",

@@ -2,7 +2,7 @@
 
 `window_metrics` (pure) turns a monitor event into (metric, value, step) triples: for a scored
 window its rows, verdict and each column's corrected p-value, PSI and Wasserstein distance; for
-a window's joined labels its accuracy and log loss; for a declaration a `drift_declared` mark at
+a window's joined labels its accuracy and log loss (a regression model's live RMSE and MAE); for a declaration a `drift_declared` mark at
 its last window. `MlflowSink` finds or creates the run (experiment `handoff-monitoring`, tagged
 with the model and version) and logs them in batches; a failing tracking server never stops the
 monitor: what could not be logged is kept (bounded) and sent with the next pass.
@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+
+import numpy as np
 
 EXPERIMENT = "handoff-monitoring"
 MAX_PENDING = 50_000
@@ -37,6 +39,11 @@ def window_metrics(event: dict) -> list[tuple[str, float, int]]:
                 if score.get(statistic) is not None:
                     out.append((metric_key(column, statistic), float(score[statistic]), event["window"]))
         return out
+    if kind == "window_labels" and event["labelled"] and "squared_error_sum" in event:  # regression
+        n = event["labelled"]
+        return [("labelled", float(n), event["window"]),
+                ("live_rmse", float(np.sqrt(event["squared_error_sum"] / n)), event["window"]),
+                ("live_mae", event["absolute_error_sum"] / n, event["window"])]
     if kind == "window_labels" and event["labelled"]:
         out = [("labelled", float(event["labelled"]), event["window"]),
                ("live_accuracy", event["correct"] / event["labelled"], event["window"])]

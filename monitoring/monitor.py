@@ -30,7 +30,11 @@ def status_of(model: str, state: dict, running: bool) -> dict:
             "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
             "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop"),
             "estimated": {v: w[max(w, key=int)] for v, w in state.get("estimated", {}).items() if w},
-            "columns": column_figures(state["last_window"])}
+            "columns": column_figures(state["last_window"]), "tasks": state.get("tasks", {}),
+            # a classifier's calibrated probabilities estimate its accuracy before labels come; a regression
+            # model's answers carry no such estimate (its prediction drift is scored; its error needs labels)
+            "label_free_estimate": {v: "expected accuracy" if t != "regression" else None
+                                    for v, t in state.get("tasks", {}).items()}}
 
 
 def column_figures(window: dict | None) -> dict:

@@ -21,8 +21,11 @@ def load_profile(registry, name: str, version: int) -> ReferenceProfile | None:
 
 
 def profile_from_training(x_train: np.ndarray, features: list[str], proba: np.ndarray, classes: list,
-                          fingerprint: str, seed: int, categories: dict | None = None) -> ReferenceProfile:
+                          fingerprint: str, seed: int, categories: dict | None = None, task: str = "classification",
+                          predictions_val: np.ndarray | None = None) -> ReferenceProfile:
     """The profile of a version's training split (what registration computes): its numeric columns
-    as the data has them (NaN for a gap) and its categorical columns' values."""
+    as the data has them (NaN for a gap) and its categorical columns' values; for a regression
+    model the reference of its predictions is the validation split's (`predictions_val`)."""
     return build_profile(np.asarray(x_train, dtype=np.float64), features, np.asarray(proba), classes, fingerprint,
-                         seed=seed, categories=categories)
+                         seed=seed, categories=categories, task=task,
+                         predictions=None if predictions_val is None else np.asarray(predictions_val).reshape(-1))

@@ -54,11 +54,16 @@ class ReferenceProfile:
     temperature: float = 1.0  # scales the probabilities before estimating accuracy (fitted at registration)
     categories: dict = field(default_factory=dict)   # categorical column → CategoricalReference
     missing: dict = field(default_factory=dict)      # numeric column with gaps → (missing, rows)
+    task: str = "classification"  # regression: no classes; probabilities["prediction"] is the predicted values'
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     def to_bytes(self) -> bytes:
         arrays, meta = {}, {"profile_version": PROFILE_VERSION, "rows": self.rows, "fingerprint": self.fingerprint,
                             "classes": list(self.classes), "features": {}, "probabilities": {},
-                            "temperature": self.temperature}
+                            "temperature": self.temperature, "task": self.task}
         for group, refs in (("features", self.features), ("probabilities", self.probabilities)):
             for i, (name, ref) in enumerate(refs.items()):
                 key = f"{group}{i}"
@@ -92,22 +97,29 @@ class ReferenceProfile:
             return cls(groups["features"], tuple(meta["classes"]), arrays["class_counts"], groups["probabilities"],
                        int(meta["rows"]), meta["fingerprint"], float(meta.get("temperature", 1.0)),
                        {n: CategoricalReference.from_json(r) for n, r in meta.get("categories", {}).items()},
-                       {n: (int(v[0]), int(v[1])) for n, v in meta.get("missing", {}).items()})
+                       {n: (int(v[0]), int(v[1])) for n, v in meta.get("missing", {}).items()},
+                       meta.get("task", "classification"))
 
 
 def build_profile(x: np.ndarray, features: list[str], proba: np.ndarray, classes: list, fingerprint: str, *,
                   sample_size: int = 20_000, bins: int = 10, seed: int = 0,
-                  categories: dict | None = None) -> ReferenceProfile:
+                  categories: dict | None = None, task: str = "classification",
+                  predictions: np.ndarray | None = None) -> ReferenceProfile:
     """The profile of the reference rows `x` (rows × numeric features, in order; NaN where a value
     was missing), of their categorical columns (`categories`: name → values), and the model's class
     probabilities for them; at most `sample_size` rows kept per numeric column (seeded), over the
-    values present, statistics over all of them, and each column's gaps counted."""
+    values present, statistics over all of them, and each column's gaps counted. For a regression
+    model `proba` is its predicted values for the rows (rows × 1) and the reference of its
+    predictions is `predictions` (the validation split's, which training did not fit; else
+    `proba`'s)."""
     from monitoring.categorical import CategoricalReference
 
     if x.ndim != 2 or x.shape[1] != len(features) or x.shape[0] == 0:
         raise ValueError(f"reference rows must be a non-empty matrix of {len(features)} feature column(s)")
-    if proba.shape != (x.shape[0], len(classes)):
-        raise ValueError(f"probabilities must be {x.shape[0]} rows × {len(classes)} classes, not {proba.shape}")
+    width = 1 if task == "regression" else len(classes)
+    if proba.shape != (x.shape[0], width):
+        raise ValueError(f"probabilities must be {x.shape[0]} rows × {width} "
+                         f"{'prediction' if task == 'regression' else 'classes'}, not {proba.shape}")
     n = x.shape[0]
     sample = np.sort(np.random.default_rng(seed).permutation(n)[:sample_size])
     feature_refs, missing = {}, {}
@@ -123,11 +135,15 @@ def build_profile(x: np.ndarray, features: list[str], proba: np.ndarray, classes
                 column, np.sort(np.random.default_rng(seed).permutation(len(column))[:sample_size]), bins)
         else:
             feature_refs[f] = NumericReference.of(column, sample, bins)
+    known = {name: CategoricalReference.of(list(values)) for name, values in (categories or {}).items()}
+    if task == "regression":
+        values = np.asarray(proba[:, 0] if predictions is None else predictions, dtype=np.float64).reshape(-1)
+        picked = np.sort(np.random.default_rng(seed).permutation(len(values))[:sample_size])
+        return ReferenceProfile(feature_refs, (), np.zeros(0, dtype=np.int64),
+                                {"prediction": NumericReference.of(values, picked, bins)}, n, fingerprint,
+                                categories=known, missing=missing, task=task)
     prediction = predicted_class(proba)
     probability_refs = {str(c): NumericReference.of(proba[:, k].astype(np.float64), sample, bins)
                         for k, c in enumerate(classes)}
     return ReferenceProfile(feature_refs, tuple(classes), np.bincount(prediction, minlength=len(classes)),
-                            probability_refs, n, fingerprint,
-                            categories={name: CategoricalReference.of(list(values))
-                                        for name, values in (categories or {}).items()},
-                            missing=missing)
+                            probability_refs, n, fingerprint, categories=known, missing=missing)

@@ -177,7 +177,27 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def page(event: dict, history: list[dict], png: bytes) -> str:
+def live_figures(event: dict, events: list[dict]) -> str:
+    """What labels said of the event's version up to its last window, in words: live accuracy and log
+    loss, or a regression model's live RMSE and MAE (the latest figures of each labelled window); ""
+    when no label came."""
+    from monitoring.labels import summary
+
+    windows = {}
+    for e in events:
+        if e["kind"] == "window_labels" and e["version"] == event["version"] and e["window"] <= event["last_window"]:
+            windows[str(e["window"])] = e
+    live = summary(windows) if windows else {}
+    if live.get("rmse") is not None:
+        return (f"Live RMSE {live['rmse']:.5g}, MAE {live['mae']:.5g} on {live['labelled']} labelled rows of "
+                f"{live['windows']} window(s) (the target's units).")
+    if live.get("accuracy") is not None:
+        loss = f", log loss {live['log_loss']:.4f}" if live.get("log_loss") is not None else ""
+        return f"Live accuracy {live['accuracy']:.2%}{loss} on {live['labelled']} labelled rows of {live['windows']} window(s)."
+    return ""
+
+
+def page(event: dict, history: list[dict], png: bytes, live: str = "") -> str:
     """One self-contained HTML page: the picture inlined, then every feature's scores in the last window."""
     last = history[-1]["scores"]
     rows = "".join(
@@ -197,6 +217,7 @@ tr.drifted td{{color:#b71c1c;font-weight:600}} img{{max-width:100%}}</style></he
 in a row; {len(event['features'])} feature{'s' if len(event['features']) != 1 else ''} moved: <b>{html.escape(', '.join(event['features']))}</b>.
 Tests corrected across features; drift when a corrected p-value is below α = {event['alpha']:g}.</p>
 <p>{html.escape(event.get('reason', ''))}</p>
+<p>{html.escape(live)}</p>
 <img alt="drift report" src="data:image/png;base64,{base64.b64encode(png).decode()}">
 <h2>Every column in window {event['last_window']}</h2>
 <table><tr><th>column</th><th>test</th><th>statistic</th><th>corrected p</th><th>PSI</th><th>shift (σ)</th>
@@ -220,5 +241,5 @@ def write_report(event: dict, events: list[dict], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.png").write_bytes(png)
     target = out_dir / "report.html"
-    target.write_text(page(event, history, png))
+    target.write_text(page(event, history, png, live_figures(event, events)))
     return target

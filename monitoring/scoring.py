@@ -2,7 +2,8 @@
 
 Per feature: KS (the test), PSI, the Wasserstein distance in reference standard deviations and the
 Jensen–Shannon distance over the PSI bins (effect sizes); the same for each class's predicted
-probability, and chi-squared on the predicted classes' counts. The features' p-values are corrected
+probability, and chi-squared on the predicted classes' counts; for a regression model KS and the
+Wasserstein distance of the predicted values against the validation split's predictions. The features' p-values are corrected
 together (Benjamini–Hochberg by default). A column drifts when its corrected p-value is below α
 and it moved further than its tolerance (Wasserstein, in reference standard deviations): given per
 feature by `tolerances` (calibrated from the reference at the window's size: monitoring/tolerance.py),
@@ -152,7 +153,11 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
                            _sorted_rows(proba))
         prediction_scores = _scores(columns, "ks", alpha, correction, min_shift)
         prediction = predicted_class(proba)
-    if prediction is not None:
+    if prediction is not None and profile.regression:  # the predicted values, a numeric column of their own
+        columns = _numeric(["prediction"], [profile.probabilities["prediction"]],
+                           _sorted_rows(np.asarray(prediction, dtype=np.float64).reshape(-1, 1)))
+        prediction_scores = _scores(columns, "ks", alpha, "none", min_shift)
+    elif prediction is not None:
         counts = np.bincount(prediction, minlength=len(profile.classes))[:len(profile.classes)]
         stat, p = chi2_counts(profile.class_counts, counts)
         prediction_scores += _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none", 0.0)
