@@ -77,7 +77,16 @@ class HandoffLoopPort:
         """The canary out, the champion back at all traffic (the champion was never replaced)."""
         self._control().traffic(model, {champion: 100.0})
 
+    def test_errors(self, model: str, version: int) -> dict | None:
+        """A regression version's registered test RMSE and MAE (None for a classifier)."""
+        info = self._registry().version(model, version)
+        if info.lineage.get("task") != "regression":
+            return None
+        return {"rmse": info.metrics.get("test_rmse"), "mae": info.metrics.get("test_mae")}
+
     def figures(self, model: str, champion: int, canary: int, since: float):
+        import numpy as np
+
         from monitoring.labelled import labelled_rows
         from monitoring.labels import Feedback
         from monitoring.loop import VersionFigures
@@ -87,12 +96,18 @@ class HandoffLoopPort:
         if model not in self._feedback:
             self._feedback[model] = Feedback(self.live_root, model)
         feedback = self._feedback[model]
+        reference = self.test_errors(model, champion)  # None: a classifier
         rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary}, feedback=feedback,
-                             with_features=False)
+                             with_features=False, regression=reference is not None)
         out = {}
         for role, version in (("champion", champion), ("canary", canary)):
             f = served.get((model, version), {})
             mine = rows.version == version
-            out[role] = VersionFigures(int(f.get("requests", 0)), int(f.get("errors", 0)), f.get("p99_ms_at_most"),
-                                       int(mine.sum()), int((rows.prediction[mine] == rows.y[mine]).sum()))
+            counts = (int(f.get("requests", 0)), int(f.get("errors", 0)), f.get("p99_ms_at_most"), int(mine.sum()))
+            if reference is None:
+                out[role] = VersionFigures(*counts, int((rows.prediction[mine] == rows.y[mine]).sum()))
+            else:
+                error = np.abs(rows.prediction[mine].astype(np.float64) - rows.y[mine])
+                out[role] = VersionFigures(*counts, abs_error_sum=float(error.sum()),
+                                           abs_error_sq_sum=float((error ** 2).sum()), test_mae=reference.get("mae"))
         return out

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from handoff.cli import HomeOpt, JsonOpt, TrackingOpt, _fail, _profiler, _settings, _tracking_uri, _user_errors, app, \
@@ -26,12 +27,17 @@ from handoff.monitor_commands import MonitoringConfigOpt, MonitorSetOpt, monitor
 MIN_RECENT_ROWS = 20
 
 
-def _accuracy(model, rows, y) -> float:
-    """The version's accuracy on raw rows, prepared by its own preparation (a candidate's vocabulary
-    may differ from its champion's)."""
-    from training import predicted_class
+def _score(model, rows, y) -> float:
+    """What the gate compares, on raw rows prepared by the version's own preparation (a candidate's
+    vocabulary may differ from its champion's): accuracy, or a regression model's RMSE."""
+    from training import predicted_class, predicted_values
 
-    return float((predicted_class(model.outputs_of_rows(rows)) == y).mean()) if len(y) else float("nan")
+    if not len(y):
+        return float("nan")
+    outputs = model.outputs_of_rows(rows)
+    if model.regression:
+        return float(np.sqrt(((predicted_values(outputs) - y) ** 2).mean()))
+    return float((predicted_class(outputs) == y).mean())
 
 
 @app.command()
@@ -69,7 +75,8 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     if champion is None:
         _fail(f"{name} has no champion to retrain")
     root = live_root or str(settings.live_log_dir)
-    recent = labelled_rows(root, name, last=loop.data.recent_rows)
+    regression = registry.version(name, champion).lineage.get("task") == "regression"
+    recent = labelled_rows(root, name, last=loop.data.recent_rows, regression=regression)
     if len(recent) < MIN_RECENT_ROWS:
         _fail(f"{name} has {len(recent)} labelled live row(s) under {root}; retraining needs at least "
               f"{MIN_RECENT_ROWS} (send labels: POST /v2/models/{name}/feedback or `handoff feedback`)")
@@ -114,13 +121,14 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     _profiler(uri, cfg.mlflow.registry_uri)(view_of(
         name, result.version, recent_train, candidate_model.preparation, candidate_model.outputs_of_rows(recent_train),
         original.classes, original.fingerprint, champion_cfg.seed, recent.y[held],
-        candidate_model.outputs_of_rows(recent_held)))
-    scores = {"recent": {"candidate": _accuracy(candidate_model, recent_held, recent.y[held]),
-                         "champion": _accuracy(champion_model, recent_held, recent.y[held]), "rows": int(len(held))},
-              "original": {"candidate": _accuracy(candidate_model, original.raw_test, original.y_test),
-                           "champion": _accuracy(champion_model, original.raw_test, original.y_test),
-                           "rows": int(len(original.y_test))}}
-    passed, reason = gate_verdict(scores, loop.gate.min_gain_recent, loop.gate.max_loss_original)
+        candidate_model.outputs_of_rows(recent_held), original.task))
+    scores = {"recent": {"candidate": _score(candidate_model, recent_held, recent.y[held]),
+                         "champion": _score(champion_model, recent_held, recent.y[held]), "rows": int(len(held))},
+              "original": {"candidate": _score(candidate_model, original.raw_test, original.y_test),
+                           "champion": _score(champion_model, original.raw_test, original.y_test),
+                           "rows": int(len(original.y_test))},
+              "figure": "rmse" if regression else "accuracy"}
+    passed, reason = gate_verdict(scores, loop.gate.min_gain_recent, loop.gate.max_loss_original, original.task)
     registry.set_version_tags(name, result.version, {"gate": "passed" if passed else "failed", "gate_reason": reason,
                                                      "gate_scores": json.dumps(scores, sort_keys=True)})
     summary = {"name": name, "version": result.version, "champion": champion, "event": event, "attempt": attempt,

@@ -25,7 +25,7 @@ from monitoring.live_reader import categorical_features, feature_columns, model_
 class LabelledRows:
     """Rows in answer order: the feature columns as clients sent them (numbers as float64 with NaN for a
     gap, categories as their values with None for a gap), the true class index, the class the version
-    predicted, its version."""
+    predicted, its version; for a regression model the true and the predicted values (float64)."""
 
     features: list[str]
     frame: pd.DataFrame
@@ -65,12 +65,14 @@ def _frame(table: pa.Table, features: list[str], categorical: set[str]) -> pd.Da
 
 
 def labelled_rows(root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,
-                  last: int | None = None, feedback: Feedback | None = None, with_features: bool = True) -> LabelledRows:
+                  last: int | None = None, feedback: Feedback | None = None, with_features: bool = True,
+                  regression: bool = False) -> LabelledRows:
     """The answered rows of `model` that have a label, oldest first: answered at or after `since`
     (epoch seconds) and by one of `versions` when given, the `last` most recent when given. Labels
     come from `feedback` brought up to date (a reader kept between calls reads each label file once:
     the canary's figures are read every tick), else from every label file. `with_features=False`
-    leaves the feature columns unread (the canary counts answers only)."""
+    leaves the feature columns unread (the canary counts answers only). A `regression` model's labels
+    are the true values."""
     feedback = feedback or Feedback(root, model)
     feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
     labels = feedback.labels
@@ -103,8 +105,8 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
         return LabelledRows(features or [], pd.DataFrame(columns=shown), np.empty(0, np.int64),
                             np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[ms]"))
     table = pa.concat_tables(tables, promote_options="permissive").sort_by("ts")
-    y = feedback.lookup(table.column("request_id").to_pylist())
-    rows = np.nonzero(y >= 0)[0]
+    y = feedback.lookup(table.column("request_id").to_pylist(), regression)
+    rows = np.nonzero(~np.isnan(y) if regression else y >= 0)[0]
     if last is not None:
         rows = rows[-last:]
     picked = table.take(pa.array(rows))

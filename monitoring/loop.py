@@ -1,7 +1,8 @@
 """The closed loop's decisions, pure: drift → retraining job → gate → canary → promote or roll back.
 
 `retrain_trigger` says whether the monitor's news calls for a retraining (drift declared for the
-champion, or its live accuracy over the last labelled rows below a floor). `advance` moves the
+champion, or its live accuracy over the last labelled rows below a floor, or for a regression model
+its live RMSE above a ceiling). `advance` moves the
 loop one tick: from what it sees (the trigger, the retraining job's status, the candidate the job
 registered and its gate verdict, the canary's figures) to the next `LoopState`, the `Action`s to
 carry out and the records to keep. Every input is data and every output is data: the monitor
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from cluster.digest import stable_digest
 from monitoring.loop_config import LoopConfig
-from monitoring.sequential import NOT_WORSE, WORSE, RateTest, compare_rates
+from monitoring.sequential import NOT_WORSE, WORSE, RateTest, compare_means, compare_rates
 
 TERMINAL_OK, TERMINAL_BAD = {"SUCCEEDED"}, {"FAILED", "STOPPED"}
 HANDLED_KEPT = 100
@@ -25,9 +26,10 @@ HANDLED_KEPT = 100
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why to retrain: a drift event, or live accuracy below the floor (its own id)."""
+    """Why to retrain: a drift event, or live accuracy below the floor, or live RMSE above the ceiling
+    (its own id)."""
 
-    kind: str          # drift | accuracy
+    kind: str          # drift | accuracy | estimate | error
     event_id: str
     version: int
     reason: str
@@ -45,13 +47,26 @@ class Candidate:
 
 @dataclass(frozen=True)
 class VersionFigures:
-    """One version's traffic since the canary started: requests, errors, p99 latency, labelled rows."""
+    """One version's traffic since the canary started: requests, errors, p99 latency, labelled rows
+    (for a regression model their absolute errors' sum and sum of squares, and the version's own test
+    MAE: the scale of the effect worth acting on)."""
 
     requests: int = 0
     errors: int = 0
     p99_ms: float | None = None
     labelled: int = 0
     correct: int = 0
+    abs_error_sum: float | None = None     # regression only
+    abs_error_sq_sum: float | None = None
+    test_mae: float | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.abs_error_sum is not None
+
+    @property
+    def mae(self) -> float | None:
+        return self.abs_error_sum / self.labelled if self.regression and self.labelled else None
 
     @property
     def error_rate(self) -> float:
@@ -102,11 +117,13 @@ class LoopState:
         return cls(**{**value, "handled": tuple(value.get("handled", ())), "deferred": tuple(value.get("deferred", ()))})
 
 
-def retrain_trigger(model: str, champion: int | None, new_events: list[dict], recent: tuple[int, int] | None,
-                    cfg: LoopConfig, estimated: float | None = None) -> Trigger | None:
+def retrain_trigger(model: str, champion: int | None, new_events: list[dict], recent: tuple | None,
+                    cfg: LoopConfig, estimated: float | None = None, test_rmse: float | None = None) -> Trigger | None:
     """A drift declared for the champion (when `on_drift`), else the champion's live accuracy over its
     last labelled rows (`recent`: labelled, correct) below `min_accuracy`, else the accuracy its last
-    window's probabilities expect (`estimated`) below `min_estimated_accuracy`; None otherwise."""
+    window's probabilities expect (`estimated`) below `min_estimated_accuracy`; for a regression
+    model (`recent`: labelled, squared error sum, "regression") its live RMSE above `max_rmse` or above
+    `max_rmse_ratio` × its own test RMSE (`test_rmse`); None otherwise."""
     policy = cfg.retrain
     if champion is None:
         return None
@@ -115,6 +132,18 @@ def retrain_trigger(model: str, champion: int | None, new_events: list[dict], re
             if e.get("kind") == "drift_declared" and e.get("version") == champion:
                 moved = ", ".join(list(e.get("features", {}))[:5])
                 return Trigger("drift", e["event_id"], champion, f"drift declared on v{champion} ({moved})")
+    if recent is not None and len(recent) == 3:  # regression: live RMSE against its ceilings
+        labelled, squared, _ = recent
+        ceilings = [c for c in (policy.max_rmse, policy.max_rmse_ratio * test_rmse
+                                if policy.max_rmse_ratio is not None and test_rmse else None) if c is not None]
+        rmse = (squared / labelled) ** 0.5 if labelled else 0.0
+        if ceilings and labelled >= policy.accuracy_rows and rmse > min(ceilings):
+            event_id = f"error-{stable_digest(model, champion, labelled // policy.accuracy_rows)}"
+            return Trigger("error", event_id, champion,
+                           f"live RMSE of v{champion} {rmse:.5g} over {labelled} labelled rows, above "
+                           f"{min(ceilings):.5g}" + (f" ({policy.max_rmse_ratio:g}× its test RMSE {test_rmse:.5g})"
+                                                      if policy.max_rmse_ratio is not None and test_rmse else ""))
+        recent = None
     if policy.min_accuracy is not None and recent is not None:
         labelled, correct = recent
         if labelled >= policy.accuracy_rows and correct / labelled < policy.min_accuracy:
@@ -140,10 +169,21 @@ def _finish(state: LoopState, now: float) -> LoopState:
 
 def canary_tests(champion: VersionFigures, canary: VersionFigures, cfg: LoopConfig) -> dict[str, RateTest]:
     """The canary's two always-valid tests against the champion over the same period: error rate, and
-    the error of its predictions where labels arrive."""
+    the error of its predictions where labels arrive (a classifier's wrong predictions; a regression
+    model's mean absolute error, worse by `min_effect_mae_ratio` × the champion's test MAE)."""
     c = cfg.canary
-    return {"errors": compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
-                                    delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests),
+    errors = compare_rates(canary.errors, canary.requests, champion.errors, champion.requests,
+                           delta=c.min_effect_errors, alpha=c.alpha, min_samples=c.min_requests)
+    if champion.regression and canary.regression:
+        if not champion.test_mae:
+            raise ValueError("a regression canary needs the champion's test MAE (its registered test_mae metric) "
+                             "to size the effect worth acting on")
+        return {"errors": errors,
+                "accuracy": compare_means(canary.abs_error_sum, canary.abs_error_sq_sum, canary.labelled,
+                                          champion.abs_error_sum, champion.abs_error_sq_sum, champion.labelled,
+                                          delta=c.min_effect_mae_ratio * champion.test_mae, alpha=c.alpha,
+                                          min_samples=c.min_labels)}
+    return {"errors": errors,
             "accuracy": compare_rates(canary.labelled - canary.correct, canary.labelled,
                                       champion.labelled - champion.correct, champion.labelled,
                                       delta=c.min_effect_accuracy, alpha=c.alpha, min_samples=c.min_labels)}
@@ -167,7 +207,9 @@ def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopCo
     errors, accuracy = tests["errors"], tests["accuracy"]
 
     def said(name: str, t) -> str:
-        return (f"{name} {t.canary_rate:.2%} vs {t.champion_rate:.2%} (log-LR {max(t.log_lr_worse, t.log_lr_not_worse):.1f}"
+        shown = (f"MAE {t.canary_rate:.5g} vs {t.champion_rate:.5g}" if name == "error of predictions"
+                 and champion.regression else f"{t.canary_rate:.2%} vs {t.champion_rate:.2%}")
+        return (f"{name} {shown} (log-LR {max(t.log_lr_worse, t.log_lr_not_worse):.1f}"
                 f" / {t.boundary:.1f}, n {t.samples[0]}/{t.samples[1]})")
 
     if errors.verdict == WORSE:

@@ -22,6 +22,10 @@ class RetrainPolicyConfig(_Strict):
     min_estimated_accuracy: float | None = Field(None, ge=0, le=1, description="retrain when the accuracy the "
                                                  "champion's last window expects from its calibrated probabilities "
                                                  "falls below this, before labels arrive (null: never)")
+    max_rmse: float | None = Field(None, gt=0, description="regression: retrain when live RMSE over the last "
+                                   "accuracy_rows labelled rows exceeds this (the target's units; null: never)")
+    max_rmse_ratio: float | None = Field(None, gt=0, description="regression: retrain when live RMSE exceeds this "
+                                         "multiple of the champion's own test RMSE (1.5: half again; null: never)")
     cooldown_s: float = Field(600, ge=0, description="no new retraining this long after one ended")
     max_attempts: int = Field(3, ge=1, description="tries of a failing retraining job per event")
     backoff_s: float = Field(30, ge=0, description="wait before retry k: backoff_s · 2^(k-1)")
@@ -37,10 +41,15 @@ class RetrainDataConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    min_gain_recent: float = Field(0.0, description="the candidate must beat the champion's accuracy on the "
-                                   "recent held-out rows by more than this")
-    max_loss_original: float = Field(0.05, ge=0, description="and may lose at most this much accuracy on the "
-                                     "champion's original test split")
+    """Classification compares accuracy (differences in points); regression compares RMSE as relative
+    changes (0.05: 5% of the champion's RMSE)."""
+
+    min_gain_recent: float = Field(0.0, description="the candidate must beat the champion on the recent held-out "
+                                   "rows by more than this: accuracy points, or for regression the relative fall in "
+                                   "RMSE")
+    max_loss_original: float = Field(0.05, ge=0, description="and may lose at most this much on the champion's "
+                                     "original test split: accuracy points, or for regression the relative rise in "
+                                     "RMSE")
 
 
 class CanaryConfig(_Strict):
@@ -53,6 +62,9 @@ class CanaryConfig(_Strict):
     min_effect_errors: float = Field(0.01, gt=0, lt=1, description="error-rate increase worth acting on")
     min_effect_accuracy: float = Field(0.01, gt=0, lt=1, description="live-accuracy loss worth acting on")
     min_requests: int = Field(200, ge=1, description="canary requests before any decision")
+    min_effect_mae_ratio: float = Field(0.05, gt=0, description="regression: a rise in live mean absolute error "
+                                        "worth acting on, as a share of the champion's test MAE (fixed before the "
+                                        "canary starts, as the test needs)")
     min_labels: int = Field(100, ge=1, description="labelled canary rows before any decision on accuracy")
     require_labels: bool = Field(True, description="promote only with evidence on live accuracy (false: error "
                                  "rate alone when no labels come)")

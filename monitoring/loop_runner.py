@@ -29,16 +29,25 @@ class LoopPort(Protocol):
     def promote(self, model: str, version: int) -> None: ...
     def rollback(self, model: str, version: int, champion: int) -> None: ...
     def figures(self, model: str, champion: int, canary: int, since: float) -> dict[str, VersionFigures]: ...
+    def test_errors(self, model: str, version: int) -> dict | None: ...  # a regression version's test rmse, mae
 
 
-def recent_accuracy(labels: dict, rows: int) -> tuple[int, int] | None:
-    """(labelled, correct) over the newest windows of a version until `rows` labelled rows are covered."""
-    labelled = correct = 0
+def recent_accuracy(labels: dict, rows: int) -> tuple | None:
+    """(labelled, correct) over the newest windows of a version until `rows` labelled rows are
+    covered; for a regression model's windows (labelled, squared error sum, "regression")."""
+    labelled, correct, squared = 0, 0, 0.0
+    regression = any("squared_error_sum" in w for w in labels.values())
     for _, w in sorted(labels.items(), key=lambda kv: -int(kv[0])):
-        labelled, correct = labelled + w["labelled"], correct + w["correct"]
+        labelled += w["labelled"]
+        if regression:
+            squared += w.get("squared_error_sum", 0.0)
+        else:
+            correct += w["correct"]
         if labelled >= rows:
             break
-    return (labelled, correct) if labelled else None
+    if not labelled:
+        return None
+    return (labelled, squared, "regression") if regression else (labelled, correct)
 
 
 def since_start(figures: dict[str, VersionFigures], baseline: dict | None) -> dict[str, VersionFigures]:
@@ -59,7 +68,11 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
     champion = port.champion(model)
     recent = recent_accuracy(labels.get(str(champion), {}), cfg.retrain.accuracy_rows) if champion else None
     mine = (estimated or {}).get(str(champion)) or {}
-    trigger = retrain_trigger(model, champion, new_events, recent, cfg, mine[max(mine, key=int)] if mine else None)
+    test_rmse = None  # a regression champion's own test RMSE, only where a ceiling is relative to it
+    if recent is not None and len(recent) == 3 and cfg.retrain.max_rmse_ratio is not None:
+        test_rmse = (port.test_errors(model, champion) or {}).get("rmse")
+    trigger = retrain_trigger(model, champion, new_events, recent, cfg, mine[max(mine, key=int)] if mine else None,
+                              test_rmse)
     job_status = port.job_status(state.job_id) if state.stage == "retraining" and state.job_id else None
     candidate = port.candidate(model, state.event_id) if job_status == "SUCCEEDED" else None
     figures = (since_start(port.figures(model, state.champion, state.candidate, state.canary_since),

@@ -26,7 +26,8 @@ WORSE, NOT_WORSE, COLLECTING = "worse", "not_worse", "collecting"
 
 @dataclass(frozen=True)
 class RateTest:
-    """The evidence on one rate: estimates, the two log mixture ratios and the boundary log(1/α)."""
+    """The evidence on one rate (or one mean loss, `compare_means`): estimates, the two log mixture
+    ratios and the boundary log(1/α)."""
 
     verdict: str
     canary_rate: float
@@ -71,3 +72,42 @@ def compare_rates(canary_bad: int, canary_n: int, champion_bad: int, champion_n:
     else:
         verdict = COLLECTING
     return RateTest(verdict, p_c, p_h, theta, worse, not_worse, boundary, (canary_n, champion_n))
+
+
+def compare_means(canary_sum: float, canary_sum_sq: float, canary_n: int, champion_sum: float,
+                  champion_sum_sq: float, champion_n: int, *, delta: float, alpha: float = 0.05,
+                  min_samples: int = 100, tau: float | None = None) -> RateTest:
+    """Worse, not worse by `delta`, or collecting: the always-valid verdict on the canary's mean of a
+    per-row loss (a regression model's absolute error, from its sum and sum of squares over its
+    labelled rows) against the champion's over the same period — the same mSPRT as `compare_rates`,
+    on θ = canary mean − champion mean with V = s²_canary/n + s²_champion/n from the sample variances.
+
+    Its assumptions: rows independent (the two arms see different rows of the same period, so the
+    test is unpaired), the loss of finite variance (absolute errors rather than squared ones for
+    that reason: a heavy-tailed target makes squared errors' variance unstable), and enough rows per
+    arm (`min_samples`) for the mean's normal approximation the mixture ratio rests on; `delta` is
+    in the loss's units (the target's)."""
+    if not 0 < alpha < 1 or delta <= 0:
+        raise ValueError(f"alpha must be in (0, 1) and delta above 0, not {alpha} and {delta}")
+    boundary = math.log(1 / alpha)
+    m_c = canary_sum / canary_n if canary_n else 0.0
+    m_h = champion_sum / champion_n if champion_n else 0.0
+    if min(canary_n, champion_n) < max(min_samples, 2):
+        return RateTest(COLLECTING, m_c, m_h, m_c - m_h, 0.0, 0.0, boundary, (canary_n, champion_n))
+
+    def sample_variance(total: float, total_sq: float, n: int) -> float:
+        return max(total_sq - total * total / n, 0.0) / (n - 1)
+
+    variance = (sample_variance(canary_sum, canary_sum_sq, canary_n) / canary_n
+                + sample_variance(champion_sum, champion_sum_sq, champion_n) / champion_n)
+    theta = m_c - m_h
+    scale = delta if tau is None else tau
+    worse = log_mixture_ratio(theta, variance, 0.0, scale)
+    not_worse = log_mixture_ratio(theta, variance, delta, scale)
+    if theta > 0 and worse >= boundary:
+        verdict = WORSE
+    elif theta < delta and not_worse >= boundary:
+        verdict = NOT_WORSE
+    else:
+        verdict = COLLECTING
+    return RateTest(verdict, m_c, m_h, theta, worse, not_worse, boundary, (canary_n, champion_n))

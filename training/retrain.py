@@ -5,7 +5,8 @@ monitor's reader gives): `retrain_frame` mixes the champion's own training split
 labelled live rows (weighted), `retrain_config` derives the search from the champion's recorded
 config (its hyperparameters, or a short search), and `gate_verdict` (pure) decides whether the
 candidate may face live traffic: it must beat the champion on recent rows held out of training
-and may not lose more than a set margin on the champion's original test split.
+and may not lose more than a set margin on the champion's original test split (accuracy in points
+for a classifier; RMSE as relative changes for a regression model).
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def retrain_frame(original: PreparedData, recent: pd.DataFrame, recent_y: np.nda
         if original.preparation.kinds[name] == "categorical":
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     y = np.concatenate([original.y_train, np.repeat(recent_y, weight)])
-    frame[original.label] = np.asarray(list(original.classes), dtype=object)[y]  # ints, booleans or strings
+    if original.task == "regression":  # the true values, in the target's units
+        frame[original.label] = y.astype(np.float64)
+    else:
+        frame[original.label] = np.asarray(list(original.classes), dtype=object)[y]  # ints, booleans or strings
     return frame
 
 
@@ -55,10 +59,22 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def gate_verdict(scores: dict[str, dict[str, float]], min_gain_recent: float,
-                 max_loss_original: float) -> tuple[bool, str]:
+                 max_loss_original: float, task: str = "classification") -> tuple[bool, str]:
     """Whether the candidate may face traffic, and why: `scores` has "recent" and "original", each
-    with the "candidate"'s and the "champion"'s accuracy."""
+    with the "candidate"'s and the "champion"'s accuracy (for `task` regression: RMSE, lower is
+    better, compared as relative changes of the champion's)."""
     recent, original = scores["recent"], scores["original"]
+    if task == "regression":
+        gain = (recent["champion"] - recent["candidate"]) / recent["champion"] if recent["champion"] else 0.0
+        loss = (original["candidate"] - original["champion"]) / original["champion"] if original["champion"] else 0.0
+        summary = (f"RMSE on recent held-out rows: candidate {recent['candidate']:.5g} vs champion "
+                   f"{recent['champion']:.5g} ({gain:+.1%} better); original test split: {original['candidate']:.5g} "
+                   f"vs {original['champion']:.5g} ({loss:+.1%} worse)")
+        if not gain > min_gain_recent:
+            return False, f"does not lower RMSE on recent rows by more than {min_gain_recent:.1%} ({summary})"
+        if loss > max_loss_original:
+            return False, f"raises RMSE on the original test split by {loss:.1%}, more than {max_loss_original:.1%} ({summary})"
+        return True, summary
     gain = recent["candidate"] - recent["champion"]
     loss = original["champion"] - original["candidate"]
     summary = (f"recent held-out rows: candidate {recent['candidate']:.2%} vs champion {recent['champion']:.2%}; "

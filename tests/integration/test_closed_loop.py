@@ -171,7 +171,11 @@ def test_drift_retrains_gates_canaries_and_promotes_with_no_failed_request(head,
                                  if e["kind"] in steps]
     assert killed and steps.index("drift_declared") < steps.index("retrain_submitted") < steps.index("gate_passed") \
         < steps.index("canary_started") < steps.index("promoted"), steps
-    assert steps.count("retrain_submitted") == 1  # the restarted monitor found its job, it did not submit again
+    # the restarted monitor found its job and did not start another: one job, whatever the log showed. (Killed
+    # between appending an event and saving its state, the monitor replays that tick on restart: the event a
+    # reader saw is rewritten, for the same job, since the job's submission id is derived from the event.)
+    jobs = {e.get("job_id") for e in replay.found if e["kind"] == "retrain_submitted"}
+    assert len(jobs) == 1, jobs
     drift = next(e for e in replay.found if e["kind"] == "drift_declared")
     promoted = next(e for e in replay.found if e["kind"] == "promoted")
     from cluster.jobs import JobRunner
