@@ -3,7 +3,8 @@
 Built-in datasets ship inside a dependency (river), so they work offline: `builtin://shuttle` is
 materialised once to Parquet under HANDOFF_HOME/datasets and read from there like any other;
 `builtin://loans` is generated (seeded) from river's Agrawal loan stream, a table as users have
-them: strings, booleans, an integer code, and gaps.
+them: strings, booleans, an integer code, and gaps; `builtin://deliveries` is generated here
+(seeded): delivery times in minutes, a number to predict, from columns of every kind.
 """
 
 from __future__ import annotations
@@ -61,11 +62,46 @@ def loans_table(rows: int = LOANS_ROWS, seed: int = 7, classification_function: 
     return pa.Table.from_pandas(out, preserve_index=False)
 
 
+CITIES = {"north": 1.0, "centre": 1.35, "south": 1.1, "harbour": 1.2}  # traffic factor per zone
+WEATHER = {"clear": 1.0, "rain": 1.15, "snow": 1.45}
+DELIVERIES_ROWS = 20_000
+
+
+def deliveries_table(rows: int = DELIVERIES_ROWS, seed: int = 11) -> pa.Table:
+    """Food deliveries (seeded), label `minutes` (float): distance in km, items in the order (an
+    integer), the hour it was placed, the zone and the weather as text (weather blank for 4% of
+    rows), express (a boolean), the kitchen's queue length (blank for 3%). Minutes grow with
+    distance × the zone's traffic × the weather, with the queue, and at rush hours; express saves a
+    share; noise is multiplicative (longer trips vary more), so the target is skewed, as real ones are."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    zone = rng.choice(list(CITIES), size=rows, p=[0.3, 0.3, 0.25, 0.15])
+    weather = rng.choice(list(WEATHER), size=rows, p=[0.7, 0.22, 0.08]).astype(object)
+    distance = np.round(rng.gamma(2.0, 2.2, size=rows), 2)
+    items = rng.integers(1, 9, size=rows)
+    hour = rng.integers(9, 24, size=rows)
+    express = rng.random(rows) < 0.25
+    queue = rng.poisson(4, size=rows).astype(float)
+    rush = np.isin(hour, [12, 13, 19, 20]).astype(float)
+    traffic = np.vectorize(CITIES.get)(zone) * np.vectorize(WEATHER.get)(weather)
+    minutes = (8 + 3.2 * distance * traffic + 1.1 * items + 2.5 * queue + 7 * rush) * np.where(express, 0.8, 1.0)
+    minutes = np.round(minutes * rng.lognormal(0.0, 0.12, size=rows), 2)
+    weather[rng.random(rows) < 0.04] = None
+    queue[rng.random(rows) < 0.03] = np.nan
+    out = pd.DataFrame({"distance_km": distance, "items": items.astype("int64"), "hour": hour.astype("int64"),
+                        "zone": zone.astype(object), "weather": weather, "express": express, "kitchen_queue": queue,
+                        "minutes": minutes})
+    return pa.Table.from_pandas(out, preserve_index=False)
+
+
 #: name -> (function returning the table, what it is)
 BUILTIN_DATASETS = {
     "shuttle": (_shuttle_table, "NASA shuttle sensor readings, 49,097 rows, 9 features, label 'anomaly'"),
     "loans": (loans_table, f"loan applications (river's Agrawal generator), {LOANS_ROWS:,} rows, 10 features of "
               "every kind with gaps, label 'approved'"),
+    "deliveries": (deliveries_table, f"food delivery times (generated), {DELIVERIES_ROWS:,} rows, 7 features of every "
+                   "kind with gaps, label 'minutes' (a number: regression)"),
 }
 
 
