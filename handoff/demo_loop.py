@@ -120,7 +120,7 @@ def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
                 promoted_at.append(replay.sent)
         if not new and replay.sent % 2000:
             return  # a line every 2,000 requests, and at every step of the loop
-        shares = " ".join(f"v{v} {n / window.requests:.0%}" for v, (n, _) in sorted(window.by_version.items()))
+        shares = " ".join(f"v{v} {n / window.requests:.0%}" for v, (n, *_) in sorted(window.by_version.items()))
         phase = "changed" if replay.sent > CHANGE_AT else "original"
         accuracy = f"{window.accuracy:.1%}" if window.accuracy is not None else "-"
         say.print(f"      {replay.sent:6d} requests  accuracy {accuracy:>6}  {shares:14} {phase} data"

@@ -37,26 +37,41 @@ class Recalibration:
 
 @dataclass
 class Tally:
+    """Answers counted: failed, right (a class), or for a regression model their squared errors."""
+
     requests: int = 0
     failed: int = 0
     right: int = 0
-    by_version: dict = field(default_factory=dict)  # version → [answers, right]
+    squared_error_sum: float = 0.0
+    by_version: dict = field(default_factory=dict)  # version → [answers, right, squared error sum]
 
-    def add(self, version: int | None, correct: bool | None) -> None:
+    def add(self, version: int | None, correct: bool | None, error: float | None = None) -> None:
         self.requests += 1
         if version is None:
             self.failed += 1
             return
-        entry = self.by_version.setdefault(version, [0, 0])
+        entry = self.by_version.setdefault(version, [0, 0, 0.0])
         entry[0] += 1
         if correct:
             entry[1] += 1
             self.right += 1
+        if error is not None:
+            entry[2] += error * error
+            self.squared_error_sum += error * error
 
     @property
     def accuracy(self) -> float | None:
         answered = self.requests - self.failed
         return self.right / answered if answered else None
+
+    @property
+    def rmse(self) -> float | None:
+        answered = self.requests - self.failed
+        return (self.squared_error_sum / answered) ** 0.5 if answered else None
+
+    def version_rmse(self, version: int) -> float | None:
+        answers, _, squared = self.by_version.get(version, (0, 0, 0.0))
+        return (squared / answers) ** 0.5 if answers else None
 
 
 class LiveReplay:
@@ -96,9 +111,10 @@ class LiveReplay:
                     raise
         raise AssertionError("unreachable")
 
-    def step(self) -> tuple[int | None, bool | None]:
-        """One request (and a label batch when due): the version that answered (None: it failed) and
-        whether it was right; counted in the tally of its phase (before or after the change)."""
+    def step(self) -> tuple[int | None, bool | None, float | None]:
+        """One request (and a label batch when due): the version that answered (None: it failed),
+        whether it was right, or for a regression model its error (answer − truth); counted in the
+        tally of its phase (before or after the change)."""
         i = self.sent
         changed = self.change_at is not None and i >= self.change_at
         if self.change_at is not None and i == self.change_at:
@@ -111,18 +127,22 @@ class LiveReplay:
                                                  {"x-request-id": request_id})
         except Exception as exc:  # noqa: BLE001 - a failed request is what the demo counts
             status, headers, answer = 599, {}, {"error": str(exc)}
-        version = correct = None
+        version = correct = error = None
         if status == 200:
-            label = next(o for o in answer["outputs"] if o["name"] == "label")["data"][0]
-            version, correct = int(headers.get("x-model-version", 0)), label == truth
+            outputs = {o["name"]: o["data"] for o in answer["outputs"]}
+            version = int(headers.get("x-model-version", 0))
+            if "label" in outputs:
+                correct = outputs["label"][0] == truth
+            else:  # a regression model: its predicted value
+                error = float(outputs["prediction"][0]) - float(truth)
             self._pending.append({"request_id": request_id, "label": truth})
         else:
             self.errors.append(f"request {i}: {status} {answer.get('error', '')}"[:300])
-        tally.add(version, correct)
+        tally.add(version, correct, error)
         self.sent += 1
         if len(self._pending) >= self.label_batch:
             self.flush_labels()
-        return version, correct
+        return version, correct, error
 
     def _payload(self, i: int, changed: bool) -> dict:
         """The OIP request of the `i`-th row: one FP32 `features` tensor."""

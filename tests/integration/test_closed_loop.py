@@ -60,11 +60,12 @@ def head(tmp_path_factory, shuttle_frame):
         handoff("down", "--home", str(home), timeout=180)
 
 
-def serve(head, name: str, *monitoring: str) -> int:
+def serve(head, name: str, *monitoring: str, config: str = "configs/shuttle.yaml", data: str | None = None,
+          tune_sets: tuple = ()) -> int:
     """Register `name` (a small search) and serve it with the fast loop settings; its champion version."""
-    tuned = handoff("tune", "configs/shuttle.yaml", "--home", str(head["home"]), "--json",
-                    *[a for s in [*SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1"]
-                      for a in ("--set", s)])
+    tuned = handoff("tune", config, "--home", str(head["home"]), "--json",
+                    *[a for s in [*SMALL, f"name={name}", f"dataset.uri={data or head['data']}", "search.num_samples=1",
+                                  *tune_sets] for a in ("--set", s)])
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
                      "--set", f"gateway.api_keys=[{API_KEY}]",
@@ -94,14 +95,15 @@ def kinds(found: list[dict]) -> list[str]:
     return [e["kind"] for e in found if e["kind"] not in ("window_scored", "window_labels", "files_compacted")]
 
 
-def drive(head, name: str, until, seconds: float, busy: bool = False) -> LiveReplay:
+def drive(head, name: str, until, seconds: float, busy: bool = False, replay: LiveReplay | None = None) -> LiveReplay:
     """Replay clean rows, then changed ones, until `until(events)` holds or `seconds` pass (in a thread).
 
     Every Serve replica's actor id is read before the replay and whenever the loop has just taken a
     step (`replay.replicas`: the step's kind → reading). `busy`: another process keeps one CPU busy
-    and three more client threads send requests for the whole run (`replay.load` counts them)."""
-    replay = LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
-                        prefix=f"{name}-r", headers=KEYED)
+    and three more client threads send requests for the whole run (`replay.load` counts them).
+    `replay`: another replay than the Shuttle rows' (a regression table's)."""
+    replay = replay or LiveReplay(head["gateway"], name, FEATURES, head["x"], head["y"], CHANGE, change_at=900,
+                                  prefix=f"{name}-r", headers=KEYED)
     replay.replicas = {"before": serve_replicas(head["dashboard_url"])}
     found: list = []
     done = threading.Event()
@@ -331,3 +333,58 @@ def test_the_loop_on_a_mixed_type_table_learns_a_new_category_and_promotes(head,
     assert scored.returncode == 0, scored.stderr[-3000:]
     out = pd.read_parquet(tmp_path / "scored")
     assert len(out) == 500 and set(out["version"]) == {promoted} and out["label"].isin([False, True]).all()
+
+
+def test_a_regression_model_is_retrained_canaried_and_promoted_and_its_live_rmse_recovers(head, unserve_after,
+                                                                                       tmp_path):
+    """Delivery times (a number to predict, columns of every kind): the service opens a new zone, whose
+    orders the champion has never seen (long trips, slow traffic): its live RMSE rises, the monitor
+    declares drift, the loop retrains on the labelled recent rows, the RMSE gate passes, the canary's
+    always-valid test on mean absolute error decides, and the new champion's live RMSE on the new
+    traffic comes back near its own test RMSE. No request fails."""
+    import pandas as pd
+
+    from handoff.replay import TableReplay
+    from training.datasets import deliveries_table
+
+    name = "loop-regression"
+    unserve_after.append(name)
+    train = write_parquet(deliveries_table(rows=6000, seed=31).to_pandas(), tmp_path / "deliveries.parquet")
+    champion = serve(head, name, "loop.canary.min_labels=150", config="configs/deliveries.yaml", data=str(train),
+                     tune_sets=("search.epochs=8", "search.space.width={type: choice, values: [32]}",
+                                "search.space.lr={type: choice, values: [0.01]}"))
+    before = deliveries_table(rows=900, seed=32).to_pandas()
+    after = deliveries_table(rows=12000, seed=33, new_zone=0.5).to_pandas()
+    rows = pd.concat([before, after], ignore_index=True)
+    features = [c for c in rows.columns if c != "minutes"]
+    replay = TableReplay(head["gateway"], name, rows[features].astype(object).where(rows[features].notna(), None),
+                         rows["minutes"].tolist(), change_at=len(before), prefix=f"{name}-r", headers=KEYED)
+
+    def until(found):
+        return "promoted" in kinds(found) or "rolled_back" in kinds(found) or "retrain_abandoned" in kinds(found)
+
+    replay = drive(head, name, until, seconds=480, replay=replay)
+    assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    steps = kinds(replay.found)
+    assert "promoted" in steps, [(e["kind"], e.get("version"), e.get("reason")) for e in replay.found
+                                 if e["kind"] in steps]
+    assert steps.index("drift_declared") < steps.index("retrain_submitted") < steps.index("gate_passed") \
+        < steps.index("canary_started") < steps.index("promoted"), steps
+    drift = next(e for e in replay.found if e["kind"] == "drift_declared")
+    assert "zone" in " ".join(drift["features"]), drift["features"]
+    gate = next(e for e in replay.found if e["kind"] == "gate_passed")
+    assert "RMSE on recent held-out rows" in json.dumps(gate), gate
+    promoted = next(e for e in replay.found if e["kind"] == "promoted")
+    assert "MAE" in promoted.get("reason", ""), promoted
+    shown = json.loads(handoff("models", name, "--json", "--home", str(head["home"])).stdout)
+    new = next(v for v in shown["versions"] if v["version"] == promoted["version"])
+    old = next(v for v in shown["versions"] if v["version"] == champion)
+    assert shown["aliases"]["champion"] == promoted["version"] != champion
+    # on the new traffic: the old champion's live RMSE far above its test RMSE, the new one's back near its own
+    old_live = replay.after.version_rmse(champion)
+    new_live = replay.after.version_rmse(promoted["version"])
+    assert old_live > 1.5 * old["metrics"]["test_rmse"], (old_live, old["metrics"]["test_rmse"])
+    assert new_live < 1.4 * new["metrics"]["test_rmse"], (new_live, new["metrics"]["test_rmse"])
+    status = json.loads(handoff("monitor", name, "status", "--json", "--home", str(head["home"])).stdout)
+    assert status["tasks"] and set(status["tasks"].values()) == {"regression"}
+    assert status["live"][str(champion)]["rmse"] is not None and status["label_free_estimate"][str(champion)] is None
