@@ -166,7 +166,7 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
             return ray.get(actor.status.remote(), timeout=15)
         except Exception:  # noqa: BLE001 - a busy or restarting actor: its saved state is the answer
             pass
-    state = StateStore(state_root(settings, cfg), name).load()
+    state = StateStore(state_root(settings, cfg), name).read_state()
     return None if state is None else status_of(name, state, running=actor is not None)
 
 
@@ -196,7 +196,7 @@ def _stored_status(name: str, settings, cfg) -> dict:
     from monitoring.monitor import status_of
     from monitoring.state_store import StateStore
 
-    state = StateStore(state_root(settings, cfg), name).load()
+    state = StateStore(state_root(settings, cfg), name).read_state()
     if state is None:
         _fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
     return status_of(name, state, running=False)

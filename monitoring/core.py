@@ -25,6 +25,7 @@ from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
 from monitoring.labels import Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
+from monitoring.read_retry import RetryLater, TransientRead, after_failed_pass, read_with_retries
 from monitoring.reference import ReferenceProfile
 from monitoring.report import category_shares, drift_reason, histograms, shown_features
 from monitoring.scoring import WindowScores, score_window
@@ -68,7 +69,8 @@ class MonitorCore:
         self.profile_of, self.spec, self.drift, self.clock, self.labels = profile_of, spec, drift, clock, labels
         self._profiles: dict[int, ReferenceProfile | None] = {}
         self._tolerance_cache: dict[tuple[int, int], dict[str, float]] = {}
-        saved = store.load() or {}
+        saved, repaired = store.recover()
+        saved = saved or {}
         self.state = {
             "model": model,
             # files in read order from number `files_base` on (a file's number: base + its index); the files
@@ -92,11 +94,17 @@ class MonitorCore:
             "tasks": saved.get("tasks", {}),  # version → classification | regression (its profile's)
             "concept_flagged": saved.get("concept_flagged", {}),  # version → windows with a concept-drift event
             "loop": saved.get("loop"),  # the closed loop's state (monitoring/loop.py LoopState)
-            "loop_seen": saved.get("loop_seen", saved.get("events_logged", 0)),  # events the loop has looked at
+            # events the loop has looked at (never past the log: one cut short is counted down at recovery)
+            "loop_seen": min(saved.get("loop_seen", saved.get("events_logged", 0)), saved.get("events_logged", 0)),
         }
+        self.state["read_retries"] = saved.get("read_retries", {})  # file → passes failed in a row, last error
+        self._labels_unread: list[str] = []  # label files already counted that did not read back at start
         if labels is not None:  # every label sent so far, back in memory
             for key in self.state["feedback_files"]:
-                labels.feedback.read(key)
+                try:
+                    read_with_retries(lambda: labels.feedback.read(key))
+                except TransientRead:
+                    self._labels_unread.append(key)
         self._new_windows: list[tuple[int, int]] = []
         if self.state["compaction"] is not None:
             self._finish_merge()
@@ -108,6 +116,8 @@ class MonitorCore:
         self._read_upto = max(floor.file if floor.row >= END_ROW else floor.file - 1, -1)
         self.features: list[str] | None = None   # the live log's numeric feature columns
         self.categorical: list[str] = []          # and its categorical ones
+        if repaired:  # committed with the state as saved (its positions untouched: nothing re-read yet)
+            self.store.commit(self.state, [{"time": _now_iso(), "model": model, **e} for e in repaired])
 
     # --- positions ------------------------------------------------------------------------------
     @property
@@ -133,7 +143,10 @@ class MonitorCore:
         for number in range(max(self._read_upto + 1, base), base + len(self.state["files"])):
             key = self.state["files"][number - base]
             if key not in self.state["corrupt"]:
-                events += self._read(key, number)
+                try:
+                    events += self._read(key, number)
+                except RetryLater:  # an I/O error every try: nothing after it is read before it
+                    break
             self._read_upto = number
             if Position(number, END_ROW) > self.read_head:
                 self.state["read_head"] = Position(number, END_ROW).to_json()
@@ -223,10 +236,15 @@ class MonitorCore:
     def _read(self, key: str, number: int) -> list[dict]:
         """Buffer one file's rows; a file that cannot be read, or has other features, is skipped with an event."""
         try:
-            rows, features = read_rows(self.live_root, self.model, key, number)
+            rows, features = read_with_retries(lambda: read_rows(self.live_root, self.model, key, number))
         except CorruptFile as exc:
             reason = str(exc)
+        except TransientRead as exc:
+            reason = after_failed_pass(self.state["read_retries"], key, exc)
+            if reason is None:
+                raise RetryLater(key) from None
         else:
+            self.state["read_retries"].pop(key, None)
             columns = [*features, *rows.categories]
             if self.features is None or columns == [*self.features, *self.categorical]:
                 self.features, self.categorical = features, list(rows.categories)
@@ -284,8 +302,12 @@ class MonitorCore:
             events = [{"kind": "window_scored", **self.state["last_window"]}]
             if event is not None:  # what its report draws, taken while the window's rows are here
                 columns = shown_features(self.state["last_window"]["scores"])
-                drawn = histograms({c: profile.features[c].sorted_sample for c in columns},
-                                   {c: window.x[:, self.features.index(c)] for c in columns}, columns)
+                reference = {c: profile.features[c].sorted_sample for c in columns if c in profile.features}
+                values = {c: window.x[:, self.features.index(c)] for c in reference}
+                if "prediction" in columns:  # a regression model's predicted values, drawn like a feature
+                    reference["prediction"] = profile.probabilities["prediction"].sorted_sample
+                    values["prediction"] = np.asarray(window.prediction, dtype=np.float64)
+                drawn = histograms(reference, values, [c for c in columns if c in reference])
                 shares = category_shares(profile.categories, window.categories, self.state["last_window"]["scores"])
                 events.append({"kind": "drift_declared", **asdict(event), "alpha": self.drift.alpha,
                                "histograms": drawn, "category_shares": shares, "reason": drift_reason(event)})
@@ -311,11 +333,26 @@ class MonitorCore:
         horizon when labels arrived, else only the windows scored in this pass. An event per window
         whose label counts changed."""
         events, arrived = [], False
+        for key in list(self._labels_unread):  # counted before a restart, not read back then
+            try:
+                arrived = read_with_retries(lambda: self.labels.feedback.read(key)) > 0 or arrived
+                self._labels_unread.remove(key)
+            except TransientRead:
+                break
         for key in self.labels.feedback.new_files(self.state["feedback_files"]):
+            try:
+                n = read_with_retries(lambda: self.labels.feedback.read(key))
+            except TransientRead as exc:
+                reason = after_failed_pass(self.state["read_retries"], key, exc)
+                if reason is None:
+                    break  # latest wins: later label files wait for this one
+                n = -1
+            else:
+                self.state["read_retries"].pop(key, None)
+                reason = f"{key}: not a readable label file (it does not parse)"
             self.state["feedback_files"].append(key)
-            n = self.labels.feedback.read(key)
             if n < 0:
-                events.append({"kind": "feedback_skipped", "file": key, "reason": f"{key}: not a readable label file"})
+                events.append({"kind": "feedback_skipped", "file": key, "reason": reason})
             arrived = arrived or n > 0
         if arrived:
             due = [(int(v), w) for v, n in self.state["windows"].items()

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
 from monitoring.live_reader import parquet_files
+from monitoring.read_retry import TransientRead, read_with_retries
 
 FEEDBACK_DIR = "_feedback"
 UNLABELLED = -1
@@ -82,23 +83,30 @@ class Feedback:
         return [key for _, key in parquet_files(self.fs, self.dir) if key not in done]
 
     def read(self, key: str) -> int:
-        """Add one file's labels; how many it had (-1 for a file that cannot be read)."""
-        self.files_read.add(key)
+        """Add one file's labels; how many it had (-1 for a file that does not parse: skipped).
+        `TransientRead` for an I/O error, the file not yet counted as read (the caller tries again)."""
         try:
             table = pq.read_table(join(self.dir, key), filesystem=self.fs)
             labels = table.column("value" if "value" in table.column_names else "class_index")
             ids = table.column("request_id")
-        except Exception:  # noqa: BLE001 - a broken label file is skipped (the caller records it)
+        except OSError as exc:
+            raise TransientRead(f"{key}: {type(exc).__name__}: {exc}") from None
+        except Exception:  # noqa: BLE001 - a label file that does not parse is skipped (the caller records it)
+            self.files_read.add(key)
             return -1
+        self.files_read.add(key)
         self.labels.update(zip(ids.to_pylist(), labels.to_pylist()))
         return table.num_rows
 
     def catch_up(self) -> int:
-        """Read the files this reader has not read yet (a broken one is skipped, not retried); how many
-        were new. A reader kept between calls reads each file once."""
+        """Read the files this reader has not read yet (one that does not parse is skipped; an I/O error
+        is tried again, then ends the call there); how many were read. A reader kept between calls reads each file once."""
         new = self.new_files(self.files_read)
         for key in new:
-            self.read(key)
+            try:
+                read_with_retries(lambda: self.read(key))
+            except TransientRead:  # the rest waits (latest wins: files are read in order); the next call tries again
+                return new.index(key)
         return len(new)
 
     def lookup(self, ids: np.ndarray, regression: bool = False) -> np.ndarray:

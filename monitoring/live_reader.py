@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
+from monitoring.read_retry import TransientRead
 
 SETTLE_S = 0.0  # the gateway renames finished files into place: a listed file is complete
 
@@ -132,7 +133,7 @@ def category_values(column: pa.ChunkedArray, keep: np.ndarray) -> np.ndarray:
 
 def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[str]]:
     """The file's non-shadow rows and its feature columns (numeric ones in `x`, categorical ones in
-    `categories`); `CorruptFile` when it cannot be read or lacks a column."""
+    `categories`); `CorruptFile` when it does not parse or lacks a column, `TransientRead` for an I/O error."""
     fs, base = filesystem(model_dir(root, model))
     try:
         with fs.open_input_file(f"{base}/{key}") as f:
@@ -148,7 +149,9 @@ def read_rows(root: str, model: str, key: str, number: int) -> tuple[Rows, list[
             table = parquet.read(columns=wanted, use_threads=False)
     except CorruptFile:
         raise
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a broken file
+    except OSError as exc:  # an I/O error (a throttled or dropped read, a file gone): worth trying again
+        raise TransientRead(f"{key}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a file that does not parse
         raise CorruptFile(f"{key}: {type(exc).__name__}: {exc}") from None
     live = ~table.column("shadow").to_numpy(zero_copy_only=False).astype(bool)
     index = np.nonzero(live)[0]

@@ -27,7 +27,8 @@ def status_of(model: str, state: dict, running: bool) -> dict:
     return {"model": model, "running": running, "windows": state["windows"], "rows_scored": state["rows_scored"],
             "rows_unprofiled": state["rows_unprofiled"], "files_read": state.get("files_base", 0) + len(state["files"]),
             "files_compacted_into": sum(1 for k in state.get("consumed", {}) if "compacted-" in k),
-            "files_skipped": list(state["corrupt"]), "drift": state["drift"], "last_window": state["last_window"],
+            "files_skipped": list(state["corrupt"]), "files_retrying": dict(state.get("read_retries", {})),
+            "drift": state["drift"], "last_window": state["last_window"],
             "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop"),
             "estimated": {v: w[max(w, key=int)] for v, w in state.get("estimated", {}).items() if w},
             "columns": column_figures(state["last_window"]), "tasks": state.get("tasks", {}),
@@ -66,7 +67,7 @@ class Monitor:
 
         self.model, self.cfg = model, MonitoringConfig.model_validate(cfg)
         registry = Registry(tracking_uri)
-        self.core = MonitorCore(model, live_root, StateStore(state_root, model),
+        self._new_core = lambda: MonitorCore(model, live_root, StateStore(state_root, model),
                                 lambda version: load_profile(registry, model, version),
                                 WindowSpec(self.cfg.window_rows, self.cfg.window_seconds, self.cfg.min_rows),
                                 DriftSettings(self.cfg.alpha, self.cfg.correction, self.cfg.persistence, self.cfg.min_shift,
@@ -76,6 +77,7 @@ class Monitor:
                                                  self.cfg.label_windows),
                                 compaction=CompactionSpec(self.cfg.compact_min_files, self.cfg.compact_target_rows)
                                 if self.cfg.compact else None)
+        self.core = self._new_core()
         self.sink = MlflowSink(tracking_uri, model) if self.cfg.mlflow else None
         from monitoring.metrics import MonitorMetrics
 
@@ -98,20 +100,34 @@ class Monitor:
                 self._publish(events)
                 self._loop(events)
                 self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - a bad pass is reported, the monitor goes on
+            except Exception as exc:  # noqa: BLE001 - a bad pass is reported, undone, and the monitor goes on
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("monitor %s: pass failed: %s", self.model, traceback.format_exc())
+                self._undo_pass()
             self._stop.wait(self.cfg.poll_seconds)
+
+    def _undo_pass(self) -> None:
+        """Back to the last commit: a pass that failed half-way (a window scored, its drift event
+        not yet built) must not leave in memory a state its saved events do not account for (drift
+        marked declared with no `drift_declared` recorded, so never acted on); the rows are read
+        and scored again from the saved positions."""
+        try:
+            with self._lock:
+                self.core = self._new_core()
+        except Exception:  # noqa: BLE001 - the store unreadable now: keep the old core, try again next pass
+            log.error("monitor %s: reloading after a failed pass failed: %s", self.model, traceback.format_exc())
 
     def _buffered(self) -> int:
         return sum(b.rows for b in self.core.windower.buffers.values())
 
     def status(self) -> dict:
         """What the monitor has done: windows and rows per version, drift state, the last window."""
-        with self._lock:
-            state = dict(self.core.state)
+        import copy
+
+        with self._lock:  # built whole and copied deep under the lock: the pass thread mutates nested dicts
+            shown = copy.deepcopy(status_of(self.model, self.core.state, running=True))
             buffered = self._buffered()
-        return {**status_of(self.model, state, running=True), "passes": self.passes, "last_error": self.last_error,
+        return {**shown, "passes": self.passes, "last_error": self.last_error,
                 "loop_error": self.loop_error, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
 
@@ -125,6 +141,8 @@ class Monitor:
     def _loop(self, events: list[dict]) -> None:
         """A tick of the closed loop every `loop.tick_seconds` (its actions outside the lock: moving
         traffic takes seconds); its state and records are committed together afterwards."""
+        import copy
+
         from monitoring.loop_runner import tick
 
         self._loop_news += [e for e in events if e["kind"] == "drift_declared"]
@@ -132,8 +150,9 @@ class Monitor:
             return
         self._last_tick = time.time()
         with self._lock:
-            state, labels = self.core.state.get("loop"), dict(self.core.state.get("labels", {}))
-            estimated = {v: dict(w) for v, w in self.core.state.get("estimated", {}).items()}
+            state = copy.deepcopy(self.core.state.get("loop"))
+            labels = copy.deepcopy(self.core.state.get("labels", {}))
+            estimated = copy.deepcopy(self.core.state.get("estimated", {}))
             logged = self.core.state["events_logged"]
         try:
             new_state, records = tick(self.model, state, labels, list(self._loop_news), self.cfg.loop, self.port,

@@ -2,9 +2,16 @@
 
 State is one JSON document per model, replaced whole after every window (written beside, then
 moved over, so a crash leaves the old or the new one, never half of one). Events are JSON lines,
-appended (local files) or rewritten (object stores), oldest first. `commit` appends a window's
-events, then saves the state with the number of events it accounts for; `load` drops events past
-that number (a crash between the two: the window is scored again, its events are not doubled).
+appended (local files) or rewritten whole (object stores, whose objects are replaced whole), oldest
+first. `commit` appends a window's events, then saves the state with the number of events it
+accounts for (`events_logged`).
+
+Only the monitor writes. Readers (`read_state`, `events`: `handoff status`, `handoff events`, the
+report) never write, and see the committed events only: those the saved state counts. The monitor,
+starting, calls `recover`: events past the count (a crash between the two steps: the window is
+scored again, its events must not be doubled) and a torn last line (a kill or a full disk mid-append)
+are dropped, the log rewritten beside and moved over, and what was dropped is said by the
+`event_log_repaired` event it returns for the monitor to record.
 """
 
 from __future__ import annotations
@@ -21,6 +28,31 @@ def _json_lines(events: list[dict]) -> bytes:
     return "".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode()
 
 
+def parse_lines(raw: bytes) -> tuple[list[dict], int, int]:
+    """(events, bytes of a torn last line, lines that are not JSON) of an event log's bytes: a last
+    line without its newline, or one that is not JSON, is torn; a bad line inside is skipped and counted."""
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # what follows the last newline: b"" for a whole log
+    torn = len(tail)
+    events, bad = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1 and not tail:  # a last line cut inside and then a newline: torn too
+                torn += len(line) + 1
+            else:
+                bad += 1
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            bad += 1
+    return events, torn, bad
+
+
 class StateStore:
     def __init__(self, root: str, model: str):
         self.fs, base = filesystem(root)
@@ -28,18 +60,55 @@ class StateStore:
         self.state_path = join(self.dir, "state.json")
         self.events_path = join(self.dir, "events.jsonl")
 
-    def load(self) -> dict | None:
-        """The saved state (None before the first commit), after dropping events it does not account for."""
+    # --- readers: never write ---------------------------------------------------------------------
+    def read_state(self) -> dict | None:
+        """The saved state, None before the first commit. Reads only."""
         try:
             with self.fs.open_input_stream(self.state_path) as f:
-                state = json.loads(f.read())
+                return json.loads(f.read())
         except FileNotFoundError:
-            state = None
+            return None
+
+    def events(self) -> list[dict]:
+        """The committed events, oldest first (those the saved state counts; a torn line never). Reads only."""
+        state = self.read_state()  # first: events appended after it are not committed in it
+        events, _, _ = parse_lines(self._raw_events())
+        return events[:(state or {}).get("events_logged", 0)] if state is not None else []
+
+    def _raw_events(self) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.events_path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    # --- the monitor: the one writer ----------------------------------------------------------------
+    def recover(self) -> tuple[dict | None, list[dict]]:
+        """(saved state, the `event_log_repaired` event to record, if any) after making the log hold
+        exactly the committed events: uncommitted ones and a torn line dropped (the log rewritten
+        beside and moved over); fewer lines than counted (a log cut short) sets the count to what is there."""
+        state = self.read_state()
+        raw = self._raw_events()
+        events, torn, bad = parse_lines(raw)
         logged = (state or {}).get("events_logged", 0)
-        events = self.events()
-        if len(events) > logged:
-            self._write_events(events[:logged])
-        return state
+        uncommitted = max(len(events) - logged, 0)
+        missing = max(logged - len(events), 0)
+        if not (torn or bad or uncommitted or missing):
+            return state, []
+        kept = events[:logged]
+        self._replace_events(kept)
+        if state is not None:
+            state["events_logged"] = len(kept)
+            self.save(state)
+        repaired = {"kind": "event_log_repaired", "torn_bytes": torn, "unparseable_lines": bad,
+                    "uncommitted_events": uncommitted, "missing_events": missing,
+                    "reason": "; ".join(part for part in (
+                        f"a torn last line ({torn} bytes) dropped" if torn else "",
+                        f"{bad} line(s) that are not JSON dropped" if bad else "",
+                        f"{uncommitted} event(s) written after the last commit dropped (they are recorded again)"
+                        if uncommitted else "",
+                        f"{missing} committed event(s) missing from the log" if missing else "") if part)}
+        return state, ([repaired] if torn or bad or missing else [])
 
     def commit(self, state: dict, events: list[dict]) -> None:
         """Append `events`, then save `state` counting them (`events_logged`)."""
@@ -47,17 +116,19 @@ class StateStore:
         state["events_logged"] = state.get("events_logged", 0) + len(events)
         self.save(state)
 
-    def _write_events(self, events: list[dict]) -> None:
+    def _write_beside(self, path: str, data: bytes) -> None:
+        """`data` at `path`, written beside and moved over: the old or the new bytes, never half."""
         self.fs.create_dir(self.dir, recursive=True)
-        with self.fs.open_output_stream(self.events_path) as f:
-            f.write(_json_lines(events))
+        tmp = join(self.dir, f".{path.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:8]}.tmp")
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, path)
+
+    def _replace_events(self, events: list[dict]) -> None:
+        self._write_beside(self.events_path, _json_lines(events))
 
     def save(self, state: dict) -> None:
-        self.fs.create_dir(self.dir, recursive=True)
-        tmp = join(self.dir, f".state-{uuid.uuid4().hex[:8]}.json")
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(json.dumps(state, sort_keys=True).encode())
-        self.fs.move(tmp, self.state_path)
+        self._write_beside(self.state_path, json.dumps(state, sort_keys=True).encode())
 
     def append_events(self, events: list[dict]) -> None:
         if not events:
@@ -68,18 +139,4 @@ class StateStore:
             with open(self.events_path, "ab") as f:
                 f.write(lines)
             return
-        previous = b""
-        try:
-            with self.fs.open_input_stream(self.events_path) as f:
-                previous = f.read()
-        except FileNotFoundError:
-            pass
-        with self.fs.open_output_stream(self.events_path) as f:
-            f.write(previous + lines)
-
-    def events(self) -> list[dict]:
-        try:
-            with self.fs.open_input_stream(self.events_path) as f:
-                return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
-        except FileNotFoundError:
-            return []
+        self._write_beside(self.events_path, self._raw_events() + lines)

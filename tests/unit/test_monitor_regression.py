@@ -87,3 +87,19 @@ def test_numeric_labels_join_into_live_rmse_and_mae_and_every_surface_shows_them
 def test_label_stats_of_a_regression_window():
     stats = label_stats(np.array([1.0, 2.0, 3.0]), None, np.array([1.5, np.nan, 1.0]), regression=True)
     assert stats == {"rows": 3, "labelled": 2, "squared_error_sum": 0.25 + 4.0, "absolute_error_sum": 2.5}
+
+
+def test_drift_on_a_regression_model_is_declared_with_its_predicted_values_drawn(tmp_path):
+    """The declaration draws the predicted values beside the features (a KeyError on 'prediction'
+    once failed the pass that declared drift, and the event was never recorded)."""
+    log = LiveLog(str(tmp_path / "live"), flush_seconds=3600)
+    for i in range(DriftSettings().persistence + 1):
+        x = (RNG.normal(size=(500, 2)) + 2.0).astype(np.float32)  # both features moved by 2σ
+        log.append("price", FEATURES, f"moved{i}", 1, None, x, 130.0 + 10.0 * RNG.normal(size=500), 1.0)
+    log.close()
+    core = monitor(tmp_path)
+    found = core.step()
+    declared = [e for e in found if e["kind"] == "drift_declared"]
+    assert len(declared) == 1, [e["kind"] for e in found]
+    assert "prediction" in declared[0]["histograms"] and set(FEATURES) <= set(declared[0]["histograms"])
+    assert "drift_declared" in [e["kind"] for e in StateStore(str(tmp_path / "state"), "price").events()]

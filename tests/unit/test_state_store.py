@@ -1,0 +1,171 @@
+"""The monitor's own files under faults (no Ray; real files): readers never write, a torn last line
+is dropped at start with an event, and a monitor killed with SIGKILL at random points of many
+passes neither loses nor re-scores a row, nor stops starting."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+from monitoring.state_store import StateStore, parse_lines
+from tests.unit.test_monitor_core import PROFILE, core, kinds, write
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_torn_line_is_torn_whether_or_not_a_newline_followed():
+    whole = b'{"kind": "a"}\n{"kind": "b"}\n'
+    assert parse_lines(whole) == ([{"kind": "a"}, {"kind": "b"}], 0, 0)
+    assert parse_lines(whole + b'{"kind": "c", "ro') == ([{"kind": "a"}, {"kind": "b"}], 17, 0)
+    assert parse_lines(whole + b'{"kind": "c"\n') == ([{"kind": "a"}, {"kind": "b"}], 13, 0)
+    assert parse_lines(b'{"kind": "a"}\n\xff\xfe\n{"kind": "b"}\n') == ([{"kind": "a"}, {"kind": "b"}], 0, 1)
+
+
+def test_readers_never_write_and_see_only_committed_events(tmp_path):
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    monitor = core(tmp_path)
+    monitor.step()
+    store = StateStore(str(tmp_path / "state"), "m")
+    committed = store.events()
+    store.append_events([{"kind": "window_scored", "window": 99}])  # the actor between its two commit steps
+    with open(store.events_path, "ab") as f:
+        f.write(b'{"kind": "window_sc')  # and mid-append
+    before = files_of(tmp_path / "state")
+    assert store.events() == committed and store.read_state()["events_logged"] == len(committed)
+    from types import SimpleNamespace
+
+    import handoff.cli  # noqa: F401 - the commands' modules load through the CLI
+    from handoff.monitor_commands import _stored_status
+
+    cfg = SimpleNamespace(state_root=str(tmp_path / "state"))
+    assert _stored_status("m", None, cfg)["windows"] == {"1": 1}  # what `handoff status` falls back to
+    assert files_of(tmp_path / "state") == before  # a reader wrote nothing
+
+
+def test_a_torn_last_line_is_dropped_at_start_with_an_event_and_the_monitor_goes_on(tmp_path):
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    core(tmp_path).step()
+    store = StateStore(str(tmp_path / "state"), "m")
+    with open(store.events_path, "ab") as f:
+        f.write(b'{"kind": "window_scored", "rows": 5')  # killed mid-append, or the disk filled
+    restarted = core(tmp_path)  # once this raised, and a Ray actor with max_restarts=-1 looped on it
+    repaired = kinds(store.events(), "event_log_repaired")
+    assert len(repaired) == 1 and repaired[0]["torn_bytes"] == 35 and "torn last line" in repaired[0]["reason"]
+    assert store.events_path and store._raw_events().endswith(b"\n")
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    restarted.step()
+    assert [w["window"] for w in kinds(store.events(), "window_scored")] == [0, 1]
+    core(tmp_path)  # nothing to repair now: no second event
+    assert len(kinds(store.events(), "event_log_repaired")) == 1
+
+
+WORKER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from tests.unit.test_monitor_core import core
+monitor = core(Path({tmp!r}))
+print("started", flush=True)
+while True:
+    monitor.step()
+"""
+
+
+def test_a_monitor_killed_at_random_points_of_many_passes_scores_every_row_once(tmp_path):
+    """A worker process steps a monitor over a growing live log; it is killed with SIGKILL at random
+    moments (inside a window's commit, between its two steps, mid-append) and started again, many
+    times; then one last monitor catches up. Every window once, in order; every row scored or buffered once."""
+    rng = random.Random(11)
+    script = WORKER.format(repo=str(REPO), tmp=str(tmp_path))
+    kills = 0
+    for round_ in range(12):
+        write(tmp_path / "live", [(1, rng.choice([150, 450, 700]), 0.0, False) for _ in range(3)])
+        worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            assert worker.stdout.readline().strip() == "started", "the monitor did not start again"
+            time.sleep(rng.uniform(0.0, 0.6))
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+            kills += 1
+    last = core(tmp_path)
+    last.step()
+    store = StateStore(str(tmp_path / "state"), "m")
+    windows = kinds(store.events(), "window_scored")
+    assert [w["window"] for w in windows] == list(range(len(windows))) and len(windows) > 10, \
+        [w["window"] for w in windows]
+    table = ds.dataset(str(tmp_path / "live"), partitioning="hive").to_table()
+    buffered = last.windower.buffers[1].rows if 1 in last.windower.buffers else 0
+    assert last.state["rows_scored"]["1"] == sum(w["rows"] for w in windows)
+    assert last.state["rows_scored"]["1"] + buffered == table.num_rows  # each row once, none lost
+    assert kills == 12 and PROFILE is not None
+
+
+class FlakyFiles:
+    """A pyarrow filesystem whose file opens fail with an I/O error `failures` times (an S3 throttle)."""
+
+    def __init__(self, fs, failures: int):
+        self.fs, self.failures, self.opens = fs, failures, 0
+
+    def open_input_file(self, path):
+        self.opens += 1
+        if self.opens <= self.failures:
+            raise OSError("When reading information for key 'live/part-1.parquet': AWS Error SLOW_DOWN")
+        return self.fs.open_input_file(path)
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+
+def flaky(monkeypatch, failures: int) -> FlakyFiles:
+    import monitoring.live_reader as live_reader
+
+    real = live_reader.filesystem
+    made = {}
+
+    def patched(root):
+        fs, base = real(root)
+        made.setdefault("fs", FlakyFiles(fs, failures))
+        return made["fs"], base
+
+    monkeypatch.setattr(live_reader, "filesystem", patched)
+    monkeypatch.setattr("monitoring.read_retry.FIRST_PAUSE_S", 0.001)
+    return made
+
+
+def test_a_live_log_read_that_fails_three_times_then_succeeds_loses_and_doubles_no_row(tmp_path, monkeypatch):
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    made = flaky(monkeypatch, failures=3)
+    monitor = core(tmp_path)
+    assert not kinds(monitor.step(), "file_skipped")
+    assert made["fs"].opens >= 3 and monitor.state["rows_scored"] == {}  # this pass stopped at the file
+    retrying = monitor.state["read_retries"]
+    assert len(retrying) == 1 and next(iter(retrying.values()))["passes"] == 1 and "SLOW_DOWN" in str(retrying)
+    events = monitor.step()  # the next pass: the fourth open works
+    assert [e["rows"] for e in kinds(events, "window_scored")] == [500] and monitor.windower.buffers[1].rows == 100
+    assert monitor.state["read_retries"] == {} and monitor.state["corrupt"] == []
+    assert not kinds(StateStore(str(tmp_path / "state"), "m").events(), "file_skipped")
+
+
+def test_a_file_that_fails_every_pass_is_given_up_after_five_and_the_rest_is_read(tmp_path, monkeypatch):
+    from monitoring.read_retry import ATTEMPTS, MAX_FAILED_PASSES
+
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    flaky(monkeypatch, failures=ATTEMPTS * MAX_FAILED_PASSES)  # the first file's opens, every try of 5 passes
+    monitor = core(tmp_path)
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    found = [e for _ in range(MAX_FAILED_PASSES) for e in monitor.step()]
+    skipped = kinds(found, "file_skipped")
+    assert len(skipped) == 1 and "unreadable in 5 passes in a row" in skipped[0]["reason"], found
+    assert len(monitor.state["corrupt"]) == 1 and monitor.state["read_retries"] == {}
+    assert [e["rows"] for e in kinds(found, "window_scored")] == [500]  # the second file, read once the first was given up
