@@ -27,8 +27,10 @@ def trial_spec(cfg: ExperimentConfig, trial_config: dict) -> TrialSpec:
 
 
 def load_state(checkpoint: tune.Checkpoint) -> dict:
+    """A trial checkpoint's state, loaded with `weights_only=True`: tensors and plain values only, so a
+    checkpoint from a tampered storage path cannot run code when a trial resumes from it."""
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> None:

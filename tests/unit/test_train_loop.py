@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from training.config import DatasetConfig
@@ -68,3 +69,31 @@ def test_device_choice_follows_rays_assignment():
     else:
         raise AssertionError("a GPU assigned without CUDA must be refused")
     assert cpu_threads(0.5) == 1 and cpu_threads(2) == 2
+
+
+def test_a_trial_checkpoint_loads_with_weights_only_and_a_pickled_object_is_refused(tmp_path):
+    """What a trial saves (weights, optimiser, epoch, its clock and best figure) loads with
+    `weights_only=True` and resumes exactly; a checkpoint carrying any other object is refused."""
+    import pickle
+
+    from ray import tune
+
+    from training.trial import STATE_FILE, load_state
+
+    d = data()
+    saved = {}
+
+    def keep(epoch, metrics, model, opt):
+        if epoch == 2:
+            saved.update({**checkpoint_state(model, opt, epoch), "train_seconds": 1.25, "best": metrics["val_loss"]})
+
+    full = fit(spec(), d, epochs=4, on_epoch=keep)
+    torch.save(saved, tmp_path / STATE_FILE)
+    state = load_state(tune.Checkpoint.from_directory(str(tmp_path)))
+    resumed = fit(spec(), d, epochs=4, start_epoch=state["epoch"], state=state)
+    assert weights_hash(full.state_dict()) == weights_hash(resumed.state_dict())
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    torch.save({**saved, "extra": pd.Timestamp("2026-01-01")}, hostile / STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(tune.Checkpoint.from_directory(str(hostile)))
