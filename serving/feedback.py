@@ -79,7 +79,10 @@ def _true_value(label) -> float | None:
     """A regression label's value: a finite JSON number (not a boolean, not text); None otherwise."""
     if isinstance(label, bool) or not isinstance(label, (int, float)):
         return None
-    value = float(label)
+    try:
+        value = float(label)
+    except OverflowError:  # a JSON integer past a float's range (10**400)
+        return None
     return value if np.isfinite(value) else None
 
 

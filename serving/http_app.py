@@ -10,6 +10,7 @@ benchmark's single-process baseline and the unit tests.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -76,8 +77,19 @@ def _binary(payload: dict, blobs: list[bytes], version: int) -> Response:
                     headers={"x-model-version": str(version), "Inference-Header-Content-Length": str(len(head))})
 
 
-def error(message: str, status: int) -> Response:
-    return _json({"error": message}, status)
+def error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
+    response = _json({"error": message}, status)
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def failed(message: str, logged: str) -> Response:
+    """503 for what failed on the server's side: the body says what failed and an error id, never the
+    exception's text (a path, a host, a replica's message); the log has the traceback under that id."""
+    error_id = os.urandom(4).hex()
+    log.exception("%s (error id %s)", logged, error_id)
+    return error(f"{message} (error id {error_id}; the gateway's log has the details)", 503)
 
 
 def check_declared_length(headers: Mapping[str, str], max_bytes: int) -> None:
@@ -96,14 +108,31 @@ def add_chunk(chunks: list[bytes], size: int, chunk: bytes, max_bytes: int) -> i
     return size
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's members, refusing a key given twice (which one a parser keeps differs between
+    parsers: a proxy and the gateway could read two different requests)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen, twice = set(), []
+        for key, _ in pairs:
+            (twice.append(key) if key in seen else seen.add(key))
+        raise BadRequest(f"malformed JSON: key {twice[0][:50]!r} appears more than once in one object")
+    return out
+
+
 def decode_json(raw: bytes):
-    """The decoded body, refusing an empty body or malformed JSON (400)."""
+    """The decoded body, refusing an empty body, malformed JSON, a key repeated in an object, nesting
+    deeper than Python's parser goes and integers longer than it converts (400)."""
     if not raw:
         raise BadRequest("the body is empty; send a JSON object")
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
+        return json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+    except BadRequest:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError; an integer over 4,300 digits
+        raise BadRequest(f"malformed JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
 
 
 def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
@@ -114,7 +143,13 @@ def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
     auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         key = auth[7:].strip()
-    return key in api_keys
+    if not key:
+        return False
+    sent = key.encode("utf-8", "surrogateescape")
+    matched = False
+    for known in api_keys:  # every key compared, each in constant time: no timing says how much matched
+        matched |= hmac.compare_digest(sent, known.encode("utf-8", "surrogateescape"))
+    return matched
 
 
 def _parse(body: bytes, headers: Mapping[str, str], sig, mlflow_format: bool):
@@ -153,12 +188,12 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
             raise BadRequest(f"malformed request: {type(exc).__name__}: {exc}") from None
         request_id = request_id or check_request_id(headers.get("x-request-id"), "header x-request-id") or \
             next_request_id()
-        answer = await backend.answer(name, x, request_id, headers.get("x-routing-key"), version)
+        routing_key = check_request_id(headers.get("x-routing-key"), "header x-routing-key")  # logged: same bound
+        answer = await backend.answer(name, x, request_id, routing_key, version)
     except BadRequest as exc:
         return error(str(exc), exc.status)
-    except Exception as exc:  # noqa: BLE001 - a failing version is the server's fault, never a 500 page
-        log.exception("model %s: answering request failed", name)
-        return error(f"model {name!r} could not answer: {type(exc).__name__}: {exc}", 503)
+    except Exception:  # noqa: BLE001 - a failing version is the server's fault, never a 500 page
+        return failed(f"model {name!r} could not answer", f"model {name}: answering a request failed")
     if mlflow_format:
         response = _json(invocations_response(sig, answer.proba, answer.prediction, answer.label),
                          version=answer.version)
@@ -335,6 +370,9 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
             return _json(await backend.feedback(name, decode_json(body)))
         except BadRequest as exc:
             return error(str(exc), exc.status)
+        except Exception:  # noqa: BLE001 - the label store failed (a full disk, S3 down): nothing was kept
+            return failed(f"labels for {name!r} could not be stored; nothing of this batch was kept, send it again",
+                          f"model {name}: storing labels failed")
 
     def openapi() -> dict:
         """FastAPI's schema, with the version path parameter typed as the server parses it: the route

@@ -20,9 +20,10 @@ REGRESSION_OUTPUTS = ("prediction",)
 
 
 #: a request id: what the answer's x-request-id header echoes and labels join on, so it must be a
-#: valid header value of bounded size: 1 to 200 visible ASCII characters (no spaces, no controls);
+#: valid header value of bounded size: 1 to 256 visible ASCII characters (no controls; no spaces,
+#: which a header value loses at its ends, so such an id would not come back as sent);
 #: a row's id in the live log is the request's, then `#k` for its k-th row after the first
-MAX_ID_CHARS = 200
+MAX_ID_CHARS = 256
 REQUEST_ID_PATTERN = rf"^[!-~]{{1,{MAX_ID_CHARS}}}$"
 ROW_ID_PATTERN = rf"^[!-~]{{1,{MAX_ID_CHARS}}}(#[0-9]{{1,9}})?$"
 _REQUEST_ID, _ROW_ID = re.compile(REQUEST_ID_PATTERN), re.compile(ROW_ID_PATTERN)
@@ -176,7 +177,7 @@ def check_request_id(value, where: str, row: bool = False) -> str | None:
     400 naming the rule."""
     if value is None:
         return None
-    if not isinstance(value, str) or not (_ROW_ID if row else _REQUEST_ID).match(value):
+    if not isinstance(value, str) or not (_ROW_ID if row else _REQUEST_ID).fullmatch(value):
         shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
         raise BadRequest(f"{where} {shown} is not a request id: use 1 to {MAX_ID_CHARS} visible ASCII characters "
                          "(letters, digits, punctuation; no spaces)" + (", then #ROW for a row after the first" if row else ""))

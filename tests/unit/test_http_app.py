@@ -110,7 +110,7 @@ BAD = [
      {}, 400, "datatype {} is not supported"),                                     # was a 503 (unhashable dict)
     ("/v2/models/m/infer", json.dumps({"id": None, **json.loads(OIP)}).encode(), {}, 400, "'id' must be a string"),
     ("/v2/models/m/infer", json.dumps({"id": "€", **json.loads(OIP)}).encode(), {}, 400, "is not a request id"),
-    ("/v2/models/m/infer", json.dumps({"id": "x" * 300, **json.loads(OIP)}).encode(), {}, 400, "1 to 200 visible"),
+    ("/v2/models/m/infer", json.dumps({"id": "x" * 300, **json.loads(OIP)}).encode(), {}, 400, "1 to 256 visible"),
     ("/v2/models/m/infer", OIP, {"x-request-id": "€uro"}, 400, "header x-request-id"),
     ("/v2/models/m/infer", json.dumps({"inputs": [{"name": "features", "shape": [True, 3], "datatype": "FP32",
                                                     "data": ROW}]}).encode(), {}, 400, "non-negative integers"),
@@ -136,7 +136,7 @@ def test_openapi_types_the_version_as_the_server_parses_it_and_bodies_as_require
         assert schema["paths"][path]["post"]["requestBody"]["required"] is True
     body = schema["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
     assert list(body) == ["application/json"]  # the binary extension is described, not declared
-    assert body["application/json"]["schema"]["properties"]["id"]["pattern"] == "^[!-~]{1,200}$"
+    assert body["application/json"]["schema"]["properties"]["id"]["pattern"] == "^[!-~]{1,256}$"
 
 
 def test_an_api_key_is_required_on_every_inference_route_when_keys_are_set():
