@@ -27,38 +27,77 @@ from serving.wire import ERROR, GOAWAY, HELLO, PREDICT, READY, RESULT, FrameRead
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 2000
+SECRET_BYTES = 16
 LOAD_FRESH_S = 1.0  # a client that sent nothing for this long has nothing in flight here
 
 
+#: the one frame a connection may send before it has authenticated: HELLO with the 16-byte secret
+HELLO_HEAD = encode(HELLO, 0, bytes(SECRET_BYTES))
+HELLO_BYTES = len(HELLO_HEAD)
+HANDSHAKE_TIMEOUT_S = 1.0  # a connection that has not authenticated by then is closed
+
+
 class _Connection(asyncio.Protocol):
+    """One client. Until it has sent HELLO with the replica's secret it may send nothing else and
+    nothing more: its first `HELLO_BYTES` bytes are all that is buffered (a frame header announcing
+    256 MiB is refused on its first bytes, not read), and it has `HANDSHAKE_TIMEOUT_S` to send them."""
+
     def __init__(self, server: ReplicaServer):
         self.server, self.reader, self.authed = server, FrameReader(), False
+        self.hello = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.deadline: asyncio.TimerHandle | None = None
         self.load, self.load_at = 0, 0.0  # the client's requests in flight here, as its last PREDICT said
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.server.connections.add(self)
+        self.deadline = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._too_slow)
+
+    def _too_slow(self) -> None:
+        if not self.authed:
+            log.warning("closing a connection that did not authenticate within %.1f s", HANDSHAKE_TIMEOUT_S)
+            self.transport.close()
 
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
+
+    def _refuse(self, why: str) -> None:
+        log.warning("closing a connection: %s", why)
+        self.transport.close()
+
+    def _authenticate(self, data: bytes) -> bytes | None:
+        """Take the HELLO from the first bytes; what follows it (None: closed, or HELLO not complete yet)."""
+        self.hello += data
+        if len(self.hello) >= 4 and self.hello[:4] != HELLO_HEAD[:4]:  # announces another frame, or another size
+            self._refuse("its first frame is not a HELLO")
+            return None
+        if len(self.hello) < HELLO_BYTES:
+            return None
+        hello, rest = bytes(self.hello[:HELLO_BYTES]), bytes(self.hello[HELLO_BYTES:])
+        self.hello = bytearray()
+        if hello[4] != HELLO or not hmac.compare_digest(hello[-SECRET_BYTES:], self.server.secret):
+            self._refuse("without the replica's secret")
+            return None
+        self.authed = True
+        self.deadline.cancel()
+        self.transport.write(encode(READY, 0))
+        return rest
 
     def data_received(self, data: bytes) -> None:
+        if not self.authed:
+            data = self._authenticate(data)
+            if not data:
+                return
         try:
             frames = self.reader.feed(data)
         except WireError as exc:
-            log.warning("closing a connection that sent a bad frame: %s", exc)
-            self.transport.close()
+            self._refuse(f"a bad frame: {exc}")
             return
         for frame in frames:
-            if not self.authed:
-                if frame.kind != HELLO or not hmac.compare_digest(bytes(frame.payload), self.server.secret):
-                    log.warning("closing a connection without the replica's secret")
-                    self.transport.close()
-                    return
-                self.authed = True
-                self.transport.write(encode(READY, 0))
-            elif frame.kind == PREDICT:
+            if frame.kind == PREDICT:
                 self.load, self.load_at = frame.load(), time.monotonic()
                 self.transport.write(self.server.answer(frame))
 
@@ -72,7 +111,7 @@ class ReplicaServer:
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], host: str):
         self.predict, self.host = predict, host
-        self.secret = secrets.token_bytes(16)
+        self.secret = secrets.token_bytes(SECRET_BYTES)
         self.replica_id = secrets.token_hex(6)
         self.connections: set[_Connection] = set()
         self.requests = 0

@@ -168,6 +168,29 @@ def test_a_client_without_the_secret_is_disconnected_unanswered():
         server.close()
 
 
+def test_before_authenticating_a_client_may_send_only_the_hello_and_only_for_a_second():
+    """A header announcing a 256 MiB frame, or any frame but HELLO, is refused on its first bytes (nothing
+    of it is buffered); a client that sends nothing, or half a HELLO, is closed after the handshake timeout."""
+    import struct
+
+    from serving.replica_server import HANDSHAKE_TIMEOUT_S
+
+    server = ReplicaServer(_double, "127.0.0.1")
+    try:
+        for first in (struct.pack("<IBI", 256 * 1024 * 1024, HELLO, 0), encode_matrix(PREDICT, 1, np.zeros((1, 2))),
+                      struct.pack("<IBI", 1 << 20, HELLO, 0) + b"\0" * 4096):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(first)
+                assert sock.recv(100) == b""  # closed at once, unanswered
+        for partial in (b"", encode(HELLO, 0, server.secret)[:10]):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=HANDSHAKE_TIMEOUT_S * 5) as sock:
+                sock.sendall(partial)
+                assert sock.recv(100) == b""  # closed by the replica (a timeout here would raise)
+        assert server.requests == 0
+    finally:
+        server.close()
+
+
 def _ctx(replicas, serve_seen, direct, target=8.0):
     return SimpleNamespace(current_num_replicas=replicas, target_num_replicas=replicas, total_num_requests=serve_seen,
                            aggregated_metrics={DIRECT_LOAD_METRIC: direct},
