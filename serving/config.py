@@ -73,6 +73,12 @@ class GatewayConfig(_Strict):
     cpus: float = Field(0.5, gt=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_keys: list[str] = Field(default_factory=list)
+    request_timeout_s: float = Field(5.0, gt=0, le=600, description=(
+        "a live request's deadline: past it the caller gets 504 and the replica connection that held "
+        "it is retired (a replica that stopped answering must not hold requests or memory)"))
+    max_queued_per_version: int = Field(1000, ge=1, description=(
+        "requests waiting for a version beyond those in flight to it; past it a 503 with Retry-After "
+        "(what a version cannot keep up with is refused at once, not queued without bound)"))
 
 
 class LiveLogConfig(_Strict):
@@ -88,6 +94,9 @@ class LiveLogConfig(_Strict):
     flush_seconds: float = Field(2.0, gt=0)
     max_rows: int = Field(50_000, ge=1)
     max_requests: int = Field(5_000, ge=1)
+    max_buffered_rows: int = Field(500_000, ge=1, description=(
+        "rows held in memory while the live log cannot be written (storage down); past it the oldest "
+        "are dropped and counted (handoff_live_log_rows_dropped_total), answering goes on"))
 
 
 class ServingConfig(_Strict):

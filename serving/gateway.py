@@ -35,10 +35,15 @@ class Gateway:
         """`live_log` has its root resolved (None: no live log)."""
         self._cfg = gateway
         self._metrics = GatewayMetrics()
-        self._router = Router(live_log, self._metrics)
+        self._router = Router(live_log, self._metrics, gateway.request_timeout_s, gateway.max_queued_per_version)
         self._app = build_asgi(self._router, gateway.max_body_bytes, frozenset(gateway.api_keys))
         self._http = HttpServer()
-        self._http.every(1.0, self._metrics.record)
+        self._http.every(1.0, self._record)
+
+    def _record(self) -> None:
+        self._metrics.record()
+        if self._router.live_log is not None:
+            self._metrics.record_live_log_dropped(self._router.live_log.rows_dropped)
 
     def reconfigure(self, user_config: dict) -> None:
         """A new routing table (Serve calls this after `__init__` and on every change, no restart);
@@ -52,7 +57,8 @@ class Gateway:
         """This replica's routing table and counters (the CLI's `status` reads it)."""
         live_log = self._router.live_log
         return {"pid": os.getpid(), **self._router.describe(), "counts": self._metrics.counts(),
-                "live_log_rows_written": live_log.rows_written if live_log else 0}
+                "live_log_rows_written": live_log.rows_written if live_log else 0,
+                "live_log_rows_dropped": live_log.rows_dropped if live_log else 0}
 
     def flush_live_log(self) -> int:
         live_log = self._router.live_log

@@ -191,7 +191,7 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
         routing_key = check_request_id(headers.get("x-routing-key"), "header x-routing-key")  # logged: same bound
         answer = await backend.answer(name, x, request_id, routing_key, version)
     except BadRequest as exc:
-        return error(str(exc), exc.status)
+        return error(str(exc), exc.status, exc.headers)
     except Exception:  # noqa: BLE001 - a failing version is the server's fault, never a 500 page
         return failed(f"model {name!r} could not answer", f"model {name}: answering a request failed")
     if mlflow_format:
@@ -317,7 +317,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
         try:
             return _json(backend.signature(name).metadata(backend.versions(name)))
         except BadRequest as exc:
-            return error(str(exc), exc.status)
+            return error(str(exc), exc.status, exc.headers)
 
     @app.get("/v2/models/{name}/ready", summary="The model's live versions can answer",
              responses=_refusals(404, 503))
@@ -325,7 +325,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
         try:
             backend.signature(name)
         except BadRequest as exc:
-            return error(str(exc), exc.status)
+            return error(str(exc), exc.status, exc.headers)
         ok = backend.ready(name)
         return _json({"name": name, "ready": ok}, 200 if ok else 503)
 
@@ -369,7 +369,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
             backend.signature(name)
             return _json(await backend.feedback(name, decode_json(body)))
         except BadRequest as exc:
-            return error(str(exc), exc.status)
+            return error(str(exc), exc.status, exc.headers)
         except Exception:  # noqa: BLE001 - the label store failed (a full disk, S3 down): nothing was kept
             return failed(f"labels for {name!r} could not be stored; nothing of this batch was kept, send it again",
                           f"model {name}: storing labels failed")

@@ -169,8 +169,12 @@ def _by_day(chunks: list[Chunk]) -> list[tuple[str, list[Chunk]]]:
 class LiveLog:
     """Buffers answered requests per model and writes them as Parquet files from one background thread."""
 
-    def __init__(self, root: str, flush_seconds: float = 2.0, max_rows: int = 50_000, max_requests: int = 5_000):
+    def __init__(self, root: str, flush_seconds: float = 2.0, max_rows: int = 50_000, max_requests: int = 5_000,
+                 max_buffered_rows: int = 500_000):
         self.root, self.flush_seconds, self.max_rows, self.max_requests = root, flush_seconds, max_rows, max_requests
+        self.max_buffered_rows = max_buffered_rows
+        self.rows_dropped = 0  # rows given up while storage failed and the buffer was full
+        self._failures, self._retry_at = 0, 0.0  # writes failed in a row; no write before this (monotonic)
         self.fs, self.base = filesystem(root)
         self._buffers: dict[str, list[Chunk]] = {}
         self._buffered_rows: dict[str, int] = {}
@@ -199,14 +203,26 @@ class LiveLog:
             requests = self._buffers.setdefault(model, [])
             requests.append(chunk)
             buffered = self._buffered_rows[model] = self._buffered_rows.get(model, 0) + chunk.rows
+            if buffered > self.max_buffered_rows:
+                self._drop_oldest(model)
         if buffered >= self.max_rows or len(requests) >= self.max_requests:
             self._wake.set()
+
+    def _drop_oldest(self, model: str) -> None:
+        """Under the lock: the model's oldest chunks dropped (counted) until its buffer is back under
+        `max_buffered_rows`; only while writes fail does a buffer grow this far."""
+        requests = self._buffers[model]
+        while self._buffered_rows[model] > self.max_buffered_rows and len(requests) > 1:
+            dropped = requests.pop(0)
+            self._buffered_rows[model] -= dropped.rows
+            self.rows_dropped += dropped.rows
 
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            self.flush()
+            if time.monotonic() >= self._retry_at:  # after failed writes: back off, doubling up to a minute
+                self.flush()
 
     def flush(self) -> None:
         """Write every buffered row now (one file per model and date)."""
@@ -230,11 +246,18 @@ class LiveLog:
                            **PARQUET_OPTIONS)
             self.fs.move(tmp, path)
             self.rows_written += rows
-        except Exception:  # noqa: BLE001 - keep the rows and retry on the next flush
-            log.exception("live log: writing %d row(s) to %s failed; will retry", rows, path)
+            self._failures, self._retry_at = 0, 0.0
+        except Exception:  # noqa: BLE001 - keep the rows (before newer ones: files stay in time order), retry later
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(self.flush_seconds * 2 ** self._failures, 60.0)
+            log.exception("live log: writing %d row(s) to %s failed (%d in a row, %d row(s) dropped so far at the "
+                          "buffer's bound of %d); will retry", rows, path, self._failures, self.rows_dropped,
+                          self.max_buffered_rows)
             with self._lock:
-                self._buffers.setdefault(model, []).extend(chunks)
+                self._buffers[model] = chunks + self._buffers.get(model, [])
                 self._buffered_rows[model] = self._buffered_rows.get(model, 0) + rows
+                if self._buffered_rows[model] > self.max_buffered_rows:
+                    self._drop_oldest(model)
 
     def close(self) -> None:
         """Stop the writer and write what is left (called on a clean shutdown)."""

@@ -20,6 +20,10 @@ class GatewayMetrics:
         self.counters = {
             "requests": metrics.Counter("handoff_requests_total", "answered requests", tag_keys=keys),
             "errors": metrics.Counter("handoff_request_errors_total", "requests a version failed", tag_keys=keys),
+            "shed": metrics.Counter("handoff_requests_shed_total", "requests refused with 503 because the "
+                                    "version's queue was full (gateway.max_queued_per_version)", tag_keys=keys),
+            "timeouts": metrics.Counter("handoff_request_timeouts_total", "requests answered 504: no answer "
+                                        "within gateway.request_timeout_s", tag_keys=keys),
             "shadow": metrics.Counter("handoff_shadow_requests_total", "mirrored rows answered", tag_keys=keys),
             "shadow_agreements": metrics.Counter("handoff_shadow_agreements_total",
                                                  "mirrored rows whose prediction matched the live answer",
@@ -41,6 +45,9 @@ class GatewayMetrics:
         self._unrecorded_columns: dict[tuple[str, int, str, str], int] = {}
         self.latency = metrics.Histogram("handoff_request_latency_ms", "gateway latency of answered requests",
                                          boundaries=LATENCY_BOUNDARIES_MS, tag_keys=keys)
+        self.live_log_dropped = metrics.Counter("handoff_live_log_rows_dropped_total", "live-log rows given up "
+                                                "while storage failed and the buffer was at live_log.max_buffered_rows")
+        self._dropped_recorded = 0
         self.totals: dict[tuple[str, int, str], int] = {}
         self._unrecorded: dict[tuple[str, int, str], int] = {}
         self._latencies: list[tuple[str, int, float]] = []
@@ -58,6 +65,12 @@ class GatewayMetrics:
 
     def observe_latency(self, model: str, version: int, ms: float) -> None:
         self._latencies.append((model, version, ms))
+
+    def record_live_log_dropped(self, total: int) -> None:
+        """The live log's count of dropped rows so far, handed to Ray's metrics as its increase."""
+        if total > self._dropped_recorded:
+            self.live_log_dropped.inc(total - self._dropped_recorded)
+            self._dropped_recorded = total
 
     def record(self) -> None:
         """Hand what was counted since the last call to Ray's metrics."""

@@ -30,11 +30,13 @@ _REQUEST_ID, _ROW_ID = re.compile(REQUEST_ID_PATTERN), re.compile(ROW_ID_PATTERN
 
 
 class BadRequest(ValueError):
-    """A request the server refuses; `status` is the 4xx code, the message names the problem."""
+    """A request the server refuses; `status` is the 4xx code (or 503/504 for load shed or a deadline
+    passed), the message names the problem; `headers` go on the answer (`Retry-After`)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 #: a categorical column's values → the OIP datatype that carries them

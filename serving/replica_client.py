@@ -84,12 +84,21 @@ class _Connection(asyncio.Protocol):
         if not self.pending and self.transport is not None:
             self.transport.close()
 
-    def request(self, x: np.ndarray) -> asyncio.Future:
+    def request(self, x: np.ndarray) -> tuple[int, asyncio.Future]:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         future = asyncio.get_running_loop().create_future()
         self.pending[self._next_id] = future
         self.transport.write(encode_matrix(PREDICT, self._next_id, x, load=len(self.pending)))
-        return future
+        return self._next_id, future
+
+    def abandon(self, request_id: int) -> None:
+        """A request whose caller gave up (its deadline passed): the replica is taken as stuck, the
+        connection dropped at once (what else is in flight on it fails over to the Serve handle) and
+        rediscovery reconnects only to a replica that completes the handshake again."""
+        self.pending.pop(request_id, None)
+        self._retire()
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class ReplicaPool:
@@ -100,7 +109,7 @@ class ReplicaPool:
         self.label, self.ask_endpoints, self.fallback = label, ask_endpoints, fallback
         self.refresh_s = refresh_s
         self.connections: dict[str, _Connection] = {}
-        self.direct = self.fallen_back = 0
+        self.direct = self.fallen_back = self.abandoned = 0
         self.last_discovery = "not yet"
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -112,12 +121,18 @@ class ReplicaPool:
     async def predict(self, x: np.ndarray) -> np.ndarray:
         connection = self._pick()
         if connection is not None:
+            request_id, answer = connection.request(x)
             try:
-                result = await connection.request(x)
+                result = await answer
                 self.direct += 1
                 return result
             except ReplicaGone:
                 pass
+            except asyncio.CancelledError:  # the caller's deadline passed: this replica held it too long
+                self.abandoned += 1
+                log.warning("%s: a replica did not answer in time; its connection is retired", self.label)
+                connection.abandon(request_id)
+                raise
         self.fallen_back += 1
         self._wake.set()
         return await self.fallback(x)

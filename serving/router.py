@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.batcher import Batcher
+from serving.batcher import Batcher, DeadlinePassed, Overloaded
 from serving.config import LiveLogConfig, RoutingTable, VersionRouting
 from serving.endpoints import directory as endpoint_directory
 from serving.feedback import FeedbackLog, parse_feedback
@@ -59,8 +59,10 @@ class ModelRoutes:
 
 
 class Router:
-    def __init__(self, live_log: LiveLogConfig | None, metrics: GatewayMetrics):
+    def __init__(self, live_log: LiveLogConfig | None, metrics: GatewayMetrics, request_timeout_s: float = 5.0,
+                 max_queued_per_version: int = 1000):
         self.table = RoutingTable()
+        self.request_timeout_s, self.max_queued = request_timeout_s, max_queued_per_version
         self.metrics = metrics
         self._models: dict[str, ModelRoutes] = {}
         self._handles: dict[tuple[str, int], object] = {}
@@ -69,7 +71,7 @@ class Router:
         self._endpoints = None
         self._log_cfg = live_log
         self.live_log = LiveLog(live_log.root, live_log.flush_seconds, live_log.max_rows,
-                                live_log.max_requests) if live_log else None
+                                live_log.max_requests, live_log.max_buffered_rows) if live_log else None
         self.feedback_log = FeedbackLog(live_log.root) if live_log else None
         self._shadow_tasks: set[asyncio.Task] = set()
 
@@ -111,7 +113,8 @@ class Router:
             else:
                 handle = self._handle(model, version)
                 call = lambda x: handle.predict.remote(x)  # noqa: E731
-            self._batchers[key] = Batcher(call, routing.max_batch_size, routing.max_in_flight * routing.replicas)
+            self._batchers[key] = Batcher(call, routing.max_batch_size, routing.max_in_flight * routing.replicas,
+                                          self.max_queued, self.request_timeout_s, f"model {model!r} version {version}")
         return self._batchers[key]
 
     def _pool(self, model: str, version: int) -> ReplicaPool:
@@ -170,6 +173,12 @@ class Router:
         x = self._prepare(model, routes, version, rows)
         try:
             proba = await routes.batchers[version].submit(x)
+        except Overloaded:
+            self.metrics.count(model, version, "shed")
+            raise
+        except DeadlinePassed:
+            self.metrics.count(model, version, "timeouts")
+            raise
         except Exception:
             self.metrics.count(model, version, "errors")
             raise
