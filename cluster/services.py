@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from cluster.head_services import free_port, port_open
+from cluster.process_identity import ProcessIdentity, identity_of, still_the_same
 from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group, terminate_process_group
 from cluster.ray_head_stop import stop_ray_head
 from cluster.settings import HOW_TO_SET, Settings, SettingsError
@@ -42,6 +43,9 @@ class ServicesState(BaseModel):
     #: the machine neither stops the head from starting nor leaves its jobs API without an agent
     client_server_port: int | None = None
     agent_port: int | None = None
+    #: who the two pids were when `up` started them: `down` signals a pid only while it is still them
+    ray_process: ProcessIdentity | None = None
+    mlflow_process: ProcessIdentity | None = None
 
 
 #: seconds the Ray head's processes get to stop after SIGTERM before they are killed (`handoff down`)
@@ -101,7 +105,8 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
        num_cpus: int | None = None) -> ServicesState:
     """Start the Ray head and the MLflow server unless already running; return their addresses."""
     existing = read_services(settings)
-    if existing is not None and is_healthy(existing.mlflow_uri):
+    if existing is not None and is_healthy(existing.mlflow_uri) and \
+            still_the_same(existing.ray_process, existing.ray_pid, "ray")[0]:
         return existing
     for port, what, flag in ((ray_port, "the Ray GCS", "--ray-port"), (dashboard_port, "the dashboard and jobs API",
                              "--dashboard-port"), (mlflow_port, "the MLflow server", "--mlflow-port")):
@@ -136,22 +141,33 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
     state = ServicesState(ray_address=f"127.0.0.1:{ray_port}",
                           dashboard_url=f"http://127.0.0.1:{dashboard_port}",
                           mlflow_uri=mlflow_uri, mlflow_pid=proc.pid, ray_pid=head.pid,
-                          client_server_port=client_port, agent_port=agent_port)
+                          client_server_port=client_port, agent_port=agent_port,
+                          ray_process=identity_of(head.pid), mlflow_process=identity_of(proc.pid))
     settings.services_file.write_text(state.model_dump_json(indent=2))
     return state
 
 
-def down(settings: Settings) -> bool:
-    """Stop what `up` started; False when nothing was recorded as running."""
+def down(settings: Settings, warn=lambda message: None) -> bool:
+    """Stop what `up` started; False when nothing was recorded as running. A recorded pid is signalled
+    only while it is still the process `up` started (start time and command line); otherwise it is
+    left alone and `warn` says why."""
     state = read_services(settings)
     if state is None:
         return False
+    mlflow_ok, why_not_mlflow = still_the_same(state.mlflow_process, state.mlflow_pid, "mlflow")
+    ray_ok, why_not_ray = still_the_same(state.ray_process, state.ray_pid, "ray")
+    for ok, why, what in ((mlflow_ok, why_not_mlflow, "MLflow server"), (ray_ok, why_not_ray, "Ray head")):
+        if not ok and "not running" not in why:
+            warn(f"the recorded {what} is gone and {why}: left alone")
     # both asked to stop at once: the MLflow server drains while Ray's processes stop in Ray's order
     # (cluster/ray_head_stop.py); what is left after a grace period is killed (the store and Tune
     # results are not theirs; `handoff down` has stopped what is served gracefully before this)
-    terminate_process_group(state.mlflow_pid)
-    stop_ray_head(state.ray_pid, grace_s=RAY_GRACE_S)
-    stop_process_group(state.mlflow_pid)
+    if mlflow_ok:
+        terminate_process_group(state.mlflow_pid)
+    if ray_ok:
+        stop_ray_head(state.ray_pid, grace_s=RAY_GRACE_S)
+    if mlflow_ok:
+        stop_process_group(state.mlflow_pid)
     _forget_head(state.ray_address)
     settings.services_file.unlink(missing_ok=True)
     return True

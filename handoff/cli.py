@@ -131,7 +131,7 @@ def down(home: HomeOpt = None) -> None:
     services = read_services(settings)
     if services is not None:
         _stop_serving_first(services.ray_address)
-    out.print("stopped" if stop(settings) else f"nothing to stop: no {settings.services_file}")
+    out.print("stopped" if stop(settings, warn=err.print) else f"nothing to stop: no {settings.services_file}")
 
 
 def _stop_serving_first(address: str) -> None:

@@ -73,12 +73,41 @@ class GatewayConfig(_Strict):
     cpus: float = Field(0.5, gt=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_keys: list[str] = Field(default_factory=list)
+    allow_anonymous: bool = Field(False, description=(
+        "serve without API keys on an address other machines reach (a network that admits only "
+        "trusted clients); off: such a gateway is refused at start"))
     request_timeout_s: float = Field(5.0, gt=0, le=600, description=(
         "a live request's deadline: past it the caller gets 504 and the replica connection that held "
         "it is retired (a replica that stopped answering must not hold requests or memory)"))
     max_queued_per_version: int = Field(1000, ge=1, description=(
         "requests waiting for a version beyond those in flight to it; past it a 503 with Retry-After "
         "(what a version cannot keep up with is refused at once, not queued without bound)"))
+
+
+    @model_validator(mode="after")
+    def _fail_closed(self) -> "GatewayConfig":
+        """A gateway other machines can reach needs API keys, or `allow_anonymous: true` said outright."""
+        if not self.api_keys and not self.allow_anonymous and not is_loopback(self.host):
+            raise ValueError(f"gateway.host {self.host!r} is reachable from other machines and gateway.api_keys is "
+                             "empty: anyone who reaches it could query and label the models. Set gateway.api_keys "
+                             "(clients send 'Authorization: Bearer KEY' or 'x-api-key: KEY'), bind to 127.0.0.1, "
+                             "or set gateway.allow_anonymous: true on a network that admits only trusted clients")
+        if any(not key or len(key) > 512 or not key.isascii() or not key.isprintable() or key != key.strip()
+               for key in self.api_keys):
+            raise ValueError("gateway.api_keys: each key is 1 to 512 printable ASCII characters, no edge spaces")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """An address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 class LiveLogConfig(_Strict):

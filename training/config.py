@@ -211,8 +211,20 @@ class MLflowConfig(BaseModel):
     model_config = _STRICT
 
     tracking_uri: str | None = None
-    registry_uri: str | None = None
+    registry_uri: str | None = Field(default=None, description=(
+        "not supported apart from the tracking server: set only to the tracking URI, or leave out"))
     experiment: str | None = Field(default=None, description="MLflow experiment; default: handoff-<name>")
+
+    @model_validator(mode="after")
+    def _one_registry(self) -> "MLflowConfig":
+        """Versions live in the tracking server's own registry: serving, the monitor, batch inference,
+        `handoff models` and the loop read them there, so a registry set apart would register versions
+        none of them find (it was honoured at registration only); refused, naming why."""
+        if self.registry_uri is not None and self.registry_uri != self.tracking_uri:
+            raise ValueError(f"mlflow.registry_uri {self.registry_uri!r}: a model registry apart from the tracking "
+                             "server is not supported (serving, the monitor, batch inference and the loop read "
+                             "versions from the tracking server's registry); leave registry_uri out")
+        return self
 
 
 class ExperimentConfig(BaseModel):

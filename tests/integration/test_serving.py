@@ -543,6 +543,64 @@ def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_the
     assert any("1 row(s)" in r.data.tags.get("handoff.failure", "") for r in failed)
 
 
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_a_replica_that_stops_answering_gets_504s_while_the_other_version_answers_and_memory_stays_flat(served):
+    """Version 2's replica process is stopped (SIGSTOP: alive, its connection open, answering nothing)
+    under load on both versions: each request to it gets a 504 naming the deadline instead of hanging,
+    version 1 answers every request meanwhile, the gateway's memory stays flat, and once the process
+    goes on version 2 answers again."""
+    import signal
+    import threading
+
+    control, port, _, _ = served
+    control.canary(NAME, 2, 10)
+    stuck = control.version_signatures(NAME, [2])[2]["pid"]
+    gateway = gateway_pid(control)
+    for _ in range(50):  # both versions warm, on their direct connections
+        assert call(port, f"/v2/models/{NAME}/versions/2/infer", infer_body())[0] == 200
+    before = rss_mib(gateway)
+    outcomes: dict[str, list] = {"v1": [], "v2": []}
+    stop = threading.Event()
+
+    def version1():
+        for _ in range(3000):  # bounded: count and time (the v2 clients end it)
+            if stop.is_set():
+                break
+            outcomes["v1"].append(call(port, f"/v2/models/{NAME}/versions/1/infer", infer_body())[0])
+
+    def version2():
+        for _ in range(3):
+            status, _, body = call(port, f"/v2/models/{NAME}/versions/2/infer", infer_body())
+            outcomes["v2"].append((status, (body or {}).get("error", "")))
+
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        loads = [threading.Thread(target=version1) for _ in range(2)]
+        hung = [threading.Thread(target=version2) for _ in range(4)]
+        for t in loads + hung:
+            t.start()
+        for t in hung:
+            t.join(timeout=120)
+        stop.set()
+        for t in loads:
+            t.join(timeout=60)
+        during = rss_mib(gateway)
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+    assert len(outcomes["v2"]) == 12 and all(status == 504 for status, _ in outcomes["v2"]), outcomes["v2"]
+    assert all("did not answer within 5 s" in message for _, message in outcomes["v2"]), outcomes["v2"][:2]
+    assert outcomes["v1"] and set(outcomes["v1"]) == {200}, sorted(set(outcomes["v1"]))
+    assert during - before < 64, (before, during)  # MiB: nothing held per stuck request
+    wait_for(lambda: call(port, f"/v2/models/{NAME}/versions/2/infer", infer_body())[0] == 200, 90,
+             "version 2 answering again once its process went on")
+    assert gateway_pid(control) == gateway
+    control.traffic(NAME, {1: 100})
+
+
 def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):
     _, port, live_root, registry = served
     cfg = load_serving_config(None, [f"gateway.port={port}", "gateway.cpus=0.1", "version_defaults.cpus=0.1",

@@ -120,3 +120,11 @@ def test_monitoring_config_layers_and_its_variables_stay_out_of_the_experiment_c
         load_monitoring_config(None, ["correction=holm"], environ={})
     with pytest.raises(ConfigError, match="not a config section"):
         load_monitoring_config(None, [], environ={"HANDOFF_MONITORING__WINDOW__ROWS": "1"})
+
+
+def test_a_registry_apart_from_the_tracking_server_is_refused_naming_why():
+    with pytest.raises(ConfigError, match="a model registry apart from the tracking server is not supported"):
+        load_config(EXAMPLE, ["mlflow.registry_uri=databricks-uc"], environ={})
+    same = load_config(EXAMPLE, ["mlflow.tracking_uri=http://127.0.0.1:5000", "mlflow.registry_uri=http://127.0.0.1:5000"],
+                       environ={})
+    assert same.mlflow.registry_uri == same.mlflow.tracking_uri

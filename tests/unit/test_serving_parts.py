@@ -178,3 +178,18 @@ def test_served_versions_reads_only_this_models_version_apps():
 
     apps = [app_name("m", 3), app_name("m", 12), app_name("m-v", 1), "handoff-gateway", "m-vx", app_name("other", 2)]
     assert served_versions("m", apps) == [3, 12]
+
+
+def test_a_gateway_other_machines_reach_needs_api_keys_or_allow_anonymous_said_outright():
+    from cluster.config_layers import ConfigError
+    from serving.config import load_serving_config
+
+    for host in ("0.0.0.0", "10.1.2.3", "'::'", "gateway.internal"):
+        with pytest.raises(ConfigError, match="reachable from other machines and gateway.api_keys is empty"):
+            load_serving_config(None, [f"gateway.host={host}"], environ={})
+    assert load_serving_config(None, ["gateway.host=0.0.0.0", "gateway.api_keys=[k1]"], environ={}).gateway.api_keys
+    assert load_serving_config(None, ["gateway.host=0.0.0.0", "gateway.allow_anonymous=true"], environ={})
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        assert load_serving_config(None, [f"gateway.host={host}"], environ={}).gateway.host == host
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        load_serving_config(None, ["gateway.api_keys=['a key ']"], environ={})
