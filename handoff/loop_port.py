@@ -104,10 +104,13 @@ class HandoffLoopPort:
             f = served.get((model, version), {})
             mine = rows.version == version
             counts = (int(f.get("requests", 0)), int(f.get("errors", 0)), f.get("p99_ms_at_most"), int(mine.sum()))
+            buckets = tuple(tuple(pair) for pair in f.get("latency_buckets", ()))
             if reference is None:
-                out[role] = VersionFigures(*counts, int((rows.prediction[mine] == rows.y[mine]).sum()))
+                out[role] = VersionFigures(*counts, int((rows.prediction[mine] == rows.y[mine]).sum()),
+                                           latency_buckets=buckets)
             else:
                 error = np.abs(rows.prediction[mine].astype(np.float64) - rows.y[mine])
                 out[role] = VersionFigures(*counts, abs_error_sum=float(error.sum()),
-                                           abs_error_sq_sum=float((error ** 2).sum()), test_mae=reference.get("mae"))
+                                           abs_error_sq_sum=float((error ** 2).sum()), test_mae=reference.get("mae"),
+                                           latency_buckets=buckets)
         return out

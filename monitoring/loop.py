@@ -59,6 +59,7 @@ class VersionFigures:
     abs_error_sum: float | None = None     # regression only
     abs_error_sq_sum: float | None = None
     test_mae: float | None = None
+    latency_buckets: tuple[tuple[float, float], ...] = ()  # cumulative histogram as read (p99 of a period from two)
 
     @property
     def regression(self) -> bool:

@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from typing import Protocol
 
+from cluster.histograms import quantile_upper_bound, since
 from monitoring.loop import Candidate, LoopState, VersionFigures, advance, retrain_trigger
 from monitoring.loop_config import LoopConfig
 
@@ -51,13 +52,23 @@ def recent_accuracy(labels: dict, rows: int) -> tuple | None:
 
 
 def since_start(figures: dict[str, VersionFigures], baseline: dict | None) -> dict[str, VersionFigures]:
-    """Each side's requests and errors since the canary started (the counters are cumulative; labelled
-    rows are read from the canary's start already): both sides over the same period."""
+    """Each side's requests, errors and p99 latency since the canary started (the counters and the
+    latency histogram are cumulative; labelled rows are read from the canary's start already): both
+    sides over the same period. The champion's p99 of the hours before the canary would otherwise
+    stand against the canary's few minutes."""
     out = {}
     for role, f in figures.items():
-        requests, errors = (baseline or {}).get(role, [0, 0])
-        out[role] = replace(f, requests=max(f.requests - requests, 0), errors=max(f.errors - errors, 0))
+        requests, errors, *rest = (baseline or {}).get(role, [0, 0])
+        p99 = f.p99_ms
+        if f.latency_buckets and rest:  # a baseline taken before histograms were kept has no buckets
+            p99 = quantile_upper_bound(since(list(f.latency_buckets), [tuple(b) for b in rest[0]]), 0.99)
+        out[role] = replace(f, requests=max(f.requests - requests, 0), errors=max(f.errors - errors, 0), p99_ms=p99)
     return out
+
+
+def baseline_of(start: dict[str, VersionFigures]) -> dict:
+    """What `since_start` subtracts, as stored in the loop's state: per side requests, errors, buckets."""
+    return {role: [f.requests, f.errors, [list(b) for b in f.latency_buckets]] for role, f in start.items()}
 
 
 def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dict], cfg: LoopConfig,
@@ -89,7 +100,7 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
         elif action.kind == "canary":
             start = port.figures(model, new_state.champion, action.version, now)  # before the switch
             port.canary(model, action.version, action.percent)
-            new_state = replace(new_state, canary_baseline={role: [f.requests, f.errors] for role, f in start.items()})
+            new_state = replace(new_state, canary_baseline=baseline_of(start))
         elif action.kind == "promote":
             port.promote(model, action.version)
         elif action.kind == "rollback":

@@ -6,10 +6,11 @@ every alive node's metrics agent.
 
 from __future__ import annotations
 
-import math
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from cluster.histograms import quantile_upper_bound
 
 _COUNTERS = {
     "handoff_requests_total": "requests", "handoff_request_errors_total": "errors",
@@ -24,18 +25,6 @@ _HISTOGRAM = "handoff_request_latency_ms"
 def _base(name: str) -> str:
     """Ray may prefix exported names with `ray_`; Prometheus counters may carry `_total` twice."""
     return name[4:] if name.startswith("ray_") else name
-
-
-def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """The upper bound of the bucket holding quantile `q` (cumulative (le, count) pairs)."""
-    buckets = sorted(buckets)
-    total = buckets[-1][1] if buckets else 0
-    if not total:
-        return None
-    for le, count in buckets:
-        if count >= q * total:
-            return le
-    return math.inf
 
 
 def summarize(texts: list[str]) -> dict[tuple[str, int], dict]:
@@ -63,8 +52,9 @@ def summarize(texts: list[str]) -> dict[tuple[str, int], dict]:
                     row["latency_count"] = row.get("latency_count", 0) + int(sample.value)
     for key, row in out.items():
         pairs = list(buckets.get(key, {}).items())
-        row["p50_ms_at_most"] = _quantile(pairs, 0.5)
-        row["p99_ms_at_most"] = _quantile(pairs, 0.99)
+        row["p50_ms_at_most"] = quantile_upper_bound(pairs, 0.5)
+        row["p99_ms_at_most"] = quantile_upper_bound(pairs, 0.99)
+        row["latency_buckets"] = sorted(pairs)  # cumulative: a period's quantile is the difference of two
         if row.get("shadow"):
             if "shadow_absolute_difference" in row:  # regression: how far the shadow's answers are from the live ones
                 row["shadow_mean_absolute_difference"] = row["shadow_absolute_difference"] / row["shadow"]

@@ -1,5 +1,7 @@
 """The closed loop's decisions (pure): every path from a trigger to a promotion, a rollback or a give-up."""
 
+import json
+
 import pytest
 
 from monitoring.loop import Candidate, LoopState, Trigger, VersionFigures, advance, canary_verdict, retrain_trigger
@@ -148,6 +150,25 @@ def test_both_sides_are_compared_over_the_canarys_period():
     assert since_start(now, {"champion": [4000, 10], "canary": [0, 0]}) == {
         "champion": VersionFigures(1000, 2, 10.0, 300, 290), "canary": VersionFigures(800, 1, 11.0, 90, 88)}
     assert since_start(now, None) == now
+
+
+def test_the_p99_guard_compares_both_sides_over_the_canarys_period_not_the_champions_history():
+    """The champion served 10,000 requests at ≤5 ms before the canary; since, both ~200 ms (a slow
+    node): cumulatively the champion's p99 would read 5 ms and the canary be rolled back for 40×."""
+    from monitoring.loop_runner import baseline_of, since_start
+
+    inf = float("inf")
+    before = {"champion": VersionFigures(10_000, 0, 5.0, latency_buckets=((5.0, 10_000), (200.0, 10_000), (inf, 10_000))),
+              "canary": VersionFigures(0, 0, None)}
+    baseline = json.loads(json.dumps(baseline_of(before)))  # as the loop's state stores it
+    now = {"champion": VersionFigures(10_800, 0, 5.0, latency_buckets=((5.0, 10_000), (200.0, 10_800), (inf, 10_800))),
+           "canary": VersionFigures(200, 0, 200.0, latency_buckets=((5.0, 0), (200.0, 200), (inf, 200)))}
+    period = since_start(now, baseline)
+    assert period["champion"].p99_ms == 200.0 and period["canary"].p99_ms == 200.0
+    assert period["champion"].requests == 800
+    restarted = {**now, "champion": VersionFigures(300, 0, 200.0, latency_buckets=((5.0, 0), (200.0, 300), (inf, 300)))}
+    assert since_start(restarted, baseline)["champion"].p99_ms == 200.0  # counters restarted: all of it is newer
+    assert since_start(now, {"champion": [10_000, 0], "canary": [0, 0]})["champion"].p99_ms == 5.0  # an old baseline
 
 
 def test_a_running_canary_shows_its_evidence():
