@@ -18,13 +18,13 @@ demo: install  ## tune -> register on the embedded default (local Ray in-process
 
 test: install  ## the whole suite: unit, then integration (real Ray, real mlflow server)
 	$(BIN)/python -m pytest tests/unit -q
-	$(BIN)/python -m pytest tests/integration -q
+	$(BIN)/python -m pytest tests/integration -q --durations=25
 
 unit: install
 	$(BIN)/python -m pytest tests/unit -q
 
 integration: install
-	$(BIN)/python -m pytest tests/integration -q
+	$(BIN)/python -m pytest tests/integration -q --durations=25
 
 bench: install
 	$(BIN)/python bench/tune_schedulers.py

@@ -1,6 +1,6 @@
 """Services on a cluster's head node whose life follows the Ray head's (`ray up` starts them).
 
-    python -m cluster.head_services mlflow --backend-store-uri URI --artifacts-destination URI \
+    MLFLOW_BACKEND_STORE_URI=URI python -m cluster.head_services mlflow --artifacts-destination URI \
         [--host 127.0.0.1] [--port 5000] [--ray-port 6379]
 
 starts the MLflow tracking + registry server once the Ray head answers on `--ray-port`, and stops it
@@ -11,12 +11,13 @@ running. Ray's cluster config has no teardown hook of its own.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
 from pathlib import Path
 
-from cluster.mlflow_server import start_mlflow_server, stop_process_group
+from cluster.mlflow_server import BACKEND_ENV, start_mlflow_server, stop_process_group
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -46,13 +47,18 @@ def expand_store_uri(uri: str) -> str:
 
 
 def run_mlflow(args: argparse.Namespace) -> int:
+    backend = args.backend_store_uri or os.environ.get(BACKEND_ENV)
+    if not backend:
+        print(f"no database for the MLflow server: set {BACKEND_ENV} (the environment keeps a password off "
+              "the command line) or pass --backend-store-uri for a store without one (sqlite:///…)", file=sys.stderr)
+        return 2
     deadline = time.monotonic() + args.wait_s
     while not port_open(args.ray_port):
         if time.monotonic() > deadline:
             print(f"the Ray head did not answer on port {args.ray_port} within {args.wait_s:.0f}s", file=sys.stderr)
             return 1
         time.sleep(1)
-    proc = start_mlflow_server(expand_store_uri(args.backend_store_uri), args.artifacts_destination, host=args.host,
+    proc = start_mlflow_server(expand_store_uri(backend), args.artifacts_destination, host=args.host,
                                port=args.port, log_path=Path(args.log).expanduser())
     print(f"mlflow server pid {proc.pid} on {args.host}:{args.port}; stops with the Ray head "
           f"(port {args.ray_port})", flush=True)
@@ -75,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="service", required=True)
     m = sub.add_parser("mlflow", help="the MLflow tracking + registry server, stopped with the Ray head")
-    m.add_argument("--backend-store-uri", required=True, help="database URI (postgresql://…, sqlite:///…)")
+    m.add_argument("--backend-store-uri", default=None,
+                   help=f"database URI without a secret (sqlite:///…); one with a password goes in {BACKEND_ENV}, "
+                        "which is read when this is left out")
     m.add_argument("--artifacts-destination", required=True, help="s3://bucket/prefix or a shared path")
     m.add_argument("--host", default="127.0.0.1", help="listen address (default: localhost only)")
     m.add_argument("--port", type=int, default=5000)

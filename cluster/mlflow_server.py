@@ -11,14 +11,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+#: where `mlflow server` reads its database URI (never its command line: see mlflow_server_command)
+BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
 
-def mlflow_server_command(backend_store_uri: str, artifacts_dir: Path | str, host: str, port: int) -> list[str]:
+
+def mlflow_server_command(artifacts_dir: Path | str, host: str, port: int) -> list[str]:
     """The command line of a tracking + registry server that proxies artifacts from `artifacts_dir`
-    (a local path or an object-store URI such as s3://bucket/prefix)."""
+    (a local path or an object-store URI such as s3://bucket/prefix). The database URI is not on
+    it: it holds a password on a real cluster, and any user of the machine reads a command line
+    (`ps`); it goes through the environment (`MLFLOW_BACKEND_STORE_URI`, which `mlflow server` reads)."""
     mlflow = Path(sys.executable).with_name("mlflow")
     return [
         str(mlflow), "server",
-        "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", str(artifacts_dir),
         "--host", host,
         "--port", str(port),
@@ -36,9 +40,9 @@ def start_mlflow_server(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        mlflow_server_command(backend_store_uri, artifacts_dir, host, port),
+        mlflow_server_command(artifacts_dir, host, port),
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", BACKEND_ENV: backend_store_uri},
     )
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout_s

@@ -7,12 +7,14 @@ which every later change reads (`ConfigSource`); no defaults are read anywhere e
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.config_layers import SERVING_ENV_PREFIX, ConfigError, load_layered
 
@@ -72,7 +74,10 @@ class GatewayConfig(_Strict):
     replicas: int = Field(1, ge=1)
     cpus: float = Field(0.5, gt=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list, description=(
+        "keys clients send; held from here on only as 'sha256:HEX' digests (what the cluster stores, "
+        "the gateway is given and its deployment version digests), so no key is kept or shown anywhere; "
+        "a 'sha256:' entry is taken as such a digest (put digests, not keys, in a shared config file)"))
     allow_anonymous: bool = Field(False, description=(
         "serve without API keys on an address other machines reach (a network that admits only "
         "trusted clients); off: such a gateway is refused at start"))
@@ -92,10 +97,30 @@ class GatewayConfig(_Strict):
                              "empty: anyone who reaches it could query and label the models. Set gateway.api_keys "
                              "(clients send 'Authorization: Bearer KEY' or 'x-api-key: KEY'), bind to 127.0.0.1, "
                              "or set gateway.allow_anonymous: true on a network that admits only trusted clients")
-        if any(not key or len(key) > 512 or not key.isascii() or not key.isprintable() or key != key.strip()
-               for key in self.api_keys):
-            raise ValueError("gateway.api_keys: each key is 1 to 512 printable ASCII characters, no edge spaces")
         return self
+
+    @field_validator("api_keys")
+    @classmethod
+    def _digests(cls, keys: list[str]) -> list[str]:
+        """Each key as its digest (a digest given stays as it is), sorted: the same keys, the same config."""
+        if any(not key or len(key) > 512 or not key.isascii() or not key.isprintable() or key != key.strip()
+               for key in keys):
+            raise ValueError("gateway.api_keys: each key is 1 to 512 printable ASCII characters, no edge spaces")
+        bad = [k for k in keys if k.startswith(KEY_DIGEST) and not re.fullmatch(r"sha256:[0-9a-f]{64}", k)]
+        if bad:
+            raise ValueError("gateway.api_keys: an entry starting 'sha256:' is a digest: 64 lowercase hex digits")
+        return sorted({key_digest(k) for k in keys})
+
+
+KEY_DIGEST = "sha256:"
+
+
+def key_digest(key: str) -> str:
+    """How an API key is held: 'sha256:' and its SHA-256 in hex (a digest given is returned as it is).
+    A key is a random secret, not a password: an unsalted fast hash is the right test for it."""
+    if key.startswith(KEY_DIGEST):
+        return key
+    return KEY_DIGEST + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def is_loopback(host: str) -> bool:

@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from serving.binary import HEADER_LENGTH, attach_binary_inputs, split_body
+from serving.config import KEY_DIGEST, key_digest
 from serving.protocol import (NUMERIC_DATATYPES, REQUEST_ID_PATTERN, ROW_ID_PATTERN, BadRequest, ModelSignature,
                               check_request_id, infer_response, invocations_response, parse_infer, parse_invocations,
                               requested_outputs)
@@ -143,12 +144,12 @@ def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
     auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         key = auth[7:].strip()
-    if not key:
+    if not key or key.startswith(KEY_DIGEST):  # a digest is what the cluster holds, never what a client sends
         return False
-    sent = key.encode("utf-8", "surrogateescape")
+    sent = key_digest(key).encode()
     matched = False
-    for known in api_keys:  # every key compared, each in constant time: no timing says how much matched
-        matched |= hmac.compare_digest(sent, known.encode("utf-8", "surrogateescape"))
+    for known in api_keys:  # every digest compared, each in constant time: no timing says how much matched
+        matched |= hmac.compare_digest(sent, key_digest(known).encode())
     return matched
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from cluster.config_layers import ConfigError
 from cluster.digest import source_digest, stable_digest
-from serving.config import REPLICA_RUNTIME_ENV, ConfigSource, ServingConfig, actor_options, load_serving_config
+from serving.config import REPLICA_RUNTIME_ENV, ConfigSource, ServingConfig, actor_options, key_digest, load_serving_config
 from serving.control import code_version
 from serving.control_lock import Leases
 
@@ -77,7 +77,7 @@ def test_a_change_uses_the_declared_config_else_the_one_in_force_with_its_overri
     assert ConfigSource(fallback=file).resolve(stored) == stored            # the loop, a bare command
     changed = ConfigSource(overrides=("version_defaults.cpus=0.5",), fallback=file).resolve(stored)
     assert changed.version_defaults.cpus == 0.5
-    assert changed.gateway.port == 8123 and changed.gateway.api_keys == ["k1"]  # the rest stays in force
+    assert changed.gateway.port == 8123 and changed.gateway.api_keys == [key_digest("k1")]  # the rest stays in force
     by_env = ConfigSource(environ={"HANDOFF_SERVING__GATEWAY__REPLICAS": "2"}).resolve(stored)
     assert by_env.gateway.replicas == 2 and by_env.gateway.port == 8123
     assert ConfigSource(fallback=file).resolve(None) == file                  # nothing served yet

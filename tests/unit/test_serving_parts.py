@@ -193,3 +193,34 @@ def test_a_gateway_other_machines_reach_needs_api_keys_or_allow_anonymous_said_o
         assert load_serving_config(None, [f"gateway.host={host}"], environ={}).gateway.host == host
     with pytest.raises(ConfigError, match="printable ASCII"):
         load_serving_config(None, ["gateway.api_keys=['a key ']"], environ={})
+
+
+def test_api_keys_are_held_only_as_digests_from_the_config_on():
+    """What `handoff serve` stores on the cluster, gives the gateway and digests into its deployment
+    version holds no key; a client's key matches its digest, a digest sent as a key does not."""
+    from serving.config import ServingConfig, key_digest
+    from serving.http_app import authorised
+
+    cfg = load_serving_config(None, ["gateway.api_keys=[s3cret-key-123, other-key]"], environ={})
+    dumped = cfg.model_dump_json()
+    assert "s3cret-key-123" not in dumped and "other-key" not in dumped
+    assert cfg.gateway.api_keys == sorted([key_digest("s3cret-key-123"), key_digest("other-key")])
+    again = ServingConfig.model_validate_json(dumped)  # read back from the cluster's store: the same digests
+    assert again.gateway.api_keys == cfg.gateway.api_keys
+    held = frozenset(again.gateway.api_keys)
+    assert authorised({"x-api-key": "s3cret-key-123"}, held) and authorised({"authorization": "Bearer other-key"}, held)
+    assert not authorised({"x-api-key": key_digest("s3cret-key-123")}, held)  # a leaked digest is not a key
+    assert not authorised({"x-api-key": "s3cret-key-12"}, held) and not authorised({}, held)
+    with pytest.raises(ConfigError, match="64 lowercase hex digits"):
+        load_serving_config(None, ["gateway.api_keys=['sha256:abc']"], environ={})
+
+
+def test_the_mlflow_database_uri_never_reaches_a_command_line(monkeypatch, capsys):
+    from cluster.head_services import main
+    from cluster.mlflow_server import mlflow_server_command
+
+    command = mlflow_server_command("s3://bucket/mlflow", "127.0.0.1", 5000)
+    assert "--backend-store-uri" not in command and not any("postgresql" in part for part in command)
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    assert main(["mlflow", "--artifacts-destination", "/tmp/x", "--wait-s", "0"]) == 2
+    assert "set MLFLOW_BACKEND_STORE_URI" in capsys.readouterr().err
