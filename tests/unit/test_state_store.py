@@ -2,6 +2,7 @@
 is dropped at start with an event, and a monitor killed with SIGKILL at random points of many
 passes neither loses nor re-scores a row, nor stops starting."""
 
+import json
 import os
 import random
 import signal
@@ -169,3 +170,43 @@ def test_a_file_that_fails_every_pass_is_given_up_after_five_and_the_rest_is_rea
     assert len(skipped) == 1 and "unreadable in 5 passes in a row" in skipped[0]["reason"], found
     assert len(monitor.state["corrupt"]) == 1 and monitor.state["read_retries"] == {}
     assert [e["rows"] for e in kinds(found, "window_scored")] == [500]  # the second file, read once the first was given up
+
+
+def bare_monitor(tmp_path):
+    """The monitor actor's class around a real core, without its thread, MLflow or Ray."""
+    import threading
+
+    from monitoring.monitor import Monitor
+
+    monitor = object.__new__(Monitor)
+    monitor.model, monitor._lock, monitor.passes, monitor.started = "m", threading.Lock(), 0, time.time()
+    monitor.last_error = monitor.loop_error = None
+    monitor._new_core = lambda: core(tmp_path)
+    monitor.core = monitor._new_core()
+    return monitor
+
+
+def test_the_monitors_status_is_a_copy_made_whole_under_its_lock(tmp_path):
+    write(tmp_path / "live", [(1, 1200, 0.0, False)])
+    monitor = bare_monitor(tmp_path)
+    monitor.core.step()
+    shown = monitor.status()
+    frozen = json.dumps(shown, sort_keys=True, default=str)
+    monitor.core.state["windows"]["1"] = 999  # the pass thread goes on changing the state's nested dicts
+    monitor.core.state["drift"].setdefault("1", {})["consecutive"] = 999
+    monitor.core.state["last_window"]["rows"] = -1
+    assert json.dumps(shown, sort_keys=True, default=str) == frozen
+
+
+def test_a_pass_that_fails_half_way_is_undone_back_to_the_last_commit(tmp_path):
+    write(tmp_path / "live", [(1, 1200, 0.0, False)])
+    monitor = bare_monitor(tmp_path)
+    monitor.core.step()
+    committed = StateStore(str(tmp_path / "state"), "m").read_state()
+    monitor.core.state["drift"]["1"] = {"consecutive": 3, "first_window": 0, "declared": True}  # no event for it
+    monitor._undo_pass()
+    assert monitor.core.state["drift"] == committed["drift"] and monitor.core.state["windows"] == committed["windows"]
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    monitor.core.step()  # goes on from the commit: rows neither lost nor doubled
+    windows = kinds(StateStore(str(tmp_path / "state"), "m").events(), "window_scored")
+    assert [w["window"] for w in windows] == [0, 1, 2]
