@@ -20,6 +20,15 @@ def quantile_upper_bound(buckets: Buckets, q: float) -> float | None:
     return math.inf
 
 
+def count_above(buckets: Buckets, threshold: float) -> int:
+    """Observations surely above `threshold`: those in buckets whose lower edge is at or above it (a
+    bucket that straddles it is not counted)."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    at_most = max((count for le, count in buckets if le <= threshold), default=0)
+    return int(total - at_most)
+
+
 def since(current: Buckets, baseline: Buckets | None) -> Buckets:
     """The observations between two readings of one cumulative histogram. A reading lower than the
     baseline in any bucket means the counters restarted (a gateway replica restarted): then all of the

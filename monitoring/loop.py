@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from cluster.digest import stable_digest
+from cluster.histograms import count_above
 from monitoring.loop_config import LoopConfig
 from monitoring.sequential import NOT_WORSE, WORSE, RateTest, compare_means, compare_rates
 
@@ -59,7 +60,8 @@ class VersionFigures:
     abs_error_sum: float | None = None     # regression only
     abs_error_sq_sum: float | None = None
     test_mae: float | None = None
-    latency_buckets: tuple[tuple[float, float], ...] = ()  # cumulative histogram as read (p99 of a period from two)
+    latency_buckets: tuple[tuple[float, float], ...] = ()  # cumulative histogram (of the canary's period, once
+    #                                                          `since_start` has taken the baseline off)
 
     @property
     def regression(self) -> bool:
@@ -217,13 +219,40 @@ def canary_verdict(champion: VersionFigures, canary: VersionFigures, cfg: LoopCo
         return "rollback", f"canary errors more: {said('error rate', errors)}"
     if accuracy.verdict == WORSE:
         return "rollback", f"canary is less accurate: {said('error of predictions', accuracy)}"
-    if canary.requests >= c.min_requests and canary.p99_ms and champion.p99_ms \
-            and canary.p99_ms > c.max_p99_ratio * champion.p99_ms:
-        return "rollback", f"canary p99 {canary.p99_ms:g} ms above {c.max_p99_ratio:g}× the champion's {champion.p99_ms:g} ms"
+    slow = p99_guard(champion, canary, c)
+    if slow is not None:
+        return "rollback", slow
     labels_settled = accuracy.verdict == NOT_WORSE or (not c.require_labels and canary.labelled == 0)
     latency_known = not c.require_latency or (canary.p99_ms is not None and champion.p99_ms is not None)
     if errors.verdict == NOT_WORSE and labels_settled and latency_known:
         return "promote", f"canary not worse: {said('error rate', errors)}; {said('error of predictions', accuracy)}"
+    return None
+
+
+#: the guard's own error rate: a canary as fast as it may be is rolled back for latency at most this often
+LATENCY_ALPHA = 0.001
+
+
+def p99_guard(champion: VersionFigures, canary: VersionFigures, c) -> str | None:
+    """Why the canary is rolled back for latency, or None. Its p99 is above `max_p99_ratio` × the
+    champion's (over the same period) when more than 1% of its requests are slower than that: the
+    guard counts the canary's requests surely above the line (histogram buckets wholly above it) and
+    rolls back only when so many would come from a canary at 1% with probability below
+    `LATENCY_ALPHA` (binomial). A p99 read off 150 requests is their second slowest: a cold start's
+    first few slow answers must not decide, a canary slow throughout does."""
+    from scipy.stats import binom
+
+    if canary.requests < c.min_requests or not champion.p99_ms or canary.p99_ms is None:
+        return None
+    line = c.max_p99_ratio * champion.p99_ms
+    if not canary.latency_buckets:  # figures without a histogram: the p99s as read
+        return (f"canary p99 {canary.p99_ms:g} ms above {c.max_p99_ratio:g}× the champion's {champion.p99_ms:g} ms"
+                if canary.p99_ms > line else None)
+    n = int(max(count for _, count in canary.latency_buckets))
+    slow = count_above(list(canary.latency_buckets), line)
+    if n and slow and binom.sf(slow - 1, n, 0.01) < LATENCY_ALPHA:
+        return (f"canary p99 above {c.max_p99_ratio:g}× the champion's (≤ {champion.p99_ms:g} ms): {slow} of its "
+                f"{n} requests slower than {line:g} ms, where a canary within the ratio has at most 1%")
     return None
 
 

@@ -59,10 +59,12 @@ def since_start(figures: dict[str, VersionFigures], baseline: dict | None) -> di
     out = {}
     for role, f in figures.items():
         requests, errors, *rest = (baseline or {}).get(role, [0, 0])
-        p99 = f.p99_ms
-        if f.latency_buckets and rest:  # a baseline taken before histograms were kept has no buckets
-            p99 = quantile_upper_bound(since(list(f.latency_buckets), [tuple(b) for b in rest[0]]), 0.99)
-        out[role] = replace(f, requests=max(f.requests - requests, 0), errors=max(f.errors - errors, 0), p99_ms=p99)
+        p99, period = f.p99_ms, f.latency_buckets
+        if f.latency_buckets:  # a baseline taken before histograms were kept has no buckets: all of it
+            period = tuple(since(list(f.latency_buckets), [tuple(b) for b in rest[0]] if rest else None))
+            p99 = quantile_upper_bound(list(period), 0.99)
+        out[role] = replace(f, requests=max(f.requests - requests, 0), errors=max(f.errors - errors, 0), p99_ms=p99,
+                            latency_buckets=period)
     return out
 
 

@@ -168,7 +168,33 @@ def test_the_p99_guard_compares_both_sides_over_the_canarys_period_not_the_champ
     assert period["champion"].requests == 800
     restarted = {**now, "champion": VersionFigures(300, 0, 200.0, latency_buckets=((5.0, 0), (200.0, 300), (inf, 300)))}
     assert since_start(restarted, baseline)["champion"].p99_ms == 200.0  # counters restarted: all of it is newer
-    assert since_start(now, {"champion": [10_000, 0], "canary": [0, 0]})["champion"].p99_ms == 5.0  # an old baseline
+    # a baseline stored before buckets were kept: the whole histogram (10,800 requests, 800 of them slow)
+    assert since_start(now, {"champion": [10_000, 0], "canary": [0, 0]})["champion"].p99_ms == 200.0
+
+
+def test_the_p99_guard_rolls_back_a_canary_slow_throughout_not_one_whose_cold_start_made_a_few_slow_answers():
+    """Over the canary's period: the champion ≤10 ms at p99; the guard counts the canary's requests
+    surely slower than 2× that (buckets above 20 ms) and rolls back only when that many could not
+    come from a canary whose p99 is within 2×."""
+    from monitoring.loop import p99_guard
+
+    c = LoopConfig().canary
+    inf = float("inf")
+    champion = VersionFigures(2000, 0, 10.0, latency_buckets=((5.0, 1500), (10.0, 1990), (20.0, 2000), (50.0, 2000),
+                                                              (inf, 2000)))
+
+    def canary(fast: int, slow: int) -> VersionFigures:  # `slow` requests in (20, 50] ms, the rest ≤ 10 ms
+        n = fast + slow
+        return VersionFigures(n, 0, 50.0 if slow > 0.01 * n else 10.0,
+                              latency_buckets=((5.0, fast // 2), (10.0, fast), (20.0, fast), (50.0, n), (inf, n)))
+
+    assert p99_guard(champion, canary(297, 3), c) is None  # a cold start: its p99 reads 50 ms, on 3 answers
+    assert p99_guard(champion, canary(990, 10), c) is None  # 1%: within the ratio
+    reason = p99_guard(champion, canary(180, 60), c)
+    assert reason and "60 of its 240 requests slower than 20 ms" in reason
+    assert p99_guard(champion, canary(900, 100), c) is not None
+    # figures without a histogram (read before buckets were kept): the p99s compared as they are
+    assert p99_guard(VersionFigures(2000, 0, 10.0), VersionFigures(300, 0, 50.0), c) is not None
 
 
 def test_a_running_canary_shows_its_evidence():
