@@ -72,6 +72,9 @@ class CanaryConfig(_Strict):
                                  "champion's by this factor")
     require_latency: bool = Field(True, description="promote only once both sides' p99 latency is known (the "
                                   "gateways export it every few seconds)")
+    latency_warmup_s: float = Field(15.0, ge=0, description="latency is compared from this long after the canary "
+                                    "started (its replica's first requests take the Serve handle while the gateway "
+                                    "connects to it, and its first forward passes are cold)")
     timeout_s: float = Field(1800, gt=0, description="the longest a canary runs without a decision")
     on_timeout: Literal["rollback", "promote"] = Field("rollback", description="what a canary still without a "
                                                        "decision at timeout_s gets")

@@ -52,25 +52,37 @@ def recent_accuracy(labels: dict, rows: int) -> tuple | None:
 
 
 def since_start(figures: dict[str, VersionFigures], baseline: dict | None) -> dict[str, VersionFigures]:
-    """Each side's requests, errors and p99 latency since the canary started (the counters and the
-    latency histogram are cumulative; labelled rows are read from the canary's start already): both
-    sides over the same period. The champion's p99 of the hours before the canary would otherwise
-    stand against the canary's few minutes."""
+    """Each side's requests and errors since the canary started, and p99 latency since its warm-up
+    ended (`baseline["latency"]`, each side's histogram then; before it, no p99: the guard waits and
+    so does a promotion that needs latency). The counters and the histogram are cumulative; labelled
+    rows are read from the canary's start already: both sides over the same period. (The champion's
+    p99 of the hours before would otherwise stand against the canary's minutes, and the canary's
+    first seconds, through the Serve handle while the gateway connects, against the champion's warm
+    path.)"""
     out = {}
+    latency = (baseline or {}).get("latency")
     for role, f in figures.items():
-        requests, errors, *rest = (baseline or {}).get(role, [0, 0])
+        requests, errors = ((baseline or {}).get(role) or [0, 0])[:2]
         p99, period = f.p99_ms, f.latency_buckets
-        if f.latency_buckets:  # a baseline taken before histograms were kept has no buckets: all of it
-            period = tuple(since(list(f.latency_buckets), [tuple(b) for b in rest[0]] if rest else None))
-            p99 = quantile_upper_bound(list(period), 0.99)
+        if f.latency_buckets and baseline is not None:
+            if latency is None:
+                p99, period = None, ()
+            else:
+                period = tuple(since(list(f.latency_buckets), [tuple(b) for b in latency.get(role) or []]))
+                p99 = quantile_upper_bound(list(period), 0.99)
         out[role] = replace(f, requests=max(f.requests - requests, 0), errors=max(f.errors - errors, 0), p99_ms=p99,
                             latency_buckets=period)
     return out
 
 
 def baseline_of(start: dict[str, VersionFigures]) -> dict:
-    """What `since_start` subtracts, as stored in the loop's state: per side requests, errors, buckets."""
-    return {role: [f.requests, f.errors, [list(b) for b in f.latency_buckets]] for role, f in start.items()}
+    """What `since_start` subtracts, as stored in the loop's state: each side's requests and errors."""
+    return {role: [f.requests, f.errors] for role, f in start.items()}
+
+
+def latency_baseline(figures: dict[str, VersionFigures]) -> dict:
+    """Each side's latency histogram as read now: where the canary's latency period starts."""
+    return {role: [list(b) for b in f.latency_buckets] for role, f in figures.items()}
 
 
 def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dict], cfg: LoopConfig,
@@ -88,8 +100,13 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
                               test_rmse)
     job_status = port.job_status(state.job_id) if state.stage == "retraining" and state.job_id else None
     candidate = port.candidate(model, state.event_id) if job_status == "SUCCEEDED" else None
-    figures = (since_start(port.figures(model, state.champion, state.candidate, state.canary_since),
-                           state.canary_baseline) if state.stage == "canary" else None)
+    figures = None
+    if state.stage == "canary":
+        read = port.figures(model, state.champion, state.candidate, state.canary_since)
+        if state.canary_baseline is not None and "latency" not in state.canary_baseline \
+                and now >= (state.canary_since or 0) + cfg.canary.latency_warmup_s:  # warm: latency counts from here
+            state = replace(state, canary_baseline={**state.canary_baseline, "latency": latency_baseline(read)})
+        figures = since_start(read, state.canary_baseline)
     new_state, actions, records = advance(state, now, cfg, trigger=trigger, job_status=job_status,
                                           candidate=candidate, figures=figures, champion=champion)
     for action in actions:

@@ -155,12 +155,14 @@ def test_both_sides_are_compared_over_the_canarys_period():
 def test_the_p99_guard_compares_both_sides_over_the_canarys_period_not_the_champions_history():
     """The champion served 10,000 requests at ≤5 ms before the canary; since, both ~200 ms (a slow
     node): cumulatively the champion's p99 would read 5 ms and the canary be rolled back for 40×."""
-    from monitoring.loop_runner import baseline_of, since_start
+    from monitoring.loop_runner import baseline_of, latency_baseline, since_start
 
     inf = float("inf")
     before = {"champion": VersionFigures(10_000, 0, 5.0, latency_buckets=((5.0, 10_000), (200.0, 10_000), (inf, 10_000))),
               "canary": VersionFigures(0, 0, None)}
-    baseline = json.loads(json.dumps(baseline_of(before)))  # as the loop's state stores it
+    warming = since_start(before, baseline_of(before))  # before the warm-up ends: no p99 on either side
+    assert warming["champion"].p99_ms is None and warming["canary"].p99_ms is None
+    baseline = json.loads(json.dumps({**baseline_of(before), "latency": latency_baseline(before)}))  # as stored
     now = {"champion": VersionFigures(10_800, 0, 5.0, latency_buckets=((5.0, 10_000), (200.0, 10_800), (inf, 10_800))),
            "canary": VersionFigures(200, 0, 200.0, latency_buckets=((5.0, 0), (200.0, 200), (inf, 200)))}
     period = since_start(now, baseline)
@@ -168,8 +170,7 @@ def test_the_p99_guard_compares_both_sides_over_the_canarys_period_not_the_champ
     assert period["champion"].requests == 800
     restarted = {**now, "champion": VersionFigures(300, 0, 200.0, latency_buckets=((5.0, 0), (200.0, 300), (inf, 300)))}
     assert since_start(restarted, baseline)["champion"].p99_ms == 200.0  # counters restarted: all of it is newer
-    # a baseline stored before buckets were kept: the whole histogram (10,800 requests, 800 of them slow)
-    assert since_start(now, {"champion": [10_000, 0], "canary": [0, 0]})["champion"].p99_ms == 200.0
+    assert since_start(now, None) == now  # no baseline: the figures as read
 
 
 def test_the_p99_guard_rolls_back_a_canary_slow_throughout_not_one_whose_cold_start_made_a_few_slow_answers():
@@ -238,3 +239,42 @@ def test_the_demo_names_the_causes_of_its_failed_requests(tmp_path, capsys):
     screen = io.StringIO()
     print_failures(Console(file=screen), [], tmp_path / "demo.log")
     assert screen.getvalue() == ""
+
+
+class CanaryReadings:
+    """The loop's port during a canary: cumulative figures as the gateways export them (pure)."""
+
+    def __init__(self):
+        self.readings = []
+
+    def champion(self, model):
+        return 1
+
+    def test_errors(self, model, version):
+        return None
+
+    def figures(self, model, champion, canary, since):
+        return self.readings.pop(0)
+
+
+def test_the_canarys_latency_counts_only_after_its_warm_up():
+    """Its first seconds (answered through the Serve handle while the gateway connects to the new
+    replica) are slow; from `latency_warmup_s` on, both sides' latency counts from a fresh baseline."""
+    from monitoring.loop_runner import tick
+
+    inf = float("inf")
+    cold = {"champion": VersionFigures(500, 0, 10.0, 100, 99, latency_buckets=((10.0, 500), (50.0, 500), (inf, 500))),
+            "canary": VersionFigures(100, 0, 50.0, 20, 20, latency_buckets=((10.0, 0), (50.0, 100), (inf, 100)))}
+    warm = {"champion": VersionFigures(1500, 0, 10.0, 300, 297, latency_buckets=((10.0, 1500), (50.0, 1500), (inf, 1500))),
+            "canary": VersionFigures(400, 0, 50.0, 120, 119, latency_buckets=((10.0, 300), (50.0, 400), (inf, 400)))}
+    port = CanaryReadings()
+    port.readings = [cold, cold, warm]
+    state = LoopState(stage="canary", event_id="e", champion=1, candidate=2, canary_since=100.0,
+                      canary_baseline={"champion": [0, 0], "canary": [0, 0]}).to_json()
+    cfg = LoopConfig.model_validate({"canary": {"min_requests": 50, "min_labels": 10}})
+    state, records = tick("m", state, {}, [], cfg, port, now=105.0)  # warming: no p99, no rollback
+    assert "latency" not in state["canary_baseline"] and not [r for r in records if r["kind"] == "rolled_back"]
+    state, records = tick("m", state, {}, [], cfg, port, now=116.0)  # warm: the baseline taken now
+    assert state["canary_baseline"]["latency"]["canary"] == [[10.0, 0], [50.0, 100], [inf, 100]]
+    state, records = tick("m", state, {}, [], cfg, port, now=130.0)  # since then: every canary request ≤ 10 ms
+    assert not [r for r in records if r["kind"] == "rolled_back"], records
