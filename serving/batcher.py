@@ -43,10 +43,15 @@ class DeadlinePassed(BadRequest):
 
 class Batcher:
     def __init__(self, call: Callable[[np.ndarray], Awaitable[np.ndarray]], max_batch_size: int,
-                 max_in_flight: int, max_queued: int = 1000, timeout_s: float = 5.0, label: str = "the version"):
+                 max_in_flight: int, max_queued: int = 1000, timeout_s: float = 5.0, label: str = "the version",
+                 limit_s: float | None = None):
+        """`timeout_s`: the request's deadline, as the 504 names it (the call applies it to a replica);
+        `limit_s` (default `timeout_s`): the most a request is held here in all, waiting for a replica
+        to exist included, after which its slot is freed whatever the call does."""
         self.call, self.max_batch_size = call, max_batch_size
         self.max_in_flight = max_in_flight if max_batch_size > 1 else max_in_flight + max_queued
         self.max_queued, self.timeout_s, self.label = max_queued, timeout_s, label
+        self.limit_s = timeout_s if limit_s is None else limit_s
         self._queue: deque[tuple[np.ndarray, asyncio.Future]] = deque()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()  # the calls under way (a reference each, until done)
@@ -71,7 +76,7 @@ class Batcher:
         self._queue.append((x, future))
         self._dispatch()
         try:  # waiting in the queue counts against the deadline too
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), self.limit_s)
         except asyncio.TimeoutError:
             self.timed_out += 1
             future.cancel()  # still queued: it is skipped; in a call: its share of the answer is dropped
@@ -79,7 +84,7 @@ class Batcher:
 
     async def _deadline(self, awaitable):
         try:
-            return await asyncio.wait_for(awaitable, self.timeout_s)
+            return await asyncio.wait_for(awaitable, self.limit_s)
         except asyncio.TimeoutError:
             self.timed_out += 1
             raise DeadlinePassed(self.label, self.timeout_s) from None
@@ -103,7 +108,7 @@ class Batcher:
     async def _send(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         try:
             x = np.concatenate([x for x, _ in batch], axis=0) if len(batch) > 1 else batch[0][0]
-            proba = await asyncio.wait_for(self.call(x), self.timeout_s)  # a hung call frees its slot
+            proba = await asyncio.wait_for(self.call(x), self.limit_s)  # a hung call frees its slot
             start = 0
             for x, future in batch:
                 if not future.done():

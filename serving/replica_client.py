@@ -101,15 +101,33 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+#: how long a request may wait for the version to have a replica at all (Serve's rolling update stops a
+#: version's only replica before its replacement has loaded the model): not the replica's deadline
+NO_REPLICA_WAIT_S = 60.0
+
+
+async def handle_result(response, timeout_s: float):
+    """A Serve handle call's answer: first assigned to a replica (waiting, up to `NO_REPLICA_WAIT_S`,
+    while the version has none ready, as during a restart), then answered within `timeout_s` (a
+    replica that stopped answering). `TimeoutError` past either."""
+    try:
+        ref = await asyncio.wait_for(response._to_object_ref(), NO_REPLICA_WAIT_S)
+    except (AttributeError, RuntimeError):  # a handle that returns by value: one deadline for both
+        return await asyncio.wait_for(response, timeout_s + NO_REPLICA_WAIT_S)
+    return await asyncio.wait_for(ref, timeout_s)
+
+
 class ReplicaPool:
     """Direct connections to one version's replicas; `fallback` (the Serve handle call) otherwise."""
 
     def __init__(self, label: str, ask_endpoints: Callable[[], Awaitable[list]],
-                 fallback: Callable[[np.ndarray], Awaitable[np.ndarray]], refresh_s: float = 5.0):
+                 fallback: Callable[[np.ndarray], Awaitable[np.ndarray]], refresh_s: float = 5.0,
+                 timeout_s: float = 5.0):
         self.label, self.ask_endpoints, self.fallback = label, ask_endpoints, fallback
         self.refresh_s = refresh_s
         self.connections: dict[str, _Connection] = {}
         self.direct = self.fallen_back = self.abandoned = 0
+        self.timeout_s = timeout_s
         self.last_discovery = "not yet"
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -123,12 +141,12 @@ class ReplicaPool:
         if connection is not None:
             request_id, answer = connection.request(x)
             try:
-                result = await answer
+                result = await asyncio.wait_for(asyncio.shield(answer), self.timeout_s)
                 self.direct += 1
                 return result
             except ReplicaGone:
                 pass
-            except asyncio.CancelledError:  # the caller's deadline passed: this replica held it too long
+            except (asyncio.TimeoutError, asyncio.CancelledError):  # this replica held it past the deadline
                 self.abandoned += 1
                 log.warning("%s: a replica did not answer in time; its connection is retired", self.label)
                 connection.abandon(request_id)

@@ -29,7 +29,7 @@ from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name
 from serving.policy import TrafficPolicy
 from serving.protocol import BadRequest, ModelSignature
-from serving.replica_client import ReplicaPool
+from serving.replica_client import NO_REPLICA_WAIT_S, ReplicaPool, handle_result
 from training import ColumnError, Preparation
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,10 @@ class Router:
                 call = self._pool(model, version).predict
             else:
                 handle = self._handle(model, version)
-                call = lambda x: handle.predict.remote(x)  # noqa: E731
+                call = lambda x: handle_result(handle.predict.remote(x), self.request_timeout_s)  # noqa: E731
             self._batchers[key] = Batcher(call, routing.max_batch_size, routing.max_in_flight * routing.replicas,
-                                          self.max_queued, self.request_timeout_s, f"model {model!r} version {version}")
+                                          self.max_queued, self.request_timeout_s, f"model {model!r} version {version}",
+                                          limit_s=self.request_timeout_s + NO_REPLICA_WAIT_S)
         return self._batchers[key]
 
     def _pool(self, model: str, version: int) -> ReplicaPool:
@@ -125,7 +126,8 @@ class Router:
             self._pools[key] = ReplicaPool(
                 f"{model}/v{version}",
                 lambda: self._directory().get.remote(app_name(model, version)),
-                lambda x: handle.predict.remote(x))
+                lambda x: handle_result(handle.predict.remote(x), self.request_timeout_s),
+                timeout_s=self.request_timeout_s)
             self._pools[key].start()
         return self._pools[key]
 

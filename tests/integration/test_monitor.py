@@ -260,7 +260,7 @@ def test_a_model_unserved_and_served_again_resumes_its_monitor_from_its_state(mo
     v = str(version)
     stop(NAME)
     monitored["control"].unserve(NAME)
-    before = StateStore(str(home / "monitor"), NAME).load()
+    before = StateStore(str(home / "monitor"), NAME).read_state()
     monitored["control"].traffic(NAME, {version: 100})
     start(NAME, str(home / "live"), str(home / "monitor"), monitored["tracking"], monitored["mon"])
     resumed = status()

@@ -61,6 +61,7 @@ def test_a_replica_that_stops_answering_under_load_costs_504s_and_its_connection
             await asyncio.sleep(30)
 
         hung_pool.fallback = slow_fallback
+        hung_pool.timeout_s = healthy_pool.timeout_s = 0.5  # gateway.request_timeout_s
         hung_v = Batcher(hung_pool.predict, max_batch_size=8, max_in_flight=2, max_queued=50, timeout_s=0.5)
         healthy_v = Batcher(healthy_pool.predict, max_batch_size=8, max_in_flight=2, max_queued=50, timeout_s=0.5)
         outcomes = {"504": 0, "503": 0, "other": 0, "healthy": 0}
