@@ -106,22 +106,34 @@ class _Connection(asyncio.Protocol):
 NO_REPLICA_WAIT_S = 60.0
 
 
-async def handle_result(response, timeout_s: float):
-    """A Serve handle call's answer: first assigned to a replica (waiting, up to `NO_REPLICA_WAIT_S`,
-    while the version has none ready, as during a restart), then answered within `timeout_s` (a
-    replica that stopped answering). `TimeoutError` past either."""
+async def handle_result(response, timeout_s: float, wait_for_replica: bool = True):
+    """A Serve handle call's answer. With `wait_for_replica` it is first assigned to a replica (waiting
+    up to `NO_REPLICA_WAIT_S` while the version has none ready, as during a restart), then answered
+    within `timeout_s`; without it (the version's replica is known to be stuck: it held a request past
+    its deadline) `timeout_s` bounds both, since Serve would wait for the stuck replica's queue-length
+    answer as long as it lives. `TimeoutError` past a bound, the call cancelled."""
     try:
-        ref = await asyncio.wait_for(response._to_object_ref(), NO_REPLICA_WAIT_S)
-    except (AttributeError, RuntimeError):  # a handle that returns by value: one deadline for both
-        return await asyncio.wait_for(response, timeout_s + NO_REPLICA_WAIT_S)
-    return await asyncio.wait_for(ref, timeout_s)
+        if not wait_for_replica:
+            return await asyncio.wait_for(response, timeout_s)
+        try:
+            ref = await asyncio.wait_for(response._to_object_ref(), NO_REPLICA_WAIT_S)
+        except (AttributeError, RuntimeError):  # a handle that returns by value: one deadline for both
+            return await asyncio.wait_for(response, timeout_s + NO_REPLICA_WAIT_S)
+        return await asyncio.wait_for(ref, timeout_s)
+    except asyncio.TimeoutError:
+        cancel = getattr(response, "cancel", None)
+        if cancel is not None:
+            cancel()  # out of the router's queue (it would run once the replica goes on)
+        raise
 
 
 class ReplicaPool:
-    """Direct connections to one version's replicas; `fallback` (the Serve handle call) otherwise."""
+    """Direct connections to one version's replicas; `fallback(x, wait_for_replica)` (the Serve handle
+    call) otherwise. `stuck`: the last replica lost held a request past the deadline (until a replica
+    completes the handshake again): the fallback then gets the deadline alone, no wait for a replica."""
 
     def __init__(self, label: str, ask_endpoints: Callable[[], Awaitable[list]],
-                 fallback: Callable[[np.ndarray], Awaitable[np.ndarray]], refresh_s: float = 5.0,
+                 fallback: Callable[[np.ndarray, bool], Awaitable[np.ndarray]], refresh_s: float = 5.0,
                  timeout_s: float = 5.0):
         self.label, self.ask_endpoints, self.fallback = label, ask_endpoints, fallback
         self.refresh_s = refresh_s
@@ -129,6 +141,7 @@ class ReplicaPool:
         self.direct = self.fallen_back = self.abandoned = 0
         self.timeout_s = timeout_s
         self.last_discovery = "not yet"
+        self.stuck = False
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -149,11 +162,12 @@ class ReplicaPool:
             except (asyncio.TimeoutError, asyncio.CancelledError):  # this replica held it past the deadline
                 self.abandoned += 1
                 log.warning("%s: a replica did not answer in time; its connection is retired", self.label)
+                self.stuck = True
                 connection.abandon(request_id)
                 raise
         self.fallen_back += 1
         self._wake.set()
-        return await self.fallback(x)
+        return await self.fallback(x, not self.stuck)
 
     def _pick(self) -> _Connection | None:
         best = None
@@ -203,6 +217,7 @@ class ReplicaPool:
                      replica, endpoint["host"], endpoint["port"], exc)
             return
         self.connections[replica] = connection
+        self.stuck = False
 
     def close(self) -> None:
         if self._task is not None:

@@ -126,7 +126,7 @@ class Router:
             self._pools[key] = ReplicaPool(
                 f"{model}/v{version}",
                 lambda: self._directory().get.remote(app_name(model, version)),
-                lambda x: handle_result(handle.predict.remote(x), self.request_timeout_s),
+                lambda x, wait: handle_result(handle.predict.remote(x), self.request_timeout_s, wait),
                 timeout_s=self.request_timeout_s)
             self._pools[key].start()
         return self._pools[key]

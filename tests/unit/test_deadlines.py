@@ -57,7 +57,10 @@ def test_a_replica_that_stops_answering_under_load_costs_504s_and_its_connection
         hung_pool = await _connected_pool(hung_deployment, 1)
         healthy_pool = await _connected_pool(healthy_deployment, 1)
 
-        async def slow_fallback(x):  # the Serve handle reaches the same stuck replica
+        waits = []
+
+        async def slow_fallback(x, wait_for_replica):  # the Serve handle reaches the same stuck replica
+            waits.append(wait_for_replica)
             await asyncio.sleep(30)
 
         hung_pool.fallback = slow_fallback
@@ -84,13 +87,13 @@ def test_a_replica_that_stops_answering_under_load_costs_504s_and_its_connection
         await asyncio.gather(*(client(hung_v, 4) for _ in range(10)), *(client(healthy_v, 40) for _ in range(4)))
         await asyncio.sleep(0.6)  # a call sent last gets its own deadline: past it, nothing may be left
         state = (len(hung_pool.connections), sum(len(c.pending) for c in hung_pool.connections.values()),
-                 hung_v.queued, hung_v._in_flight, hung_pool.abandoned)
+                 hung_v.queued, hung_v._in_flight, hung_pool.abandoned, hung_pool.stuck, waits)
         hung_pool.close()
         healthy_pool.close()
         return outcomes, state
 
     try:
-        outcomes, (connections, pending, queued, in_flight, abandoned) = asyncio.run(scenario())
+        outcomes, (connections, pending, queued, in_flight, abandoned, stuck_flag, waits) = asyncio.run(scenario())
     finally:
         stuck.set()
         hung.close()
@@ -99,3 +102,58 @@ def test_a_replica_that_stops_answering_under_load_costs_504s_and_its_connection
     assert outcomes["504"] > 0 and outcomes["healthy"] == 160, outcomes  # the other version answered every one
     assert abandoned >= 1 and connections == 0 and pending == 0  # the stuck connection retired, nothing pending
     assert queued == 0 and in_flight == 0
+    # once a replica held a request past the deadline, the handle gets the deadline alone (no wait for
+    # Serve to assign it: Serve would wait on the stuck replica as long as it lives)
+    assert stuck_flag and waits and not any(waits), waits
+
+
+class _Response:
+    """A Serve handle call as the gateway sees it: assigned after `assign_s`, answered `answer_s` later."""
+
+    def __init__(self, assign_s: float, answer_s: float):
+        self.assign_s, self.answer_s, self.cancelled = assign_s, answer_s, False
+
+    async def _answer(self):
+        await asyncio.sleep(self.answer_s)
+        return "answer"
+
+    async def _to_object_ref(self):
+        await asyncio.sleep(self.assign_s)
+        return asyncio.ensure_future(self._answer())
+
+    def __await__(self):
+        async def whole():
+            return await (await self._to_object_ref())
+        return whole().__await__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_a_handle_call_waits_for_a_replica_only_while_none_is_known_stuck():
+    from serving import replica_client
+
+    async def scenario():
+        replica_client.NO_REPLICA_WAIT_S = 0.6
+        restart = _Response(assign_s=0.3, answer_s=0.05)  # no replica for 0.3 s, then a quick answer
+        answered = await replica_client.handle_result(restart, timeout_s=0.2)
+        stuck = _Response(assign_s=30, answer_s=0)  # Serve waits on a stuck replica's queue length
+        started = asyncio.get_running_loop().time()
+        try:
+            await replica_client.handle_result(stuck, timeout_s=0.2, wait_for_replica=False)
+        except asyncio.TimeoutError:
+            waited = asyncio.get_running_loop().time() - started
+        slow = _Response(assign_s=0, answer_s=30)  # assigned, then the replica holds it
+        try:
+            await replica_client.handle_result(slow, timeout_s=0.2)
+        except asyncio.TimeoutError:
+            pass
+        return answered, waited, stuck.cancelled, slow.cancelled, restart.cancelled
+
+    saved = replica_client.NO_REPLICA_WAIT_S
+    try:
+        answered, waited, stuck_cancelled, slow_cancelled, restart_cancelled = asyncio.run(scenario())
+    finally:
+        replica_client.NO_REPLICA_WAIT_S = saved
+    assert answered == "answer" and not restart_cancelled  # the restart's wait is not the deadline
+    assert waited < 5 and stuck_cancelled and slow_cancelled  # each past its bound, out of Serve's queue

@@ -48,7 +48,7 @@ class _Deployment:
     async def ask_endpoints(self):
         return [server.endpoint() for server in self.servers]
 
-    async def fallback(self, x):
+    async def fallback(self, x, wait_for_replica=True):
         self.fallback_calls += 1
         return np.full((x.shape[0], 2), -1.0, dtype=np.float32)
 
