@@ -25,7 +25,7 @@ def count_above(buckets: Buckets, threshold: float) -> int:
     bucket that straddles it is not counted)."""
     buckets = sorted(buckets)
     total = buckets[-1][1] if buckets else 0
-    at_most = max((count for le, count in buckets if le <= threshold), default=0)
+    at_most = min((count for le, count in buckets if le >= threshold), default=total)  # through the straddling bucket
     return int(total - at_most)
 
 

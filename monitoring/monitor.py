@@ -84,8 +84,7 @@ class Monitor:
         self.metrics = MonitorMetrics()
         self.passes, self.last_error, self.started = 0, None, time.time()
         self.port, self.loop_error, self._last_tick = port, None, 0.0
-        seen = self.core.state.get("loop_seen", self.core.state["events_logged"])
-        self._loop_news = [e for e in self.core.store.events()[seen:] if e["kind"] == "drift_declared"]
+        self._loop_news = self._unseen_drift()
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="handoff-monitor", daemon=True)
         self._thread.start()
@@ -114,8 +113,14 @@ class Monitor:
         try:
             with self._lock:
                 self.core = self._new_core()
+                self._loop_news = self._unseen_drift()  # a drift committed before the failure is still acted on
         except Exception:  # noqa: BLE001 - the store unreadable now: keep the old core, try again next pass
             log.error("monitor %s: reloading after a failed pass failed: %s", self.model, traceback.format_exc())
+
+    def _unseen_drift(self) -> list[dict]:
+        """The committed `drift_declared` events the loop has not looked at yet (from `loop_seen` on)."""
+        seen = self.core.state.get("loop_seen", self.core.state["events_logged"])
+        return [e for e in self.core.store.events()[seen:] if e["kind"] == "drift_declared"]
 
     def _buffered(self) -> int:
         return sum(b.rows for b in self.core.windower.buffers.values())
@@ -168,8 +173,8 @@ class Monitor:
             # a drift the cooldown deferred is kept, so the loop acts on it once the cooldown ends
             # (a lasting drift is declared once per episode: it would not come again)
             waiting = set(new_state.get("deferred", ())) - set(new_state.get("handled", ()))
-            self._loop_news = [e for e in self._loop_news if e.get("event_id") in waiting]
             self.core._record(records)
+            self._loop_news = [e for e in self._loop_news if e.get("event_id") in waiting]
         if records:
             log.info("monitor %s: loop %s", self.model, [r["kind"] for r in records])
             if self.sink is not None:

@@ -81,6 +81,9 @@ class Batcher:
             self.timed_out += 1
             future.cancel()  # still queued: it is skipped; in a call: its share of the answer is dropped
             raise DeadlinePassed(self.label, self.timeout_s) from None
+        except asyncio.CancelledError:  # the caller gave up (a shadow's bound): out of the queue too
+            future.cancel()
+            raise
 
     async def _deadline(self, awaitable):
         try:

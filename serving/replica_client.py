@@ -120,7 +120,7 @@ async def handle_result(response, timeout_s: float, wait_for_replica: bool = Tru
         except (AttributeError, RuntimeError):  # a handle that returns by value: one deadline for both
             return await asyncio.wait_for(response, timeout_s + NO_REPLICA_WAIT_S)
         return await asyncio.wait_for(ref, timeout_s)
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, asyncio.CancelledError):  # past a bound here, or the caller's
         cancel = getattr(response, "cancel", None)
         if cancel is not None:
             cancel()  # out of the router's queue (it would run once the replica goes on)
@@ -159,7 +159,11 @@ class ReplicaPool:
                 return result
             except ReplicaGone:
                 pass
-            except (asyncio.TimeoutError, asyncio.CancelledError):  # this replica held it past the deadline
+            except asyncio.CancelledError:  # the caller gave up (a shadow's bound, a shutdown): not the replica's fault
+                connection.pending.pop(request_id, None)
+                answer.cancel()
+                raise
+            except asyncio.TimeoutError:  # this replica held it past the deadline
                 self.abandoned += 1
                 log.warning("%s: a replica did not answer in time; its connection is retired", self.label)
                 self.stuck = True

@@ -65,7 +65,8 @@ def test_a_replica_that_stops_answering_under_load_costs_504s_and_its_connection
 
         hung_pool.fallback = slow_fallback
         hung_pool.timeout_s = healthy_pool.timeout_s = 0.5  # gateway.request_timeout_s
-        hung_v = Batcher(hung_pool.predict, max_batch_size=8, max_in_flight=2, max_queued=50, timeout_s=0.5)
+        # the batcher's own bound past the pool's deadline, as the router sets it (the pool's fires first)
+        hung_v = Batcher(hung_pool.predict, max_batch_size=8, max_in_flight=2, max_queued=50, timeout_s=0.5, limit_s=1.0)
         healthy_v = Batcher(healthy_pool.predict, max_batch_size=8, max_in_flight=2, max_queued=50, timeout_s=0.5)
         outcomes = {"504": 0, "503": 0, "other": 0, "healthy": 0}
 
@@ -157,3 +158,52 @@ def test_a_handle_call_waits_for_a_replica_only_while_none_is_known_stuck():
         replica_client.NO_REPLICA_WAIT_S = saved
     assert answered == "answer" and not restart_cancelled  # the restart's wait is not the deadline
     assert waited < 5 and stuck_cancelled and slow_cancelled  # each past its bound, out of Serve's queue
+
+
+def test_a_caller_that_gives_up_is_not_a_stuck_replica_and_leaves_nothing_queued():
+    """A shadow's own bound (or a shutdown) cancels a request: the replica's connection stays open and
+    the pool is not marked stuck; a batched request cancelled while queued leaves the queue."""
+    slow = threading.Event()
+
+    def answer_late(x):
+        slow.wait(timeout=5)
+        return _double(x)
+
+    server = ReplicaServer(answer_late, "127.0.0.1")
+    deployment = _Deployment([server])
+
+    async def scenario():
+        pool = await _connected_pool(deployment, 1)
+        pool.timeout_s = 30
+        try:
+            await asyncio.wait_for(pool.predict(np.ones((1, 2), np.float32)), 0.2)  # the shadow's bound
+        except asyncio.TimeoutError:
+            pass
+        kept = (len(pool.connections), pool.stuck, pool.abandoned,
+                sum(len(c.pending) for c in pool.connections.values()))
+        gate = asyncio.Event()
+
+        async def blocked(x):
+            await gate.wait()
+            return x
+
+        batcher = Batcher(blocked, max_batch_size=4, max_in_flight=1, max_queued=5, timeout_s=30, label="m v1")
+        first = asyncio.ensure_future(batcher.submit(np.ones((1, 2), np.float32)))  # in flight
+        await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(batcher.submit(np.ones((1, 2), np.float32)), 0.1)  # queued, then given up
+        except asyncio.TimeoutError:
+            pass
+        gate.set()
+        await first
+        await asyncio.sleep(0.01)
+        pool.close()
+        return kept, batcher.queued, batcher._in_flight
+
+    try:
+        kept, queued, in_flight = asyncio.run(scenario())
+    finally:
+        slow.set()
+        server.close()
+    assert kept == (1, False, 0, 0), kept  # connection kept, not stuck, nothing left pending
+    assert queued == 0 and in_flight == 0

@@ -210,3 +210,16 @@ def test_a_pass_that_fails_half_way_is_undone_back_to_the_last_commit(tmp_path):
     monitor.core.step()  # goes on from the commit: rows neither lost nor doubled
     windows = kinds(StateStore(str(tmp_path / "state"), "m").events(), "window_scored")
     assert [w["window"] for w in windows] == [0, 1, 2]
+
+
+def test_a_drift_committed_before_a_pass_failed_is_still_handed_to_the_loop(tmp_path):
+    """A pass commits window A's `drift_declared`, then fails on window B before the loop saw the
+    pass's events: after the undo the loop is still handed A's drift (it is declared once per
+    episode and would not come again)."""
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    monitor = bare_monitor(tmp_path)
+    monitor._loop_news = monitor._unseen_drift()
+    monitor.core.step()
+    monitor.core._record([{"kind": "drift_declared", "version": 1, "event_id": "drift-a"}])  # committed...
+    monitor._undo_pass()  # ...then the pass raised: its events never reached `_loop`
+    assert [e["event_id"] for e in monitor._loop_news] == ["drift-a"]
