@@ -84,7 +84,7 @@ class Monitor:
         self.metrics = MonitorMetrics()
         self.passes, self.last_error, self.started = 0, None, time.time()
         self.port, self.loop_error, self._last_tick = port, None, 0.0
-        self._loop_news = self._unseen_drift()
+        self._loop_news, self._reload_needed = self._unseen_drift(), False
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="handoff-monitor", daemon=True)
         self._thread.start()
@@ -92,6 +92,9 @@ class Monitor:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._reload_needed and not self._undo_pass():
+                    self._stop.wait(self.cfg.poll_seconds)  # no pass on a core its commit does not account for
+                    continue
                 with self._lock:
                     events = self.core.step()
                     self.passes += 1
@@ -105,17 +108,21 @@ class Monitor:
                 self._undo_pass()
             self._stop.wait(self.cfg.poll_seconds)
 
-    def _undo_pass(self) -> None:
+    def _undo_pass(self) -> bool:
         """Back to the last commit: a pass that failed half-way (a window scored, its drift event
         not yet built) must not leave in memory a state its saved events do not account for (drift
         marked declared with no `drift_declared` recorded, so never acted on); the rows are read
-        and scored again from the saved positions."""
+        and scored again from the saved positions. False while the reload fails (the store
+        unreadable): the pass thread then tries again before any pass."""
         try:
             with self._lock:
                 self.core = self._new_core()
                 self._loop_news = self._unseen_drift()  # a drift committed before the failure is still acted on
-        except Exception:  # noqa: BLE001 - the store unreadable now: keep the old core, try again next pass
+            self._reload_needed = False
+        except Exception:  # noqa: BLE001 - the store unreadable now: no pass until a reload works
+            self._reload_needed = True
             log.error("monitor %s: reloading after a failed pass failed: %s", self.model, traceback.format_exc())
+        return not self._reload_needed
 
     def _unseen_drift(self) -> list[dict]:
         """The committed `drift_declared` events the loop has not looked at yet (from `loop_seen` on)."""

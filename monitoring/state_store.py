@@ -28,13 +28,14 @@ def _json_lines(events: list[dict]) -> bytes:
     return "".join(json.dumps(e, sort_keys=True) + "\n" for e in events).encode()
 
 
-def parse_lines(raw: bytes) -> tuple[list[dict], int, int]:
-    """(events, bytes of a torn last line, lines that are not JSON) of an event log's bytes: a last
-    line without its newline, or one that is not JSON, is torn; a bad line inside is skipped and counted."""
+def parse_entries(raw: bytes) -> tuple[list[dict | None], int]:
+    """(one entry per line, None for a line that is not a JSON object; bytes of a torn last line) of
+    an event log's bytes: a last line without its newline, or one that is not JSON, is torn. Lines,
+    not events, are what the state's `events_logged` counts."""
     lines = raw.split(b"\n")
     tail = lines.pop()  # what follows the last newline: b"" for a whole log
     torn = len(tail)
-    events, bad = [], 0
+    entries: list[dict | None] = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -43,14 +44,16 @@ def parse_lines(raw: bytes) -> tuple[list[dict], int, int]:
         except ValueError:
             if i == len(lines) - 1 and not tail:  # a last line cut inside and then a newline: torn too
                 torn += len(line) + 1
-            else:
-                bad += 1
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-        else:
-            bad += 1
-    return events, torn, bad
+                continue
+            event = None
+        entries.append(event if isinstance(event, dict) else None)
+    return entries, torn
+
+
+def parse_lines(raw: bytes) -> tuple[list[dict], int, int]:
+    """(events, bytes of a torn last line, lines that are not JSON) of an event log's bytes."""
+    entries, torn = parse_entries(raw)
+    return [e for e in entries if e is not None], torn, sum(e is None for e in entries)
 
 
 class StateStore:
@@ -72,8 +75,9 @@ class StateStore:
     def events(self) -> list[dict]:
         """The committed events, oldest first (those the saved state counts; a torn line never). Reads only."""
         state = self.read_state()  # first: events appended after it are not committed in it
-        events, _, _ = parse_lines(self._raw_events())
-        return events[:(state or {}).get("events_logged", 0)] if state is not None else []
+        entries, _ = parse_entries(self._raw_events())
+        committed = entries[:state.get("events_logged", 0)] if state is not None else []
+        return [e for e in committed if e is not None]  # a bad line inside still counts as one committed
 
     def _raw_events(self) -> bytes:
         try:
@@ -89,13 +93,14 @@ class StateStore:
         beside and moved over); fewer lines than counted (a log cut short) sets the count to what is there."""
         state = self.read_state()
         raw = self._raw_events()
-        events, torn, bad = parse_lines(raw)
+        entries, torn = parse_entries(raw)
         logged = (state or {}).get("events_logged", 0)
-        uncommitted = max(len(events) - logged, 0)
-        missing = max(logged - len(events), 0)
+        uncommitted = max(len(entries) - logged, 0)
+        missing = max(logged - len(entries), 0)
+        bad = sum(e is None for e in entries[:logged])
         if not (torn or bad or uncommitted or missing):
             return state, []
-        kept = events[:logged]
+        kept = [e for e in entries[:logged] if e is not None]
         self._replace_events(kept)
         if state is not None:
             state["events_logged"] = len(kept)

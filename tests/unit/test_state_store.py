@@ -181,6 +181,7 @@ def bare_monitor(tmp_path):
     monitor = object.__new__(Monitor)
     monitor.model, monitor._lock, monitor.passes, monitor.started = "m", threading.Lock(), 0, time.time()
     monitor.last_error = monitor.loop_error = None
+    monitor._reload_needed = False
     monitor._new_core = lambda: core(tmp_path)
     monitor.core = monitor._new_core()
     return monitor
@@ -223,3 +224,35 @@ def test_a_drift_committed_before_a_pass_failed_is_still_handed_to_the_loop(tmp_
     monitor.core._record([{"kind": "drift_declared", "version": 1, "event_id": "drift-a"}])  # committed...
     monitor._undo_pass()  # ...then the pass raised: its events never reached `_loop`
     assert [e["event_id"] for e in monitor._loop_news] == ["drift-a"]
+
+
+def test_a_bad_line_inside_the_log_still_counts_as_one_committed_line(tmp_path):
+    """The state counts lines: a line spoilt inside the log (not its torn end) must not let the first
+    uncommitted event pass as committed (its window would be scored again and its event doubled)."""
+    store = StateStore(str(tmp_path), "m")
+    state = {}
+    for n in (1, 2, 3):
+        store.commit(state, [{"kind": "e", "n": n}])
+    lines = Path(store.events_path).read_bytes().split(b"\n")
+    lines[1] = b"\xff not json"
+    Path(store.events_path).write_bytes(b"\n".join(lines))
+    store.append_events([{"kind": "e", "n": 4}])  # written, never committed
+    assert [e["n"] for e in store.events()] == [1, 3]
+    state, repaired = store.recover()
+    assert [e["n"] for e in store.events()] == [1, 3] and state["events_logged"] == 2
+    assert repaired[0]["unparseable_lines"] == 1 and repaired[0]["uncommitted_events"] == 1
+
+
+def test_while_the_reload_after_a_failed_pass_fails_no_pass_runs_on_the_half_done_core(tmp_path):
+    write(tmp_path / "live", [(1, 600, 0.0, False)])
+    monitor = bare_monitor(tmp_path)
+    monitor.core.step()
+    working = monitor._new_core
+
+    def unreadable():
+        raise OSError("the state store cannot be read now")
+
+    monitor._new_core = unreadable
+    assert monitor._undo_pass() is False and monitor._reload_needed
+    monitor._new_core = working
+    assert monitor._undo_pass() is True and not monitor._reload_needed
