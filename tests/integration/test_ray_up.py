@@ -165,7 +165,9 @@ def _ray_processes() -> list[str]:
 def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
     if not TOKEN_FILE.exists():
         _ray("get-auth-token", "--generate")
-    assert not _ray_processes(), "another Ray runs on this machine; `ray up` would stop it"
+    # a cluster an earlier module shut down may take a while to exit on a busy machine; one still there
+    # after a minute is another Ray, which `ray up` would stop
+    _wait(lambda: not _ray_processes(), 60, f"the Ray processes of an earlier test to exit: {_ray_processes()}")
     ports = {"gcs": free_port(), "dashboard": free_port(), "mlflow": free_port()}
     cfg_path = tmp_path / "onprem.yaml"
     worker_temp = Path(tempfile.mkdtemp(prefix="hw", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes

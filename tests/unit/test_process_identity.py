@@ -19,7 +19,11 @@ def test_a_process_is_known_by_its_start_time_and_command_line_not_its_pid():
         me = identity_of(proc.pid)
         assert me is not None and "mlflow-look-alike" in me.command
         assert still_the_same(me, proc.pid, "mlflow") == (True, "")
-        other = ProcessIdentity(pid=proc.pid, started="Mon Jan  1 00:00:00 2024", command=me.command)
+        # the wall-clock start moved (the system clock stepped) while the kernel's start is the same: the same process
+        stepped = me.model_copy(update={"started": "Mon Jan  1 00:00:00 2024"})
+        assert me.start_ticks is not None and still_the_same(stepped, proc.pid, "mlflow") == (True, "")
+        assert still_the_same(stepped.model_copy(update={"start_ticks": None}), proc.pid, "mlflow")[0] is False
+        other = me.model_copy(update={"start_ticks": me.start_ticks - 1})
         ok, why = still_the_same(other, proc.pid, "mlflow")
         assert not ok and "now another process" in why
         ok, why = still_the_same(None, proc.pid, "ray")  # recorded before identities were kept: the command decides
