@@ -23,6 +23,7 @@ from monitoring.categorical import size_bucket
 from monitoring.compaction import CompactionSpec, describe, merge_files, plan_merges
 from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
+from monitoring.label_compaction import merge_label_files, merged_name, plan_label_merges, shape_of, stamp_of
 from monitoring.labels import Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.read_retry import RetryLater, TransientRead, after_failed_pass, read_with_retries
@@ -34,6 +35,7 @@ from monitoring.tolerance import shift_tolerance
 from monitoring.windows import Window, Windower, WindowSpec
 
 END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
+LABEL_SETTLE_S = 300.0  # label files younger than this are not merged (one still being uploaded may sort before them)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class MonitorCore:
             "last_window": saved.get("last_window"),
             "events_logged": saved.get("events_logged", 0),
             "feedback_files": saved.get("feedback_files", []),
+            "feedback_shapes": saved.get("feedback_shapes", {}),  # label file → (rows, schema id), for merges
+            "label_compaction": saved.get("label_compaction"),  # a label-file merge under way
             "labels": saved.get("labels", {}),  # version → window → label_stats
             "estimated": saved.get("estimated", {}),  # version → window → expected accuracy
             "tasks": saved.get("tasks", {}),  # version → classification | regression (its profile's)
@@ -99,8 +103,8 @@ class MonitorCore:
         }
         self.state["read_retries"] = saved.get("read_retries", {})  # file → passes failed in a row, last error
         self._labels_unread: list[str] = []  # label files already counted that did not read back at start
-        if labels is not None:  # every label sent so far, back in memory
-            for key in self.state["feedback_files"]:
+        if labels is not None:  # every label sent so far, back in memory, in name order (the readers' order)
+            for key in sorted(self.state["feedback_files"]):
                 try:
                     read_with_retries(lambda: labels.feedback.read(key))
                 except TransientRead:
@@ -108,6 +112,10 @@ class MonitorCore:
         self._new_windows: list[tuple[int, int]] = []
         if self.state["compaction"] is not None:
             self._finish_merge()
+        if labels is not None and self.state["label_compaction"] is not None:
+            self._finish_label_merge()
+        if labels is not None and compaction is not None:
+            self._sweep_unrecorded_label_merges()
         if compaction is not None:
             self._sweep_unrecorded_merges()
         skip = {int(v): Position.from_json(p) for v, p in self.state["next"].items()}
@@ -158,7 +166,91 @@ class MonitorCore:
         self._record([])  # the read head moved: saved even when no window was due
         if self.compaction is not None:
             events += self._record(self._compact())
+            if self.labels is not None:
+                events += self._record(self._compact_labels())
         return events
+
+    # --- label-file compaction ------------------------------------------------------------------------
+    def _compact_labels(self) -> list[dict]:
+        """Merge the label files read so far, written over `LABEL_SETTLE_S` ago, in runs of consecutive
+        small files (monitoring/label_compaction.py): the same labels in the same order, fewer files."""
+        shapes, cutoff = self.state["feedback_shapes"], self.clock() - LABEL_SETTLE_S
+        feedback = self.labels.feedback
+        files = []
+        for key in sorted(self.state["feedback_files"]):
+            stamp = stamp_of(key)
+            if stamp is None or stamp >= cutoff:
+                break  # too young (or not named by a gateway): it and what follows wait
+            if key not in shapes:  # read before shapes were kept, or skipped as unparseable
+                try:
+                    shapes[key] = list(shape_of(feedback.fs, feedback.dir, key))
+                except OSError:
+                    break
+            files.append((key, *shapes[key]))
+        events = []
+        for sources in plan_label_merges(files, self.compaction):
+            events += self._merge_labels(sources)
+        return events
+
+    def _merge_labels(self, sources: list[str]) -> list[dict]:
+        """Merge label files `sources`: written unlisted, recorded, moved into place, sources deleted."""
+        day = sources[0].rsplit("/", 1)[0] + "/" if "/" in sources[0] else ""
+        output = merged_name(sources[-1])
+        pending = {"tmp": f"{day}.labels-compacting-{output.rsplit('/', 1)[-1]}.tmp", "output": output,
+                   "sources": sources, "rows": sum(self.state["feedback_shapes"][k][0] for k in sources)}
+        fs, base = self.labels.feedback.fs, self.labels.feedback.dir
+        try:
+            rows, schema = merge_label_files(fs, base, sources, pending["tmp"])
+        except Exception as exc:  # noqa: BLE001 - a merge that fails leaves the sources as they are
+            self._delete_label_file(pending["tmp"])
+            return [{"kind": "compaction_failed", "files": len(sources), "what": "labels",
+                     "reason": f"{type(exc).__name__}: {exc}"}]
+        if rows != pending["rows"]:
+            self._delete_label_file(pending["tmp"])
+            return [{"kind": "compaction_failed", "files": len(sources), "what": "labels",
+                     "reason": f"merged {rows} labels, the sources have {pending['rows']}"}]
+        pending["schema"] = schema
+        self.state["label_compaction"] = pending
+        self.store.save(self.state)
+        fs.move(f"{base}/{pending['tmp']}", f"{base}/{output}")
+        return self._finish_label_merge()
+
+    def _finish_label_merge(self) -> list[dict]:
+        """Complete the recorded label merge: if its file is in place, it replaces its sources in the
+        list of files read and the sources go; else it is undone."""
+        pending = self.state["label_compaction"]
+        fs, base = self.labels.feedback.fs, self.labels.feedback.dir
+        events = []
+        if fs.get_file_info(f"{base}/{pending['output']}").type == pafs.FileType.File:
+            gone = set(pending["sources"])
+            self.state["feedback_files"] = sorted({k for k in self.state["feedback_files"] if k not in gone}
+                                                  | {pending["output"]})
+            self.state["feedback_shapes"][pending["output"]] = [pending["rows"], pending["schema"]]
+            self.labels.feedback.files_read.add(pending["output"])
+            for key in pending["sources"]:
+                self._delete_label_file(key)
+                self.state["feedback_shapes"].pop(key, None)
+            events.append({"kind": "files_compacted", "what": "labels", "files": len(pending["sources"]),
+                           "rows": pending["rows"], "output": pending["output"]})
+        else:
+            self._delete_label_file(pending["tmp"])
+        self.state["label_compaction"] = None
+        self.store.save(self.state)
+        return events
+
+    def _sweep_unrecorded_label_merges(self) -> None:
+        """Delete label merges written but never recorded (the monitor died between the two)."""
+        fs, base = self.labels.feedback.fs, self.labels.feedback.dir
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+            if info.base_name.startswith(".labels-compacting-") and info.base_name.endswith(".tmp"):
+                fs.delete_file(info.path)
+
+    def _delete_label_file(self, key: str) -> None:
+        fs, base = self.labels.feedback.fs, self.labels.feedback.dir
+        try:
+            fs.delete_file(f"{base}/{key}")
+        except FileNotFoundError:
+            pass
 
     # --- compaction -------------------------------------------------------------------------------------
     def _compact(self) -> list[dict]:
@@ -351,6 +443,8 @@ class MonitorCore:
                 self.state["read_retries"].pop(key, None)
                 reason = f"{key}: not a readable label file (it does not parse)"
             self.state["feedback_files"].append(key)
+            if key in self.labels.feedback.shapes:
+                self.state["feedback_shapes"][key] = list(self.labels.feedback.shapes[key])
             if n < 0:
                 events.append({"kind": "feedback_skipped", "file": key, "reason": reason})
             arrived = arrived or n > 0

@@ -21,6 +21,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
+from monitoring.compaction import schema_id
+from monitoring.label_compaction import segments_of
 from monitoring.live_reader import parquet_files
 from monitoring.read_retry import TransientRead, read_with_retries
 
@@ -76,27 +78,43 @@ class Feedback:
         self.dir = join(join(base, FEEDBACK_DIR), f"model={model}")
         self.labels: dict[str, int | float] = {}  # id → class index, or the true value (regression)
         self.files_read: set[str] = set()
+        self.shapes: dict[str, tuple[int, str]] = {}  # key → (rows, schema id) of each file read whole here
 
     def new_files(self, read: Iterable[str]) -> list[str]:
-        """Keys of feedback files not in `read`, oldest first (files are moved in whole)."""
+        """Keys of feedback files not in `read`, oldest first: in name order (a gateway names a file
+        after the moment it wrote it, a merge after its last source; files are moved in whole)."""
         done = set(read)
-        return [key for _, key in parquet_files(self.fs, self.dir) if key not in done]
+        return sorted(key for _, key in parquet_files(self.fs, self.dir) if key not in done)
 
     def read(self, key: str) -> int:
-        """Add one file's labels; how many it had (-1 for a file that does not parse: skipped).
-        `TransientRead` for an I/O error, the file not yet counted as read (the caller tries again)."""
+        """Add one file's labels; how many it added (-1 for a file that does not parse: skipped; of a
+        merge, the rows of the files it holds that this reader has not read yet; 0 for a file merged
+        away since it was listed). `TransientRead` for an I/O error, the file not yet counted as read (the caller tries again)."""
         try:
             table = pq.read_table(join(self.dir, key), filesystem=self.fs)
             labels = table.column("value" if "value" in table.column_names else "class_index")
             ids = table.column("request_id")
+            segments = segments_of(table.schema, key, table.num_rows)
+            if sum(s["rows"] for s in segments) != table.num_rows:  # metadata that does not fit: the file as one
+                segments = [{"key": key, "rows": table.num_rows}]
+        except FileNotFoundError:  # merged away since it was listed: its rows are in the merge, read then
+            return 0
         except OSError as exc:
             raise TransientRead(f"{key}: {type(exc).__name__}: {exc}") from None
         except Exception:  # noqa: BLE001 - a label file that does not parse is skipped (the caller records it)
             self.files_read.add(key)
             return -1
+        ids, labels, start, applied = ids.to_pylist(), labels.to_pylist(), 0, 0
+        for segment in segments:  # a merge's rows of files this reader has read already are not applied again
+            end = start + segment["rows"]
+            if segment["key"] not in self.files_read:
+                self.labels.update(zip(ids[start:end], labels[start:end]))
+                applied += end - start
+                self.files_read.add(segment["key"])
+            start = end
         self.files_read.add(key)
-        self.labels.update(zip(ids.to_pylist(), labels.to_pylist()))
-        return table.num_rows
+        self.shapes[key] = (table.num_rows, schema_id(table.schema))
+        return applied
 
     def catch_up(self) -> int:
         """Read the files this reader has not read yet (one that does not parse is skipped; an I/O error

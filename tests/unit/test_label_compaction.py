@@ -1,0 +1,139 @@
+"""Label files merged by the monitor (no Ray): the same labels in the same order from fewer files,
+for the monitor, for a fresh reader and for a reader kept between calls; a crash at any step of a
+merge loses and doubles no label."""
+
+import time
+
+import pytest
+
+from monitoring.compaction import CompactionSpec
+from monitoring.core import LABEL_SETTLE_S, LabelJoin, MonitorCore
+from monitoring.label_compaction import merged_name, plan_label_merges, stamp_of
+from monitoring.labels import Feedback, WindowRows
+from monitoring.state_store import StateStore
+from monitoring.windows import WindowSpec
+from serving.feedback import FeedbackLog, parse_feedback
+
+
+def send(tmp_path, labels):
+    FeedbackLog(str(tmp_path / "live")).write("m", parse_feedback(
+        [{"request_id": rid, "label": label} for rid, label in labels], (0, 1)))
+    time.sleep(0.002)  # each file its own millisecond: names in the order they were sent
+
+
+def monitor(tmp_path, spec=CompactionSpec(min_files=4, target_rows=1_000)):
+    return MonitorCore("m", str(tmp_path / "live"), StateStore(str(tmp_path / "state"), "m"), {}.get,
+                       WindowSpec(rows=500, seconds=3600, min_rows=100), clock=lambda: time.time() + LABEL_SETTLE_S + 1,
+                       labels=LabelJoin(Feedback(str(tmp_path / "live"), "m"), WindowRows(str(tmp_path / "state"), "m")),
+                       compaction=spec)
+
+
+def label_files(tmp_path):
+    return sorted(p.name for p in (tmp_path / "live" / "_feedback").rglob("*") if p.is_file())
+
+
+def fresh_labels(tmp_path):
+    reader = Feedback(str(tmp_path / "live"), "m")
+    reader.catch_up()
+    return reader.labels
+
+
+def test_runs_of_consecutive_small_files_of_a_day_and_schema_are_planned():
+    spec = CompactionSpec(min_files=2, target_rows=10)
+    files = [("d1/a", 3, "s"), ("d1/b", 3, "s"), ("d1/big", 20, "s"), ("d1/c", 3, "s"), ("d1/bad", 0, None),
+             ("d1/d", 3, "s"), ("d1/e", 3, "t"), ("d1/f", 3, "t"), ("d2/g", 5, "t"), ("d2/h", 5, "t"), ("d2/i", 1, "t")]
+    # no merge reaches over a big file, an unparseable one, another schema or another day; none passes 10 rows
+    assert plan_label_merges(files, spec) == [["d1/a", "d1/b"], ["d1/e", "d1/f"], ["d2/g", "d2/h"]]
+    assert plan_label_merges(files, CompactionSpec(min_files=3, target_rows=10)) == []
+
+
+def test_a_merge_is_named_beside_its_last_source_and_keeps_its_stamp():
+    first = merged_name("date=2026-12-03/part-1764770000123-0a1b2c3d.parquet")
+    assert first == "date=2026-12-03/part-1764770000123-0a1b2c3d-m1.parquet"
+    assert merged_name(first) == "date=2026-12-03/part-1764770000123-0a1b2c3d-m2.parquet"
+    assert stamp_of(first) == stamp_of("date=2026-12-03/part-1764770000123-0a1b2c3d.parquet") == 1764770000.123
+    assert stamp_of("elsewhere.parquet") is None
+
+
+def test_merged_label_files_give_every_reader_the_same_latest_labels(tmp_path):
+    kept = Feedback(str(tmp_path / "live"), "m")  # a reader kept between calls (the canary's)
+    for i in range(6):
+        send(tmp_path, [(f"r{i}", i % 2), ("relabelled", i % 2)])
+    kept.catch_up()  # has read the first six files
+    for i in range(6, 12):
+        send(tmp_path, [(f"r{i}", i % 2), ("relabelled", i % 2)])
+    expected = fresh_labels(tmp_path)
+    assert expected["relabelled"] == 1 and len(expected) == 13
+    time.sleep(1.0)
+    send(tmp_path, [("relabelled", 0), ("r0", 1)])  # a correction, too young to be merged
+    corrected = {**expected, "relabelled": 0, "r0": 1}
+    read_all = Feedback(str(tmp_path / "live"), "m")  # another, that has read every file, the correction too
+    read_all.catch_up()
+    core = monitor(tmp_path)
+    core.clock = lambda: time.time() + LABEL_SETTLE_S - 0.5
+    events = core.step()
+    merged = [e for e in events if e["kind"] == "files_compacted" and e["what"] == "labels"]
+    assert [e["files"] for e in merged] == [12] and len(label_files(tmp_path)) == 2
+    assert core.state["feedback_files"][0] == merged[0]["output"] and len(core.state["feedback_files"]) == 2
+    assert set(core.state["feedback_shapes"]) == set(core.state["feedback_files"])
+    assert core.labels.feedback.labels == corrected == fresh_labels(tmp_path)
+    # the kept reader meets the merge after the correction: the six files it had read are not applied
+    # again, the six it had not are (the correction's ids are not among them), the correction stands
+    kept.catch_up()
+    assert kept.labels == corrected
+    assert read_all.catch_up() == 1 and read_all.labels == corrected  # the merge read, none of its rows applied
+    restarted = monitor(tmp_path)  # a restart reads the merge and the correction back
+    restarted.step()
+    assert restarted.labels.feedback.labels == corrected
+
+
+def test_young_label_files_wait_and_merges_merge_again(tmp_path):
+    for i in range(5):
+        send(tmp_path, [(f"r{i}", 1)])
+    core = monitor(tmp_path)
+    core.clock = time.time  # every file younger than the settle time: none merged
+    core.step()
+    assert len(label_files(tmp_path)) == 5 and len(core.state["feedback_files"]) == 5
+    core.clock = lambda: time.time() + LABEL_SETTLE_S + 1
+    core.step()
+    assert len(label_files(tmp_path)) == 1
+    for i in range(5, 8):
+        send(tmp_path, [(f"r{i}", 0)])
+    core.step()
+    (only,) = label_files(tmp_path)
+    assert only.endswith("-m1.parquet") and fresh_labels(tmp_path) == {f"r{i}": int(i < 5) for i in range(8)}
+
+
+@pytest.mark.parametrize("crash", ["after the merge is written", "after it is recorded", "after it is moved"])
+def test_a_crash_inside_a_label_merge_loses_and_doubles_no_label(tmp_path, crash, monkeypatch):
+    import monitoring.core as core_module
+
+    for i in range(6):
+        send(tmp_path, [(f"r{i}", i % 2), ("again", i % 2)])
+    expected = fresh_labels(tmp_path)
+    core = monitor(tmp_path)
+    real_merge, real_save = core_module.merge_label_files, core.store.save
+
+    class Died(BaseException):  # the process ends: nothing in the monitor catches it
+        pass
+
+    def die(*args, **kwargs):
+        raise Died("the actor died")
+
+    if crash == "after the merge is written":
+        monkeypatch.setattr(core_module, "merge_label_files", lambda *a: (real_merge(*a), die())[0])
+    elif crash == "after it is recorded":
+        core.store.save = lambda state: (real_save(state), die() if state["label_compaction"] else None)
+    else:
+        core._finish_label_merge = die
+    with pytest.raises(Died):
+        core.step()
+    monkeypatch.setattr(core_module, "merge_label_files", real_merge)
+    assert fresh_labels(tmp_path) == expected  # a reader in between sees every label once, the latest
+    restarted = monitor(tmp_path)
+    restarted.step()
+    assert restarted.state["label_compaction"] is None and restarted.labels.feedback.labels == expected
+    assert fresh_labels(tmp_path) == expected and len(label_files(tmp_path)) == 1
+    assert restarted.state["feedback_files"] == [f"{restarted.state['feedback_files'][0]}"]
+    leftovers = [p.name for p in (tmp_path / "live").rglob("*") if p.is_file() and not p.name.endswith(".parquet")]
+    assert leftovers == []  # a merge written but not recorded is swept at the restart
