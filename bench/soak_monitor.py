@@ -41,7 +41,7 @@ def size(path: Path) -> int:
 
 def soak(passes: int, requests: int, labelled: float, every: int) -> list[dict]:
     from monitoring.compaction import CompactionSpec
-    from monitoring.core import LabelJoin, MonitorCore
+    from monitoring.core import LABEL_SETTLE_S, LabelJoin, MonitorCore
     from monitoring.labels import Feedback, WindowRows
     from monitoring.reference import build_profile
     from monitoring.state_store import StateStore
@@ -59,7 +59,8 @@ def soak(passes: int, requests: int, labelled: float, every: int) -> list[dict]:
         feedback_log = FeedbackLog(live)
         core = MonitorCore("soak", live, StateStore(state, "soak"), lambda v: profile,
                            WindowSpec(rows=requests, seconds=3600, min_rows=requests // 2),
-                           clock=lambda: time.time() + 60,
+                           # a pass stands for minutes of traffic: every file it finds is settled, label files too
+                           clock=lambda: time.time() + 60 + LABEL_SETTLE_S,
                            labels=LabelJoin(Feedback(live, "soak"), WindowRows(state, "soak")),
                            compaction=CompactionSpec())
         state_dir = Path(state) / "model=soak"

@@ -297,7 +297,12 @@ def test_the_loop_on_a_mixed_type_table_learns_a_new_category_and_promotes(head,
     served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
                      "--set", f"gateway.api_keys=[{API_KEY}]", "--set", "gateway.cpus=0.2",
                      "--set", "version_defaults.cpus=0.2", "--set", "live_log.flush_seconds=0.5",
-                     *[a for s in FAST for a in ("--monitoring-set", s)])
+                     # drift declared after four windows, so the retraining's recent rows are the changed
+                     # ones, weighted to outvote the old vocabulary: with two (the first changed window's
+                     # labels and the last unchanged rows) a candidate once learnt BSc/MSc too little to
+                     # beat the champion by more than 0.7 points, and the canary ran out of time undecided
+                     *[a for s in [*FAST, "persistence=4", "loop.data.recent_rows=1200", "loop.data.recent_weight=5"]
+                       for a in ("--monitoring-set", s)])
     assert served.returncode == 0, served.stderr[-3000:]
     held = loans_table(rows=4000, seed=12).to_pandas()
     rows = held.drop(columns=["approved"]).astype(object)
