@@ -34,6 +34,9 @@ class MonitoringConfig(BaseModel):
     persistence: int = Field(3, ge=1, description="drifted windows in a row that declare drift")
     label_windows: int = Field(50, ge=1, description="recent windows per version that late labels still join "
                                "(their row ids are kept)")
+    label_max_delay_s: float = Field(86_400.0, gt=0, description="labels sent later than this after the answer "
+                                     "are not joined by the monitor (it lets go of older labels: its memory "
+                                     "stays bounded); they stay in the label files, for retraining")
     mlflow: bool = Field(True, description="log each window to a monitoring run per model and version in MLflow")
     compact: bool = Field(True, description="merge live-log files every version has read into larger ones")
     compact_min_files: int = Field(16, ge=2, description="small files of a day before they are merged")

@@ -36,6 +36,7 @@ from monitoring.windows import Window, Windower, WindowSpec
 
 END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
 LABEL_SETTLE_S = 300.0  # label files younger than this are not merged (one still being uploaded may sort before them)
+CLOCK_SKEW_S = 60.0  # how far gateways' and the monitor's clocks may differ: the label floor stays this far behind
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class LabelJoin:
     feedback: Feedback
     window_rows: WindowRows
     horizon: int = 50
+    max_delay_s: float = 86_400.0  # a label sent later than this after its answer is not joined (retraining still reads it)
 
 
 def _now_iso() -> str:
@@ -93,6 +95,9 @@ class MonitorCore:
             "feedback_files": saved.get("feedback_files", []),
             "feedback_shapes": saved.get("feedback_shapes", {}),  # label file → (rows, schema id), for merges
             "label_compaction": saved.get("label_compaction"),  # a label-file merge under way
+            # label files written before it can label no row the monitor still joins: not listed, not read
+            "feedback_floor": saved.get("feedback_floor"),
+            "window_ts": saved.get("window_ts", {}),  # version → window → when its earliest row was answered (epoch s)
             "labels": saved.get("labels", {}),  # version → window → label_stats
             "estimated": saved.get("estimated", {}),  # version → window → expected accuracy
             "tasks": saved.get("tasks", {}),  # version → classification | regression (its profile's)
@@ -103,7 +108,10 @@ class MonitorCore:
         }
         self.state["read_retries"] = saved.get("read_retries", {})  # file → passes failed in a row, last error
         self._labels_unread: list[str] = []  # label files already counted that did not read back at start
-        if labels is not None:  # every label sent so far, back in memory, in name order (the readers' order)
+        self._labels_behind = False  # a label file listed this pass waits for a later one (an I/O error)
+        if labels is not None:  # the labels the joins still need, back in memory, in name order (the readers' order)
+            if self.state["feedback_floor"] is not None:
+                labels.feedback.forget_before(self.state["feedback_floor"])
             for key in sorted(self.state["feedback_files"]):
                 try:
                     read_with_retries(lambda: labels.feedback.read(key))
@@ -163,6 +171,7 @@ class MonitorCore:
             events += self._record(self._score(window))
         if self.labels is not None:
             events += self._record(self._join_labels())
+            self._raise_label_floor()
         self._record([])  # the read head moved: saved even when no window was due
         if self.compaction is not None:
             events += self._record(self._compact())
@@ -390,6 +399,10 @@ class MonitorCore:
             if self.labels is not None:
                 self.labels.window_rows.save(window.version, index, window.ids, window.prediction, window.proba,
                                              self.labels.horizon)
+                answered = self.state["window_ts"].setdefault(v, {})
+                answered[str(index)] = _epoch_s(window.ts_min if window.ts_min is not None else window.ts_first)
+                for old in [w for w in answered if int(w) <= index - self.labels.horizon]:
+                    del answered[old]
                 self._new_windows.append((window.version, index))
             events = [{"kind": "window_scored", **self.state["last_window"]}]
             if event is not None:  # what its report draws, taken while the window's rows are here
@@ -425,6 +438,7 @@ class MonitorCore:
         horizon when labels arrived, else only the windows scored in this pass. An event per window
         whose label counts changed."""
         events, arrived = [], False
+        self._labels_behind = False
         for key in list(self._labels_unread):  # counted before a restart, not read back then
             try:
                 arrived = read_with_retries(lambda: self.labels.feedback.read(key)) > 0 or arrived
@@ -437,6 +451,7 @@ class MonitorCore:
             except TransientRead as exc:
                 reason = after_failed_pass(self.state["read_retries"], key, exc)
                 if reason is None:
+                    self._labels_behind = True
                     break  # latest wins: later label files wait for this one
                 n = -1
             else:
@@ -473,6 +488,42 @@ class MonitorCore:
                 del kept[old]
         return events
 
+    def label_floor_candidate(self) -> float | None:
+        """Where the label floor may rise to now (epoch s), None when it must stay: the earliest answer
+        a join still needs a label for (the oldest window in a version's horizon, the oldest row not yet
+        scored), never within `LABEL_SETTLE_S` of now (a label file still being uploaded), never further
+        back than `max_delay_s` (later labels are not joined), less `CLOCK_SKEW_S`. It must stay while
+        live-log files listed are unread (their rows may be older than any buffered) or a label file waits."""
+        if self._labels_behind or self._labels_unread:
+            return None
+        if self._read_upto < self.state["files_base"] + len(self.state["files"]) - 1:
+            return None
+        now = self.clock()
+        needed = [now - LABEL_SETTLE_S, *(min(w.values()) for w in self.state["window_ts"].values() if w)]
+        buffered = self.windower.earliest_ts()
+        if buffered is not None:
+            needed.append(_epoch_s(buffered))
+        return max(min(needed), now - self.labels.max_delay_s) - CLOCK_SKEW_S
+
+    def _raise_label_floor(self) -> None:
+        """Raise the label floor (never lower it): the labels of files written before it leave memory
+        and their files leave the state's lists (they stay on storage, for retraining). A label merge
+        under way keeps its files listed."""
+        floor = self.label_floor_candidate()
+        if floor is None or (self.state["feedback_floor"] is not None and floor <= self.state["feedback_floor"]):
+            return
+        self.state["feedback_floor"] = floor
+        self.labels.feedback.forget_before(floor)
+        pending = self.state["label_compaction"]
+        keep = set(pending["sources"]) | {pending["output"]} if pending else set()
+
+        def needed(key: str) -> bool:
+            stamp = stamp_of(key)
+            return key in keep or stamp is None or stamp >= floor
+
+        self.state["feedback_files"] = [k for k in self.state["feedback_files"] if needed(k)]
+        self.state["feedback_shapes"] = {k: v for k, v in self.state["feedback_shapes"].items() if needed(k)}
+
     def _concept_drift(self, version: int, window: int, stats: dict) -> list[dict]:
         """An event when a window's realised accuracy parts from its estimate by more than `concept_gap`
         on at least `concept_min_labels` labelled rows (once per window): the estimate assumes P(y|x)
@@ -503,6 +554,10 @@ class MonitorCore:
         self._note_positions()
         self.store.commit(self.state, stamped)
         return stamped
+
+
+def _epoch_s(ts: np.datetime64) -> float:
+    return float(np.datetime64(ts, "ms").astype(np.int64)) / 1000
 
 
 def _window_record(window: Window, index: int, scores: WindowScores) -> dict:

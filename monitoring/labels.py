@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join
 from monitoring.compaction import schema_id
-from monitoring.label_compaction import segments_of
+from monitoring.label_compaction import segments_of, stamp_of
 from monitoring.live_reader import parquet_files
 from monitoring.read_retry import TransientRead, read_with_retries
 
@@ -71,25 +71,45 @@ def summary(windows: dict[str, dict]) -> dict:
 
 
 class Feedback:
-    """Every label sent for one model, read from the feedback files as they appear (latest wins)."""
+    """The labels sent for one model, read from the feedback files as they appear: the latest sent
+    for an id wins (by the moment its file was written). Files written before `since` (epoch seconds)
+    are not read: a label file written at T labels only rows answered before T, so a reader that
+    needs the rows answered from `since` on needs no earlier file. `forget_before` moves `since`
+    on and lets go of the labels it no longer needs: what a long-lived reader holds stays bounded."""
 
-    def __init__(self, root: str, model: str):
+    def __init__(self, root: str, model: str, since: float | None = None):
         self.fs, base = filesystem(root)
         self.dir = join(join(base, FEEDBACK_DIR), f"model={model}")
+        self.since = since
         self.labels: dict[str, int | float] = {}  # id → class index, or the true value (regression)
         self.files_read: set[str] = set()
         self.shapes: dict[str, tuple[int, str]] = {}  # key → (rows, schema id) of each file read whole here
+        self._written: dict[str, float] = {}  # id → when the file its label came from was written
+        self._chunks: list[tuple[float, list[str]]] = []  # (when written, ids) of each file's labels applied
+        self._partial: set[str] = set()  # merges read with sources before `since` left out
+        self._last_stamp = 0.0
+
+    def _stamp(self, key: str) -> float:
+        """When `key` was written (its name); a file the gateway did not name counts as the newest read."""
+        stamp = stamp_of(key)
+        self._last_stamp = max(self._last_stamp, stamp if stamp is not None else self._last_stamp)
+        return self._last_stamp if stamp is None else stamp
+
+    def _wanted(self, key: str) -> bool:
+        stamp = stamp_of(key)
+        return self.since is None or stamp is None or stamp >= self.since
 
     def new_files(self, read: Iterable[str]) -> list[str]:
-        """Keys of feedback files not in `read`, oldest first: in name order (a gateway names a file
-        after the moment it wrote it, a merge after its last source; files are moved in whole)."""
+        """Keys of feedback files not in `read` and not written before `since`, oldest first: in name
+        order (a gateway names a file after the moment it wrote it, a merge after its last source)."""
         done = set(read)
-        return sorted(key for _, key in parquet_files(self.fs, self.dir) if key not in done)
+        return sorted(key for _, key in parquet_files(self.fs, self.dir) if key not in done and self._wanted(key))
 
     def read(self, key: str) -> int:
         """Add one file's labels; how many it added (-1 for a file that does not parse: skipped; of a
-        merge, the rows of the files it holds that this reader has not read yet; 0 for a file merged
-        away since it was listed). `TransientRead` for an I/O error, the file not yet counted as read (the caller tries again)."""
+        merge, the rows of the files it holds that this reader has not read yet and that were not
+        written before `since`; 0 for a file merged away since it was listed). `TransientRead` for an
+        I/O error, the file not yet counted as read (the caller tries again)."""
         try:
             table = pq.read_table(join(self.dir, key), filesystem=self.fs)
             labels = table.column("value" if "value" in table.column_names else "class_index")
@@ -107,14 +127,53 @@ class Feedback:
         ids, labels, start, applied = ids.to_pylist(), labels.to_pylist(), 0, 0
         for segment in segments:  # a merge's rows of files this reader has read already are not applied again
             end = start + segment["rows"]
-            if segment["key"] not in self.files_read:
-                self.labels.update(zip(ids[start:end], labels[start:end]))
+            if segment["key"] in self.files_read:
+                pass
+            elif not self._wanted(segment["key"]):
+                self._partial.add(key)
+            else:
+                self._apply(ids[start:end], labels[start:end], self._stamp(segment["key"]))
                 applied += end - start
                 self.files_read.add(segment["key"])
             start = end
         self.files_read.add(key)
         self.shapes[key] = (table.num_rows, schema_id(table.schema))
         return applied
+
+    def _apply(self, ids: list[str], values: list, stamp: float) -> None:
+        """Labels written at `stamp`: each replaces an id's label written at or before it, never a later one."""
+        labels, written = self.labels, self._written
+        for i, value in zip(ids, values):
+            if written.get(i, stamp) <= stamp:
+                labels[i], written[i] = value, stamp
+        self._chunks.append((stamp, ids))
+
+    def forget_before(self, since: float) -> int:
+        """Move `since` on to `since` (never back) and drop the labels of files written before it (a label
+        sent again later stays); how many were dropped."""
+        if self.since is not None and since <= self.since:
+            return 0
+        self.since, kept, dropped = since, [], 0
+        for stamp, ids in self._chunks:
+            if stamp >= since:
+                kept.append((stamp, ids))
+                continue
+            for i in ids:
+                if self._written.get(i, since) < since:
+                    del self.labels[i], self._written[i]
+                    dropped += 1
+        self._chunks = kept
+        self.files_read = {k for k in self.files_read if self._wanted(k)}
+        self.shapes = {k: v for k, v in self.shapes.items() if k in self.files_read}
+        return dropped
+
+    def reach_back(self, since: float) -> None:
+        """Move `since` back to `since` (never on): files written between are read by the next `catch_up`."""
+        if self.since is None or since >= self.since:
+            return
+        self.since = since
+        self.files_read -= self._partial  # a merge read in part: read again, its earlier sources applied
+        self._partial.clear()
 
     def catch_up(self) -> int:
         """Read the files this reader has not read yet (one that does not parse is skipped; an I/O error
@@ -123,7 +182,7 @@ class Feedback:
         for key in new:
             try:
                 read_with_retries(lambda: self.read(key))
-            except TransientRead:  # the rest waits (latest wins: files are read in order); the next call tries again
+            except TransientRead:  # the rest waits; the next call tries again
                 return new.index(key)
         return len(new)
 

@@ -74,7 +74,7 @@ class Monitor:
                                               self.cfg.tolerance_rate, self.cfg.concept_gap,
                                               self.cfg.concept_min_labels),
                                 labels=LabelJoin(Feedback(live_root, model), WindowRows(state_root, model),
-                                                 self.cfg.label_windows),
+                                                 self.cfg.label_windows, self.cfg.label_max_delay_s),
                                 compaction=CompactionSpec(self.cfg.compact_min_files, self.cfg.compact_target_rows)
                                 if self.cfg.compact else None)
         self.core = self._new_core()

@@ -40,6 +40,7 @@ class Window:
     ids: np.ndarray
     proba: np.ndarray | None
     categories: dict = field(default_factory=dict)  # categorical column → values (object array, None: a gap)
+    ts_min: np.datetime64 | None = None  # when its earliest row was answered (gateways' clocks differ: not always the first)
 
     @property
     def rows(self) -> int:
@@ -98,7 +99,8 @@ class VersionBuffer:
                       Position(taken[-1].file, int(taken[-1].index[-1])), taken[0].ts[0],
                       np.concatenate([c.x for c in taken]), np.concatenate([c.prediction for c in taken]),
                       np.concatenate([c.ids for c in taken]), proba,
-                      {name: np.concatenate([c.categories[name] for c in taken]) for name in taken[0].categories})
+                      {name: np.concatenate([c.categories[name] for c in taken]) for name in taken[0].categories},
+                      min(c.ts.min() for c in taken))
 
 
 class Windower:
@@ -139,6 +141,10 @@ class Windower:
                 age = (now - buffer.chunks[0].ts[0]) / np.timedelta64(1, "s")
                 if age >= self.spec.seconds:
                     yield buffer.take(buffer.rows, version)
+
+    def earliest_ts(self) -> np.datetime64 | None:
+        """When the earliest buffered row of any version was answered; None with nothing buffered."""
+        return min((c.ts.min() for b in self.buffers.values() for c in b.chunks if len(c.ts)), default=None)
 
     def next_positions(self) -> dict[int, Position]:
         """Per version with buffered rows, the first one not yet scored."""

@@ -1,0 +1,168 @@
+"""Labels held within bounds (no Ray): a label reader that lets go of the files written before its
+floor, the monitor's floor behind the oldest answer a join still needs, restarts that read only the
+files from the floor on, and "the latest label sent wins" by when a file was written, whatever order
+the files are read in."""
+
+import time
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+import monitoring.core as core_module
+from monitoring.core import LabelJoin, MonitorCore
+from monitoring.label_compaction import merge_label_files, merged_name, stamp_of
+from monitoring.labels import Feedback, WindowRows
+from monitoring.reference import build_profile
+from monitoring.state_store import StateStore
+from monitoring.windows import WindowSpec
+from serving.feedback import FeedbackLog, parse_feedback
+from serving.live_log import LiveLog
+
+FEATURES = ("f0", "f1", "f2")
+RNG = np.random.default_rng(3)
+PROFILE = build_profile(RNG.normal(size=(4_000, 3)), list(FEATURES), np.tile([0.5, 0.5], (4_000, 1)), [0, 1], "fp")
+ROWS = 200  # one window
+
+
+def send(root, labels, stamp_ms=None):
+    """One label file as the gateway writes it; renamed to `stamp_ms` (its moment in the name) when given."""
+    path = FeedbackLog(str(root)).write("m", parse_feedback(
+        [{"request_id": rid, "label": label} for rid, label in labels], (0, 1)))
+    time.sleep(0.003)  # each file its own millisecond: names in the order they were sent
+    if stamp_ms is None:
+        return path
+    directory, name = path.rsplit("/", 1)
+    renamed = f"{directory}/part-{stamp_ms}-{name.split('-')[2]}"
+    pafs.LocalFileSystem().move(path, renamed)
+    return renamed
+
+
+def key_of(path):
+    return path.split("model=m/", 1)[1]
+
+
+def test_the_latest_label_sent_wins_by_when_its_file_was_written_in_any_read_order(tmp_path):
+    older = key_of(send(tmp_path, [("a", 0), ("b", 0)], 1_000_000))
+    newer = key_of(send(tmp_path, [("a", 1)], 2_000_000))
+    reader = Feedback(str(tmp_path), "m")
+    assert reader.read(newer) == 1 and reader.read(older) == 2  # the older file read last
+    assert reader.labels == {"a": 1, "b": 0}
+    assert reader.forget_before(1_500.0) == 1  # b's file was written before: b goes, a was sent again after
+    assert reader.labels == {"a": 1} and reader.files_read == {newer}
+    assert reader.new_files([]) == [newer]  # the older file is behind the floor: not listed again
+    assert reader.forget_before(1_000.0) == 0 and reader.since == 1_500.0  # a floor never goes back
+
+
+def test_a_reader_with_a_floor_reads_no_earlier_file_and_a_merge_only_its_later_sources(tmp_path):
+    root = str(tmp_path)
+    sources = [key_of(send(tmp_path, [(f"r{i}", i % 2), ("shared", i % 2)], 1_000_000 + i * 1_000)) for i in range(4)]
+    late = key_of(send(tmp_path, [("late", 1)], 1_010_000))
+    fs, base = pafs.LocalFileSystem(), str(tmp_path / "_feedback" / "model=m")
+    tmp = f"{sources[0].rsplit('/', 1)[0]}/.labels-compacting.tmp"
+    merge_label_files(fs, base, sources, tmp)
+    merged = merged_name(sources[-1])
+    fs.move(f"{base}/{tmp}", f"{base}/{merged}")
+    for key in sources:
+        fs.delete_file(f"{base}/{key}")
+    reader = Feedback(root, "m", since=1_002.0)  # after the first two sources were written
+    assert reader.catch_up() == 2
+    assert reader.labels == {"r2": 0, "r3": 1, "shared": 1, "late": 1}
+    assert stamp_of(merged) == 1_003.0 and reader.files_read == {merged, sources[2], sources[3], late}
+    reader.reach_back(1_000.0)  # the retraining wants older labels: the merge is read again for them
+    assert reader.catch_up() == 1
+    whole = Feedback(root, "m")
+    whole.catch_up()
+    assert reader.labels == whole.labels == {"r0": 0, "r1": 1, "r2": 0, "r3": 1, "shared": 1, "late": 1}
+
+
+def answer(log, window):
+    """One window of rows answered now by version 1: ids w{window}, w{window}#1, ..."""
+    x = RNG.normal(size=(ROWS, 3)).astype(np.float32)
+    log.append("m", FEATURES, f"w{window}", 1, None, x, np.zeros(ROWS, dtype=np.int64), 1.0,
+               proba=np.tile(np.array([[0.8, 0.2]], dtype=np.float32), (ROWS, 1)))
+    log.flush()
+
+
+def ids(window, n=ROWS):
+    return [f"w{window}"] + [f"w{window}#{i}" for i in range(1, n)]
+
+
+def monitor(tmp_path, horizon=3, max_delay_s=86_400.0):
+    return MonitorCore("m", str(tmp_path / "live"), StateStore(str(tmp_path / "state"), "m"), {1: PROFILE}.get,
+                       WindowSpec(rows=ROWS, seconds=3600, min_rows=50), clock=lambda: time.time() + 10,
+                       labels=LabelJoin(Feedback(str(tmp_path / "live"), "m"), WindowRows(str(tmp_path / "state"), "m"),
+                                        horizon=horizon, max_delay_s=max_delay_s))
+
+
+@pytest.fixture
+def no_margins(monkeypatch):
+    """The floor's margins (an upload's settling time, the gateways' clock skew) at 0, so that a test
+    a second long sees the floor move as a day's traffic would."""
+    monkeypatch.setattr(core_module, "LABEL_SETTLE_S", 0.0)
+    monkeypatch.setattr(core_module, "CLOCK_SKEW_S", 0.0)
+
+
+def test_the_floor_follows_the_horizon_so_labels_held_and_files_listed_stay_bounded(tmp_path, no_margins):
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    core = monitor(tmp_path)
+    held, listed = [], []
+    for w in range(12):
+        answer(log, w)
+        time.sleep(0.01)
+        send(live, [(i, k % 2) for k, i in enumerate(ids(w, 100))])  # half of each window labelled
+        core.step()
+        held.append(len(core.labels.feedback.labels))
+        listed.append(len(core.state["feedback_files"]))
+        time.sleep(0.01)
+    log.close()
+    assert max(held[4:]) <= 4 * 100 and max(listed[4:]) <= 4  # the horizon's three windows and the newest
+    assert held[-1] >= 3 * 100  # every window in the horizon keeps its labels
+    floor = core.state["feedback_floor"]
+    assert floor is not None and floor == pytest.approx(core.state["window_ts"]["1"]["9"], abs=1e-3)
+    assert sorted(core.state["window_ts"]["1"]) == ["10", "11", "9"]
+    joined = core.state["labels"]["1"]
+    assert all(joined[str(w)]["labelled"] == 100 for w in range(9, 12))
+    # a late label for the oldest window in the horizon still joins it
+    send(live, [(i, 1) for i in ids(9)[100:150]])
+    late = [e for e in core.step() if e["kind"] == "window_labels"]
+    assert [(e["window"], e["labelled"]) for e in late] == [(9, 150)]
+
+
+def test_a_restart_reads_only_the_label_files_from_the_floor_on_and_joins_the_same(tmp_path, no_margins, monkeypatch):
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    core = monitor(tmp_path)
+    for w in range(8):
+        answer(log, w)
+        time.sleep(0.01)
+        send(live, [(i, 1) for i in ids(w, 60)])
+        core.step()
+        time.sleep(0.01)
+    log.close()
+    floor = core.state["feedback_floor"]
+    read = []
+    original = Feedback.read
+    monkeypatch.setattr(Feedback, "read", lambda self, key: read.append(key) or original(self, key))
+    restarted = monitor(tmp_path)
+    assert read and all(stamp_of(k) >= floor for k in read) and len(read) == len(core.state["feedback_files"]) <= 4
+    assert restarted.labels.feedback.labels == core.labels.feedback.labels
+    assert restarted.state["labels"] == core.state["labels"]
+    send(live, [(i, 0) for i in ids(7, 60)])  # corrected after the restart: the latest wins in both
+    assert [e["labelled"] for e in restarted.step() if e["kind"] == "window_labels"] == [60]
+    assert restarted.state["labels"]["1"]["7"]["correct"] == 60
+
+
+def test_labels_later_than_the_longest_delay_are_let_go(tmp_path):
+    """With the floor at most `max_delay_s` behind, a version whose traffic stopped still lets its old labels go."""
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    answer(log, 0)
+    log.close()
+    send(live, [(i, 1) for i in ids(0, 50)])
+    core = monitor(tmp_path, max_delay_s=1.0)
+    core.clock = lambda: time.time() + core_module.LABEL_SETTLE_S + core_module.CLOCK_SKEW_S + 5
+    core.step()
+    assert core.state["labels"]["1"]["0"]["labelled"] == 50  # joined in the pass that read it
+    assert core.labels.feedback.labels == {} and core.state["feedback_files"] == []
