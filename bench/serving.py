@@ -138,6 +138,23 @@ def register_versions(settings, tracking_uri: str) -> None:
         tune_and_register(cfg, settings, tracking_uri)
 
 
+def start_with_two_versions(home: Path) -> tuple[Path, str]:
+    """A local Ray (two CPUs) and two registered versions of the bench model in a scratch store at
+    `home`: the wrk script that POSTs one row, and the tracking URI."""
+    import ray
+
+    from cluster.settings import Settings
+
+    script = home / "post.lua"
+    script.write_text(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n")
+    settings = Settings.resolve(environ={}, home=home)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    print("registering two versions (short search)...", flush=True)
+    register_versions(settings, settings.embedded_tracking_uri)
+    return script, settings.embedded_tracking_uri
+
+
 def bench_in_process(model_uri: str, calls: int = 3000) -> dict:
     import mlflow
     import numpy as np
@@ -232,7 +249,6 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from cluster.settings import Settings
     from serving.config import load_serving_config
     from serving.control import ServingControl
     from training import Registry
@@ -240,14 +256,7 @@ def main() -> None:
     only = set(args.only.split(","))
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="handoff-bench-serving-") as home:
-        script = Path(home) / "post.lua"
-        script.write_text(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\nwrk.headers['Content-Type'] = 'application/json'\n")
-        settings = Settings.resolve(environ={}, home=Path(home))
-        uri = settings.embedded_tracking_uri
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-        print("registering two versions (short search)...", flush=True)
-        register_versions(settings, uri)
+        script, uri = start_with_two_versions(Path(home))
         mlflow.set_tracking_uri(uri)
 
         if "b" in only:

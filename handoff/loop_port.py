@@ -21,8 +21,8 @@ class HandoffLoopPort:
     jobs_address: str
     live_root: str
     retrain_sets: list[str] = field(default_factory=list)  # `--set` of the monitoring config the job needs
-    # per model, the label reader kept between ticks: each label file is read once, not every tick
-    _feedback: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # per model, the labelled rows' reader of its canary, kept between ticks: each file is read once, not every tick
+    _readers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _registry(self):
         from training import Registry
@@ -87,18 +87,17 @@ class HandoffLoopPort:
     def figures(self, model: str, champion: int, canary: int, since: float):
         import numpy as np
 
-        from monitoring.labelled import labelled_rows
-        from monitoring.labels import Feedback
+        from monitoring.labelled import LabelledReader
         from monitoring.loop import VersionFigures
         from serving import scrape, summarize
 
         served = summarize(scrape())
-        if model not in self._feedback:
-            self._feedback[model] = Feedback(self.live_root, model)
-        feedback = self._feedback[model]
         reference = self.test_errors(model, champion)  # None: a classifier
-        rows = labelled_rows(self.live_root, model, since=since, versions={champion, canary}, feedback=feedback,
-                             with_features=False, regression=reference is not None)
+        key = (since, champion, canary)
+        if self._readers.get(model, (None,))[0] != key:  # a new canary: the last one's reader goes
+            self._readers[model] = (key, LabelledReader(self.live_root, model, since=since, versions={champion, canary},
+                                                        with_features=False, regression=reference is not None))
+        rows = self._readers[model][1].rows()  # each tick reads only the files that came since the last
         out = {}
         for role, version in (("champion", champion), ("canary", canary)):
             f = served.get((model, version), {})

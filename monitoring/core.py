@@ -24,7 +24,7 @@ from monitoring.compaction import CompactionSpec, describe, merge_files, plan_me
 from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
 from monitoring.label_compaction import merge_label_files, merged_name, plan_label_merges, shape_of, stamp_of
-from monitoring.labels import Feedback, WindowRows, label_stats
+from monitoring.labels import CLOCK_SKEW_S, Feedback, WindowRows, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.read_retry import RetryLater, TransientRead, after_failed_pass, read_with_retries
 from monitoring.reference import ReferenceProfile
@@ -36,7 +36,6 @@ from monitoring.windows import Window, Windower, WindowSpec
 
 END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
 LABEL_SETTLE_S = 300.0  # label files younger than this are not merged (one still being uploaded may sort before them)
-CLOCK_SKEW_S = 60.0  # how far gateways' and the monitor's clocks may differ: the label floor stays this far behind
 
 
 @dataclass(frozen=True)

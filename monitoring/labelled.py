@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
-from monitoring.labels import Feedback
+from monitoring.labels import CLOCK_SKEW_S, Feedback
 from monitoring.live_reader import categorical_features, feature_columns, model_dir, parquet_files
 
 
@@ -64,44 +64,128 @@ def _frame(table: pa.Table, features: list[str], categorical: set[str]) -> pd.Da
     return pd.DataFrame(out, columns=features)
 
 
+def _answered(fs, path: str, features: list[str] | None, with_features: bool, since: float | None,
+              versions: set[int] | None) -> tuple[pa.Table | None, list[str] | None, set[str]]:
+    """One live-log file's answered rows (mirrors left out; answered at or after `since`, by one of
+    `versions`, when given), with the feature columns when asked; None for a file that cannot be read
+    or has other features than `features` (the first file's, when None). Its features and categorical ones."""
+    try:
+        schema = pq.read_schema(path, filesystem=fs)
+        names = feature_columns(schema.names)
+        if features is not None and names != features:
+            return None, features, set()
+        categorical = set(categorical_features(schema, names))
+        table = pq.read_table(path, filesystem=fs, columns=["request_id", "ts", "version", "prediction", "shadow",
+                                                            *(names if with_features else [])])
+    except Exception:  # noqa: BLE001 - a file that cannot be read is skipped, as the monitor does
+        return None, features, set()
+    keep = pc.invert(table.column("shadow"))
+    if since is not None:
+        keep = pc.and_(keep, pc.greater_equal(table.column("ts"), pa.scalar(int(since * 1000),
+                                                                             pa.timestamp("ms", tz="UTC"))))
+    if versions is not None:
+        keep = pc.and_(keep, pc.is_in(table.column("version"), pa.array(sorted(versions), pa.int32())))
+    return _plain(table.filter(keep), names if with_features else []), names, categorical
+
+
+class LabelledReader:
+    """The labelled rows of one model, read again and again as traffic goes on (the canary's figures
+    every tick): each live-log file's answered rows are read once and kept while the file is listed,
+    each label file once; labels written before `since` less the clock skew are never read (a label
+    file written at T labels only rows answered before T). What it holds grows with the rows answered
+    since `since`, not with the model's life."""
+
+    def __init__(self, root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,
+                 with_features: bool = True, regression: bool = False, feedback: Feedback | None = None):
+        self.root, self.model, self.since, self.versions = root, model, since, versions
+        self.with_features, self.regression = with_features, regression
+        self.feedback = feedback or Feedback(root, model, since=None if since is None else since - CLOCK_SKEW_S)
+        self._tables: dict[str, pa.Table | None] = {}  # key → its answered rows (None: unreadable, other features)
+        self._features: list[str] | None = None
+        self._categorical: set[str] = set()
+
+    def rows(self) -> LabelledRows:
+        """Every labelled row answered from `since` on, oldest first."""
+        fs, live_dir = filesystem(model_dir(self.root, self.model))
+        files = parquet_files(fs, live_dir)
+        listed = {key for _, key in files}
+        self._tables = {k: t for k, t in self._tables.items() if k in listed}  # merged away: its rows are in the merge
+        for mtime, key in reversed(files):  # newest first: the newest file's features are the model's
+            if key in self._tables or (self.since is not None and mtime < self.since):
+                continue
+            table, self._features, categorical = _answered(fs, f"{live_dir}/{key}", self._features,
+                                                           self.with_features, self.since, self.versions)
+            self._categorical |= categorical
+            self._tables[key] = table
+        self.feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
+        return _joined([t for t in self._tables.values() if t is not None], self._features, self._categorical, self.feedback,
+                       self.with_features, self.regression, None)
+
+
 def labelled_rows(root: str, model: str, *, since: float | None = None, versions: set[int] | None = None,
                   last: int | None = None, feedback: Feedback | None = None, with_features: bool = True,
                   regression: bool = False) -> LabelledRows:
     """The answered rows of `model` that have a label, oldest first: answered at or after `since`
     (epoch seconds) and by one of `versions` when given, the `last` most recent when given. Labels
-    come from `feedback` brought up to date (a reader kept between calls reads each label file once:
-    the canary's figures are read every tick), else from every label file. `with_features=False`
-    leaves the feature columns unread (the canary counts answers only). A `regression` model's labels
-    are the true values."""
-    feedback = feedback or Feedback(root, model)
-    feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
-    labels = feedback.labels
+    come from `feedback` brought up to date when given (a reader kept between calls reads each label
+    file once), else from the label files written from `since` on. `with_features=False` leaves the
+    feature columns unread (the canary counts answers only). A `regression` model's labels are the
+    true values. The `last` rows are read from the live-log files of the latest answers back (each
+    file's latest answer from its footer), in batches that double, until no file left holds a row
+    among them, with the label files written from the oldest row read on: the work grows with `last`
+    and the files it spans, not with the log."""
+    if last is None:
+        return LabelledReader(root, model, since=since, versions=versions, with_features=with_features,
+                              regression=regression, feedback=feedback).rows()
     fs, live_dir = filesystem(model_dir(root, model))
-    tables, features, categorical = [], None, set()
-    for mtime, key in parquet_files(fs, live_dir):
-        if since is not None and mtime < since:  # written before `since`: every row in it is older
-            continue
-        path = f"{live_dir}/{key}"
-        try:
-            schema = pq.read_schema(path, filesystem=fs)
-            names = feature_columns(schema.names)
-            if features is None:
-                features, categorical = names, set(categorical_features(schema, names))
-            if names != features:
-                continue
-            table = pq.read_table(path, filesystem=fs, columns=["request_id", "ts", "version", "prediction", "shadow",
-                                                                *(features if with_features else [])])
-        except Exception:  # noqa: BLE001 - a file that cannot be read is skipped, as the monitor does
-            continue
-        keep = pc.invert(table.column("shadow"))
-        if since is not None:
-            keep = pc.and_(keep, pc.greater_equal(table.column("ts"), pa.scalar(int(since * 1000),
-                                                                                 pa.timestamp("ms", tz="UTC"))))
-        if versions is not None:
-            keep = pc.and_(keep, pc.is_in(table.column("version"), pa.array(sorted(versions), pa.int32())))
-        tables.append(_plain(table.filter(keep), features if with_features else []))
+    spans = sorted((_last_answer(fs, f"{live_dir}/{k}", m), k) for m, k in parquet_files(fs, live_dir))
+    files = [(t, k) for t, k in reversed(spans) if since is None or t >= since]  # latest answers first
+    if feedback is None:  # no label file read yet: reached back to the oldest row read, batch by batch
+        feedback = Feedback(root, model, since=float("inf") if since is None else since - CLOCK_SKEW_S)
+    tables, features, categorical, done, batch = [], None, set(), 0, 8
+    while True:
+        for _, key in files[done:done + batch]:
+            table, features, more = _answered(fs, f"{live_dir}/{key}", features, with_features, since, versions)
+            categorical |= more
+            if table is not None and table.num_rows:
+                tables.append(table)
+        done, batch = done + batch, batch * 2
+        if tables:
+            earliest = min(pc.min(t.column("ts")).value for t in tables) / 1000
+            feedback.reach_back(earliest - CLOCK_SKEW_S)
+        feedback.catch_up()
+        rows = _joined(tables, features, categorical, feedback, with_features, regression, last)
+        if done >= len(files) or (len(rows) >= last and files[done][0] < _epoch_s(rows.ts[0])):
+            return rows
+
+
+def _last_answer(fs, path: str, mtime: float) -> float:
+    """When the latest row of a live-log file was answered (epoch s), from its footer's statistics;
+    its modification time where they are missing (a file is written after every row it holds)."""
+    try:
+        meta = pq.read_metadata(path, filesystem=fs)
+        column = meta.schema.to_arrow_schema().get_field_index("ts")
+        latest = []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(column).statistics
+            if column < 0 or stats is None or not stats.has_min_max:
+                return mtime
+            latest.append(stats.max.timestamp())
+        return max(latest, default=mtime)
+    except Exception:  # noqa: BLE001 - unreadable: read (and skipped) like any other
+        return mtime
+
+
+def _epoch_s(ts: np.datetime64) -> float:
+    return float(np.datetime64(ts, "ms").astype(np.int64)) / 1000
+
+
+def _joined(tables: list[pa.Table], features: list[str] | None, categorical: set[str], feedback: Feedback,
+            with_features: bool, regression: bool, last: int | None) -> LabelledRows:
+    """The rows of `tables` that `feedback` labels, in answer order; the `last` most recent when given."""
     shown = (features or []) if with_features else []
-    if not tables or not labels:
+    tables = [t for t in tables if t.num_rows]
+    if not tables or not feedback.labels:
         return LabelledRows(features or [], pd.DataFrame(columns=shown), np.empty(0, np.int64),
                             np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[ms]"))
     table = pa.concat_tables(tables, promote_options="permissive").sort_by("ts")

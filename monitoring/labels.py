@@ -28,6 +28,7 @@ from monitoring.read_retry import TransientRead, read_with_retries
 
 FEEDBACK_DIR = "_feedback"
 UNLABELLED = -1
+CLOCK_SKEW_S = 60.0  # how far the gateways' and the readers' clocks may differ: label files are read this far back
 MIN_P = 1e-15  # log loss of a probability of 0 for the true class: -log(1e-15), as scikit-learn clips
 
 

@@ -166,3 +166,60 @@ def test_labels_later_than_the_longest_delay_are_let_go(tmp_path):
     core.step()
     assert core.state["labels"]["1"]["0"]["labelled"] == 50  # joined in the pass that read it
     assert core.labels.feedback.labels == {} and core.state["feedback_files"] == []
+
+
+def labelled_log(tmp_path, files=30, rows=20):
+    """`files` live-log files of `rows` answers each, two thirds of them labelled in label files sent
+    after them, one early label corrected at the end."""
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    for f in range(files):
+        log.append("m", FEATURES, f"f{f}", 1 + f % 2, None, RNG.normal(size=(rows, 3)).astype(np.float32),
+                   RNG.integers(0, 2, rows), 1.0)
+        log.flush()
+        time.sleep(0.004)
+        if f % 3:
+            send(live, [(f"f{f}" if r == 0 else f"f{f}#{r}", int(RNG.integers(0, 2))) for r in range(rows)])
+    log.close()
+    send(live, [("f1#3", 1), ("f1#4", 0)])
+    return str(live)
+
+
+@pytest.mark.parametrize(("last", "files_read"), [(1, 8), (120, 8), (200, 24), (10_000, 30)])
+def test_the_last_labelled_rows_read_from_the_newest_files_back_are_the_whole_reads_last(tmp_path, last, files_read,
+                                                                                         monkeypatch):
+    import monitoring.labelled as labelled
+    from monitoring.labelled import labelled_rows
+
+    root = labelled_log(tmp_path)
+    whole = labelled_rows(root, "m")
+    read, original = [], labelled._answered
+    monkeypatch.setattr(labelled, "_answered", lambda fs, path, *a: read.append(path) or original(fs, path, *a))
+    recent = labelled_rows(root, "m", last=last)
+    tail = slice(-min(last, len(whole)), None)
+    assert recent.y.tolist() == whole.y[tail].tolist() and recent.version.tolist() == whole.version[tail].tolist()
+    assert recent.frame.equals(whole.frame.iloc[tail].reset_index(drop=True))
+    assert len(read) == files_read  # batches of 8, 16, ... files, from the newest, as far back as the rows asked
+
+
+def test_a_kept_labelled_reader_reads_each_live_file_once_and_answers_as_a_fresh_one(tmp_path):
+    from monitoring.labelled import LabelledReader, labelled_rows
+    import monitoring.labelled as labelled
+
+    root = labelled_log(tmp_path, files=6)
+    since = time.time() - 3600
+    kept = LabelledReader(root, "m", since=since, versions={1, 2}, with_features=False)
+    first = kept.rows()
+    read, original = [], labelled._answered
+    labelled._answered = lambda fs, path, *a: read.append(path) or original(fs, path, *a)
+    try:
+        assert kept.rows().y.tolist() == first.y.tolist() and read == []
+        log = LiveLog(root, flush_seconds=3600)
+        log.append("m", FEATURES, "new", 2, None, RNG.normal(size=(4, 3)).astype(np.float32), np.ones(4, int), 1.0)
+        log.close()
+        send(root, [("new#2", 1), ("f2", 0)])  # a new answer's label, an old one corrected
+        again = kept.rows()
+    finally:
+        labelled._answered = original
+    fresh = labelled_rows(root, "m", since=since, versions={1, 2}, with_features=False)
+    assert len(read) == 1 and again.y.tolist() == fresh.y.tolist() and len(again) == len(first) + 1
