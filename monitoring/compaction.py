@@ -22,6 +22,8 @@ from monitoring.live_reader import model_dir
 
 #: as the gateway writes them (serving/live_log.py PARQUET_OPTIONS)
 OPTIONS = {"compression": "lz4", "use_dictionary": ["version", "routing_key", "prediction", "label", "shadow"]}
+#: rows of a merged file's row groups: a reader of recent rows (a retraining's) skips the older groups by their statistics
+MERGED_ROW_GROUP = 65_536
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def merge_files(root: str, model: str, keys: list[str], tmp_key: str) -> int:
     fs, base = filesystem(model_dir(root, model))
     tables = [pq.read_table(join(base, k), filesystem=fs) for k in keys]
     merged = pa.concat_tables([t.replace_schema_metadata(_own_metadata(t)) for t in tables])
-    pq.write_table(merged, join(base, tmp_key), filesystem=fs, **OPTIONS)
+    pq.write_table(merged, join(base, tmp_key), filesystem=fs, row_group_size=MERGED_ROW_GROUP, **OPTIONS)
     return merged.num_rows
 
 

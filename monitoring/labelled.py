@@ -65,18 +65,24 @@ def _frame(table: pa.Table, features: list[str], categorical: set[str]) -> pd.Da
 
 
 def _answered(fs, path: str, features: list[str] | None, with_features: bool, since: float | None,
-              versions: set[int] | None) -> tuple[pa.Table | None, list[str] | None, set[str]]:
+              versions: set[int] | None, row_group: int | None = None
+              ) -> tuple[pa.Table | None, list[str] | None, set[str]]:
     """One live-log file's answered rows (mirrors left out; answered at or after `since`, by one of
-    `versions`, when given), with the feature columns when asked; None for a file that cannot be read
-    or has other features than `features` (the first file's, when None). Its features and categorical ones."""
+    `versions`, when given; of one `row_group` when given), with the feature columns when asked; None
+    for a file that cannot be read or has other features than `features` (the first file's, when
+    None). Its features and categorical ones."""
     try:
         schema = pq.read_schema(path, filesystem=fs)
         names = feature_columns(schema.names)
         if features is not None and names != features:
             return None, features, set()
         categorical = set(categorical_features(schema, names))
-        table = pq.read_table(path, filesystem=fs, columns=["request_id", "ts", "version", "prediction", "shadow",
-                                                            *(names if with_features else [])])
+        columns = ["request_id", "ts", "version", "prediction", "shadow", *(names if with_features else [])]
+        if row_group is None:
+            table = pq.read_table(path, filesystem=fs, columns=columns)
+        else:
+            with fs.open_input_file(path) as f:
+                table = pq.ParquetFile(f).read_row_group(row_group, columns=columns)
     except Exception:  # noqa: BLE001 - a file that cannot be read is skipped, as the monitor does
         return None, features, set()
     keep = pc.invert(table.column("shadow"))
@@ -130,22 +136,23 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
     come from `feedback` brought up to date when given (a reader kept between calls reads each label
     file once), else from the label files written from `since` on. `with_features=False` leaves the
     feature columns unread (the canary counts answers only). A `regression` model's labels are the
-    true values. The `last` rows are read from the live-log files of the latest answers back (each
-    file's latest answer from its footer), in batches that double, until no file left holds a row
-    among them, with the label files written from the oldest row read on: the work grows with `last`
+    true values. The `last` rows are read from the row groups of the latest answers back (each row
+    group's latest answer from its file's footer), in batches that double, until none left holds a
+    row among them, with the label files written from the oldest row read on: the work grows with `last`
     and the files it spans, not with the log."""
     if last is None:
         return LabelledReader(root, model, since=since, versions=versions, with_features=with_features,
                               regression=regression, feedback=feedback).rows()
     fs, live_dir = filesystem(model_dir(root, model))
-    spans = sorted((_last_answer(fs, f"{live_dir}/{k}", m), k) for m, k in parquet_files(fs, live_dir))
-    files = [(t, k) for t, k in reversed(spans) if since is None or t >= since]  # latest answers first
+    spans = sorted((t, k, g) for m, k in parquet_files(fs, live_dir) for t, g in _row_groups(fs, f"{live_dir}/{k}", m))
+    parts = [(t, k, g) for t, k, g in reversed(spans) if since is None or t >= since]  # latest answers first
     if feedback is None:  # no label file read yet: reached back to the oldest row read, batch by batch
         feedback = Feedback(root, model, since=float("inf") if since is None else since - CLOCK_SKEW_S)
     tables, features, categorical, done, batch = [], None, set(), 0, 8
     while True:
-        for _, key in files[done:done + batch]:
-            table, features, more = _answered(fs, f"{live_dir}/{key}", features, with_features, since, versions)
+        for _, key, group in parts[done:done + batch]:
+            table, features, more = _answered(fs, f"{live_dir}/{key}", features, with_features, since, versions,
+                                              group)
             categorical |= more
             if table is not None and table.num_rows:
                 tables.append(table)
@@ -155,25 +162,26 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
             feedback.reach_back(earliest - CLOCK_SKEW_S)
         feedback.catch_up()
         rows = _joined(tables, features, categorical, feedback, with_features, regression, last)
-        if done >= len(files) or (len(rows) >= last and files[done][0] < _epoch_s(rows.ts[0])):
+        if done >= len(parts) or (len(rows) >= last and parts[done][0] < _epoch_s(rows.ts[0])):
             return rows
 
 
-def _last_answer(fs, path: str, mtime: float) -> float:
-    """When the latest row of a live-log file was answered (epoch s), from its footer's statistics;
-    its modification time where they are missing (a file is written after every row it holds)."""
+def _row_groups(fs, path: str, mtime: float) -> list[tuple[float, int | None]]:
+    """(when its latest row was answered, epoch s; its index) of each row group of a live-log file,
+    from the footer's statistics; [(modification time, None): the file whole] where they are missing
+    (a file is written after every row it holds) or the footer does not read."""
     try:
         meta = pq.read_metadata(path, filesystem=fs)
         column = meta.schema.to_arrow_schema().get_field_index("ts")
-        latest = []
+        groups = []
         for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(column).statistics
-            if column < 0 or stats is None or not stats.has_min_max:
-                return mtime
-            latest.append(stats.max.timestamp())
-        return max(latest, default=mtime)
+            stats = meta.row_group(g).column(column).statistics if column >= 0 else None
+            if stats is None or not stats.has_min_max:
+                return [(mtime, None)]
+            groups.append((stats.max.timestamp(), g))
+        return groups
     except Exception:  # noqa: BLE001 - unreadable: read (and skipped) like any other
-        return mtime
+        return [(mtime, None)]
 
 
 def _epoch_s(ts: np.datetime64) -> float:

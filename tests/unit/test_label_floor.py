@@ -223,3 +223,28 @@ def test_a_kept_labelled_reader_reads_each_live_file_once_and_answers_as_a_fresh
         labelled._answered = original
     fresh = labelled_rows(root, "m", since=since, versions={1, 2}, with_features=False)
     assert len(read) == 1 and again.y.tolist() == fresh.y.tolist() and len(again) == len(first) + 1
+
+
+def test_a_merged_files_older_row_groups_are_not_read_for_the_last_rows(tmp_path, monkeypatch):
+    """Compaction merges a day's files into one that is rewritten as it grows (its latest answers are
+    the newest): a retraining's read of the last rows reads its newest row groups only."""
+    import monitoring.compaction as compaction
+    import monitoring.labelled as labelled
+    from monitoring.labelled import labelled_rows
+    from monitoring.live_reader import list_files
+
+    root = labelled_log(tmp_path)
+    whole = labelled_rows(root, "m")
+    keys = list_files(root, "m", now=time.time() + 60)
+    monkeypatch.setattr(compaction, "MERGED_ROW_GROUP", 20)  # a source file's rows per group
+    base = tmp_path / "live" / "model=m"
+    day = keys[0].rsplit("/", 1)[0]
+    assert compaction.merge_files(root, "m", keys, f"{day}/.merge.tmp") == 600
+    (base / day / ".merge.tmp").rename(base / day / "compacted-1.parquet")
+    for key in keys:
+        (base / key).unlink()
+    read, original = [], labelled._answered
+    monkeypatch.setattr(labelled, "_answered", lambda fs, path, *a: read.append(a[-1]) or original(fs, path, *a))
+    recent = labelled_rows(root, "m", last=30)
+    assert recent.y.tolist() == whole.y[-30:].tolist() and recent.frame.equals(whole.frame.iloc[-30:].reset_index(drop=True))
+    assert read == list(range(29, 21, -1))  # the newest 8 of its 30 row groups
