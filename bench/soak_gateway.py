@@ -53,11 +53,15 @@ def rss_mib(pids) -> float:
 
 
 def replica_pids() -> set[int]:
-    """The processes of the version replicas (Serve replicas that are not the gateway's)."""
-    from ray.util.state import list_actors
+    """The processes of the version replicas: Serve replicas (by their process title) not the gateway's."""
+    import psutil
 
-    return {a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if a.class_name.startswith("ServeReplica:") and "gateway" not in a.class_name.lower() and a.pid}
+    pids = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(p.info["cmdline"] or [])
+        if title.startswith("ray::ServeReplica:") and "gateway" not in title.lower():
+            pids.add(p.info["pid"])
+    return pids
 
 
 def send_labels(url: str, label, per_s: float, stop: threading.Event, sent: list) -> None:

@@ -30,6 +30,8 @@ def status_of(model: str, state: dict, running: bool) -> dict:
             "files_skipped": list(state["corrupt"]), "files_retrying": dict(state.get("read_retries", {})),
             "drift": state["drift"], "last_window": state["last_window"],
             "live": {v: summary(w) for v, w in state.get("labels", {}).items()}, "loop": state.get("loop"),
+            # labels from label files written at or after it are joined (older ones stay on storage, for retraining)
+            "label_floor": state.get("feedback_floor"), "label_files_listed": len(state.get("feedback_files", [])),
             "estimated": {v: w[max(w, key=int)] for v, w in state.get("estimated", {}).items() if w},
             "columns": column_figures(state["last_window"]), "tasks": state.get("tasks", {}),
             # a classifier's calibrated probabilities estimate its accuracy before labels come; a regression
