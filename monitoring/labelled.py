@@ -117,7 +117,8 @@ class LabelledReader:
         listed = {key for _, key in files}
         self._tables = {k: t for k, t in self._tables.items() if k in listed}  # merged away: its rows are in the merge
         for mtime, key in reversed(files):  # newest first: the newest file's features are the model's
-            if key in self._tables or (self.since is not None and mtime < self.since):
+            # written before `since` (less the skew: an object store keeps whole seconds, by its own clock)
+            if key in self._tables or (self.since is not None and mtime < self.since - CLOCK_SKEW_S):
                 continue
             table, self._features, categorical = _answered(fs, f"{live_dir}/{key}", self._features,
                                                            self.with_features, self.since, self.versions)
