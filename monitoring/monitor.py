@@ -129,7 +129,7 @@ class Monitor:
     def _unseen_drift(self) -> list[dict]:
         """The committed `drift_declared` events the loop has not looked at yet (from `loop_seen` on)."""
         seen = self.core.state.get("loop_seen", self.core.state["events_logged"])
-        return [e for e in self.core.store.events()[seen:] if e["kind"] == "drift_declared"]
+        return [e for e in self.core.store.events(start=seen) if e["kind"] == "drift_declared"]
 
     def _buffered(self) -> int:
         return sum(b.rows for b in self.core.windower.buffers.values())

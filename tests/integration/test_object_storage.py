@@ -44,7 +44,7 @@ class Died(BaseException):
 
 
 def monitor(live: str, state: str) -> MonitorCore:
-    return MonitorCore("m", live, StateStore(state, "m"), {1: PROFILE}.get, WindowSpec(rows=300, seconds=3600, min_rows=50),
+    return MonitorCore("m", live, StateStore(state, "m", segment_bytes=2_048), {1: PROFILE}.get, WindowSpec(rows=300, seconds=3600, min_rows=50),
                        clock=lambda: time.time() + 60,
                        labels=LabelJoin(Feedback(live, "m"), WindowRows(state, "m"), horizon=20),
                        compaction=CompactionSpec(min_files=4, target_rows=2_000))
@@ -91,6 +91,7 @@ def test_the_monitor_on_object_storage_killed_at_random_moments_scores_every_row
                        partitioning="hive").to_table(columns=["request_id"])
     answered = table.num_rows
     store = StateStore(state, "m")
+    assert len(store.segments()) > 2  # kills fell inside segments and between them
     windows = [e for e in store.events() if e["kind"] == "window_scored"]
     assert [w["window"] for w in windows] == list(range(len(windows)))  # none twice, none missing
     scored = sum(w["rows"] for w in windows)
@@ -107,7 +108,7 @@ def test_the_event_log_on_object_storage_is_repaired_and_read_without_a_write(s3
     store = StateStore(state, "m")
     store.commit({"model": "m"}, [{"kind": "a"}, {"kind": "b"}])
     fs, base = filesystem(state)
-    path = f"{base}/model=m/events.jsonl"
+    path = store.events_path
     with fs.open_input_stream(path) as f:
         whole = f.read()
     with fs.open_output_stream(path) as f:  # an uncommitted event and a torn line after the committed two
@@ -119,3 +120,17 @@ def test_the_event_log_on_object_storage_is_repaired_and_read_without_a_write(s3
     assert saved["events_logged"] == 2 and repaired[0]["kind"] == "event_log_repaired"
     with fs.open_input_stream(path) as f:
         assert f.read() == whole
+
+
+def test_a_commit_on_object_storage_rewrites_its_last_segment_only(s3):
+    import boto3
+
+    store = StateStore(s3.uri("segments", "monitor"), "m", segment_bytes=400)
+    state = {"model": "m"}
+    for i in range(40):
+        store.commit(state, [{"kind": "e", "i": i, "pad": "y" * 30}])
+    objects = boto3.client("s3").list_objects_v2(Bucket="handoff-test", Prefix="segments/")["Contents"]
+    segments = [o for o in objects if "/events/seg-" in o["Key"]]
+    assert len(segments) >= 4 and max(o["Size"] for o in segments) < 400 + 80  # a segment and one commit at most
+    assert [e["i"] for e in StateStore(s3.uri("segments", "monitor"), "m").events()] == list(range(40))
+    assert not [o["Key"] for o in objects if o["Key"].rsplit("/", 1)[-1].startswith(".")]  # nothing left beside

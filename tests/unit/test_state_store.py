@@ -256,3 +256,36 @@ def test_while_the_reload_after_a_failed_pass_fails_no_pass_runs_on_the_half_don
     assert monitor._undo_pass() is False and monitor._reload_needed
     monitor._new_core = working
     assert monitor._undo_pass() is True and not monitor._reload_needed
+
+
+def test_the_event_log_is_kept_in_segments_read_from_a_line_on_and_repaired_in_its_last(tmp_path):
+    store = StateStore(str(tmp_path / "state"), "m", segment_bytes=200)
+    state = {"model": "m"}
+    for i in range(30):
+        store.commit(state, [{"kind": "e", "i": i, "pad": "x" * 20}])
+    segments = store.segments()
+    assert len(segments) > 3 and [f for f, _ in segments] == sorted(f for f, _ in segments) and segments[0][0] == 0
+    assert [e["i"] for e in store.events()] == list(range(30))
+    assert [e["i"] for e in StateStore(str(tmp_path / "state"), "m").events(start=25)] == [25, 26, 27, 28, 29]
+    # killed after a commit began a new segment, before its state was saved: the segment goes at the start
+    first_late = 30
+    with open(Path(segments[0][1]).parent / f"seg-{first_late:012d}.jsonl", "wb") as f:
+        f.write(b'{"kind": "late"}\n')
+    with open(segments[-1][1], "ab") as f:
+        f.write(b'{"kind": "torn", "i')
+    saved, repaired = StateStore(str(tmp_path / "state"), "m", segment_bytes=200).recover()
+    assert saved["events_logged"] == 30 and repaired[0]["torn_bytes"] == 19 and repaired[0]["uncommitted_events"] == 1
+    assert store.segments() == segments and [e["i"] for e in store.events()] == list(range(30))
+
+
+def test_a_one_file_log_of_an_earlier_version_is_read_and_becomes_the_first_segment(tmp_path):
+    directory = tmp_path / "state" / "model=m"
+    directory.mkdir(parents=True)
+    (directory / "events.jsonl").write_bytes(b'{"kind": "a"}\n{"kind": "b"}\n')
+    (directory / "state.json").write_text(json.dumps({"model": "m", "events_logged": 2}))
+    assert [e["kind"] for e in StateStore(str(tmp_path / "state"), "m").events()] == ["a", "b"]
+    store = StateStore(str(tmp_path / "state"), "m")
+    state, repaired = store.recover()
+    assert repaired == [] and not (directory / "events.jsonl").exists()
+    store.commit(state, [{"kind": "c"}])
+    assert [e["kind"] for e in store.events()] == ["a", "b", "c"] and store.segments()[0][0] == 0
