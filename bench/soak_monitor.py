@@ -135,7 +135,8 @@ def soak(passes: int, requests: int, labelled: float, every: int, recent: int, p
                 canary_s = time.perf_counter() - tick
                 canary = LabelledReader(live, "soak", since=clock.t, versions={1}, with_features=False)
                 sample = {"pass": p, "rows": (p + 1) * requests, "rss_mib": round(rss, 1),
-                          "state_bytes": size(state_dir / "state.json"), "events_bytes": size(state_dir / "events.jsonl"),
+                          "state_bytes": size(state_dir / "state.json"), "events_bytes": sum(size(p) for p in state_dir.glob("events/seg-*.jsonl")),
+                          "event_segments": len(list(state_dir.glob("events/seg-*.jsonl"))),
                           "files": len(core.state["files"]), "consumed": len(core.state["consumed"]),
                           "feedback_files": len(core.state["feedback_files"]),
                           "labels_in_memory": len(core.labels.feedback.labels), "pass_s": round(pass_s, 3),
