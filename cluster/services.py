@@ -31,6 +31,7 @@ from cluster.process_identity import ProcessIdentity, identity_of, still_the_sam
 from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group, terminate_process_group
 from cluster.ray_head_stop import stop_ray_head
 from cluster.settings import HOW_TO_SET, Settings, SettingsError
+from cluster.storage import absolute
 
 
 class ServicesState(BaseModel):
@@ -101,9 +102,32 @@ def _auth_env() -> dict[str, str]:
     return {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
+ARTIFACTS_FILE = "mlflow-artifacts-destination"  # under HANDOFF_HOME: where this store's MLflow artifacts live
+
+
+def artifacts_destination(settings: Settings, requested: str | None) -> str:
+    """Where the MLflow server keeps this store's artifacts: chosen at the first `handoff up` (a local
+    path, default HANDOFF_HOME/mlartifacts, or an object-store URI such as s3://bucket/prefix) and kept
+    in HANDOFF_HOME, because the versions registered so far can only be read from there. Another
+    destination later is refused (SettingsError), not followed."""
+    recorded = settings.home / ARTIFACTS_FILE
+    chosen = recorded.read_text().strip() if recorded.exists() else None
+    wanted = None if requested is None else absolute(requested)
+    if chosen is not None and wanted is not None and wanted != chosen:
+        raise SettingsError(f"this store's MLflow artifacts are at {chosen} (its registered versions are read from "
+                         f"there): --artifacts {requested} would lose them; use another --home for another store")
+    if chosen is None:
+        chosen = wanted or str(settings.artifacts_dir.absolute())
+        settings.home.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(chosen + "\n")
+    return chosen
+
+
 def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, mlflow_port: int = 5000,
-       num_cpus: int | None = None) -> ServicesState:
-    """Start the Ray head and the MLflow server unless already running; return their addresses."""
+       num_cpus: int | None = None, artifacts: str | None = None) -> ServicesState:
+    """Start the Ray head and the MLflow server unless already running; return their addresses.
+    `artifacts`: where the MLflow server keeps artifacts (see `artifacts_destination`)."""
+    destination = artifacts_destination(settings, artifacts)
     existing = read_services(settings)
     if existing is not None and is_healthy(existing.mlflow_uri) and \
             still_the_same(existing.ray_process, existing.ray_pid, "ray")[0]:
@@ -133,7 +157,7 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
                                 start_new_session=True, env=head_environment(settings, mlflow_uri))
     try:
         _wait_for_ports(head, [ray_port, dashboard_port], logs / "ray-head.log")
-        proc = start_mlflow_server(settings.embedded_tracking_uri, settings.artifacts_dir,
+        proc = start_mlflow_server(settings.embedded_tracking_uri, destination,
                                    port=mlflow_port, log_path=logs / "mlflow-server.log")
     except BaseException:
         stop_process_group(head.pid)

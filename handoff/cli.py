@@ -98,23 +98,31 @@ def up(home: HomeOpt = None,
        mlflow_port: Annotated[int, typer.Option(help="MLflow server port (127.0.0.1)")] = 5000,
        ray_port: Annotated[int, typer.Option(help="Ray GCS port (127.0.0.1)")] = 6379,
        dashboard_port: Annotated[int, typer.Option(help="Ray dashboard and jobs API port (127.0.0.1)")] = 8265,
-       num_cpus: Annotated[int | None, typer.Option(help="CPUs the Ray head offers (default: all)")] = None) -> None:
+       num_cpus: Annotated[int | None, typer.Option(help="CPUs the Ray head offers (default: all)")] = None,
+       artifacts: Annotated[str | None, typer.Option(
+           help="where MLflow keeps artifacts: a path or an object-store URI (s3://bucket/prefix, credentials "
+                "and endpoint from the usual AWS variables); chosen at the first `up` of a home and kept "
+                "(default HANDOFF_HOME/mlartifacts)")] = None) -> None:
     """Start the embedded default as services: a Ray head with token auth and an MLflow server.
 
     Both listen on 127.0.0.1 only. Later commands (`tune`, `models`, …) find them through
     HANDOFF_HOME/services.json; `handoff down` stops them.
     """
+    from cluster.services import artifacts_destination
     from cluster.services import up as start
+    from cluster.settings import SettingsError
 
     settings = _settings(home)
     with err.status("starting Ray head and MLflow server …"):
         try:
             state = start(settings, ray_port=ray_port, dashboard_port=dashboard_port,
-                          mlflow_port=mlflow_port, num_cpus=num_cpus)
+                          mlflow_port=mlflow_port, num_cpus=num_cpus, artifacts=artifacts)
+        except SettingsError as exc:
+            _fail(str(exc))
         except (RuntimeError, TimeoutError) as exc:
             _fail(str(exc), 1)
     out.print(f"Ray head      {state.ray_address}  (dashboard {state.dashboard_url}, token auth on)")
-    out.print(f"MLflow server {state.mlflow_uri}")
+    out.print(f"MLflow server {state.mlflow_uri}  (artifacts {artifacts_destination(settings, None)})")
     out.print(f"state         {settings.services_file}")
 
 

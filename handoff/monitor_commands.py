@@ -45,7 +45,7 @@ def loop_port(tracking_uri: str, live_root: str, cfg):
     if not dashboard:
         return None
     sets = [f"loop.{part}.{k}={v}" for part in ("data", "gate")
-            for k, v in getattr(cfg.loop, part).model_dump().items()]
+            for k, v in getattr(cfg.loop, part).model_dump().items() if v is not None]  # None: the default
     return HandoffLoopPort(tracking_uri, dashboard if "://" in dashboard else f"http://{dashboard}", live_root, sets)
 
 

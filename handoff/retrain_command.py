@@ -55,6 +55,7 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     import pyarrow.parquet as pq
 
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
+    from cluster.storage import absolute, filesystem, join
     from cluster.services import read_services
     from monitoring.labelled import labelled_rows
     from training import CHAMPION, Registry, RegistryError, load_version
@@ -97,10 +98,11 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
         _fail(f"the live log's features {recent.features} are not {name}'s {list(original.features)}")
     train, held = split_holdout(len(recent), loop.data.holdout_fraction, seed=champion_cfg.seed + attempt)
     frame = retrain_frame(original, recent.frame.iloc[train], recent.y[train], loop.data.recent_weight)
-    data_dir = Path(settings.home) / "retrain" / name / f"{event}-{attempt}"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_path = data_dir / "data.parquet"
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), data_path)
+    data_path = join(join(join(absolute(loop.data.root or str(Path(settings.home) / "retrain")), name),
+                          f"{event}-{attempt}"), "data.parquet")
+    fs, inside = filesystem(data_path)
+    fs.create_dir(inside.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), inside, filesystem=fs)
     err.log(f"retraining {name} v{champion} for {event}: {len(original.x_train)} original training row(s) + "
             f"{len(train)} recent labelled row(s) ×{loop.data.recent_weight}; {len(held)} held out for the gate")
     cfg = retrain_config(champion_cfg, str(data_path), json.loads(info.lineage.get("trial_params", "{}")),

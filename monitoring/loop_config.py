@@ -38,6 +38,9 @@ class RetrainDataConfig(_Strict):
     holdout_fraction: float = Field(0.3, gt=0, lt=1, description="of those, kept out of training for the gate")
     recent_weight: int = Field(3, ge=1, description="times each recent training row counts (original rows: once)")
     search_samples: int = Field(1, ge=1, description="1: the champion's hyperparameters; more: a short search")
+    root: str | None = Field(None, description="where each retraining's table is written (default "
+                             "HANDOFF_HOME/retrain; on a cluster a URI every node reaches, such as s3://bucket/"
+                             "prefix: the new version's lineage names it, and `handoff reproduce` reads it)")
 
 
 class GateConfig(_Strict):

@@ -97,3 +97,16 @@ def test_the_head_publishes_the_locations_and_keeps_the_callers_overrides_out(tm
     assert "HANDOFF_SEARCH__NUM_SAMPLES" not in env and "HANDOFF_ADDRESS" not in env and env["PATH"] == "/bin"
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     assert Path(env["HANDOFF_PYTHON"]).name.startswith("python")
+
+
+def test_a_homes_artifact_destination_is_chosen_once_and_another_is_refused(tmp_path):
+    from cluster.services import artifacts_destination
+    from cluster.settings import Settings, SettingsError
+
+    home = Settings.resolve(environ={}, home=tmp_path / "h")
+    assert artifacts_destination(home, None) == str((tmp_path / "h" / "mlartifacts").absolute())  # the default, kept
+    with pytest.raises(SettingsError, match="would lose them"):
+        artifacts_destination(home, "s3://bucket/mlflow")
+    other = Settings.resolve(environ={}, home=tmp_path / "other")
+    assert artifacts_destination(other, "s3://bucket/mlflow") == "s3://bucket/mlflow"
+    assert artifacts_destination(other, None) == artifacts_destination(other, "s3://bucket/mlflow") == "s3://bucket/mlflow"
