@@ -1,12 +1,12 @@
 """The monitor's state and event log on a local path or any pyarrow filesystem URI.
 
 State is one JSON document per model, replaced whole after every window (written beside, then
-moved over, so a crash leaves the old or the new one, never half of one; on an object store the
-move is a copy, which replaces the object whole, and a delete). Events are JSON lines, oldest
+moved over, so a crash leaves the old or the new one, never half of one; on an object store put
+whole, which replaces the object in one step). Events are JSON lines, oldest
 first, in segments (`events/seg-N.jsonl`, N the number of the segment's first line in the whole
 log) closed past `segment_bytes`: appended to on a local disk; on an object store, which cannot
-append, the last segment is written whole again beside and moved over, so a commit's work is
-bounded by a segment, not by the log. `commit` appends a window's events, then saves the state
+append, the last segment is put whole again (an object is replaced in one step), so a commit's
+work is bounded by a segment, not by the log. `commit` appends a window's events, then saves the state
 with the number of lines it accounts for (`events_logged`).
 
 Only the monitor writes. Readers (`read_state`, `events`: `handoff status`, `handoff events`, the
@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 import pyarrow.fs as pafs
 
-from cluster.storage import filesystem, join
+from cluster.storage import filesystem, join, publish, staging_path
 
 
 SEGMENT_BYTES = 1 << 20  # an event-log segment is closed past this size (what a commit rewrites on an object store)
@@ -184,13 +183,13 @@ class StateStore:
         self.save(state)
 
     def _write_beside(self, path: str, data: bytes) -> None:
-        """`data` at `path`, written beside and moved over: the old or the new bytes, never half."""
-        directory = path.rsplit("/", 1)[0]
-        self.fs.create_dir(directory, recursive=True)
-        tmp = join(directory, f".{path.rsplit('/', 1)[-1]}-{uuid.uuid4().hex[:8]}.tmp")
+        """`data` at `path`, the old or the new bytes, never half: written beside and moved over (on an
+        object store put whole, which replaces the object in one step)."""
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = staging_path(self.fs, path)
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
-        self.fs.move(tmp, path)
+        publish(self.fs, tmp, path)
 
     def save(self, state: dict) -> None:
         self._write_beside(self.state_path, json.dumps(state, sort_keys=True).encode())

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cluster.storage import filesystem, join
+from cluster.storage import filesystem, join, publish, staging_path
 from serving.protocol import BadRequest, check_request_id
 
 FEEDBACK_DIR = "_feedback"
@@ -179,8 +179,9 @@ class FeedbackLog:
         directory = join(feedback_dir(self.base, model), f"date={now:%Y-%m-%d}")
         name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
         self.fs.create_dir(directory, recursive=True)
-        tmp, final = join(directory, f".{name}.tmp"), join(directory, name)
+        final = join(directory, name)
+        tmp = staging_path(self.fs, final)
         pq.write_table(labels_table(labels, now), tmp, filesystem=self.fs)
-        self.fs.move(tmp, final)
+        publish(self.fs, tmp, final)
         self.labels_written += len(labels)
         return final

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cluster.storage import filesystem, join
+from cluster.storage import filesystem, join, publish, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -235,16 +235,17 @@ class LiveLog:
     def _write(self, model: str, day: str, chunks: list[Chunk]) -> None:
         directory = join(live_log_dir(self.base, model), f"date={day}")
         name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
-        path, tmp = join(directory, name), join(directory, f".{name}.tmp")
+        path = join(directory, name)
+        tmp = staging_path(self.fs, path)
         rows = sum(c.rows for c in chunks)
         try:
             self.fs.create_dir(directory, recursive=True)
-            # written beside, then moved into place: a reader never sees half a file, so the monitor
-            # reads a file as soon as it appears (it waited 5 s for files to settle before)
+            # written beside, then moved into place (on an object store: put whole): a reader never sees
+            # half a file, so the monitor reads a file as soon as it appears
             pq.write_table(_table_in_slices(self._features[model], chunks, self._value_types.get(model)), tmp,
                            filesystem=self.fs,
                            **PARQUET_OPTIONS)
-            self.fs.move(tmp, path)
+            publish(self.fs, tmp, path)
             self.rows_written += rows
             self._failures, self._retry_at = 0, 0.0
         except Exception:  # noqa: BLE001 - keep the rows (before newer ones: files stay in time order), retry later

@@ -134,3 +134,102 @@ def test_a_commit_on_object_storage_rewrites_its_last_segment_only(s3):
     assert len(segments) >= 4 and max(o["Size"] for o in segments) < 400 + 80  # a segment and one commit at most
     assert [e["i"] for e in StateStore(s3.uri("segments", "monitor"), "m").events()] == list(range(40))
     assert not [o["Key"] for o in objects if o["Key"].rsplit("/", 1)[-1].startswith(".")]  # nothing left beside
+
+
+# --- the closed loop with every location in the bucket -------------------------------------------------
+@pytest.fixture(scope="module")
+def bucket_head(s3, tmp_path_factory, shuttle_frame):
+    """`handoff up` whose MLflow artifacts are in the bucket, and the monitoring and serving locations
+    set for every process through the environment (the Ray head and its jobs inherit it), as a team
+    sets them on a cluster; the training table in the bucket too."""
+    import json
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.integration.conftest import free_port
+    from tests.integration.test_closed_loop import FEATURES, handoff
+
+    locations = {"HANDOFF_SERVING__LIVE_LOG__ROOT": s3.uri("loop", "live"),
+                 "HANDOFF_MONITORING__STATE_ROOT": s3.uri("loop", "monitor"),
+                 "HANDOFF_MONITORING__LOOP__DATA__ROOT": s3.uri("loop", "retrain")}
+    saved = {k: os.environ.get(k) for k in locations}
+    os.environ.update(locations)
+    home = tmp_path_factory.mktemp("bucket-head") / "home"
+    data = s3.uri("loop", "data", "train.parquet")
+    fs, inside = filesystem(data)
+    pq.write_table(pa.Table.from_pandas(shuttle_frame.iloc[:6000], preserve_index=False), inside, filesystem=fs)
+    ports = {"mlflow": free_port(), "ray": free_port(), "dashboard": free_port()}
+    started = handoff("up", "--home", str(home), "--num-cpus=2", f"--mlflow-port={ports['mlflow']}",
+                      f"--ray-port={ports['ray']}", f"--dashboard-port={ports['dashboard']}",
+                      "--artifacts", s3.uri("loop", "mlflow"), timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    replay = shuttle_frame.iloc[20000:32000]
+    try:
+        yield {"home": home, "gateway": free_port(), "data": data, "x": replay[FEATURES].to_numpy(np.float32),
+               "y": replay["anomaly"].astype(int).tolist(), **json.loads((home / "services.json").read_text())}
+    finally:
+        handoff("down", "--home", str(home), timeout=180)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def test_the_closed_loop_with_every_location_in_the_bucket(s3, bucket_head):
+    """Tune results, MLflow artifacts, the training table, the live log, labels, the monitor's state and
+    events, the retraining's table and a batch run's output all in the bucket: drift → retrain → gate →
+    canary → promote with no failed request; the monitor killed and restarted resumes from its state
+    there; nothing of it on the head's disk."""
+    import json
+    import os
+    import signal
+
+    from tests.integration.test_closed_loop import API_KEY, FAST, SMALL, drive, handoff, kinds
+
+    head, name = bucket_head, "in-bucket"
+    tuned = handoff("tune", "configs/shuttle.yaml", "--home", str(head["home"]), "--json",
+                    *[a for s in [*SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1",
+                                  f"storage_path={s3.uri('loop', 'tune')}"] for a in ("--set", s)])
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    champion = json.loads(tuned.stdout)["version"]
+    served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
+                     "--set", f"gateway.api_keys=[{API_KEY}]", "--set", "gateway.cpus=0.2",
+                     "--set", "version_defaults.cpus=0.2", "--set", "live_log.flush_seconds=0.5",
+                     *[a for s in FAST for a in ("--monitoring-set", s)])
+    assert served.returncode == 0, served.stderr[-3000:]
+    killed = []
+
+    def until(found):
+        steps = kinds(found)
+        if "retrain_submitted" in steps and not killed:  # the monitor dies: Ray restarts it, from the bucket
+            status = json.loads(handoff("monitor", name, "status", "--json", "--home", str(head["home"])).stdout)
+            os.kill(status["pid"], signal.SIGKILL)
+            killed.append(status["pid"])
+        return "promoted" in steps or "rolled_back" in steps or "retrain_abandoned" in steps
+
+    try:
+        replay = drive(head, name, until, seconds=480)
+        assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+        steps = kinds(replay.found)
+        assert killed and "promoted" in steps, [(e["kind"], e.get("reason")) for e in replay.found
+                                                if e["kind"] in steps]
+        windows = [e for e in replay.found if e["kind"] == "window_scored" and e["version"] == champion]
+        assert [w["window"] for w in windows] == list(range(len(windows)))  # none twice, none lost at the restart
+        status = json.loads(handoff("monitor", name, "status", "--json", "--home", str(head["home"])).stdout)
+        assert status["rows_scored"][str(champion)] == sum(w["rows"] for w in windows)
+        promoted = next(e for e in replay.found if e["kind"] == "promoted")["version"]
+        again = handoff("reproduce", name, str(promoted), "--home", str(head["home"]), "--json")
+        assert again.returncode == 0 and json.loads(again.stdout)["identical"], again.stderr[-2000:]
+        batch = handoff("predict", name, "--input", head["data"], "--output", s3.uri("loop", "batch"),
+                        "--home", str(head["home"]))
+        assert batch.returncode == 0, batch.stderr[-2000:]
+    finally:
+        handoff("unserve", name, "--home", str(head["home"]))
+    keys = s3.keys("loop/")
+    for where in ("tune/", "mlflow/", f"live/model={name}/", f"live/_feedback/model={name}/",
+                  f"monitor/model={name}/events/seg-", f"monitor/model={name}/window_rows/", f"retrain/{name}/",
+                  "batch/"):
+        assert any(k.startswith(f"loop/{where}") for k in keys), (where, sorted({k.split("/")[1] for k in keys}))
+    local = [p for d in ("live", "monitor", "tune", "mlartifacts", "retrain") for p in (head["home"] / d).rglob("*")
+             if p.is_file()]
+    assert local == []  # nothing of it on the head's disk
