@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.mlflow_server import BACKEND_ENV, start_mlflow_server, stop_process_group
+from cluster.mlflow_server import BACKEND_ENV, auth_environment, start_mlflow_server, stop_process_group
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -58,8 +58,15 @@ def run_mlflow(args: argparse.Namespace) -> int:
             print(f"the Ray head did not answer on port {args.ray_port} within {args.wait_s:.0f}s", file=sys.stderr)
             return 1
         time.sleep(1)
+    auth = None
+    if args.auth:
+        try:
+            auth = auth_environment(expand_store_uri(args.auth_db), Path(args.log).expanduser().parent)
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
     proc = start_mlflow_server(expand_store_uri(backend), args.artifacts_destination, host=args.host,
-                               port=args.port, log_path=Path(args.log).expanduser())
+                               port=args.port, log_path=Path(args.log).expanduser(), auth=auth)
     print(f"mlflow server pid {proc.pid} on {args.host}:{args.port}; stops with the Ray head "
           f"(port {args.ray_port})", flush=True)
     answers: list[bool] = []
@@ -92,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--wait-s", type=float, default=300.0, help="how long to wait for the Ray head")
     m.add_argument("--poll-s", type=float, default=2.0)
     m.add_argument("--misses", type=int, default=3, help="failed probes in a row that mean the head stopped")
+    m.add_argument("--auth", action="store_true",
+                   help="MLflow's basic-auth app: every request needs the cluster's credentials "
+                        "(MLFLOW_TRACKING_USERNAME / _PASSWORD in the environment, never on a command line); "
+                        "for a server other nodes reach")
+    m.add_argument("--auth-db", default="sqlite:///~/handoff-mlflow-auth.db", help="where its users are kept")
     return run_mlflow(parser.parse_args(argv))
 
 

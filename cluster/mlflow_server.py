@@ -15,7 +15,37 @@ from pathlib import Path
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
 
 
-def mlflow_server_command(artifacts_dir: Path | str, host: str, port: int) -> list[str]:
+#: the credentials every client of an authenticated server sends (MLflow's clients read them themselves)
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def auth_environment(auth_db: str, config_dir: Path, environ=None) -> dict[str, str]:
+    """What MLflow's basic-auth app needs, from the cluster's credentials in the environment
+    (MLFLOW_TRACKING_USERNAME / _PASSWORD, delivered to every node like the Ray token, so every
+    process's MLflow client sends them): its admin is that user, its users live in `auth_db`, its
+    config file (written in `config_dir`, readable by this user only) names them; a secret key for
+    its sessions. ValueError naming what is missing."""
+    import secrets
+
+    environ = os.environ if environ is None else environ
+    missing = [k for k in (USERNAME_ENV, PASSWORD_ENV) if not environ.get(k)]
+    if missing:
+        raise ValueError(f"an authenticated MLflow server needs {' and '.join(missing)} in its environment "
+                         "(the cluster's credentials file: `handoff credentials` writes one)")
+    config_dir.mkdir(parents=True, exist_ok=True)
+    config = config_dir / "mlflow-basic-auth.ini"
+    config.touch(mode=0o600, exist_ok=True)
+    config.chmod(0o600)
+    config.write_text("[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = {auth_db}\n"
+                      f"admin_username = {environ[USERNAME_ENV]}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": environ[USERNAME_ENV],
+            "MLFLOW_AUTH_ADMIN_PASSWORD": environ[PASSWORD_ENV],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
+
+
+def mlflow_server_command(artifacts_dir: Path | str, host: str, port: int, auth: bool = False) -> list[str]:
     """The command line of a tracking + registry server that proxies artifacts from `artifacts_dir`
     (a local path or an object-store URI such as s3://bucket/prefix). The database URI is not on
     it: it holds a password on a real cluster, and any user of the machine reads a command line
@@ -27,22 +57,26 @@ def mlflow_server_command(artifacts_dir: Path | str, host: str, port: int) -> li
         "--host", host,
         "--port", str(port),
         "--workers", "1",
+        *(["--app-name", "basic-auth"] if auth else []),
     ]
 
 
 def start_mlflow_server(
     backend_store_uri: str, artifacts_dir: Path | str, *, host: str = "127.0.0.1", port: int = 5000,
-    log_path: Path, timeout_s: float = 90.0,
+    log_path: Path, timeout_s: float = 90.0, auth: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """Start the server in its own session (so it outlives the caller) and wait until it answers."""
+    """Start the server in its own session (so it outlives the caller) and wait until it answers;
+    with `auth` (from `auth_environment`), MLflow's basic-auth app: every request but its health
+    check needs the credentials."""
     if "://" not in str(artifacts_dir):  # a local path; object stores need no directory
         Path(artifacts_dir).mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        mlflow_server_command(artifacts_dir, host, port),
+        mlflow_server_command(artifacts_dir, host, port, auth=auth is not None),
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", BACKEND_ENV: backend_store_uri},
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", BACKEND_ENV: backend_store_uri, **(auth or {})},
     )
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout_s

@@ -142,6 +142,30 @@ def down(home: HomeOpt = None) -> None:
     out.print("stopped" if stop(settings, warn=err.print) else f"nothing to stop: no {settings.services_file}")
 
 
+@app.command()
+def credentials(path: Annotated[Path, typer.Option(help="the file to write (what a `ray up` config's file_mounts "
+                                                      "copy to every node)")] = Path("~/.handoff/mlflow-credentials.env"),
+                username: Annotated[str, typer.Option(help="the MLflow user every process of the cluster acts as")] = "handoff",
+                ) -> None:
+    """Write a `ray up` cluster's MLflow credentials: a user and a random password, readable by you only.
+
+    `ray up` copies the file to every node (file_mounts, as the Ray token) and each node's
+    environment reads it, so every process's MLflow client sends them, and the head's MLflow server
+    (`cluster.head_services mlflow --auth`) makes that user its admin. An existing file is kept:
+    the server keeps the password it first started with (change it through MLflow's API first)."""
+    import secrets
+
+    target = path.expanduser()
+    if target.exists():
+        _fail(f"{target} exists: kept (the cluster's MLflow server knows that password; change it through "
+              "MLflow's update-password API, then edit the file)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"export MLFLOW_TRACKING_USERNAME={username}\nexport MLFLOW_TRACKING_PASSWORD={secrets.token_urlsafe(24)}\n")
+    out.print(f"wrote {target} (mode 600): user {username}, a random password")
+
+
 def _stop_serving_first(address: str) -> None:
     """Stop what is served on the head at `address` gracefully before its processes are stopped, so that
     each gateway writes its buffered live log (killed, it would lose the last seconds of rows). A head

@@ -98,8 +98,15 @@ def onprem_config(tmp: Path, key: Path, ports: dict[str, int], worker_temp: Path
     text = text.replace("--port=6379", f"--port={ports['gcs']}").replace("--ray-port 6379", f"--ray-port {ports['gcs']}")
     text = text.replace("$RAY_HEAD_IP:6379", f"$RAY_HEAD_IP:{ports['gcs']}")
     text = text.replace("--dashboard-port=8265", f"--dashboard-port={ports['dashboard']}")
-    text = text.replace("--port 5000", f"--port {ports['mlflow']}").replace("127.0.0.1:5000", f"127.0.0.1:{ports['mlflow']}")
+    text = text.replace("--port 5000", f"--port {ports['mlflow']}").replace("10.0.0.10:5000", f"{HEAD}:{ports['mlflow']}")
+    text = text.replace("--host 10.0.0.10", f"--host {HEAD}")
     cfg = yaml.safe_load(text)
+    credentials = tmp / "mlflow-credentials.env"  # the cluster's MLflow user, as `handoff credentials` writes it
+    made = subprocess.run([sys.executable, "-m", "handoff", "credentials", "--path", str(credentials)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    mount = next(k for k in cfg["file_mounts"] if k.endswith("handoff-mlflow-credentials.env"))
+    cfg["file_mounts"][mount] = str(credentials)
     cfg["cluster_name"] = f"handoff-test-{os.getpid()}"
     cfg["provider"].update(head_ip=HEAD, worker_ips=[WORKER])
     cfg["auth"] = {"ssh_user": os.environ.get("USER") or "root", "ssh_private_key": str(key)}
@@ -162,7 +169,7 @@ def _ray_processes() -> list[str]:
     return [p for p in out if ("raylet" in p or "gcs_server" in p) and "ps -eo" not in p]
 
 
-def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
+def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path, monkeypatch):
     if not TOKEN_FILE.exists():
         _ray("get-auth-token", "--generate")
     # a cluster an earlier module shut down may take a while to exit on a busy machine; one still there
@@ -180,6 +187,14 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path):
         _wait(lambda: len(_alive_nodes(dashboard)) == 2 and WORKER in _alive_nodes(dashboard), 240,
               "the worker on 127.0.0.2 to join", poll_s=3)
         _wait(lambda: port_open(ports["mlflow"], HEAD), 120, "the MLflow server on the head")
+        # MLflow answers no one without the cluster's credentials; this process acts with them, as every node's do
+        try:
+            urllib.request.urlopen(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+            raise AssertionError("MLflow answered a request without credentials")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        for line in (tmp_path / "mlflow-credentials.env").read_text().splitlines():
+            monkeypatch.setenv(*line.removeprefix("export ").split("=", 1))
 
         # secure by default: the jobs API refuses a submission without the token, or with a wrong one
         assert _post_job(dashboard, {}) == 401

@@ -56,7 +56,15 @@ def test_secure_defaults_token_auth_and_localhost_control_planes(path):
     assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the token reaches every node
     head = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head  # dashboard + jobs API
-    assert "cluster.head_services mlflow" in head and "--host 127.0.0.1" in head
+    # MLflow on an address the workers reach, behind basic auth, with credentials synced like the token
+    assert "cluster.head_services mlflow" in head and "--auth" in head and "--host 127.0.0.1" not in head
+    assert cfg["file_mounts"]["~/handoff-mlflow-credentials.env"] == "~/.handoff/mlflow-credentials.env"
+    assert "'. ~/handoff-mlflow-credentials.env'" in text and "TRACKING_URI=http://127.0.0.1" not in text
+    if cfg["provider"]["type"] == "local":  # the head's fixed address, where the server listens
+        head_ip = cfg["provider"]["head_ip"]
+        assert f"--host {head_ip}" in head and f"TRACKING_URI=http://{head_ip}:5000" in text
+    else:  # a worker's RAY_HEAD_IP, else (on the head) its own private address
+        assert '--host "$(hostname -I' in head and "${RAY_HEAD_IP:-$(hostname -I" in text
     assert "-r requirements.lock" in text and cfg["file_mounts"]["~/handoff"] == "."  # pinned install, synced project
 
 
