@@ -110,3 +110,20 @@ def test_a_homes_artifact_destination_is_chosen_once_and_another_is_refused(tmp_
     other = Settings.resolve(environ={}, home=tmp_path / "other")
     assert artifacts_destination(other, "s3://bucket/mlflow") == "s3://bucket/mlflow"
     assert artifacts_destination(other, None) == artifacts_destination(other, "s3://bucket/mlflow") == "s3://bucket/mlflow"
+
+
+def test_a_file_that_must_appear_whole_is_staged_beside_it_on_a_disk_and_put_in_place_on_an_object_store(tmp_path):
+    import pyarrow.fs as pafs
+
+    from cluster.storage import publish, staging_path
+
+    disk = pafs.LocalFileSystem()
+    final = str(tmp_path / "d" / "part-1.parquet")
+    staged = staging_path(disk, final)
+    assert staged.startswith(str(tmp_path / "d" / ".part-1.parquet.")) and staged.endswith(".tmp")
+    (tmp_path / "d").mkdir()
+    Path(staged).write_bytes(b"x")
+    publish(disk, staged, final)
+    assert Path(final).read_bytes() == b"x" and not Path(staged).exists()
+    s3 = pafs.S3FileSystem(endpoint_override="127.0.0.1:1", scheme="http", anonymous=True)  # no request is made
+    assert staging_path(s3, "bucket/d/part-1.parquet") == "bucket/d/part-1.parquet"  # a move there is copy + delete
