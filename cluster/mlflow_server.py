@@ -37,8 +37,8 @@ def auth_environment(auth_db: str, config_dir: Path, environ=None) -> dict[str, 
     config.touch(mode=0o600, exist_ok=True)
     config.chmod(0o600)
     config.write_text("[mlflow]\ndefault_permission = READ\n"
-                      f"database_uri = {auth_db}\n"
-                      f"admin_username = {environ[USERNAME_ENV]}\n"
+                      f"database_uri = {auth_db.replace('%', '%%')}\n"  # configparser interpolates %
+                      f"admin_username = {environ[USERNAME_ENV].replace('%', '%%')}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_USERNAME": environ[USERNAME_ENV],
             "MLFLOW_AUTH_ADMIN_PASSWORD": environ[PASSWORD_ENV],

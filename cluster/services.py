@@ -111,15 +111,19 @@ def artifacts_destination(settings: Settings, requested: str | None) -> str:
     in HANDOFF_HOME, because the versions registered so far can only be read from there. Another
     destination later is refused (SettingsError), not followed."""
     recorded = settings.home / ARTIFACTS_FILE
-    chosen = recorded.read_text().strip() if recorded.exists() else None
+    chosen = (recorded.read_text().strip() or None) if recorded.exists() else None
+    if chosen is None and (settings.home / "mlflow.db").exists():  # a store begun before the choice was kept
+        chosen = str(settings.artifacts_dir.absolute())
     wanted = None if requested is None else absolute(requested)
     if chosen is not None and wanted is not None and wanted != chosen:
         raise SettingsError(f"this store's MLflow artifacts are at {chosen} (its registered versions are read from "
                          f"there): --artifacts {requested} would lose them; use another --home for another store")
-    if chosen is None:
-        chosen = wanted or str(settings.artifacts_dir.absolute())
+    chosen = chosen or wanted or str(settings.artifacts_dir.absolute())
+    if not recorded.exists() or not recorded.read_text().strip():
         settings.home.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(chosen + "\n")
+        staged = recorded.with_name(f".{recorded.name}.tmp")
+        staged.write_text(chosen + "\n")
+        staged.replace(recorded)  # whole or not at all
     return chosen
 
 

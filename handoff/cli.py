@@ -155,6 +155,10 @@ def credentials(path: Annotated[Path, typer.Option(help="the file to write (what
     the server keeps the password it first started with (change it through MLflow's API first)."""
     import secrets
 
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", username):
+        _fail(f"--username {username!r}: letters, digits and _ . @ - only (the file is sourced by a shell)")
     target = path.expanduser()
     if target.exists():
         _fail(f"{target} exists: kept (the cluster's MLflow server knows that password; change it through "

@@ -464,7 +464,7 @@ class MonitorCore:
             arrived = arrived or n > 0
         if arrived:
             due = [(int(v), w) for v, n in self.state["windows"].items()
-                   for w in range(max(0, n - self.labels.horizon), n)]
+                   for w in range(max(0, n - self.labels.horizon), n) if not self._past_label_floor(v, w)]
         else:
             due = self._new_windows
         self._new_windows = []
@@ -487,6 +487,12 @@ class MonitorCore:
                 del kept[old]
         return events
 
+    def _past_label_floor(self, version: str, window: int) -> bool:
+        """A window answered before the label floor (`max_delay_s` held it back no longer): some of its
+        labels are let go, so it is not joined again; its figures stay as last joined."""
+        floor, answered = self.state["feedback_floor"], self.state["window_ts"].get(version, {}).get(str(window))
+        return floor is not None and answered is not None and answered < floor + CLOCK_SKEW_S
+
     def label_floor_candidate(self) -> float | None:
         """Where the label floor may rise to now (epoch s), None when it must stay: the earliest answer
         a join still needs a label for (the oldest window in a version's horizon, the oldest row not yet
@@ -497,6 +503,10 @@ class MonitorCore:
             return None
         if self._read_upto < self.state["files_base"] + len(self.state["files"]) - 1:
             return None
+        horizon = self.labels.horizon
+        if any(str(w) not in self.state["window_ts"].get(v, {}) for v, n in self.state["windows"].items()
+               for w in range(max(0, n - horizon), n)):
+            return None  # windows scored before their answer times were kept (an earlier version): wait them out
         now = self.clock()
         needed = [now - LABEL_SETTLE_S, *(min(w.values()) for w in self.state["window_ts"].values() if w)]
         buffered = self.windower.earliest_ts()

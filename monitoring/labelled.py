@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
 from monitoring.labels import CLOCK_SKEW_S, Feedback
+from monitoring.read_retry import TransientRead, read_with_retries
 from monitoring.live_reader import categorical_features, feature_columns, model_dir, parquet_files
 
 
@@ -69,8 +70,9 @@ def _answered(fs, path: str, features: list[str] | None, with_features: bool, si
               ) -> tuple[pa.Table | None, list[str] | None, set[str]]:
     """One live-log file's answered rows (mirrors left out; answered at or after `since`, by one of
     `versions`, when given; of one `row_group` when given), with the feature columns when asked; None
-    for a file that cannot be read or has other features than `features` (the first file's, when
-    None). Its features and categorical ones."""
+    for a file that does not parse or has other features than `features` (the first file's, when
+    None). Its features and categorical ones. An I/O error (a throttle, a network blip) is raised:
+    the caller tries the file again later."""
     try:
         schema = pq.read_schema(path, filesystem=fs)
         names = feature_columns(schema.names)
@@ -83,7 +85,9 @@ def _answered(fs, path: str, features: list[str] | None, with_features: bool, si
         else:
             with fs.open_input_file(path) as f:
                 table = pq.ParquetFile(f).read_row_group(row_group, columns=columns)
-    except Exception:  # noqa: BLE001 - a file that cannot be read is skipped, as the monitor does
+    except OSError:
+        raise
+    except Exception:  # noqa: BLE001 - a file that does not parse is skipped, as the monitor does
         return None, features, set()
     keep = pc.invert(table.column("shadow"))
     if since is not None:
@@ -120,8 +124,11 @@ class LabelledReader:
             # written before `since` (less the skew: an object store keeps whole seconds, by its own clock)
             if key in self._tables or (self.since is not None and mtime < self.since - CLOCK_SKEW_S):
                 continue
-            table, self._features, categorical = _answered(fs, f"{live_dir}/{key}", self._features,
-                                                           self.with_features, self.since, self.versions)
+            try:
+                table, self._features, categorical = _answered(fs, f"{live_dir}/{key}", self._features,
+                                                               self.with_features, self.since, self.versions)
+            except OSError:  # not kept: read again at the next call
+                continue
             self._categorical |= categorical
             self._tables[key] = table
         self.feedback.catch_up()  # an unreadable label file is skipped (the monitor records it)
@@ -152,8 +159,12 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
     tables, features, categorical, done, batch = [], None, set(), 0, 8
     while True:
         for _, key, group in parts[done:done + batch]:
-            table, features, more = _answered(fs, f"{live_dir}/{key}", features, with_features, since, versions,
-                                              group)
+            try:
+                table, features, more = read_with_retries(
+                    lambda: _transient(_answered, fs, f"{live_dir}/{key}", features, with_features, since, versions,
+                                       group))
+            except TransientRead:  # an I/O error every try: left out, as a file that cannot be read
+                continue
             categorical |= more
             if table is not None and table.num_rows:
                 tables.append(table)
@@ -165,6 +176,14 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
         rows = _joined(tables, features, categorical, feedback, with_features, regression, last)
         if done >= len(parts) or (len(rows) >= last and parts[done][0] < _epoch_s(rows.ts[0])):
             return rows
+
+
+def _transient(read, *args):
+    """`read(*args)`, an I/O error raised as a `TransientRead` (what `read_with_retries` tries again)."""
+    try:
+        return read(*args)
+    except OSError as exc:
+        raise TransientRead(f"{type(exc).__name__}: {exc}") from None
 
 
 def _row_groups(fs, path: str, mtime: float) -> list[tuple[float, int | None]]:

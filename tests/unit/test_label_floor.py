@@ -248,3 +248,70 @@ def test_a_merged_files_older_row_groups_are_not_read_for_the_last_rows(tmp_path
     recent = labelled_rows(root, "m", last=30)
     assert recent.y.tolist() == whole.y[-30:].tolist() and recent.frame.equals(whole.frame.iloc[-30:].reset_index(drop=True))
     assert read == list(range(29, 21, -1))  # the newest 8 of its 30 row groups
+
+
+def test_a_window_the_floor_passed_keeps_its_figures_when_later_labels_arrive(tmp_path):
+    """Past `max_delay_s` a window's labels are let go: a late label must not shrink its joined figures."""
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    answer(log, 0)
+    log.close()
+    send(live, [(i, 1) for i in ids(0, 100)])
+    core = monitor(tmp_path, max_delay_s=1.0)
+    core.clock = lambda: time.time() + core_module.LABEL_SETTLE_S + core_module.CLOCK_SKEW_S + 5
+    core.step()
+    assert core.state["labels"]["1"]["0"]["labelled"] == 100 and core.labels.feedback.labels == {}
+    later = int((time.time() + core_module.LABEL_SETTLE_S + core_module.CLOCK_SKEW_S + 6) * 1000)  # after the floor
+    send(live, [(ids(0)[150], 0)], stamp_ms=later)  # a label later than the longest delay: not joined, nothing undone
+    assert [e for e in core.step() if e["kind"] == "window_labels"] == []
+    assert core.state["labels"]["1"]["0"]["labelled"] == 100
+
+
+def test_windows_scored_before_answer_times_were_kept_hold_the_floor(tmp_path, no_margins):
+    """A state from an earlier version has no answer times for its windows: the floor waits until its
+    horizon holds only windows whose answer times are known."""
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    core = monitor(tmp_path, horizon=2)
+    for w in range(3):
+        answer(log, w)
+        time.sleep(0.01)
+        send(live, [(i, 1) for i in ids(w, 20)])
+        core.step()
+        time.sleep(0.01)
+    store = StateStore(str(tmp_path / "state"), "m")
+    saved = store.read_state()
+    saved.pop("window_ts"), saved.pop("feedback_floor")  # as an earlier version saved it
+    store.save(saved)
+    restarted = monitor(tmp_path, horizon=2)
+    restarted.step()
+    assert restarted.label_floor_candidate() is None and restarted.state["feedback_floor"] is None
+    assert len(restarted.labels.feedback.labels) == 60  # nothing let go
+    for w in range(3, 5):  # the horizon's windows now all have answer times: the floor moves again
+        answer(log, w)
+        time.sleep(0.01)
+        send(live, [(i, 1) for i in ids(w, 20)])
+        restarted.step()
+        time.sleep(0.01)
+    log.close()
+    assert restarted.state["feedback_floor"] is not None and len(restarted.labels.feedback.labels) <= 60
+
+
+def test_a_kept_labelled_reader_reads_a_file_again_after_an_io_error(tmp_path, monkeypatch):
+    import monitoring.labelled as labelled
+    from monitoring.labelled import LabelledReader, labelled_rows
+
+    root = labelled_log(tmp_path, files=4)
+    calls, original = [0], labelled._answered
+
+    def flaky(fs, path, *a):
+        calls[0] += 1
+        if calls[0] == 2:  # the second newest file, which has labels
+            raise OSError("503 Slow Down")  # an object store's throttle, once
+        return original(fs, path, *a)
+
+    monkeypatch.setattr(labelled, "_answered", flaky)
+    kept = LabelledReader(root, "m", with_features=False)
+    first = kept.rows()
+    assert len(first) < len(labelled_rows(root, "m", with_features=False))  # the file that failed is missing
+    assert kept.rows().y.tolist() == labelled_rows(root, "m", with_features=False).y.tolist()  # read again

@@ -127,3 +127,15 @@ def test_a_file_that_must_appear_whole_is_staged_beside_it_on_a_disk_and_put_in_
     assert Path(final).read_bytes() == b"x" and not Path(staged).exists()
     s3 = pafs.S3FileSystem(endpoint_override="127.0.0.1:1", scheme="http", anonymous=True)  # no request is made
     assert staging_path(s3, "bucket/d/part-1.parquet") == "bucket/d/part-1.parquet"  # a move there is copy + delete
+
+
+def test_a_home_with_a_store_from_before_the_choice_was_kept_keeps_its_local_artifacts(tmp_path):
+    from cluster.services import artifacts_destination
+    from cluster.settings import Settings, SettingsError
+
+    home = Settings.resolve(environ={}, home=tmp_path / "h")
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "mlflow.db").write_bytes(b"")  # registered versions whose artifacts are under mlartifacts
+    with pytest.raises(SettingsError, match="would lose them"):
+        artifacts_destination(home, "s3://bucket/mlflow")
+    assert artifacts_destination(home, None) == str((tmp_path / "h" / "mlartifacts").absolute())
