@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pyarrow.fs as pafs
 
@@ -79,13 +80,23 @@ class StateStore:
         self._tail: dict | None = None  # the writer's last segment: first line, path, lines, bytes (and its bytes)
 
     # --- readers: never write ---------------------------------------------------------------------
-    def read_state(self) -> dict | None:
-        """The saved state, None before the first commit. Reads only."""
-        try:
-            with self.fs.open_input_stream(self.state_path) as f:
-                return json.loads(f.read())
-        except FileNotFoundError:
-            return None
+    def read_state(self, attempts: int = 6) -> dict | None:
+        """The saved state, None before the first commit. Reads only. On an object store a read that
+        overlaps the state's replacement can get bytes of both versions (an object is read in ranges):
+        such a read does not parse and is read again (the writer's put replaces the object whole)."""
+        for attempt in range(attempts):
+            try:
+                with self.fs.open_input_stream(self.state_path) as f:
+                    raw = f.read()
+            except FileNotFoundError:
+                return None
+            try:
+                return json.loads(raw)
+            except ValueError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     def segments(self) -> list[tuple[int, str]]:
         """(number of its first line, path) of each segment of the event log, in order (an earlier

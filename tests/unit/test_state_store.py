@@ -289,3 +289,31 @@ def test_a_one_file_log_of_an_earlier_version_is_read_and_becomes_the_first_segm
     assert repaired == [] and not (directory / "events.jsonl").exists()
     store.commit(state, [{"kind": "c"}])
     assert [e["kind"] for e in store.events()] == ["a", "b", "c"] and store.segments()[0][0] == 0
+
+
+def test_a_state_read_torn_by_its_replacement_on_an_object_store_is_read_again(tmp_path):
+    """pyarrow reads an object in ranges: a read overlapping a put can mix both versions (CI saw
+    `handoff events` fail so on S3). The reader reads again; the writer's put is whole."""
+    store = StateStore(str(tmp_path / "state"), "m")
+    store.save({"model": "m", "events_logged": 0, "pad": "x" * 100})
+    whole = Path(store.state_path).read_bytes()
+    real, reads = store.fs, []
+
+    class Tearing:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def open_input_stream(self, path):
+            reads.append(path)
+            if len(reads) == 1:
+                import io
+
+                class Torn(io.BytesIO):
+                    def __enter__(self):
+                        return self
+
+                return Torn(whole[:40] + b'"y"' + whole[60:])  # the old version's start, the new one's end
+            return real.open_input_stream(path)
+
+    store.fs = Tearing()
+    assert store.read_state()["model"] == "m" and len(reads) == 2
