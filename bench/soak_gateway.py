@@ -34,6 +34,7 @@ GATEWAY_PORT = 8000
 
 
 def listening_pids(port: int) -> set[int]:
+    import ray  # noqa: F401 - puts Ray's own psutil (ray/thirdparty_files) on the path
     import psutil
 
     return {c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
@@ -41,6 +42,7 @@ def listening_pids(port: int) -> set[int]:
 
 
 def rss_mib(pids) -> float:
+    import ray  # noqa: F401 - Ray's own psutil
     import psutil
 
     total = 0
@@ -54,6 +56,7 @@ def rss_mib(pids) -> float:
 
 def replica_pids() -> set[int]:
     """The processes of the version replicas: Serve replicas (by their process title) not the gateway's."""
+    import ray  # noqa: F401 - Ray's own psutil
     import psutil
 
     pids = set()
