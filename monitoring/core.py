@@ -24,7 +24,7 @@ from monitoring.compaction import CompactionSpec, describe, merge_files, plan_me
 from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
 from monitoring.label_compaction import merge_label_files, merged_name, plan_label_merges, shape_of, stamp_of
-from monitoring.labels import CLOCK_SKEW_S, Feedback, WindowRows, label_stats
+from monitoring.labels import CLOCK_SKEW_S, Feedback, WindowRows, epoch_s, label_stats
 from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
 from monitoring.read_retry import RetryLater, TransientRead, after_failed_pass, read_with_retries
 from monitoring.reference import ReferenceProfile
@@ -399,7 +399,7 @@ class MonitorCore:
                 self.labels.window_rows.save(window.version, index, window.ids, window.prediction, window.proba,
                                              self.labels.horizon)
                 answered = self.state["window_ts"].setdefault(v, {})
-                answered[str(index)] = _epoch_s(window.ts_min if window.ts_min is not None else window.ts_first)
+                answered[str(index)] = epoch_s(window.ts_min if window.ts_min is not None else window.ts_first)
                 for old in [w for w in answered if int(w) <= index - self.labels.horizon]:
                     del answered[old]
                 self._new_windows.append((window.version, index))
@@ -511,7 +511,7 @@ class MonitorCore:
         needed = [now - LABEL_SETTLE_S, *(min(w.values()) for w in self.state["window_ts"].values() if w)]
         buffered = self.windower.earliest_ts()
         if buffered is not None:
-            needed.append(_epoch_s(buffered))
+            needed.append(epoch_s(buffered))
         return max(min(needed), now - self.labels.max_delay_s) - CLOCK_SKEW_S
 
     def _raise_label_floor(self) -> None:
@@ -563,10 +563,6 @@ class MonitorCore:
         self._note_positions()
         self.store.commit(self.state, stamped)
         return stamped
-
-
-def _epoch_s(ts: np.datetime64) -> float:
-    return float(np.datetime64(ts, "ms").astype(np.int64)) / 1000
 
 
 def _window_record(window: Window, index: int, scores: WindowScores) -> dict:

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
-from monitoring.labels import CLOCK_SKEW_S, Feedback
+from monitoring.labels import CLOCK_SKEW_S, Feedback, epoch_s
 from monitoring.read_retry import TransientRead, read_with_retries
 from monitoring.live_reader import categorical_features, feature_columns, model_dir, parquet_files
 
@@ -174,7 +174,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
             feedback.reach_back(earliest - CLOCK_SKEW_S)
         feedback.catch_up()
         rows = _joined(tables, features, categorical, feedback, with_features, regression, last)
-        if done >= len(parts) or (len(rows) >= last and parts[done][0] < _epoch_s(rows.ts[0])):
+        if done >= len(parts) or (len(rows) >= last and parts[done][0] < epoch_s(rows.ts[0])):
             return rows
 
 
@@ -202,10 +202,6 @@ def _row_groups(fs, path: str, mtime: float) -> list[tuple[float, int | None]]:
         return groups
     except Exception:  # noqa: BLE001 - unreadable: read (and skipped) like any other
         return [(mtime, None)]
-
-
-def _epoch_s(ts: np.datetime64) -> float:
-    return float(np.datetime64(ts, "ms").astype(np.int64)) / 1000
 
 
 def _joined(tables: list[pa.Table], features: list[str] | None, categorical: set[str], feedback: Feedback,

@@ -32,6 +32,11 @@ CLOCK_SKEW_S = 60.0  # how far the gateways' and the readers' clocks may differ:
 MIN_P = 1e-15  # log loss of a probability of 0 for the true class: -log(1e-15), as scikit-learn clips
 
 
+def epoch_s(ts: np.datetime64) -> float:
+    """An answer time (datetime64) as epoch seconds: what label files' stamps are compared with."""
+    return float(np.datetime64(ts, "ms").astype(np.int64)) / 1000
+
+
 def label_stats(prediction: np.ndarray, proba: np.ndarray | None, label: np.ndarray,
                 regression: bool = False) -> dict:
     """Of a window's rows with `label` ≥ 0 (the true class index; UNLABELLED otherwise): how many,
