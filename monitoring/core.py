@@ -25,7 +25,7 @@ from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
 from monitoring.label_compaction import merge_label_files, merged_name, plan_label_merges, shape_of, stamp_of
 from monitoring.labels import CLOCK_SKEW_S, Feedback, WindowRows, epoch_s, label_stats
-from monitoring.live_reader import START, CorruptFile, Position, list_files, model_dir, read_rows
+from monitoring.live_reader import START, CorruptFile, Position, day_of, list_files, model_dir, read_rows
 from monitoring.read_retry import RetryLater, TransientRead, after_failed_pass, read_with_retries
 from monitoring.reference import ReferenceProfile
 from monitoring.report import category_shares, drift_reason, histograms, shown_features
@@ -35,7 +35,10 @@ from monitoring.tolerance import shift_tolerance
 from monitoring.windows import Window, Windower, WindowSpec
 
 END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
-LABEL_SETTLE_S = 300.0  # label files younger than this are not merged (one still being uploaded may sort before them)
+#: a live-log day directory this long past gets no new file (a gateway writes a row into its answer's
+#: day, at most a buffer's flush later): once every version has read it, it is no longer listed
+RETIRE_AFTER_S = 2 * 86_400.0
+LABEL_SETTLE_S = 300.0  # a label file may appear this long after its name's moment (an upload): the floor waits for it
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class MonitorCore:
             "files": saved.get("files", []),
             "files_base": saved.get("files_base", 0),
             "consumed": saved.get("consumed", {}),
+            "retired_before": saved.get("retired_before"),  # day directories before it: all read, not listed
             "compaction": saved.get("compaction"),  # a merge under way: finished (or undone) on restart
             "read_head": saved.get("read_head", START.to_json()),
             "next": saved.get("next", {}),
@@ -150,7 +154,7 @@ class MonitorCore:
         State and events are saved after every window."""
         events: list[dict] = []
         known = set(self.state["files"]) | set(self.state["consumed"]) | set(self.state["corrupt"])
-        for key in list_files(self.live_root, self.model, now=self.clock()):
+        for key in list_files(self.live_root, self.model, now=self.clock(), from_day=self.state["retired_before"]):
             if key not in known:  # a new file: numbered after every file read so far
                 known.add(key)
                 self.state["files"].append(key)
@@ -180,15 +184,13 @@ class MonitorCore:
 
     # --- label-file compaction ------------------------------------------------------------------------
     def _compact_labels(self) -> list[dict]:
-        """Merge the label files read so far, written over `LABEL_SETTLE_S` ago, in runs of consecutive
-        small files (monitoring/label_compaction.py): the same labels in the same order, fewer files."""
-        shapes, cutoff = self.state["feedback_shapes"], self.clock() - LABEL_SETTLE_S
-        feedback = self.labels.feedback
-        files = []
+        """Merge the label files read so far in runs of consecutive small files of one generation
+        (monitoring/label_compaction.py): the same labels in the same order, fewer files. As soon as
+        they are read: a file that appears late (an upload that took long) lies beside a merge, not
+        inside it, and every reader applies a label by when its file was written, not by where its
+        name sorts, so the merge and the late file read as their sources did."""
+        shapes, feedback, files = self.state["feedback_shapes"], self.labels.feedback, []
         for key in sorted(self.state["feedback_files"]):
-            stamp = stamp_of(key)
-            if stamp is None or stamp >= cutoff:
-                break  # too young (or not named by a gateway): it and what follows wait
             if key not in shapes:  # read before shapes were kept, or skipped as unparseable
                 try:
                     shapes[key] = list(shape_of(feedback.fs, feedback.dir, key))
@@ -277,7 +279,26 @@ class MonitorCore:
         events = []
         for sources in plan_merges([(k, rows, schema) for k, (rows, schema) in consumed.items()], self.compaction):
             events += self._merge(sources)
+        self._retire_days()
         return events
+
+    def _retire_days(self) -> None:
+        """Stop listing the day directories that are over (`RETIRE_AFTER_S`) and that every version has
+        read: their files leave `consumed`, and the state and each pass's listing stay a few days' files
+        however long the model is served. A day that still holds a file some version has not read, or
+        a merge under way, is kept."""
+        cutoff = str(np.datetime64(int(self.clock() - RETIRE_AFTER_S), "s").astype("datetime64[D]"))
+        held = [day_of(k) for k in self.state["files"]]
+        if self.state["compaction"] is not None:
+            held += [day_of(k) for k in self.state["compaction"]["sources"]]
+        if None in held:  # a file outside a day directory: nothing can be said of its days
+            return
+        before = min([cutoff, *held])
+        if self.state["retired_before"] is not None and before <= self.state["retired_before"]:
+            return
+        self.state["retired_before"] = before
+        self.state["consumed"] = {k: v for k, v in self.state["consumed"].items()
+                                  if day_of(k) is None or day_of(k) >= before}
 
     def _merge(self, sources: list[str]) -> list[dict]:
         """Merge `sources` into one file: written unlisted, recorded, moved into place, sources deleted."""

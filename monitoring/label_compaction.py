@@ -2,8 +2,10 @@
 
 A label file is written per accepted `POST /feedback` batch; a model labelled as it is answered
 collects thousands a day, each one a list entry of the monitor's state, a read at every start and a
-listing at every pass. Once the monitor has read them, files of one day are merged (the live log's
-rule, `plan_merges`) into files of up to `target_rows` labels. A merge is the sources' rows
+listing at every pass. As soon as the monitor has read them, runs of `min_files` consecutive files
+of one day and generation are merged into one of the next generation (up to `target_rows` labels):
+the files the state lists stay under `min_files` a generation, and a label is rewritten once a
+generation, however fast label files come. A merge is the sources' rows
 concatenated in their order, so "the latest label sent for an id wins" reads the same from the
 merge as from its sources; it is named after its last source (`…-m.parquet`: a reader that lists
 files by name meets it where its sources were), and its metadata lists its sources and their row
@@ -39,19 +41,31 @@ def stamp_of(key: str) -> float | None:
     return int(found.group(1)) / 1000 if found else None
 
 
+def generation_of(key: str) -> int:
+    """How many merges deep a label file is: 0 for a gateway's file, K for a merge named `…-mK`."""
+    stem = key[: -len(".parquet")] if key.endswith(".parquet") else key
+    found = _GENERATION.search(stem)
+    return int(found.group(1)) if found else 0
+
+
 def plan_label_merges(files: list[tuple[str, int, str]], spec: CompactionSpec) -> list[list[str]]:
     """Groups of label files to merge, from (key, rows, schema id: None for a file that cannot be
-    merged) in name order: runs of consecutive files of one day and schema, each under `target_rows` and together at most `target_rows`, of at
-    least `min_files` files. Only consecutive files: a merge takes its last source's place in the
-    order, so no file may lie between its sources."""
+    merged) in name order: runs of consecutive files of one day, schema and generation, each under
+    `target_rows` and together at most `target_rows`, of `min_files` files (a longer run gives
+    several). Only consecutive files: a merge takes its last source's place in the order, so no file
+    may lie between its sources. One generation a merge: sixteen files become one of the next, so a
+    label is rewritten once per generation (log₁₆ of the files) however long the monitor runs, and
+    the files a day holds stay under `min_files` per generation beside the merges."""
     merges, run, total, group = [], [], 0, None
     for key, rows, schema in [*files, (None, 0, None)]:
-        here = (key.rsplit("/", 1)[0] if key and "/" in key else "", schema)
-        if run and (key is None or here != group or rows >= spec.target_rows or total + rows > spec.target_rows):
-            if len(run) >= spec.min_files:
+        here = (key.rsplit("/", 1)[0] if key and "/" in key else "", schema, generation_of(key or ""))
+        joins = key is not None and schema is not None and rows < spec.target_rows  # may be a source
+        full = joins and here == group and total + rows > spec.target_rows  # the run holds all it may
+        if run and (not joins or here != group or full or len(run) == spec.min_files):
+            if len(run) == spec.min_files or (full and len(run) >= 2):
                 merges.append(run)
             run, total = [], 0
-        if key is not None and schema is not None and rows < spec.target_rows:
+        if joins:
             run.append(key)
             total, group = total + rows, here
     return merges

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from cluster.storage import filesystem
 from monitoring.labels import CLOCK_SKEW_S, Feedback, epoch_s
 from monitoring.read_retry import TransientRead, read_with_retries
-from monitoring.live_reader import categorical_features, feature_columns, model_dir, parquet_files
+from monitoring.live_reader import categorical_features, day_before, feature_columns, model_dir, parquet_files
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class LabelledReader:
     def rows(self) -> LabelledRows:
         """Every labelled row answered from `since` on, oldest first."""
         fs, live_dir = filesystem(model_dir(self.root, self.model))
-        files = parquet_files(fs, live_dir)
+        files = parquet_files(fs, live_dir, None if self.since is None else day_before(self.since - CLOCK_SKEW_S))
         listed = {key for _, key in files}
         self._tables = {k: t for k, t in self._tables.items() if k in listed}  # merged away: its rows are in the merge
         for mtime, key in reversed(files):  # newest first: the newest file's features are the model's
@@ -152,7 +152,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
         return LabelledReader(root, model, since=since, versions=versions, with_features=with_features,
                               regression=regression, feedback=feedback).rows()
     fs, live_dir = filesystem(model_dir(root, model))
-    spans = sorted((t, k, g) for m, k in parquet_files(fs, live_dir) for t, g in _row_groups(fs, f"{live_dir}/{k}", m))
+    spans = sorted((t, k, g) for m, k in parquet_files(fs, live_dir, None if since is None else day_before(since - CLOCK_SKEW_S)) for t, g in _row_groups(fs, f"{live_dir}/{k}", m))
     parts = [(t, k, g) for t, k, g in reversed(spans) if since is None or t >= since]  # latest answers first
     if feedback is None:  # no label file read yet: reached back to the oldest row read, batch by batch
         feedback = Feedback(root, model, since=float("inf") if since is None else since - CLOCK_SKEW_S)

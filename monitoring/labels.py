@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from cluster.storage import filesystem, join
 from monitoring.compaction import schema_id
 from monitoring.label_compaction import segments_of, stamp_of
-from monitoring.live_reader import parquet_files
+from monitoring.live_reader import day_before, parquet_files
 from monitoring.read_retry import TransientRead, read_with_retries
 
 FEEDBACK_DIR = "_feedback"
@@ -94,6 +94,7 @@ class Feedback:
         self._chunks: list[tuple[float, list[str]]] = []  # (when written, ids) of each file's labels applied
         self._partial: set[str] = set()  # merges read with sources before `since` left out
         self._last_stamp = 0.0
+        self._vanished = False  # a file listed was gone when read (merged): the merge is listed again
 
     def _stamp(self, key: str) -> float:
         """When `key` was written (its name); a file the gateway did not name counts as the newest read."""
@@ -108,8 +109,8 @@ class Feedback:
     def new_files(self, read: Iterable[str]) -> list[str]:
         """Keys of feedback files not in `read` and not written before `since`, oldest first: in name
         order (a gateway names a file after the moment it wrote it, a merge after its last source)."""
-        done = set(read)
-        return sorted(key for _, key in parquet_files(self.fs, self.dir) if key not in done and self._wanted(key))
+        done, listed = set(read), parquet_files(self.fs, self.dir, day_before(self.since))
+        return sorted(key for _, key in listed if key not in done and self._wanted(key))
 
     def read(self, key: str) -> int:
         """Add one file's labels; how many it added (-1 for a file that does not parse: skipped; of a
@@ -124,6 +125,7 @@ class Feedback:
             if sum(s["rows"] for s in segments) != table.num_rows:  # metadata that does not fit: the file as one
                 segments = [{"key": key, "rows": table.num_rows}]
         except FileNotFoundError:  # merged away since it was listed: its rows are in the merge, read then
+            self._vanished = True
             return 0
         except OSError as exc:
             raise TransientRead(f"{key}: {type(exc).__name__}: {exc}") from None
@@ -184,13 +186,19 @@ class Feedback:
     def catch_up(self) -> int:
         """Read the files this reader has not read yet (one that does not parse is skipped; an I/O error
         is tried again, then ends the call there); how many were read. A reader kept between calls reads each file once."""
-        new = self.new_files(self.files_read)
-        for key in new:
-            try:
-                read_with_retries(lambda: self.read(key))
-            except TransientRead:  # the rest waits; the next call tries again
-                return new.index(key)
-        return len(new)
+        done = 0
+        for _ in range(3):  # a file merged away between listing and reading: its merge, listed again
+            self._vanished = False
+            new = self.new_files(self.files_read)
+            for key in new:
+                try:
+                    read_with_retries(lambda: self.read(key))
+                except TransientRead:  # the rest waits; the next call tries again
+                    return done + new.index(key)
+            done += len(new)
+            if not self._vanished:
+                break
+        return done
 
     def lookup(self, ids: np.ndarray, regression: bool = False) -> np.ndarray:
         """The class index labelled for each id, UNLABELLED where none was sent; for a `regression`

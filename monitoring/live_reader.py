@@ -66,20 +66,49 @@ def model_dir(root: str, model: str) -> str:
     return join(root, f"model={model}")
 
 
-def parquet_files(fs: pafs.FileSystem, path: str) -> list[tuple[float, str]]:
+#: the gateway's directory of one day's files (`date=YYYY-MM-DD`)
+DAY_DIR = "date="
+
+
+def day_of(key: str) -> str | None:
+    """The day (YYYY-MM-DD) of the directory a file key lies in, None for a key outside one."""
+    first = key.split("/", 1)[0]
+    return first[len(DAY_DIR):] if "/" in key and first.startswith(DAY_DIR) else None
+
+
+def day_before(epoch: float) -> str | None:
+    """The day (YYYY-MM-DD, UTC) of the second before `epoch`: no file written from `epoch` on lies in
+    a day directory before it (a writer names the directory from its clock before the file). None for
+    no bound (an infinite or missing `epoch`)."""
+    if epoch is None or not np.isfinite(epoch):
+        return None
+    return str(np.datetime64(int(epoch) - 1, "s").astype("datetime64[D]"))
+
+
+def parquet_files(fs: pafs.FileSystem, path: str, from_day: str | None = None) -> list[tuple[float, str]]:
     """(modification time, key under `path`) of the finished Parquet files below `path`, oldest first
-    (dot-named files are still being written beside their final name)."""
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    (dot-named files are still being written beside their final name). Day directories before
+    `from_day` (YYYY-MM-DD) are not listed: what a reader that needs no earlier day lists stays a
+    few days' files, not the log's life."""
+    selector = pafs.FileSelector(path, recursive=from_day is None, allow_not_found=True)
+    infos = fs.get_file_info(selector)
+    if from_day is not None:
+        for info in list(infos):
+            if info.type == pafs.FileType.Directory and not (
+                    info.base_name.startswith(DAY_DIR) and info.base_name[len(DAY_DIR):] < from_day):
+                infos += fs.get_file_info(pafs.FileSelector(info.path, recursive=True, allow_not_found=True))
     return sorted((i.mtime.timestamp() if i.mtime is not None else 0.0, i.path[len(path):].lstrip("/"))
                   for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
                   and not i.base_name.startswith("."))
 
 
-def list_files(root: str, model: str, *, now: float | None = None, settle_s: float = SETTLE_S) -> list[str]:
-    """Keys of the model's files old enough to be complete, oldest first (by modification time)."""
+def list_files(root: str, model: str, *, now: float | None = None, settle_s: float = SETTLE_S,
+               from_day: str | None = None) -> list[str]:
+    """Keys of the model's files old enough to be complete, oldest first (by modification time);
+    from the day directory `from_day` on, when given."""
     fs, base = filesystem(model_dir(root, model))
     now = time.time() if now is None else now
-    return [key for mtime, key in parquet_files(fs, base) if now - mtime >= settle_s]
+    return [key for mtime, key in parquet_files(fs, base, from_day) if now - mtime >= settle_s]
 
 
 #: the columns the monitor reads besides the features (and `probabilities` where present)

@@ -8,7 +8,7 @@ import pytest
 
 from monitoring.compaction import CompactionSpec
 from monitoring.core import LABEL_SETTLE_S, LabelJoin, MonitorCore
-from monitoring.label_compaction import merged_name, plan_label_merges, stamp_of
+from monitoring.label_compaction import generation_of, merged_name, plan_label_merges, stamp_of
 from monitoring.labels import Feedback, WindowRows
 from monitoring.state_store import StateStore
 from monitoring.windows import WindowSpec
@@ -44,7 +44,17 @@ def test_runs_of_consecutive_small_files_of_a_day_and_schema_are_planned():
              ("d1/d", 3, "s"), ("d1/e", 3, "t"), ("d1/f", 3, "t"), ("d2/g", 5, "t"), ("d2/h", 5, "t"), ("d2/i", 1, "t")]
     # no merge reaches over a big file, an unparseable one, another schema or another day; none passes 10 rows
     assert plan_label_merges(files, spec) == [["d1/a", "d1/b"], ["d1/e", "d1/f"], ["d2/g", "d2/h"]]
-    assert plan_label_merges(files, CompactionSpec(min_files=3, target_rows=10)) == []
+    # runs of three: none but g and h, which hold all one merge may (10 rows)
+    assert plan_label_merges(files, CompactionSpec(min_files=3, target_rows=10)) == [["d2/g", "d2/h"]]
+
+
+def test_merges_take_min_files_of_one_generation_at_a_time():
+    spec = CompactionSpec(min_files=2, target_rows=100)
+    files = [("d/a-m1", 4, "s"), ("d/b-m1", 4, "s"), ("d/c-m1", 4, "s"), ("d/d", 1, "s"), ("d/e", 1, "s"),
+             ("d/f", 1, "s"), ("d/g-m2", 8, "s")]
+    # two of a generation make one of the next: a label is rewritten once a generation, not once a pass
+    assert plan_label_merges(files, spec) == [["d/a-m1", "d/b-m1"], ["d/d", "d/e"]]
+    assert generation_of("d/part-1-x-m12.parquet") == 12 and generation_of("d/part-1-x.parquet") == 0
 
 
 def test_a_merge_is_named_beside_its_last_source_and_keeps_its_stamp():
@@ -64,44 +74,43 @@ def test_merged_label_files_give_every_reader_the_same_latest_labels(tmp_path):
         send(tmp_path, [(f"r{i}", i % 2), ("relabelled", i % 2)])
     expected = fresh_labels(tmp_path)
     assert expected["relabelled"] == 1 and len(expected) == 13
-    time.sleep(1.0)
-    send(tmp_path, [("relabelled", 0), ("r0", 1)])  # a correction, too young to be merged
+    send(tmp_path, [("relabelled", 0), ("r0", 1)])  # a correction, sent last
     corrected = {**expected, "relabelled": 0, "r0": 1}
     read_all = Feedback(str(tmp_path / "live"), "m")  # another, that has read every file, the correction too
     read_all.catch_up()
     core = monitor(tmp_path)
-    core.clock = lambda: time.time() + LABEL_SETTLE_S - 0.5
-    events = core.step()
+    events = core.step()  # runs of four files of a generation merged as soon as read; the thirteenth waits
     merged = [e for e in events if e["kind"] == "files_compacted" and e["what"] == "labels"]
-    assert [e["files"] for e in merged] == [12] and len(label_files(tmp_path)) == 2
-    assert core.state["feedback_files"][0] == merged[0]["output"] and len(core.state["feedback_files"]) == 2
+    assert [e["files"] for e in merged] == [4, 4, 4] and len(label_files(tmp_path)) == 4
+    assert core.state["feedback_files"] == sorted([e["output"] for e in merged] + core.state["feedback_files"][-1:])
     assert set(core.state["feedback_shapes"]) == set(core.state["feedback_files"])
     assert core.labels.feedback.labels == corrected == fresh_labels(tmp_path)
-    # the kept reader meets the merge after the correction: the six files it had read are not applied
-    # again, the six it had not are (the correction's ids are not among them), the correction stands
+    # the kept reader meets the merges after the correction: of the six files it had read (the first
+    # merge's four, two of the second's) none is applied again, the six it had not are (the
+    # correction's ids are not among them), the correction stands
     kept.catch_up()
     assert kept.labels == corrected
-    assert read_all.catch_up() == 1 and read_all.labels == corrected  # the merge read, none of its rows applied
+    assert read_all.catch_up() == 3 and read_all.labels == corrected  # the merges read, none of their rows applied
     restarted = monitor(tmp_path)  # a restart reads the merge and the correction back
     restarted.step()
     assert restarted.labels.feedback.labels == corrected
 
 
-def test_young_label_files_wait_and_merges_merge_again(tmp_path):
+def test_label_files_are_merged_once_read_and_merges_merge_a_generation_up(tmp_path):
     for i in range(5):
         send(tmp_path, [(f"r{i}", 1)])
     core = monitor(tmp_path)
-    core.clock = time.time  # every file younger than the settle time: none merged
-    core.step()
-    assert len(label_files(tmp_path)) == 5 and len(core.state["feedback_files"]) == 5
-    core.clock = lambda: time.time() + LABEL_SETTLE_S + 1
-    core.step()
-    assert len(label_files(tmp_path)) == 1
-    for i in range(5, 8):
-        send(tmp_path, [(f"r{i}", 0)])
-    core.step()
+    core.step()  # four merged at once, the fifth waits for three more
+    assert len(label_files(tmp_path)) == 2 and len(core.state["feedback_files"]) == 2
+    for i in range(5, 16):
+        send(tmp_path, [(f"r{i}", int(i < 5))])
+    core.step()  # sixteen files: four of the first generation
+    assert [f.rsplit("-", 1)[-1] for f in label_files(tmp_path)] == ["m1.parquet"] * 4
+    core.step()  # which make one of the second
     (only,) = label_files(tmp_path)
-    assert only.endswith("-m1.parquet") and fresh_labels(tmp_path) == {f"r{i}": int(i < 5) for i in range(8)}
+    assert only.endswith("-m2.parquet") and fresh_labels(tmp_path) == {f"r{i}": int(i < 5) for i in range(16)}
+    assert len(core.state["feedback_files"]) == 1
+    assert core.labels.feedback.labels == fresh_labels(tmp_path)
 
 
 @pytest.mark.parametrize("crash", ["after the merge is written", "after it is recorded", "after it is moved"])
@@ -133,7 +142,7 @@ def test_a_crash_inside_a_label_merge_loses_and_doubles_no_label(tmp_path, crash
     restarted = monitor(tmp_path)
     restarted.step()
     assert restarted.state["label_compaction"] is None and restarted.labels.feedback.labels == expected
-    assert fresh_labels(tmp_path) == expected and len(label_files(tmp_path)) == 1
-    assert restarted.state["feedback_files"] == [f"{restarted.state['feedback_files'][0]}"]
+    assert fresh_labels(tmp_path) == expected and len(label_files(tmp_path)) == 3  # four merged, two wait
+    assert len(restarted.state["feedback_files"]) == 3
     leftovers = [p.name for p in (tmp_path / "live").rglob("*") if p.is_file() and not p.name.endswith(".parquet")]
     assert leftovers == []  # a merge written but not recorded is swept at the restart
