@@ -60,6 +60,7 @@ class JobSpec:
     entrypoint: str
     num_cpus: float = 0.0
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom resources of the driver (cluster/placement.py)
     env: dict[str, str] = field(default_factory=dict)
     submission_id: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -124,6 +125,8 @@ class JobRunner:
             kwargs["entrypoint_num_cpus"] = spec.num_cpus
         if spec.num_gpus:
             kwargs["entrypoint_num_gpus"] = spec.num_gpus
+        if spec.resources:
+            kwargs["entrypoint_resources"] = dict(spec.resources)
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
             try:

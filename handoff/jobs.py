@@ -33,13 +33,15 @@ def tune_job(config: str, overrides: Sequence[str] = (), *, submission_id: str |
     return cli_job("tune", args, submission_id=submission_id)
 
 
-def retrain_job(model: str, event_id: str, attempt: int = 0, args: Sequence[str] = ()) -> JobSpec:
+def retrain_job(model: str, event_id: str, attempt: int = 0, args: Sequence[str] = (),
+                resources: dict[str, float] | None = None) -> JobSpec:
     """`handoff retrain MODEL --event EVENT` (train on the original and recent labelled data, register,
     gate): one job per (model, event, attempt), however often the monitor asks or replays."""
     spec = cli_job("retrain", ["retrain", model, "--event", event_id, "--json", *args],
                    submission_id=deterministic_id("retrain", model, event_id, attempt),
                    env={"HANDOFF_PARENT_EVENT": event_id})
     return JobSpec(kind="retrain", entrypoint=spec.entrypoint, env=spec.env, submission_id=spec.submission_id,
+                   resources=dict(resources or {}),
                    metadata={"handoff.kind": "retrain", "handoff.model": model, "handoff.event": event_id,
                              "handoff.attempt": str(attempt)})
 

@@ -21,6 +21,7 @@ class HandoffLoopPort:
     jobs_address: str
     live_root: str
     retrain_sets: list[str] = field(default_factory=list)  # `--set` of the monitoring config the job needs
+    job_resources: dict[str, float] = field(default_factory=dict)  # where the retraining job's driver runs
     # per model, the labelled rows' reader of its canary, kept between ticks: each file is read once, not every tick
     _readers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -46,7 +47,7 @@ class HandoffLoopPort:
         args = ["--attempt", str(attempt), "--live-root", self.live_root]
         for item in self.retrain_sets:
             args += ["--set", item]
-        return JobRunner(self.jobs_address).submit(retrain_job(model, event_id, attempt, args))
+        return JobRunner(self.jobs_address).submit(retrain_job(model, event_id, attempt, args, self.job_resources))
 
     def job_status(self, job_id: str) -> str:
         from cluster.jobs import JobRunner

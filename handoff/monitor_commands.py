@@ -46,7 +46,8 @@ def loop_port(tracking_uri: str, live_root: str, cfg):
         return None
     sets = [f"loop.{part}.{k}={v}" for part in ("data", "gate")
             for k, v in getattr(cfg.loop, part).model_dump().items() if v is not None]  # None: the default
-    return HandoffLoopPort(tracking_uri, dashboard if "://" in dashboard else f"http://{dashboard}", live_root, sets)
+    return HandoffLoopPort(tracking_uri, dashboard if "://" in dashboard else f"http://{dashboard}", live_root, sets,
+                           dict(cfg.loop.retrain.job_resources))
 
 
 def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg) -> None:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.config_layers import MONITORING_ENV_PREFIX, load_layered
+from cluster.placement import RESOURCES_HELP, Resources
 from monitoring.loop_config import LoopConfig
 
 
@@ -43,6 +44,7 @@ class MonitoringConfig(BaseModel):
     compact_target_rows: int = Field(1_000_000, ge=1000, description="rows of a merged file at most")
     poll_seconds: float = Field(2.0, gt=0, description="how often the monitor looks for new live-log files")
     cpus: float = Field(0.1, gt=0, le=1, description="CPUs the monitor actor reserves")
+    resources: Resources = Field(default_factory=dict, description="the monitor actor's " + RESOURCES_HELP)
     loop: LoopConfig = Field(default_factory=LoopConfig, description="the closed loop: retrain, gate, canary, promote")
     state_root: str | None = Field(None, description="where monitor state and events live "
                                    "(default HANDOFF_HOME/monitor; a shared URI on a cluster)")

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.placement import RESOURCES_HELP, Resources
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +33,8 @@ class RetrainPolicyConfig(_Strict):
     backoff_s: float = Field(30, ge=0, description="wait before retry k: backoff_s · 2^(k-1)")
     job_timeout_s: float = Field(1800, gt=0, description="a retraining job still running after this long is "
                                  "stopped and counts as failed (a trial the cluster cannot place waits forever)")
+    job_resources: Resources = Field(default_factory=dict, description="the retraining job's driver's "
+                                     + RESOURCES_HELP + "; its trials ask for the experiment's resources.custom")
 
 
 class RetrainDataConfig(_Strict):

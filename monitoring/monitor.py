@@ -222,7 +222,7 @@ def start(model: str, live_root: str, state_root: str, tracking_uri: str, cfg: M
 
     actor = ray.remote(Monitor).options(
         name=actor_name(model), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        max_restarts=-1, max_task_retries=-1, num_cpus=cfg.cpus, max_concurrency=4)
+        max_restarts=-1, max_task_retries=-1, num_cpus=cfg.cpus, resources=dict(cfg.resources), max_concurrency=4)
     return actor.remote(model, live_root, state_root, tracking_uri, cfg.model_dump(), port)
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cluster.config_layers import SERVING_ENV_PREFIX, ConfigError, load_layered
+from cluster.placement import RESOURCES_HELP, Resources
 
 
 class _Strict(BaseModel):
@@ -59,6 +60,7 @@ class VersionDeployment(_Strict):
     autoscaling: Autoscaling | None = None
     cpus: float = Field(0.25, gt=0)
     gpus: float = Field(0, ge=0)
+    resources: Resources = Field(default_factory=dict, description="each replica's " + RESOURCES_HELP)
     max_ongoing_requests: int = Field(64, ge=1)
     batching: Batching = Field(default_factory=Batching)
     transport: Literal["direct", "handle"] = Field(
@@ -73,6 +75,7 @@ class GatewayConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
     cpus: float = Field(0.5, gt=0)
+    resources: Resources = Field(default_factory=dict, description="each gateway replica's " + RESOURCES_HELP)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_keys: list[str] = Field(default_factory=list, description=(
         "keys clients send; held from here on only as 'sha256:HEX' digests (what the cluster stores, "
@@ -173,12 +176,15 @@ class ServingConfig(_Strict):
 REPLICA_RUNTIME_ENV: dict = {"working_dir": None}
 
 
-def actor_options(cpus: float, gpus: float = 0.0) -> dict:
+def actor_options(cpus: float, gpus: float = 0.0, resources: Mapping[str, float] | None = None) -> dict:
     """A replica's Ray actor options: Serve restarts replicas when these change, compared as JSON, so
-    the numbers are always floats and the runtime environment is always the same."""
+    the numbers are always floats, the resources in name order and the runtime environment always
+    the same; none of a key that is not asked for."""
     options = {"num_cpus": float(cpus), "runtime_env": dict(REPLICA_RUNTIME_ENV)}
     if gpus:
         options["num_gpus"] = float(gpus)
+    if resources:
+        options["resources"] = {k: float(v) for k, v in sorted(resources.items())}
     return options
 
 

@@ -157,7 +157,7 @@ class ServingControl:
     def _deploy_version(self, cfg: ServingConfig, name: str, version: int, new: bool) -> None:
         sizing = cfg.deployment_for(name, version)
         app = version_app(name, version, self.registry.tracking_uri, None, sizing,
-                          code_version("version", name, version, sizing.cpus, sizing.gpus))
+                          code_version("version", name, version, sizing.cpus, sizing.gpus, sizing.resources))
         if new:
             self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
                      f"{sizing.gpus} GPU each)")
@@ -167,9 +167,9 @@ class ServingControl:
         g = cfg.gateway
         live_log = cfg.live_log if cfg.live_log.enabled and cfg.live_log.root else None
         # replicas are a Serve option, not the replica's code: changing them never restarts it
-        code = g.model_dump(mode="json", exclude={"replicas", "cpus"}), \
+        code = g.model_dump(mode="json", exclude={"replicas", "cpus", "resources"}), \
             live_log.model_dump(mode="json") if live_log else None
-        deployment = Gateway.options(num_replicas=g.replicas, ray_actor_options=actor_options(g.cpus),
+        deployment = Gateway.options(num_replicas=g.replicas, ray_actor_options=actor_options(g.cpus, resources=g.resources),
                                      user_config=RoutingTable(models=models).to_user_config(),
                                      max_ongoing_requests=1000)
         deployment = deployment.options(_internal=True, version=code_version("gateway", *code))

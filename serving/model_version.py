@@ -81,7 +81,7 @@ def version_app(model: str, version: int, tracking_uri: str, registry_uri: str |
     `code_version` pins Serve's deployment version (private `_internal` option: Serve's public
     Python API gives every `serve.run` a random one, which restarts replicas on any change)."""
     options: dict = {
-        "ray_actor_options": actor_options(sizing.cpus, sizing.gpus),
+        "ray_actor_options": actor_options(sizing.cpus, sizing.gpus, sizing.resources),
         "max_ongoing_requests": sizing.max_ongoing_requests,
         "health_check_period_s": 5,
         # one log line per request was ~5% of a replica's CPU; the gateway counts requests instead

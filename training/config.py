@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.placement import RESOURCES_HELP, Resources
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -203,6 +205,7 @@ class ResourcesConfig(BaseModel):
 
     cpu: float = Field(default=1, gt=0)
     gpu: float = Field(default=0, ge=0, description="a fraction shares one GPU between trials")
+    custom: Resources = Field(default_factory=dict, description="each trial's " + RESOURCES_HELP)
 
 
 class MLflowConfig(BaseModel):
@@ -272,6 +275,7 @@ class ExperimentConfig(BaseModel):
                 dumped["dataset"].pop(key)
         if dumped.get("task") is None:  # left out: earlier configs keep their hash
             dumped.pop("task", None)
+        dumped["resources"].pop("custom", None)  # where trials run is not what they compute
         if dumped["train"].get("loss") is None:
             dumped["train"].pop("loss", None)
         search = dumped["search"]  # the metric left out: as the classification default always was

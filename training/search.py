@@ -42,7 +42,7 @@ class SearchOutcome:
 
 def _trainable(cfg: ExperimentConfig, data: PreparedData):
     trainable = tune.with_parameters(run_trial, cfg=cfg, data=data)
-    return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+    return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu, **cfg.resources.custom})
 
 
 def _run_config(cfg: ExperimentConfig, task: str, storage_path: str, run_name: str, tracking_uri: str,

@@ -21,10 +21,11 @@ def versions_of(cfg: ServingConfig) -> tuple:
     """The code versions and actor options `ServingControl` builds for a version and the gateway."""
     sizing = cfg.deployment_for("shuttle", 1)
     g, log = cfg.gateway, cfg.live_log
-    return (code_version("version", "shuttle", 1, sizing.cpus, sizing.gpus),
-            json.dumps(actor_options(sizing.cpus, sizing.gpus), sort_keys=True),
-            code_version("gateway", g.model_dump(mode="json", exclude={"replicas", "cpus"}), log.model_dump(mode="json")),
-            json.dumps(actor_options(g.cpus), sort_keys=True))
+    return (code_version("version", "shuttle", 1, sizing.cpus, sizing.gpus, sizing.resources),
+            json.dumps(actor_options(sizing.cpus, sizing.gpus, sizing.resources)),
+            code_version("gateway", g.model_dump(mode="json", exclude={"replicas", "cpus", "resources"}),
+                         log.model_dump(mode="json")),
+            json.dumps(actor_options(g.cpus, resources=g.resources)))
 
 
 def test_a_config_and_the_same_config_read_back_give_the_same_deployment_versions():
@@ -43,6 +44,24 @@ def test_the_yaml_file_and_its_defaults_give_the_same_versions(tmp_path):
     written.write_text("version_defaults: {gpus: 0, cpus: 1}\nlive_log: {sample_percent: 100}\n")
     assert versions_of(load_serving_config(written, [], environ={})) == \
         versions_of(load_serving_config(None, ["version_defaults.cpus=1.0"], environ={}))
+
+
+def test_placement_resources_give_the_same_versions_however_written_and_are_checked(tmp_path):
+    written = tmp_path / "s.yaml"
+    written.write_text("version_defaults: {resources: {zone-b: 1, handoff-serving: 0.5}}\n"
+                       "gateway: {resources: {handoff-front: 1}}\n")
+    from_file = load_serving_config(written, [], environ={})
+    from_flags = load_serving_config(None, ["version_defaults.resources={handoff-serving: 0.5, zone-b: 1.0}",
+                                            "gateway.resources={handoff-front: 1.0}"], environ={})
+    assert versions_of(from_file) == versions_of(from_flags)
+    assert versions_of(from_file) != versions_of(load_serving_config(None, [], environ={}))
+    options = actor_options(0.25, 0, from_file.version_defaults.resources)
+    assert list(options["resources"].items()) == [("handoff-serving", 0.5), ("zone-b", 1.0)]
+    assert "resources" not in actor_options(0.25)  # none asked: the key absent, as before placement existed
+    for bad, named in [("{CPU: 1}", "Ray's own"), ("{handoff-serving: 0}", "above 0"),
+                       ("{'bad name': 1}", "not a resource name"), ("{x: .nan}", "above 0")]:
+        with pytest.raises(ConfigError, match=named):
+            load_serving_config(None, [f"version_defaults.resources={bad}"], environ={})
 
 
 def test_numbers_digest_by_value_not_by_type():
