@@ -169,6 +169,47 @@ def _ray_processes() -> list[str]:
     return [p for p in out if ("raylet" in p or "gcs_server" in p) and "ps -eo" not in p]
 
 
+#: the monitor's settings for one quick step of the loop (windows of 300 rows, drift in two of them)
+LOOP_STEP = ["window_rows=300", "min_rows=50", "persistence=2", "poll_seconds=0.5", "loop.tick_seconds=1",
+             "loop.retrain.cooldown_s=0", "loop.data.recent_rows=600", "loop.retrain.max_attempts=1"]
+
+
+def _loop_step(runner: JobRunner, gateway: int, mlflow: str, champion: int) -> dict:
+    """Replay Shuttle rows with labels, a sensor recalibrated after 900, until the monitor's retraining
+    job has succeeded and registered a version after `champion`; that job's details."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from handoff.replay import LiveReplay, Recalibration
+    from training.datasets import BUILTIN_DATASETS
+
+    frame = BUILTIN_DATASETS["shuttle"][0]().to_pandas().iloc[20000:26000]
+    features = [f"f{i}" for i in range(1, 10)]
+    replay = LiveReplay(gateway, "onprem", features, frame[features].to_numpy(), frame["anomaly"].astype(int).tolist(),
+                        Recalibration({"f1": (1.0, 20.0), "f3": (1.0, -10.0)}), change_at=900, prefix="onprem-r")
+    sender = threading.Thread(target=replay.run, kwargs={"seconds": 420}, daemon=True)
+    sender.start()
+    client = MlflowClient(mlflow, registry_uri=mlflow)
+
+    def retrained():
+        jobs = [j for j in runner.client.list_jobs() if (j.metadata or {}).get("handoff.kind") == "retrain"
+                and (j.metadata or {}).get("handoff.model") == "onprem"]
+        done = [j for j in jobs if str(getattr(j.status, "value", j.status)) == "SUCCEEDED"]
+        newer = [v for v in client.search_model_versions("name='onprem'") if int(v.version) > champion]
+        failed = [j for j in jobs if str(getattr(j.status, "value", j.status)) in ("FAILED", "STOPPED")]
+        if failed:
+            raise AssertionError(f"the monitor's retraining failed: {runner.logs(failed[0].submission_id)[-4000:]}")
+        return {"driver_node_id": done[0].driver_node_id, "version": int(newer[0].version)} if done and newer else None
+
+    try:
+        return _wait(retrained, 480, "the monitor's retraining job to register a version", poll_s=3)
+    finally:
+        replay.stop()
+        sender.join(timeout=60)
+        assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+
+
 def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path, monkeypatch):
     if not TOKEN_FILE.exists():
         _ray("get-auth-token", "--generate")
@@ -229,11 +270,14 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path, monkey
         assert _last_json_object(shown.stdout)["versions"][0]["version"] == result["version"]
         assert "as Ray job" in shown.stderr and "SUCCEEDED" in shown.stderr
 
-        # deploy as a job: the champion is served on the head, and answers over HTTP
+        # deploy as a job: the champion is served on the head, and answers over HTTP; its monitor's loop
+        # places retraining jobs on the worker by Ray's own node resource
         gateway = free_port()
         served = subprocess.run([sys.executable, "-m", "handoff", "serve", "onprem", "--address", dashboard,
-                                 "--set", f"gateway.port={gateway}"], cwd=REPO, capture_output=True, text=True,
-                                timeout=300)
+                                 "--set", f"gateway.port={gateway}", "--set", "live_log.flush_seconds=0.5",
+                                 *[a for m in [*LOOP_STEP, f"loop.retrain.job_resources={{node:{WORKER}: 0.01}}"]
+                                   for a in ("--monitoring-set", m)]],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
         assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]
         body = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32",
                                        "data": ROW}]}).encode()
@@ -241,6 +285,11 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path, monkey
                                          {"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
             assert r.status == 200 and r.headers["x-model-version"] == str(result["version"])
+
+        # one step of the loop there: drifted traffic with labels; the monitor submits a retraining job,
+        # which runs on the worker and registers a new version in the head's MLflow
+        retrained = _loop_step(runner, gateway, mlflow, result["version"])
+        assert retrained["driver_node_id"] == worker_id, (retrained, worker_id)
 
         # a retraining job for one drift event runs at most once; a job can be stopped
         first = runner.submit(retrain_job("onprem", "event-1"))
