@@ -8,18 +8,21 @@ latest sent), the same layout the monitor reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
 from monitoring.labels import CLOCK_SKEW_S, Feedback, epoch_s
 from monitoring.read_retry import TransientRead, read_with_retries
-from monitoring.live_reader import categorical_features, day_before, feature_columns, model_dir, parquet_files
+from monitoring.live_reader import (DAY_DIR, categorical_features, day_before, feature_columns, model_dir,
+                                    parquet_files)
 
 
 @dataclass(frozen=True)
@@ -146,17 +149,30 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
     feature columns unread (the canary counts answers only). A `regression` model's labels are the
     true values. The `last` rows are read from the row groups of the latest answers back (each row
     group's latest answer from its file's footer), in batches that double, until none left holds a
-    row among them, with the label files written from the oldest row read on: the work grows with `last`
-    and the files it spans, not with the log."""
+    row among them, with the label files written from the oldest row read on; the days' files are listed
+    and their footers read a day at a time, the newest first, only as far back as those rows reach: the
+    work grows with `last` and the days it spans, not with the log."""
     if last is None:
         return LabelledReader(root, model, since=since, versions=versions, with_features=with_features,
                               regression=regression, feedback=feedback).rows()
     fs, live_dir = filesystem(model_dir(root, model))
-    spans = sorted((t, k, g) for m, k in parquet_files(fs, live_dir, None if since is None else day_before(since - CLOCK_SKEW_S)) for t, g in _row_groups(fs, f"{live_dir}/{k}", m))
-    parts = [(t, k, g) for t, k, g in reversed(spans) if since is None or t >= since]  # latest answers first
+    days = _newest_day_first(fs, live_dir, None if since is None else day_before(since - CLOCK_SKEW_S))
+    parts: list[tuple[float, str, int | None]] = []  # latest answers first, a day's row groups at a time
+
+    def older_day() -> bool:
+        """Add the row groups of the next older day that holds any from `since` on; False when none is left."""
+        for files in days:
+            spans = sorted(((t, k, g) for m, k in files for t, g in _row_groups(fs, f"{live_dir}/{k}", m)), reverse=True)
+            spans = [p for p in spans if since is None or p[0] >= since]
+            if spans:
+                parts.extend(spans)
+                return True
+        return False
+
     if feedback is None:  # no label file read yet: reached back to the oldest row read, batch by batch
         feedback = Feedback(root, model, since=float("inf") if since is None else since - CLOCK_SKEW_S)
     tables, features, categorical, done, batch = [], None, set(), 0, 8
+    older_day()
     while True:
         for _, key, group in parts[done:done + batch]:
             try:
@@ -168,14 +184,35 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
             categorical |= more
             if table is not None and table.num_rows:
                 tables.append(table)
-        done, batch = done + batch, batch * 2
+        done, batch = min(done + batch, len(parts)), batch * 2
         if tables:
             earliest = min(pc.min(t.column("ts")).value for t in tables) / 1000
             feedback.reach_back(earliest - CLOCK_SKEW_S)
         feedback.catch_up()
         rows = _joined(tables, features, categorical, feedback, with_features, regression, last)
-        if done >= len(parts) or (len(rows) >= last and parts[done][0] < epoch_s(rows.ts[0])):
+        if done >= len(parts):  # the days listed are read whole: every row of an earlier day is older
+            if len(rows) >= last or not older_day():
+                return rows
+        elif len(rows) >= last and parts[done][0] < epoch_s(rows.ts[0]):
             return rows
+
+
+def _newest_day_first(fs, live_dir: str, from_day: str | None) -> Iterator[list[tuple[float, str]]]:
+    """The live log's files a day directory at a time, the newest day first, from `from_day` on: a
+    row lies in its answer's day (serving/live_log.py), so every row of a day is older than every row
+    of the days after it, and a read of the latest rows lists and reads the footers of the days it
+    reaches back to, not the log's life. Files outside day directories (not the gateway's layout):
+    everything, as one group."""
+    top = fs.get_file_info(pafs.FileSelector(live_dir, recursive=False, allow_not_found=True))
+    shown = [i for i in top if not i.base_name.startswith(".")]
+    days = [i for i in shown if i.type == pafs.FileType.Directory and i.base_name.startswith(DAY_DIR)]
+    if len(days) != len(shown):
+        yield parquet_files(fs, live_dir, from_day)
+        return
+    for info in sorted(days, key=lambda i: i.base_name, reverse=True):
+        if from_day is not None and info.base_name[len(DAY_DIR):] < from_day:
+            return
+        yield [(m, f"{info.base_name}/{k}") for m, k in parquet_files(fs, info.path)]
 
 
 def _transient(read, *args):

@@ -125,3 +125,29 @@ def test_a_day_with_a_file_some_version_has_not_read_is_kept(tmp_path):
     core._retire_days()
     assert core.state["retired_before"] == "2026-01-01"
     log.close()
+
+
+def test_the_latest_labelled_rows_are_read_from_the_newest_days_only(tmp_path, monkeypatch):
+    """A retraining's read of its last rows lists and reads the footers of the days it reaches back
+    to, newest first (a row lies in its answer's day), not of the log's whole life."""
+    import monitoring.labelled as labelled
+    from monitoring.labelled import labelled_rows
+    from tests.unit.test_label_floor import labelled_log
+
+    root = labelled_log(tmp_path, files=12, rows=20)
+    base = tmp_path / "live" / "model=m"
+    (today,) = [d for d in base.iterdir() if d.name.startswith("date=")]
+    older = base / "date=2020-01-01"
+    older.mkdir()
+    for path in sorted(today.iterdir())[:6]:  # the first six files as an earlier day's
+        path.rename(older / path.name)
+    whole = labelled_rows(root, "m")
+    footers = []
+    real = labelled._row_groups
+    monkeypatch.setattr(labelled, "_row_groups", lambda fs, path, mtime: footers.append(path) or real(fs, path, mtime))
+    recent = labelled_rows(root, "m", last=30)
+    assert not [p for p in footers if "date=2020-01-01" in p] and footers  # the newest day held 30 labelled rows
+    assert recent.y.tolist() == labelled_rows(root, "m", last=30, since=None).y.tolist()
+    everything = labelled_rows(root, "m", last=10_000)  # more than there are: every day read, oldest day last
+    assert any("date=2020-01-01" in p for p in footers)
+    assert sorted(everything.frame.index) == list(range(len(whole))) and len(everything) == len(whole)
