@@ -113,7 +113,7 @@ def monitor_command(
         _print_status(_stored_status(name, settings, cfg), as_json)
         return
     _connect(settings, required=True)
-    from monitoring.monitor import find, stop
+    from monitoring.monitor import stop
 
     if action == "start":
         from cluster.services import read_services
@@ -126,10 +126,9 @@ def monitor_command(
     elif action == "stop":
         out.print(f"monitor of {name} stopped" if stop(name) else f"no monitor of {name} was running")
     else:
-        import ray
-
-        actor = find(name)
-        status = ray.get(actor.status.remote(), timeout=60) if actor is not None else _stored_status(name, settings, cfg)
+        status = monitor_status(name, settings, cfg)
+        if status is None:
+            _fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
         _print_status(status, as_json)
 
 
@@ -168,7 +167,9 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
         except Exception:  # noqa: BLE001 - a busy or restarting actor: its saved state is the answer
             pass
     state = StateStore(state_root(settings, cfg), name).read_state()
-    return None if state is None else status_of(name, state, running=actor is not None)
+    if state is None:
+        return None
+    return {**status_of(name, state, running=actor is not None), "from_saved_state": True}
 
 
 def verdict(status: dict | None, version: int) -> tuple[str, str]:
@@ -208,6 +209,7 @@ def _print_status(status: dict, as_json: bool) -> None:
         print_result(status)
         return
     out.print(f"monitor of {status['model']}: {'running' if status['running'] else 'stopped'}"
+              + (" (busy: shown from its saved state)" if status.get("from_saved_state") and status["running"] else "")
               + (f", last error: {status['last_error']}" if status.get("last_error") else ""))
     for version, windows in sorted(status["windows"].items()):
         drift = status["drift"].get(version, {})

@@ -29,6 +29,7 @@ from monitoring.read_retry import TransientRead, read_with_retries
 FEEDBACK_DIR = "_feedback"
 UNLABELLED = -1
 CLOCK_SKEW_S = 60.0  # how far the gateways' and the readers' clocks may differ: label files are read this far back
+HELD_WINDOWS = 200  # scored windows' rows kept in memory (four versions' default horizons)
 MIN_P = 1e-15  # log loss of a probability of 0 for the true class: -log(1e-15), as scikit-learn clips
 
 
@@ -210,11 +211,16 @@ class Feedback:
 
 
 class WindowRows:
-    """Row ids, predictions and probabilities of a version's recent windows (what a late label joins)."""
+    """Row ids, predictions and probabilities of a version's recent windows (what a late label joins).
+
+    Kept on storage (a restarted monitor joins them again) and in memory for the windows saved or
+    read since: whenever labels arrive every window of the horizon is joined again, and on an object
+    store a read per window per pass costs a request each (50 windows: seconds a pass)."""
 
     def __init__(self, state_root: str, model: str):
         self.fs, base = filesystem(state_root)
         self.dir = join(join(base, f"model={model}"), "window_rows")
+        self._held: dict[tuple[int, int], tuple] = {}  # (version, window) → what `load` returns
 
     def _path(self, version: int, window: int) -> str:
         return join(self.dir, f"v{version}-w{window}.parquet")
@@ -229,6 +235,11 @@ class WindowRows:
                 pa.array(proba.astype(np.float32).reshape(-1)), proba.shape[1])
         self.fs.create_dir(self.dir, recursive=True)
         pq.write_table(pa.table(columns), self._path(version, window), filesystem=self.fs, compression="none")
+        self._hold((version, window), (np.asarray(ids, dtype=object).astype(str).astype(object),
+                                       np.asarray(prediction, dtype=np.float64 if kind == pa.float64() else np.int64),
+                                       None if proba is None else np.asarray(proba, dtype=np.float32)))
+        for key in [k for k in self._held if k[0] == version and k[1] <= window - horizon]:
+            del self._held[key]
         if window >= horizon and self._exists(version, window - horizon):
             self.fs.delete_file(self._path(version, window - horizon))
 
@@ -236,6 +247,9 @@ class WindowRows:
         return self.fs.get_file_info(self._path(version, window)).type == pafs.FileType.File
 
     def load(self, version: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        if (version, window) in self._held:
+            self._held[(version, window)] = self._held.pop((version, window))  # the most recently used last
+            return self._held[(version, window)]
         try:
             table = pq.read_table(self._path(version, window), filesystem=self.fs)
         except (FileNotFoundError, OSError):
@@ -244,5 +258,12 @@ class WindowRows:
         if "probabilities" in table.column_names:
             column = table.column("probabilities").combine_chunks()
             proba = column.flatten().to_numpy().reshape(len(column), -1)
-        return (table.column("request_id").to_numpy(zero_copy_only=False),
-                table.column("prediction").to_numpy(), proba)
+        rows = (table.column("request_id").to_numpy(zero_copy_only=False), table.column("prediction").to_numpy(), proba)
+        self._hold((version, window), rows)
+        return rows
+
+    def _hold(self, key: tuple[int, int], rows: tuple) -> None:
+        """Keep `rows` in memory, letting go of the least recently used past `HELD_WINDOWS`."""
+        self._held[key] = rows
+        while len(self._held) > HELD_WINDOWS:
+            del self._held[next(iter(self._held))]

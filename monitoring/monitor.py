@@ -88,6 +88,7 @@ class Monitor:
         self.port, self.loop_error, self._last_tick = port, None, 0.0
         self._loop_news, self._reload_needed = self._unseen_drift(), False
         self._lock, self._stop = threading.Lock(), threading.Event()
+        self._snapshot()
         self._thread = threading.Thread(target=self._run, name="handoff-monitor", daemon=True)
         self._thread.start()
 
@@ -101,6 +102,7 @@ class Monitor:
                     events = self.core.step()
                     self.passes += 1
                     self.metrics.set_from(self.model, self.core.state, self._buffered())
+                    self._snapshot()
                 self._publish(events)
                 self._loop(events)
                 self.last_error = None
@@ -120,6 +122,7 @@ class Monitor:
             with self._lock:
                 self.core = self._new_core()
                 self._loop_news = self._unseen_drift()  # a drift committed before the failure is still acted on
+                self._snapshot()
             self._reload_needed = False
         except Exception:  # noqa: BLE001 - the store unreadable now: no pass until a reload works
             self._reload_needed = True
@@ -134,13 +137,18 @@ class Monitor:
     def _buffered(self) -> int:
         return sum(b.rows for b in self.core.windower.buffers.values())
 
-    def status(self) -> dict:
-        """What the monitor has done: windows and rows per version, drift state, the last window."""
+    def _snapshot(self) -> None:
+        """What `status` shows, built whole and copied deep (the pass thread mutates nested dicts); called
+        with the lock held, after each pass and loop commit, so a status never waits for a pass (on an
+        object store a pass can take seconds)."""
         import copy
 
-        with self._lock:  # built whole and copied deep under the lock: the pass thread mutates nested dicts
-            shown = copy.deepcopy(status_of(self.model, self.core.state, running=True))
-            buffered = self._buffered()
+        self._shown = (copy.deepcopy(status_of(self.model, self.core.state, running=True)), self._buffered())
+
+    def status(self) -> dict:
+        """What the monitor has done: windows and rows per version, drift state, the last window (as of
+        the last pass or loop step committed)."""
+        shown, buffered = self._shown
         return {**shown, "passes": self.passes, "last_error": self.last_error,
                 "loop_error": self.loop_error, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
@@ -149,6 +157,7 @@ class Monitor:
         """One pass now (tests and `handoff monitor NAME status --refresh`); its events."""
         with self._lock:
             events = self.core.step()
+            self._snapshot()
         self._publish(events)
         return events
 
@@ -183,6 +192,7 @@ class Monitor:
             # (a lasting drift is declared once per episode: it would not come again)
             waiting = set(new_state.get("deferred", ())) - set(new_state.get("handled", ()))
             self.core._record(records)
+            self._snapshot()
             self._loop_news = [e for e in self._loop_news if e.get("event_id") in waiting]
         if records:
             log.info("monitor %s: loop %s", self.model, [r["kind"] for r in records])

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,14 +100,19 @@ def main(spec: dict) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": spec["head_cpus"], "include_dashboard": True, "dashboard_host": "127.0.0.1",
         "dashboard_port": spec["dashboard_port"]})
-    nodes = {"head": cluster.head_node}
+    nodes, temps = {"head": cluster.head_node}, []
     try:
         say({"address": cluster.address, "node_id": cluster.head_node.node_id})
         for line in sys.stdin:
             command = json.loads(line)
             try:
                 if command["op"] == "add":
-                    node = cluster.add_node(num_cpus=command["num_cpus"], resources=command["resources"])
+                    # a temp dir of its own, as on another machine: the runtime-env agents of nodes that share
+                    # one delete each other's jobs' working_dirs (short: Ray's socket paths fit 107 bytes)
+                    temp = tempfile.mkdtemp(prefix="hn", dir="/tmp")
+                    temps.append(temp)
+                    node = cluster.add_node(num_cpus=command["num_cpus"], resources=command["resources"],
+                                            temp_dir=temp)
                     cluster.wait_for_nodes()
                     nodes[command["name"]] = node
                     say({"node_id": node.node_id})
@@ -119,6 +126,9 @@ def main(spec: dict) -> None:
     finally:
         cluster.shutdown()
         time.sleep(0.5)
+        if not os.environ.get("HANDOFF_KEEP_NODE_LOGS"):  # set it to read the nodes' Ray logs after a failure
+            for temp in temps:
+                shutil.rmtree(temp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,9 @@ def _ray_processes() -> list[str]:
     return [p for p in out if ("raylet" in p or "gcs_server" in p) and "ps -eo" not in p]
 
 
+#: the serving parts and the monitor stay on the head (Ray's own head resource): the worker's two CPUs
+#: are the retraining trial's (two CPUs each, as the search's)
+ON_HEAD = "{node:__internal_head__: 0.01}"
 #: the monitor's settings for one quick step of the loop (windows of 300 rows, drift in two of them)
 LOOP_STEP = ["window_rows=300", "min_rows=50", "persistence=2", "poll_seconds=0.5", "loop.tick_seconds=1",
              "loop.retrain.cooldown_s=0", "loop.data.recent_rows=600", "loop.retrain.max_attempts=1"]
@@ -275,7 +278,10 @@ def test_ray_up_onprem_search_on_the_worker_then_ray_down(sshd, tmp_path, monkey
         gateway = free_port()
         served = subprocess.run([sys.executable, "-m", "handoff", "serve", "onprem", "--address", dashboard,
                                  "--set", f"gateway.port={gateway}", "--set", "live_log.flush_seconds=0.5",
-                                 *[a for m in [*LOOP_STEP, f"loop.retrain.job_resources={{node:{WORKER}: 0.01}}"]
+                                 *[a for p in [f"gateway.resources={ON_HEAD}", f"version_defaults.resources={ON_HEAD}",
+                                               "gateway.cpus=0.2", "version_defaults.cpus=0.2"] for a in ("--set", p)],
+                                 *[a for m in [*LOOP_STEP, f"resources={ON_HEAD}",
+                                               f"loop.retrain.job_resources={{node:{WORKER}: 0.01}}"]
                                    for a in ("--monitoring-set", m)]],
                                 cwd=REPO, capture_output=True, text=True, timeout=300)
         assert served.returncode == 0, served.stdout[-3000:] + served.stderr[-3000:]

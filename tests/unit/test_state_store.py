@@ -184,13 +184,24 @@ def bare_monitor(tmp_path):
     monitor._reload_needed = False
     monitor._new_core = lambda: core(tmp_path)
     monitor.core = monitor._new_core()
+    monitor.sink = None
+    monitor._snapshot()
     return monitor
 
 
-def test_the_monitors_status_is_a_copy_made_whole_under_its_lock(tmp_path):
+def test_the_monitors_status_is_a_copy_made_whole_under_its_lock_and_never_waits_for_a_pass(tmp_path):
+    import threading
+
     write(tmp_path / "live", [(1, 1200, 0.0, False)])
     monitor = bare_monitor(tmp_path)
-    monitor.core.step()
+    assert monitor.status()["windows"] == {}  # before the first pass: the state as loaded
+    monitor.step_now()
+    with monitor._lock:  # a pass holds the lock (on an object store, seconds): the status answers meanwhile
+        answered = []
+        asking = threading.Thread(target=lambda: answered.append(monitor.status()))
+        asking.start()
+        asking.join(timeout=10)
+        assert answered and answered[0]["windows"] == {"1": 2}
     shown = monitor.status()
     frozen = json.dumps(shown, sort_keys=True, default=str)
     monitor.core.state["windows"]["1"] = 999  # the pass thread goes on changing the state's nested dicts
