@@ -18,8 +18,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-#: resources Ray accounts for itself, asked for through `cpus`/`gpus` (and memory never by Handoff)
-RESERVED = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+#: resources Ray accounts for itself, asked for through `cpus`/`gpus` (and memory never by Handoff), in any
+#: case (Tune reads `cpu`/`gpu` of a trial's mapping as its CPUs and GPUs), and Tune's own key
+RESERVED = frozenset({"cpu", "gpu", "memory", "object_store_memory", "custom_resources"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 
 
@@ -29,7 +30,7 @@ def checked_resources(resources: dict[str, float]) -> dict[str, float]:
     odd name or an amount that is not a positive finite number is refused, naming it."""
     out = {}
     for name, amount in resources.items():
-        if name in RESERVED:
+        if name.lower() in RESERVED:
             raise ValueError(f"resources: {name!r} is Ray's own; ask for CPUs and GPUs with `cpus`/`gpus`")
         if not _NAME.fullmatch(name):
             raise ValueError(f"resources: {name!r} is not a resource name (letters, digits, '_', '.', ':', '-'; "

@@ -191,6 +191,8 @@ class MonitorCore:
         name sorts, so the merge and the late file read as their sources did."""
         shapes, feedback, files = self.state["feedback_shapes"], self.labels.feedback, []
         for key in sorted(self.state["feedback_files"]):
+            if key in self._labels_unread:  # counted, not read back at start: merged, it would never be read
+                break
             if key not in shapes:  # read before shapes were kept, or skipped as unparseable
                 try:
                     shapes[key] = list(shape_of(feedback.fs, feedback.dir, key))
@@ -236,7 +238,10 @@ class MonitorCore:
             self.state["feedback_files"] = sorted({k for k in self.state["feedback_files"] if k not in gone}
                                                   | {pending["output"]})
             self.state["feedback_shapes"][pending["output"]] = [pending["rows"], pending["schema"]]
-            self.labels.feedback.files_read.add(pending["output"])
+            try:  # its sources' labels this reader has not applied (some deleted before a restart read them)
+                read_with_retries(lambda: self.labels.feedback.read(pending["output"]))
+            except TransientRead:
+                self._labels_unread.append(pending["output"])
             for key in pending["sources"]:
                 self._delete_label_file(key)
                 self.state["feedback_shapes"].pop(key, None)

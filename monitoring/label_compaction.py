@@ -50,25 +50,33 @@ def generation_of(key: str) -> int:
 
 def plan_label_merges(files: list[tuple[str, int, str]], spec: CompactionSpec) -> list[list[str]]:
     """Groups of label files to merge, from (key, rows, schema id: None for a file that cannot be
-    merged) in name order: runs of consecutive files of one day, schema and generation, each under
-    `target_rows` and together at most `target_rows`, of `min_files` files (a longer run gives
-    several). Only consecutive files: a merge takes its last source's place in the order, so no file
-    may lie between its sources. One generation a merge: sixteen files become one of the next, so a
-    label is rewritten once per generation (log₁₆ of the files) however long the monitor runs, and
-    the files a day holds stay under `min_files` per generation beside the merges."""
-    merges, run, total, group = [], [], 0, None
-    for key, rows, schema in [*files, (None, 0, None)]:
-        here = (key.rsplit("/", 1)[0] if key and "/" in key else "", schema, generation_of(key or ""))
-        joins = key is not None and schema is not None and rows < spec.target_rows  # may be a source
-        full = joins and here == group and total + rows > spec.target_rows  # the run holds all it may
-        if run and (not joins or here != group or full or len(run) == spec.min_files):
-            if len(run) == spec.min_files or (full and len(run) >= 2):
-                merges.append(run)
-            run, total = [], 0
-        if joins:
+    merged) in name order: per day, schema and generation, the files under `target_rows` taken in
+    name order, `min_files` at a time (fewer when the next would pass `target_rows`: a group of two or
+    more that holds all a merge may). One generation a merge: sixteen files become one of the next,
+    so a label is rewritten once a generation (log₁₆ of the files) however long the monitor runs,
+    and a day keeps under `min_files` files a generation beside the merges. A file of another
+    generation may lie between a merge's sources (one that appeared late sorts before the merge of
+    the files around it): every reader applies a label by when its file was written, not by where
+    its name sorts, so such a straggler is merged with the next files of its own generation."""
+    groups: dict[tuple, list[tuple[str, int]]] = {}
+    for key, rows, schema in files:
+        if schema is not None and rows < spec.target_rows:
+            here = (key.rsplit("/", 1)[0] if "/" in key else "", schema, generation_of(key))
+            groups.setdefault(here, []).append((key, rows))
+    merges = []
+    for members in groups.values():
+        run, total = [], 0
+        for key, rows in members:
+            if run and total + rows > spec.target_rows:
+                if len(run) >= 2:
+                    merges.append(run)
+                run, total = [], 0
             run.append(key)
-            total, group = total + rows, here
-    return merges
+            total += rows
+            if len(run) == spec.min_files:
+                merges.append(run)
+                run, total = [], 0
+    return sorted(merges, key=lambda m: m[-1])
 
 
 def merged_name(last_source: str) -> str:

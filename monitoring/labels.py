@@ -29,7 +29,7 @@ from monitoring.read_retry import TransientRead, read_with_retries
 FEEDBACK_DIR = "_feedback"
 UNLABELLED = -1
 CLOCK_SKEW_S = 60.0  # how far the gateways' and the readers' clocks may differ: label files are read this far back
-HELD_WINDOWS = 200  # scored windows' rows kept in memory (four versions' default horizons)
+HELD_WINDOWS = 200  # scored windows' rows kept in memory at least (four versions' horizons, 50 by default)
 MIN_P = 1e-15  # log loss of a probability of 0 for the true class: -log(1e-15), as scikit-learn clips
 
 
@@ -221,6 +221,7 @@ class WindowRows:
         self.fs, base = filesystem(state_root)
         self.dir = join(join(base, f"model={model}"), "window_rows")
         self._held: dict[tuple[int, int], tuple] = {}  # (version, window) → what `load` returns
+        self._limit = HELD_WINDOWS
 
     def _path(self, version: int, window: int) -> str:
         return join(self.dir, f"v{version}-w{window}.parquet")
@@ -235,6 +236,7 @@ class WindowRows:
                 pa.array(proba.astype(np.float32).reshape(-1)), proba.shape[1])
         self.fs.create_dir(self.dir, recursive=True)
         pq.write_table(pa.table(columns), self._path(version, window), filesystem=self.fs, compression="none")
+        self._limit = max(self._limit, 4 * horizon)  # four versions' horizons, at least
         self._hold((version, window), (np.asarray(ids, dtype=object).astype(str).astype(object),
                                        np.asarray(prediction, dtype=np.float64 if kind == pa.float64() else np.int64),
                                        None if proba is None else np.asarray(proba, dtype=np.float32)))
@@ -265,5 +267,5 @@ class WindowRows:
     def _hold(self, key: tuple[int, int], rows: tuple) -> None:
         """Keep `rows` in memory, letting go of the least recently used past `HELD_WINDOWS`."""
         self._held[key] = rows
-        while len(self._held) > HELD_WINDOWS:
+        while len(self._held) > self._limit:
             del self._held[next(iter(self._held))]

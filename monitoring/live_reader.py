@@ -79,9 +79,11 @@ def day_of(key: str) -> str | None:
 def day_before(epoch: float) -> str | None:
     """The day (YYYY-MM-DD, UTC) of the second before `epoch`: no file written from `epoch` on lies in
     a day directory before it (a writer names the directory from its clock before the file). None for
-    no bound (an infinite or missing `epoch`)."""
-    if epoch is None or not np.isfinite(epoch):
+    no bound (a missing or -inf `epoch`); after every day for +inf."""
+    if epoch is None or np.isnan(epoch) or epoch == -np.inf:
         return None
+    if epoch == np.inf:  # nothing is wanted: no day directory is listed
+        return "9999-12-31"
     return str(np.datetime64(int(epoch) - 1, "s").astype("datetime64[D]"))
 
 

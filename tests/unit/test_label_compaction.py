@@ -38,22 +38,24 @@ def fresh_labels(tmp_path):
     return reader.labels
 
 
-def test_runs_of_consecutive_small_files_of_a_day_and_schema_are_planned():
+def test_small_files_of_a_day_schema_and_generation_are_planned_in_name_order():
     spec = CompactionSpec(min_files=2, target_rows=10)
     files = [("d1/a", 3, "s"), ("d1/b", 3, "s"), ("d1/big", 20, "s"), ("d1/c", 3, "s"), ("d1/bad", 0, None),
              ("d1/d", 3, "s"), ("d1/e", 3, "t"), ("d1/f", 3, "t"), ("d2/g", 5, "t"), ("d2/h", 5, "t"), ("d2/i", 1, "t")]
-    # no merge reaches over a big file, an unparseable one, another schema or another day; none passes 10 rows
-    assert plan_label_merges(files, spec) == [["d1/a", "d1/b"], ["d1/e", "d1/f"], ["d2/g", "d2/h"]]
-    # runs of three: none but g and h, which hold all one merge may (10 rows)
-    assert plan_label_merges(files, CompactionSpec(min_files=3, target_rows=10)) == [["d2/g", "d2/h"]]
+    # no merge takes a big file, an unparseable one, another schema's or another day's; none passes 10 rows
+    assert plan_label_merges(files, spec) == [["d1/a", "d1/b"], ["d1/c", "d1/d"], ["d1/e", "d1/f"], ["d2/g", "d2/h"]]
+    # runs of three: a, b and c; g and h hold all one merge may (10 rows)
+    assert plan_label_merges(files, CompactionSpec(min_files=3, target_rows=10)) == [["d1/a", "d1/b", "d1/c"],
+                                                                                     ["d2/g", "d2/h"]]
 
 
-def test_merges_take_min_files_of_one_generation_at_a_time():
+def test_merges_take_min_files_of_one_generation_at_a_time_past_stragglers():
     spec = CompactionSpec(min_files=2, target_rows=100)
-    files = [("d/a-m1", 4, "s"), ("d/b-m1", 4, "s"), ("d/c-m1", 4, "s"), ("d/d", 1, "s"), ("d/e", 1, "s"),
-             ("d/f", 1, "s"), ("d/g-m2", 8, "s")]
-    # two of a generation make one of the next: a label is rewritten once a generation, not once a pass
-    assert plan_label_merges(files, spec) == [["d/a-m1", "d/b-m1"], ["d/d", "d/e"]]
+    files = [("d/a-m1", 4, "s"), ("d/late", 1, "s"), ("d/b-m1", 4, "s"), ("d/c-m1", 4, "s"), ("d/d", 1, "s"),
+             ("d/e", 1, "s"), ("d/g-m2", 8, "s")]
+    # two of a generation make one of the next: a label is rewritten once a generation, not once a pass;
+    # a file that appeared late (it sorts between merges) is merged with its own generation's next files
+    assert plan_label_merges(files, spec) == [["d/a-m1", "d/b-m1"], ["d/late", "d/d"]]
     assert generation_of("d/part-1-x-m12.parquet") == 12 and generation_of("d/part-1-x.parquet") == 0
 
 
@@ -96,6 +98,20 @@ def test_merged_label_files_give_every_reader_the_same_latest_labels(tmp_path):
     assert restarted.labels.feedback.labels == corrected
 
 
+def test_label_files_counted_but_not_read_back_at_a_start_are_not_merged(tmp_path):
+    for i in range(8):
+        send(tmp_path, [(f"r{i}", 1)])
+    core = monitor(tmp_path, CompactionSpec(min_files=4, target_rows=1_000))
+    core._compact_labels = lambda: []  # read, listed, nothing merged yet
+    core.step()
+    del core._compact_labels
+    listed = sorted(core.state["feedback_files"])
+    core._labels_unread = [listed[2]]  # a file a restart could not read back (an I/O error)
+    assert core._compact_labels() == []  # merged now, it would never be read: no run reaches past it
+    core._labels_unread = []
+    assert [e["files"] for e in core._compact_labels()] == [4, 4]
+
+
 def test_label_files_are_merged_once_read_and_merges_merge_a_generation_up(tmp_path):
     for i in range(5):
         send(tmp_path, [(f"r{i}", 1)])
@@ -113,7 +129,8 @@ def test_label_files_are_merged_once_read_and_merges_merge_a_generation_up(tmp_p
     assert core.labels.feedback.labels == fresh_labels(tmp_path)
 
 
-@pytest.mark.parametrize("crash", ["after the merge is written", "after it is recorded", "after it is moved"])
+@pytest.mark.parametrize("crash", ["after the merge is written", "after it is recorded", "after it is moved",
+                                   "after a source is deleted"])
 def test_a_crash_inside_a_label_merge_loses_and_doubles_no_label(tmp_path, crash, monkeypatch):
     import monitoring.core as core_module
 
@@ -133,8 +150,11 @@ def test_a_crash_inside_a_label_merge_loses_and_doubles_no_label(tmp_path, crash
         monkeypatch.setattr(core_module, "merge_label_files", lambda *a: (real_merge(*a), die())[0])
     elif crash == "after it is recorded":
         core.store.save = lambda state: (real_save(state), die() if state["label_compaction"] else None)
-    else:
+    elif crash == "after it is moved":
         core._finish_label_merge = die
+    else:  # the restart reads the merge for the deleted source's labels (it once only marked the merge read)
+        real_delete = core._delete_label_file
+        core._delete_label_file = lambda key: (real_delete(key), die())
     with pytest.raises(Died):
         core.step()
     monkeypatch.setattr(core_module, "merge_label_files", real_merge)

@@ -38,7 +38,8 @@ def test_day_of_a_key_and_the_day_before_a_moment():
     assert day_of("part-1-a.parquet") is None and day_of("other/part-1-a.parquet") is None
     midnight = 1_796_515_200.0  # 2026-12-06T00:00:00Z
     assert day_before(midnight) == "2026-12-05" and day_before(midnight + 1) == "2026-12-06"
-    assert day_before(float("inf")) is None and day_before(None) is None
+    assert day_before(float("inf")) == "9999-12-31"  # no file is wanted: no day directory listed
+    assert day_before(float("-inf")) is None and day_before(None) is None
 
 
 def test_a_reader_with_a_floor_does_not_list_earlier_days(tmp_path):

@@ -15,7 +15,7 @@ from training.config_loader import load_config
 def test_resources_are_floats_in_name_order_and_odd_ones_are_refused():
     assert list(checked_resources({"b": 1, "a": 0.5, "node:10.0.0.5": 0.01}).items()) == [
         ("a", 0.5), ("b", 1.0), ("node:10.0.0.5", 0.01)]
-    for bad, named in [({"GPU": 1}, "Ray's own"), ({"memory": 1}, "Ray's own"), ({"a b": 1}, "not a resource"),
+    for bad, named in [({"GPU": 1}, "Ray's own"), ({"cpu": 1}, "Ray's own"), ({"custom_resources": 1}, "Ray's own"), ({"memory": 1}, "Ray's own"), ({"a b": 1}, "not a resource"),
                        ({"": 1}, "not a resource"), ({"a": -1}, "above 0"), ({"a": float("inf")}, "above 0")]:
         with pytest.raises(ValueError, match=named):
             checked_resources(bad)
