@@ -98,7 +98,8 @@ def measure(models: list[str], live: str, state: str, tracking_uri: str, rate: i
     from monitoring.config import MonitoringConfig
     from monitoring.monitor import find, start, stop
 
-    cfg = MonitoringConfig.model_validate({"mlflow": False, "loop": {"enabled": False}, "poll_seconds": 2.0})
+    cfg = MonitoringConfig.model_validate({"mlflow": False, "loop": {"enabled": False}, "poll_seconds": 2.0,
+                                        "window_rows": 1_000, "min_rows": 200})
     for model in models:
         start(model, live, state, tracking_uri, cfg)
     try:
