@@ -25,7 +25,7 @@ from monitoring.decision import DriftState, decide
 from monitoring.estimation import expected_accuracy
 from monitoring.label_compaction import merge_label_files, merged_name, plan_label_merges, shape_of, stamp_of
 from monitoring.labels import CLOCK_SKEW_S, Feedback, WindowRows, epoch_s, label_stats
-from monitoring.live_reader import START, CorruptFile, Position, day_of, list_files, model_dir, read_rows
+from monitoring.live_reader import START, CorruptFile, Position, day_before, day_of, list_files, model_dir, read_rows
 from monitoring.read_retry import RetryLater, TransientRead, after_failed_pass, read_with_retries
 from monitoring.reference import ReferenceProfile
 from monitoring.report import category_shares, drift_reason, histograms, shown_features
@@ -292,7 +292,7 @@ class MonitorCore:
         read: their files leave `consumed`, and the state and each pass's listing stay a few days' files
         however long the model is served. A day that still holds a file some version has not read, or
         a merge under way, is kept."""
-        cutoff = str(np.datetime64(int(self.clock() - RETIRE_AFTER_S), "s").astype("datetime64[D]"))
+        cutoff = day_before(self.clock() - RETIRE_AFTER_S + 1)  # the day RETIRE_AFTER_S ago
         held = [day_of(k) for k in self.state["files"]]
         if self.state["compaction"] is not None:
             held += [day_of(k) for k in self.state["compaction"]["sources"]]

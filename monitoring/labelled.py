@@ -120,7 +120,7 @@ class LabelledReader:
     def rows(self) -> LabelledRows:
         """Every labelled row answered from `since` on, oldest first."""
         fs, live_dir = filesystem(model_dir(self.root, self.model))
-        files = parquet_files(fs, live_dir, None if self.since is None else day_before(self.since - CLOCK_SKEW_S))
+        files = parquet_files(fs, live_dir, _first_day(self.since))
         listed = {key for _, key in files}
         self._tables = {k: t for k, t in self._tables.items() if k in listed}  # merged away: its rows are in the merge
         for mtime, key in reversed(files):  # newest first: the newest file's features are the model's
@@ -156,7 +156,7 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
         return LabelledReader(root, model, since=since, versions=versions, with_features=with_features,
                               regression=regression, feedback=feedback).rows()
     fs, live_dir = filesystem(model_dir(root, model))
-    days = _newest_day_first(fs, live_dir, None if since is None else day_before(since - CLOCK_SKEW_S))
+    days = _newest_day_first(fs, live_dir, _first_day(since))
     parts: list[tuple[float, str, int | None]] = []  # latest answers first, a day's row groups at a time
 
     def older_day() -> bool:
@@ -195,6 +195,11 @@ def labelled_rows(root: str, model: str, *, since: float | None = None, versions
                 return rows
         elif len(rows) >= last and parts[done][0] < epoch_s(rows.ts[0]):
             return rows
+
+
+def _first_day(since: float | None) -> str | None:
+    """The first day directory that can hold a row answered from `since` on (less the clock skew)."""
+    return None if since is None else day_before(since - CLOCK_SKEW_S)
 
 
 def _newest_day_first(fs, live_dir: str, from_day: str | None) -> Iterator[list[tuple[float, str]]]:
