@@ -35,14 +35,19 @@ def register_models(home: Path, tracking_uri: str, count: int) -> list[str]:
     from mlflow import MlflowClient
 
     from cluster.settings import Settings
+    from handoff.monitor_commands import record_profile
     from tests.integration.conftest import SMALL
+    from training import Registry
     from training.config_loader import load_config
     from training.pipeline import tune_and_register
 
     cfg = load_config(REPO / "configs" / "shuttle.yaml", [*SMALL, "name=scale-0", "search.num_samples=1",
                                                           "dataset.max_rows=6000", f"storage_path={home / 'tune'}"],
                       environ={})
-    registered = tune_and_register(cfg, Settings.resolve(environ={}, home=home), tracking_uri)
+    # the reference profile the monitors score against, stored as `handoff tune` stores it (without one a
+    # monitor counts every row as unprofiled and scores none: this bench's first runs measured idle monitors)
+    registered = tune_and_register(cfg, Settings.resolve(environ={}, home=home), tracking_uri,
+                                   on_registered=lambda view: record_profile(Registry(tracking_uri), view))
     client = MlflowClient(tracking_uri)
     source = client.get_model_version("scale-0", str(registered.version))
     names = ["scale-0"]
@@ -111,10 +116,15 @@ def measure(models: list[str], live: str, state: str, tracking_uri: str, rate: i
             time.sleep(seconds)
             cpu = {m: sum(p.cpu_times()[:2]) - cpu0[m] for m, p in processes.items()}
             rss = {m: p.memory_info().rss / 2**20 for m, p in processes.items()}
-            rows = {m: sum(ray.get(find(m).status.remote())["rows_scored"].values()) - rows0[m] for m in models}
+            statuses = {m: ray.get(find(m).status.remote()) for m in models}
+            rows = {m: sum(statuses[m]["rows_scored"].values()) - rows0[m] for m in models}
     finally:
         for model in models:
             stop(model)
+    unprofiled = sum(sum(s["rows_unprofiled"].values()) for s in statuses.values())
+    if not all(rows.values()) or unprofiled:
+        sys.exit(f"a monitor scored nothing in {seconds:.0f} s (rows scored {rows}, unprofiled {unprofiled}, "
+                 f"errors {[s['last_error'] for s in statuses.values()]}): the figures would be an idle monitor's")
     return {"monitors": len(models), "rows_per_s_each": rate,
             "rss_mib_each": round(float(np.mean(list(rss.values()))), 1),
             "rss_mib_total": round(float(sum(rss.values())), 1),
