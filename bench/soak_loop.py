@@ -41,6 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=8.0, help="minutes of traffic")
     parser.add_argument("--every", type=float, default=20.0, help="seconds between samples")
+    parser.add_argument("--gate", choices=["open", "default"], default="open", help=(
+        "open: the offline gate lets any candidate through (loop.gate.min_gain_recent=-1), so every retraining "
+        "reaches a canary (a champion of 6,000 rows barely loses accuracy to the recalibration: the default "
+        "gate stops its retrained twin); default: the gate as configured"))
     args = parser.parse_args()
     from cluster.head_services import free_port
     from handoff.demo_loop import CHANGE, CHANGE_AT, MONITORING
@@ -49,7 +53,7 @@ def main() -> None:
 
     frame = BUILTIN_DATASETS["shuttle"][0]().to_pandas()
     features = [f"f{i}" for i in range(1, 10)]
-    samples = []
+    samples, steps = [], []
     with tempfile.TemporaryDirectory(prefix="handoff-bench-soak-loop-") as tmp:
         home, gateway = Path(tmp) / "home", free_port()
         ports = [f"--mlflow-port={free_port()}", f"--ray-port={free_port()}", f"--dashboard-port={free_port()}"]
@@ -66,7 +70,8 @@ def main() -> None:
                 sys.exit(tuned.stderr[-3000:])
             served = handoff(home, "serve", "soak", "--set", f"gateway.port={gateway}", "--set", "gateway.cpus=0.2",
                              "--set", "version_defaults.cpus=0.2", "--set", "live_log.flush_seconds=0.5",
-                             *[a for s in MONITORING for a in ("--monitoring-set", s)])
+                             *[a for s in [*MONITORING, *(["loop.gate.min_gain_recent=-1"] if args.gate == "open" else [])]
+                               for a in ("--monitoring-set", s)])
             if served.returncode:
                 sys.exit(served.stderr[-3000:])
             held = frame.iloc[20000:32000]
@@ -96,7 +101,9 @@ def main() -> None:
             handoff(home, "down", timeout=180)
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "soak_loop.json").write_text(json.dumps({"args": vars(args), "samples": samples}, indent=1))
+    (out / "soak_loop.json").write_text(json.dumps({"args": vars(args), "samples": samples, "loop_steps": steps},
+                                                   indent=1))
+    print("loop steps:", " → ".join(steps))
 
 
 if __name__ == "__main__":
