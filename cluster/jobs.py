@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.digest import stable_digest
+from cluster.runtime_env import pip_env
 from cluster.source import source_env
 
 def _checkout() -> Path | None:
@@ -64,6 +65,7 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     submission_id: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    pip: tuple[str, ...] = ()  # packages the job needs beyond the cluster's (cluster/runtime_env.py)
 
 
 def deterministic_id(kind: str, *parts: object) -> str:
@@ -78,8 +80,10 @@ PYTHON = "${HANDOFF_PYTHON:-python}"
 
 def runtime_env(spec: JobSpec, working_dir: Path | None = REPO_ROOT) -> dict:
     """The repository as `working_dir` (without `.git`, so its commit travels in the environment);
-    from an installed Handoff (no checkout) none: the job runs the Handoff installed on the cluster."""
-    env = {"env_vars": {"PYTHONUNBUFFERED": "1", **(source_env(working_dir) if working_dir else {}), **spec.env}}
+    from an installed Handoff (no checkout) none: the job runs the Handoff installed on the cluster.
+    The spec's `pip` packages are installed for the job's driver and every task and actor it starts."""
+    env = {"env_vars": {"PYTHONUNBUFFERED": "1", **(source_env(working_dir) if working_dir else {}), **spec.env},
+           **pip_env(spec.pip)}
     if working_dir is not None:
         env.update(working_dir=str(working_dir), excludes=list(WORKING_DIR_EXCLUDES))
     return env

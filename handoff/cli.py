@@ -85,12 +85,13 @@ def _tracking_uri(configured: str | None, settings, services) -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from handoff.model_environment import RequirementsUnmet
     from training.config_loader import ConfigError
     from training.prepare import DataError
     from training.registry import RegistryError
     from training.reproduce import DataChanged
 
-    return (ConfigError, DataError, RegistryError, DataChanged, FileNotFoundError, ValueError)
+    return (ConfigError, DataError, RegistryError, DataChanged, RequirementsUnmet, FileNotFoundError, ValueError)
 
 
 @app.command()
@@ -201,6 +202,7 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
               in_process: bool = False) -> None:
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services, resolve_tracking_uri
+    from handoff.model_environment import run_where_met
     from training.config_loader import load_config
     from training.pipeline import SearchFailed, SearchInterrupted, latest_experiment, tune_and_register
 
@@ -209,6 +211,10 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
         cfg = load_config(config, overrides)
         services = None if in_process else read_services(settings)
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, settings, services)
+        if not in_process:  # the model's code needs packages this process lacks: the search runs where they are
+            code = run_where_met(cfg.model.requirements, services, f"the model {cfg.name!r}")
+            if code is not None:
+                raise typer.Exit(code)
         resume_path = (experiment_path or latest_experiment(cfg, settings)) if (resume or experiment_path) else None
         err.log(f"config {config} (hash {cfg.config_hash()[:12]}), MLflow at {uri}")
         connect_ray(None if in_process else ray_address(settings, services))
@@ -346,14 +352,23 @@ def _registry(home: Path | None, tracking_uri: str | None):
 def models(name: Annotated[str, typer.Argument(help="registered model name")],
            home: HomeOpt = None, tracking_uri: TrackingOpt = None, as_json: JsonOpt = False,
            lineage: Annotated[bool, typer.Option(help="show every lineage tag")] = True) -> None:
-    """Show a registered model's versions: aliases, metrics and lineage."""
+    """Show a registered model's versions: aliases, metrics, lineage and environment.
+
+    Each version's environment: the packages its model needs beyond Handoff (those its replicas
+    install here), and whether the core versions it was trained with (Python, torch, numpy, MLflow's
+    major version, Handoff's answer code) match this cluster's, naming each difference."""
+    from training import describe, in_words, installed_versions, this_environment
+
     _, registry = _registry(home, tracking_uri)
     try:
         versions = registry.versions(name)
     except _user_errors() as exc:
         _fail(str(exc))
+    here, installed = this_environment(), installed_versions()  # this process runs in the cluster's environment
+    environments = {v.version: describe(v.lineage, here, installed) for v in versions}
     if as_json:
-        print_result({"name": name, "aliases": registry.aliases(name), "versions": [v.to_dict() for v in versions]})
+        print_result({"name": name, "aliases": registry.aliases(name), "environment": here,
+                      "versions": [{**v.to_dict(), "environment": environments[v.version]} for v in versions]})
         return
     table = Table(title=f"{name}  ({registry.tracking_uri})", box=box.SIMPLE_HEAD, pad_edge=False)
     regression = any(v.lineage.get("task") == "regression" for v in versions)
@@ -371,6 +386,7 @@ def models(name: Annotated[str, typer.Argument(help="registered model name")],
     out.print(table)
     for v in versions:
         out.print(f"  v{v.version} caused by {_cause(v.lineage)}; columns: {_columns(v.lineage)}", highlight=False)
+        out.print(f"      environment: {in_words(environments[v.version])}", highlight=False)
     if lineage:
         for v in versions:
             out.print(f"\n[bold]{name} v{v.version}[/bold] lineage  (created {v.created}, run {v.run_id})")
@@ -407,6 +423,8 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
     """
     from cluster.connect import connect_ray, ray_address
     from cluster.services import read_services
+    from handoff.model_environment import run_where_met
+    from training import recorded_requirements
     from training.registry import Registry
     from training.reproduce import reproduce as run
 
@@ -414,6 +432,10 @@ def reproduce(name: Annotated[str, typer.Argument(help="registered model name")]
     services = read_services(settings)
     registry = Registry(_tracking_uri(None, settings, services))
     try:
+        code = run_where_met(recorded_requirements(registry.version(name, version).lineage), services,
+                             f"{name} v{version}")
+        if code is not None:
+            raise typer.Exit(code)
         connect_ray(ray_address(settings, services))
         with err.status(f"retraining {name}/{version} …"), contextlib.redirect_stdout(sys.stderr):
             result = run(name, version, settings, registry)

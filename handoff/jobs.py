@@ -19,10 +19,10 @@ def _quote(args: Sequence[str]) -> str:
 
 
 def cli_job(kind: str, args: Sequence[str], *, submission_id: str | None = None,
-            env: dict[str, str] | None = None) -> JobSpec:
-    """Any `handoff` command run on the cluster as a job."""
+            env: dict[str, str] | None = None, pip: Sequence[str] = ()) -> JobSpec:
+    """Any `handoff` command run on the cluster as a job (`pip`: what a model needs beyond the cluster)."""
     return JobSpec(kind=kind, entrypoint=f"{PYTHON} {_quote(['-m', 'handoff', *args])}", env=dict(env or {}),
-                   submission_id=submission_id, metadata={"handoff.kind": kind})
+                   submission_id=submission_id, metadata={"handoff.kind": kind}, pip=tuple(pip))
 
 
 def tune_job(config: str, overrides: Sequence[str] = (), *, submission_id: str | None = None) -> JobSpec:
@@ -34,14 +34,15 @@ def tune_job(config: str, overrides: Sequence[str] = (), *, submission_id: str |
 
 
 def retrain_job(model: str, event_id: str, attempt: int = 0, args: Sequence[str] = (),
-                resources: dict[str, float] | None = None) -> JobSpec:
+                resources: dict[str, float] | None = None, pip: Sequence[str] = ()) -> JobSpec:
     """`handoff retrain MODEL --event EVENT` (train on the original and recent labelled data, register,
-    gate): one job per (model, event, attempt), however often the monitor asks or replays."""
+    gate): one job per (model, event, attempt), however often the monitor asks or replays; `pip`: the
+    champion's requirements the cluster lacks (its trials and registration run with them)."""
     spec = cli_job("retrain", ["retrain", model, "--event", event_id, "--json", *args],
                    submission_id=deterministic_id("retrain", model, event_id, attempt),
                    env={"HANDOFF_PARENT_EVENT": event_id})
     return JobSpec(kind="retrain", entrypoint=spec.entrypoint, env=spec.env, submission_id=spec.submission_id,
-                   resources=dict(resources or {}),
+                   resources=dict(resources or {}), pip=tuple(pip),
                    metadata={"handoff.kind": "retrain", "handoff.model": model, "handoff.event": event_id,
                              "handoff.attempt": str(attempt)})
 

@@ -47,7 +47,18 @@ class HandoffLoopPort:
         args = ["--attempt", str(attempt), "--live-root", self.live_root]
         for item in self.retrain_sets:
             args += ["--set", item]
-        return JobRunner(self.jobs_address).submit(retrain_job(model, event_id, attempt, args, self.job_resources))
+        return JobRunner(self.jobs_address).submit(retrain_job(model, event_id, attempt, args, self.job_resources,
+                                                               pip=self.extra_packages(model)))
+
+    def extra_packages(self, model: str) -> list[str]:
+        """The champion's recorded requirements this process's environment (the cluster's: the monitor
+        runs in it) lacks: what the retraining job installs to train and register the model's code."""
+        from training import installed_versions, recorded_requirements, unmet
+
+        champion = self.champion(model)
+        if champion is None:
+            return []
+        return unmet(recorded_requirements(self._registry().version(model, champion).lineage), installed_versions())
 
     def job_status(self, job_id: str) -> str:
         from cluster.jobs import JobRunner

@@ -65,7 +65,9 @@ def predict(
     from cluster.services import read_services
     from serving.batch import predict_table
     from serving.batch_schema import BatchInputError
-    from training import Registry, RegistryError
+    from handoff.model_environment import RequirementsUnmet, run_where_met
+    from training import CHAMPION, Registry, RegistryError
+    from training import recorded_requirements
 
     if version is not None and alias is not None:
         _fail("give --version or --alias, not both")
@@ -84,13 +86,20 @@ def predict(
     uri = _tracking_uri(None, settings, services)
     artifact_root = settings.artifacts_dir.as_uri() if uri.startswith("sqlite:") else None
     try:
+        registry = Registry(uri)
+        chosen = version if version is not None else registry.aliases(name).get(alias or CHAMPION)
+        if chosen is not None:  # the version's own code needs packages this process lacks: scored where they are
+            code = run_where_met(recorded_requirements(registry.version(name, chosen).lineage), services,
+                                 f"{name} v{chosen}")
+            if code is not None:
+                raise typer.Exit(code)
         connect_ray(ray_address(settings, services))
         # Ray Data reports progress on stderr; stdout keeps the result (--json parses it)
         with contextlib.redirect_stdout(sys.stderr):
-            result = predict_table(Registry(uri), name, input_uri, output_uri, version=version, alias=alias,
+            result = predict_table(registry, name, input_uri, output_uri, version=version, alias=alias,
                                    config=cfg, overwrite=overwrite, artifact_root=artifact_root, progress=progress,
                                    say=lambda line: err.log(line, highlight=False))
-    except (BatchInputError, RegistryError) as exc:
+    except (BatchInputError, RegistryError, RequirementsUnmet) as exc:
         _fail(str(exc))
     except ClusterUnavailable as exc:
         _fail(str(exc), 1)

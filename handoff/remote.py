@@ -46,8 +46,9 @@ def without_address(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def run_as_job(argv: Sequence[str], address: str) -> int:
-    """Submit, stream the logs until the job ends, return 0 only when it succeeded."""
+def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = ()) -> int:
+    """Submit, stream the logs until the job ends, return 0 only when it succeeded (`pip`: packages
+    the job's environment installs beyond the cluster's)."""
     from cluster.jobs import JobError, JobRunner
     from handoff.jobs import cli_job
 
@@ -55,11 +56,12 @@ def run_as_job(argv: Sequence[str], address: str) -> int:
     args = without_address(argv)
     try:
         runner = JobRunner(address)
-        job_id = runner.submit(cli_job(args[0], args))
+        job_id = runner.submit(cli_job(args[0], args, pip=pip))
     except JobError as exc:
         print(f"error: {exc}", file=err)
         return 1
-    print(f"submitted `handoff {' '.join(args)}` as Ray job {job_id} to {address}; its logs follow "
+    extra = f" with {', '.join(pip)} installed" if pip else ""
+    print(f"submitted `handoff {' '.join(args)}` as Ray job {job_id} to {address}{extra}; its logs follow "
           f"(Ctrl-C detaches, the job keeps running: `ray job stop {job_id}` stops it)", file=err)
     try:
         status = runner.follow(job_id, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))

@@ -29,6 +29,10 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help=(
     "change a field of the serving config in force: --set gateway.port=8080 (kept for later commands "
     "and the closed loop)"))]
 NameArg = Annotated[str, typer.Argument(help="registered model name")]
+AllowDriftOpt = Annotated[bool, typer.Option("--allow-env-drift", help=(
+    "serve a version here although Python, torch, numpy, MLflow's major version or Handoff's answer code "
+    "differ from where it was trained (refused otherwise); the accepted difference is recorded on the version "
+    "(tag handoff.env_drift_accepted)"))]
 
 
 def quiet_serve_logs() -> None:
@@ -38,7 +42,7 @@ def quiet_serve_logs() -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
-def _control(home, address, tracking_uri, serving_config, sets, declare: bool = False):
+def _control(home, address, tracking_uri, serving_config, sets, declare: bool = False, allow_env_drift: bool = False):
     """Connect to the running cluster and build the control plane (or fail saying how to start one).
 
     `declare` (`handoff serve`, or any command given `--serving-config`): the file (default
@@ -76,7 +80,8 @@ def _control(home, address, tracking_uri, serving_config, sets, declare: bool = 
     except ClusterUnavailable as exc:
         _fail(str(exc))
     registry = Registry(_tracking_uri(None, settings, services))
-    return ServingControl(registry, source, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
+    return ServingControl(registry, source, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
+                          allow_env_drift=allow_env_drift)
 
 
 def _run(action, as_json: bool, control=None) -> None:
@@ -112,6 +117,7 @@ def _run(action, as_json: bool, control=None) -> None:
 @app.command()
 def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+          allow_env_drift: AllowDriftOpt = False,
           monitoring_config_path: MonitoringConfigOpt = None, monitoring_overrides: Annotated[
               list[str] | None, typer.Option("--monitoring-set", help="override a monitoring field: "
                                              "--monitoring-set enabled=false")] = None) -> None:
@@ -120,11 +126,16 @@ def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, track
     A model served for the first time sends all traffic to its `champion`; after that the policy
     stored on the registered model (tag handoff.traffic) comes back, so a restart keeps the weights.
     The model's drift monitor starts with it (monitoring.enabled, default on).
+
+    Each version's replicas install what it recorded in `model.requirements` and the cluster lacks;
+    a version trained where Python, torch, numpy, MLflow's major version or Handoff's answer code
+    differ from the cluster's is refused (exit 2, traffic unchanged) unless --allow-env-drift.
     """
     from handoff.monitor_commands import monitoring_config, start_monitor
 
     mon = monitoring_config(monitoring_config_path, monitoring_overrides)
-    control = _control(home, address, tracking_uri, serving_config, overrides, declare=True)
+    control = _control(home, address, tracking_uri, serving_config, overrides, declare=True,
+                       allow_env_drift=allow_env_drift)
     _run(lambda: control.serve_model(name), as_json, control)
     if mon.enabled and control.cfg.live_log.enabled:
         start_monitor(name, _settings(home, address, tracking_uri), control.registry.tracking_uri,
@@ -135,7 +146,8 @@ def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, track
 def traffic(name: NameArg,
             weights: Annotated[list[str], typer.Argument(help="VERSION=WEIGHT pairs, e.g. 3=10 2=90")],
             home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
-            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+            allow_env_drift: AllowDriftOpt = False) -> None:
     """Set the live traffic split exactly; served versions left out stop serving (after the switch).
 
     Weights are relative (3=1 2=9 is 10%/90%). Versions not yet deployed are deployed first, so no
@@ -147,7 +159,7 @@ def traffic(name: NameArg,
         parsed = parse_weights(weights)
     except PolicyError as exc:
         _fail(str(exc))
-    control = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.traffic(name, parsed), as_json)
 
 
@@ -155,9 +167,10 @@ def traffic(name: NameArg,
 def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the version to try")],
            percent: Annotated[float, typer.Option("--percent", help="share of live traffic (0-100)")] = 10,
            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
-           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+           allow_env_drift: AllowDriftOpt = False) -> None:
     """Give VERSION a share of live traffic; the other live versions keep their proportions."""
-    control = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.canary(name, version, percent), as_json)
 
 
@@ -165,23 +178,25 @@ def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
 def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the version to mirror to")],
            percent: Annotated[float, typer.Option("--percent", help="share of requests mirrored; 0 stops")] = 100,
            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
-           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+           allow_env_drift: AllowDriftOpt = False) -> None:
     """Mirror requests to VERSION without returning its answers.
 
     The shadow's answers are recorded (live log rows with shadow=true, the agreement metric) and
     its failures never reach the caller."""
-    control = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.shadow(name, version, percent), as_json)
 
 
 @app.command()
 def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new champion")],
             home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
-            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
+            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
+            allow_env_drift: AllowDriftOpt = False) -> None:
     """Make VERSION the champion: alias `champion` moves and all live traffic goes to it.
 
     The old champion stays deployed at weight 0, so `rollback` is instant."""
-    control = _control(home, address, tracking_uri, serving_config, overrides)
+    control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.promote(name, version), as_json)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cluster.config_layers import SERVING_ENV_PREFIX, ConfigError, load_layered
 from cluster.placement import RESOURCES_HELP, Resources
+from cluster.runtime_env import pip_env
 
 
 class _Strict(BaseModel):
@@ -176,11 +177,13 @@ class ServingConfig(_Strict):
 REPLICA_RUNTIME_ENV: dict = {"working_dir": None}
 
 
-def actor_options(cpus: float, gpus: float = 0.0, resources: Mapping[str, float] | None = None) -> dict:
+def actor_options(cpus: float, gpus: float = 0.0, resources: Mapping[str, float] | None = None,
+                  packages: Sequence[str] = ()) -> dict:
     """A replica's Ray actor options: Serve restarts replicas when these change, compared as JSON, so
     the numbers are always floats, the resources in name order and the runtime environment always
-    the same; none of a key that is not asked for."""
-    options = {"num_cpus": float(cpus), "runtime_env": dict(REPLICA_RUNTIME_ENV)}
+    the same (a version's `packages`, what it needs beyond the cluster, in the order it recorded
+    them); none of a key that is not asked for."""
+    options = {"num_cpus": float(cpus), "runtime_env": {**REPLICA_RUNTIME_ENV, **pip_env(packages)}}
     if gpus:
         options["num_gpus"] = float(gpus)
     if resources:

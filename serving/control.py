@@ -36,7 +36,8 @@ from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name, served_versions, version_app
 from serving.policy import PolicyError, TrafficPolicy
 from serving.rollout import Rollout, promote, rollback
-from training import CHAMPION, Registry
+from serving.version_environment import check_version_environment, replica_packages
+from training import CHAMPION, DRIFT_ACCEPTED_TAG, Registry, installed_versions
 
 log = logging.getLogger(__name__)
 TRAFFIC_TAG = "handoff.traffic"
@@ -56,6 +57,13 @@ def stop_serving() -> list[str]:
     if running:
         serve.shutdown()
     return running
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> dict[str, str]:
+    """This process's installed distributions: the cluster's environment (the control plane never runs
+    in a model's), against which a version's extra packages are decided."""
+    return installed_versions()
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,16 +87,18 @@ def _inputs(sig) -> str:
 
 class ServingControl:
     def __init__(self, registry: Registry, config: ServingConfig | ConfigSource | None = None,
-                 live_log_root: str | None = None, say: Callable[[str], None] = lambda _: None):
+                 live_log_root: str | None = None, say: Callable[[str], None] = lambda _: None,
+                 allow_env_drift: bool = False):
         """`config`: a `ServingConfig` this caller declares (it becomes the config in force with the
         first change; `live_log_root` fills its live log root where it names none), a `ConfigSource`,
-        or None: the config in force on the cluster, as it is."""
+        or None: the config in force on the cluster, as it is. `allow_env_drift`: a version deployed by
+        this caller may run where its core versions differ from its training's (recorded on it)."""
         if isinstance(config, ServingConfig):
             if live_log_root and not config.live_log.root:
                 config = config.model_copy(update={"live_log": config.live_log.model_copy(
                     update={"root": live_log_root})})
             config = ConfigSource(declared=config)
-        self.registry, self.say = registry, say
+        self.registry, self.say, self.allow_env_drift = registry, say, allow_env_drift
         self.source = config or ConfigSource()
         self.cfg: ServingConfig | None = self.source.declared  # the config of the last change
 
@@ -154,14 +164,32 @@ class ServingControl:
         models = serve.get_app_handle(GATEWAY_APP).describe.remote().result(timeout_s=60)["models"]
         return dict(RoutingTable.model_validate({"models": models}).models)
 
-    def _deploy_version(self, cfg: ServingConfig, name: str, version: int, new: bool) -> None:
+    def _version_packages(self, cfg: ServingConfig, name: str, version: int, new: bool) -> list[str]:
+        """What the version's replicas install beyond the cluster's environment; before its first
+        replica, the check that it installs and that the cluster answers as its training did
+        (serving/version_environment.py): refused, nothing deployed, traffic unchanged."""
+        lineage = self.registry.version(name, version).lineage
+        packages = replica_packages(lineage, _installed())
+        if new:
+            check_version_environment(
+                name, version, lineage, packages, cfg.deployment_for(name, version).resources, self.allow_env_drift,
+                lambda value: self.registry.set_version_tags(name, version, {DRIFT_ACCEPTED_TAG: value}), self.say)
+        return packages
+
+    def _deploy_version(self, cfg: ServingConfig, name: str, version: int, new: bool, packages: list[str]) -> None:
         sizing = cfg.deployment_for(name, version)
         app = version_app(name, version, self.registry.tracking_uri, None, sizing,
-                          code_version("version", name, version, sizing.cpus, sizing.gpus, sizing.resources))
+                          code_version("version", name, version, sizing.cpus, sizing.gpus, sizing.resources),
+                          packages)
         if new:
             self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
                      f"{sizing.gpus} GPU each)")
-        serve.run(app, name=app_name(name, version), route_prefix=None)
+        try:
+            serve.run(app, name=app_name(name, version), route_prefix=None)
+        except RuntimeError as exc:  # its replicas failed to start (Serve's message names why)
+            if new:  # nothing routes to it: taken down again, traffic unchanged
+                self._delete_apps([app_name(name, version)])
+            raise PolicyError(f"{name} version {version} failed to start: {exc}; traffic unchanged") from None
 
     def _deploy_gateway(self, cfg: ServingConfig, models: dict[str, ModelRouting]) -> None:
         g = cfg.gateway
@@ -189,10 +217,13 @@ class ServingControl:
             raise PolicyError(f"model {name!r} has no version(s) {unknown} (registered: {sorted(known)})")
         serve.start(proxy_location="Disabled")
         running = self._running_apps()
+        # every new version's environment checked before anything is deployed
+        packages = {v: self._version_packages(cfg, name, v, new=app_name(name, v) not in running)
+                    for v in policy.versions}
         for v in policy.versions:
             # idempotent: a running version with unchanged sizing is left alone; changed batching or
             # replica counts are lightweight updates (stable code version), new resources restart it
-            self._deploy_version(cfg, name, v, new=app_name(name, v) not in running)
+            self._deploy_version(cfg, name, v, app_name(name, v) not in running, packages[v])
         try:
             self._check_same_inputs(name, policy.versions)
         except PolicyError:

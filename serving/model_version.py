@@ -8,6 +8,7 @@ every deployment in it a new code version, which restarts them all).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from ray import serve
@@ -75,13 +76,14 @@ class ModelVersion:
 
 
 def version_app(model: str, version: int, tracking_uri: str, registry_uri: str | None,
-                sizing: VersionDeployment, code_version: str):
-    """The bound Serve application for one version, sized from the config.
+                sizing: VersionDeployment, code_version: str, packages: Sequence[str] = ()):
+    """The bound Serve application for one version, sized from the config, its replicas in a runtime
+    environment that installs `packages` (what the version needs beyond the cluster's).
 
     `code_version` pins Serve's deployment version (private `_internal` option: Serve's public
     Python API gives every `serve.run` a random one, which restarts replicas on any change)."""
     options: dict = {
-        "ray_actor_options": actor_options(sizing.cpus, sizing.gpus, sizing.resources),
+        "ray_actor_options": actor_options(sizing.cpus, sizing.gpus, sizing.resources, packages),
         "max_ongoing_requests": sizing.max_ongoing_requests,
         "health_check_period_s": 5,
         # one log line per request was ~5% of a replica's CPU; the gateway counts requests instead

@@ -86,6 +86,17 @@ class ModelConfig(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="fixed factory parameters")
     code_paths: list[str] = Field(default_factory=list,
                                   description="extra source dirs packaged with the model (user factories)")
+    requirements: list[str] = Field(default_factory=list, description=(
+        "pip requirement strings the model's own code needs beyond Handoff (e.g. 'scikit-learn>=1.5'): "
+        "trials, the registered model, its replicas, batch actors, reproduce and retraining jobs run with "
+        "them, installed by Ray where the cluster lacks them"))
+
+    @field_validator("requirements")
+    @classmethod
+    def _pip_requirements(cls, value: list[str]) -> list[str]:
+        from training.environment import check_requirements
+
+        return check_requirements(value)
 
 
 class TrainConfig(BaseModel):
@@ -276,6 +287,8 @@ class ExperimentConfig(BaseModel):
         if dumped.get("task") is None:  # left out: earlier configs keep their hash
             dumped.pop("task", None)
         dumped["resources"].pop("custom", None)  # where trials run is not what they compute
+        if not dumped["model"].get("requirements"):  # left out when empty: earlier configs keep their hash
+            dumped["model"].pop("requirements", None)
         if dumped["train"].get("loss") is None:
             dumped["train"].pop("loss", None)
         search = dumped["search"]  # the metric left out: as the classification default always was

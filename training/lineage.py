@@ -8,11 +8,11 @@ import platform
 from pathlib import Path
 
 TAG_PREFIX = "handoff."
-_VERSIONED = {"torch": "torch", "ray": "ray", "mlflow": "mlflow"}
+_VERSIONED = {"torch": "torch", "numpy": "numpy", "ray": "ray", "mlflow": "mlflow"}
 
 
 def package_versions() -> dict[str, str]:
-    """Python, torch, Ray and MLflow versions of this process."""
+    """Python, torch, numpy, Ray and MLflow versions of this process."""
     versions = {"python": platform.python_version()}
     for key, dist in _VERSIONED.items():
         try:
@@ -32,8 +32,10 @@ def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: s
                  seed: int, versions: dict[str, str], experiment_path: str, trial_id: str,
                  trial_params: str, epochs_trained: int, weights_sha256: str, threads: int,
                  device: str, search_run_id: str, classes: list | None = None,
-                 columns: dict[str, str] | None = None, task: str | None = None) -> dict[str, str]:
-    """The `handoff.*` tags set on a model version (all strings, as MLflow stores them)."""
+                 columns: dict[str, str] | None = None, task: str | None = None,
+                 requirements: list[str] | None = None, answer_code: str | None = None) -> dict[str, str]:
+    """The `handoff.*` tags set on a model version (all strings, as MLflow stores them); `requirements`
+    and `answer_code` are its environment (training/environment.py)."""
     tags = {
         "git_commit": commit, "git_dirty": str(dirty).lower(),
         "data_fingerprint": data_fingerprint, "data_uri": data_uri,
@@ -50,4 +52,8 @@ def lineage_tags(*, commit: str, dirty: bool, data_fingerprint: str, data_uri: s
         tags["task"] = task
     if columns is not None:  # each feature's kind, in input order
         tags["columns"] = json.dumps(columns)
+    if requirements is not None:  # what the model's code needs beyond Handoff
+        tags["requirements"] = json.dumps(list(requirements))
+    if answer_code is not None:  # the digest of the code that prepares rows and computes answers
+        tags["answer_code"] = answer_code
     return {TAG_PREFIX + k: v for k, v in tags.items()}

@@ -3,8 +3,9 @@
 Extension point: a factory is any callable `factory(n_features, n_outputs, **params) -> nn.Module`
 returning shape (batch, n_outputs): one logit per class for classification, the one predicted
 value (n_outputs = 1) for regression. Name a built-in family (`mlp`) or your own as
-`package.module:callable` in `model.family`; its keyword parameters come from `model.params` and
-the search space. Handoff wraps the module in `Standardised`, which holds the input mean and
+`package.module:callable` in `model.family` (with its source in `model.code_paths`, and the
+packages it imports beyond Handoff in `model.requirements`); its keyword parameters come from
+`model.params` and the search space. Handoff wraps the module in `Standardised`, which holds the input mean and
 standard deviation fitted on the training split, so the saved model takes raw features; for
 regression it also holds the target's mean and standard deviation (the network learns the
 standardised target, the saved model answers in the target's units).
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,6 +77,17 @@ class Standardised(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.standardised(x)
         return out * self.target_std + self.target_mean if self.scales_target else out
+
+
+def import_code_paths(paths: Iterable[str]) -> None:
+    """Make the user code in `model.code_paths` importable in this process as it is where the version
+    loads: MLflow copies each path (a module file or a package directory) into the model's `code/`
+    directory and puts that on `sys.path`, so each path's parent goes on `sys.path` here (relative
+    paths from the working directory: a job's is the repository it was sent with)."""
+    for path in paths:
+        parent = str(Path(path).resolve().parent)
+        if parent not in sys.path:
+            sys.path.insert(0, parent)
 
 
 def resolve_factory(family: str) -> ModelFactory:

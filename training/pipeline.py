@@ -24,6 +24,8 @@ from training.config import ExperimentConfig
 from training.contract import pyfunc_answer
 from training.training_view import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
+from training.environment import this_environment
+from training.models import import_code_paths
 from training.prepare import DataError, PreparedData, prepare
 from training.progress import SearchProgress
 from training.registry import Registry
@@ -136,6 +138,7 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
     `on_registered` hears what the new version was trained on (monitoring profiles it from that);
     `extra_tags` join the version's lineage tags at registration (a retraining's cause)."""
     console = console or Console(stderr=True)
+    import_code_paths(cfg.model.code_paths)  # registration builds the best trial's network here
     data = data if data is not None else load_data(cfg, settings)
     console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}, task {data.task}")
     console.log(f"columns: {describe_columns(data)}")
@@ -223,7 +226,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     model_uri = log_model(parent, tracking_uri, model.state_dict(),
                           model_spec(spec.family, spec.model_params, data.features, data.classes, data.preparation,
                                      data.task, spec.loss),
-                          example, example_output, cfg.model.code_paths)
+                          example, example_output, cfg.model.code_paths, cfg.model.requirements)
     digest = weights_hash(model.state_dict())
     trial_id = str(best.metrics.get("trial_id"))
     commit, dirty = source_state(REPO_DIR)
@@ -234,6 +237,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         trial_params=json.dumps(best.config, sort_keys=True), epochs_trained=int(state["epoch"]),
         weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
         search_run_id=parent, classes=data.classes, columns=data.preparation.kinds, task=data.task,
+        requirements=cfg.model.requirements, answer_code=this_environment()["answer_code"],
     )
     tags.update({f"{lineage.TAG_PREFIX}{k}": str(v) for k, v in (extra_tags or {}).items()})
     registry = Registry(tracking_uri, registry_uri)

@@ -10,6 +10,7 @@ from pathlib import Path
 from cluster.settings import Settings
 from training.config import ExperimentConfig
 from training.pipeline import load_data
+from training.models import import_code_paths
 from training.registry import Registry
 from training.tracking import CONFIG_ARTIFACT
 from training.train_loop import TrialSpec, fit, weights_hash
@@ -57,6 +58,7 @@ def reproduce(name: str, version: int, settings: Settings, registry: Registry) -
     base: TrialSpec = trial_spec(cfg, json.loads(lineage["trial_params"]))
     spec = TrialSpec(**{**base.__dict__, "threads": int(lineage["torch_threads"])})
     epochs = int(lineage["epochs_trained"])
+    import_code_paths(cfg.model.code_paths)
     model = fit(spec, data, epochs=epochs, device="cpu")
     digest = weights_hash(model.state_dict())
     return Reproduction(name=name, version=version, registered_weights_sha256=lineage["weights_sha256"],

@@ -73,8 +73,10 @@ def _signature(example: pd.DataFrame, example_output: pd.DataFrame, spec: dict):
 
 
 def log_model(run_id: str, tracking_uri: str, state_dict: dict, spec: dict, example: pd.DataFrame,
-              example_output: pd.DataFrame, code_paths: list[str]) -> str:
-    """Log the pyfunc model (signature, input example, the `training` package) in `run_id`."""
+              example_output: pd.DataFrame, code_paths: list[str], requirements: list[str] = ()) -> str:
+    """Log the pyfunc model (signature, input example, the `training` package) in `run_id`; its pip
+    requirements are Handoff's pinned core and the model's own `requirements` (MLflow's tools, such as
+    `mlflow models serve --env-manager`, then build the same environment)."""
     mlflow.set_tracking_uri(tracking_uri)
     training_pkg = str(Path(__file__).resolve().parent)
     with tempfile.TemporaryDirectory() as d:
@@ -90,7 +92,7 @@ def log_model(run_id: str, tracking_uri: str, state_dict: dict, spec: dict, exam
                 code_paths=[training_pkg, *code_paths],
                 signature=_signature(example, example_output, spec),
                 input_example=example,
-                pip_requirements=_pinned_requirements(),
+                pip_requirements=[*_pinned_requirements(), *requirements],
                 # the loader names the device (a replica's or batch actor's GPU); None: the model's choice
                 model_config={"device": None},
             )

@@ -12,6 +12,7 @@ from ray import tune
 
 from training.config import ExperimentConfig
 from training.devices import choose_device, cpu_threads
+from training.models import import_code_paths
 from training.prepare import PreparedData
 from training.train_loop import TrialSpec, checkpoint_state, fit
 
@@ -35,6 +36,7 @@ def load_state(checkpoint: tune.Checkpoint) -> dict:
 
 def run_trial(trial_config: dict, cfg: ExperimentConfig, data: PreparedData) -> None:
     """Train on the trial's device; resume from Tune's checkpoint after a failure or restore."""
+    import_code_paths(cfg.model.code_paths)
     device = choose_device(ray.get_gpu_ids(), torch.cuda.is_available())
     node_id = ray.get_runtime_context().get_node_id()  # with Tune's `node_ip`: where the trial ran
     spec = trial_spec(cfg, trial_config)

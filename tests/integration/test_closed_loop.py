@@ -67,13 +67,18 @@ def serve(head, name: str, *monitoring: str, config: str = "configs/shuttle.yaml
                     *[a for s in [*SMALL, f"name={name}", f"dataset.uri={data or head['data']}", "search.num_samples=1",
                                   *tune_sets] for a in ("--set", s)])
     assert tuned.returncode == 0, tuned.stderr[-3000:]
+    serve_registered(head, name, *monitoring)
+    return json.loads(tuned.stdout)["version"]
+
+
+def serve_registered(head, name: str, *monitoring: str) -> None:
+    """Serve `name`'s champion on the module's gateway (its key, small replicas) with the fast loop settings."""
     served = handoff("serve", name, "--home", str(head["home"]), "--set", f"gateway.port={head['gateway']}",
                      "--set", f"gateway.api_keys=[{API_KEY}]",
                      "--set", "gateway.cpus=0.2", "--set", "version_defaults.cpus=0.2",
                      "--set", "live_log.flush_seconds=0.5", *[a for s in [*FAST, *monitoring]
                                                               for a in ("--monitoring-set", s)])
     assert served.returncode == 0, served.stderr[-3000:]
-    return json.loads(tuned.stdout)["version"]
 
 
 @pytest.fixture
@@ -398,3 +403,107 @@ def test_a_regression_model_is_retrained_canaried_and_promoted_and_its_live_rmse
     status = json.loads(handoff("monitor", name, "status", "--json", "--home", str(head["home"])).stdout)
     assert status["tasks"] and set(status["tasks"].values()) == {"regression"}
     assert status["live"][str(champion)]["rmse"] is not None and status["label_free_estimate"][str(champion)] is None
+
+
+def probe_package(tmp_path: Path) -> Path:
+    """A small package that is in no environment of this project (built here into a wheel), and a
+    model factory whose module imports it."""
+    src = tmp_path / "probe-src"
+    (src / "handoff_env_probe").mkdir(parents=True)
+    (src / "handoff_env_probe" / "__init__.py").write_text('"""A package only a model\'s environment has."""\n\n'
+                                                            'ACTIVATION = "relu"\n')
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=69"]\n'
+                                        'build-backend = "setuptools.build_meta"\n\n'
+                                        '[project]\nname = "handoff-env-probe"\nversion = "0.1.0"\n')
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    factory = tmp_path / "factory" / "env_factory.py"
+    factory.parent.mkdir()
+    factory.write_text('"""A user\'s model factory that needs a package beyond Handoff."""\n\n'
+                       'import handoff_env_probe\n\nfrom training.models import build_mlp\n\n\n'
+                       'def build(n_features, n_outputs, **mlp):\n'
+                       '    return build_mlp(n_features, n_outputs, **{**mlp, "activation": handoff_env_probe.ACTIVATION})\n')
+    return next((tmp_path / "dist").glob("handoff_env_probe-*.whl"))
+
+
+def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in_its_environment(
+        head, unserve_after, tmp_path, shuttle_frame):
+    """A factory importing a package this project's environment lacks: the search runs as a Ray job
+    that installs it, the version records it, its replicas, the batch actors and the loop's
+    retraining job install it, while the driver itself cannot import it. A requirement that cannot be
+    installed and a core version that differs are refused, naming them, with traffic unchanged."""
+    from training import Registry
+
+    wheel = probe_package(tmp_path)
+    assert subprocess.run([sys.executable, "-c", "import handoff_env_probe"], capture_output=True).returncode != 0
+    name = "loop-env"
+    unserve_after.append(name)
+    requirement = f"handoff-env-probe @ {wheel.as_uri()}"
+    home = ["--home", str(head["home"])]
+    tuned = handoff("tune", "configs/shuttle.yaml", *home, *[a for s in [
+        *SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1", "model.family=env_factory:build",
+        f"model.code_paths=['{tmp_path / 'factory' / 'env_factory.py'}']", f"model.requirements=['{requirement}']"]
+        for a in ("--set", s)])
+    assert tuned.returncode == 0, (tuned.stdout[-3000:], tuned.stderr[-3000:])
+    assert "running it as a Ray job that installs them" in tuned.stderr
+    shown = json.loads(handoff("models", name, "--json", *home).stdout)
+    first = shown["versions"][0]
+    assert first["environment"]["requirements"] == [requirement] and first["environment"]["matches"] is True
+    assert first["environment"]["installs"] == [requirement]
+    serve_registered(head, name)
+    status, answered, _ = call(head["gateway"], f"/v2/models/{name}/infer", infer_body(), KEYED)
+    assert status == 200 and answered["x-model-version"] == "1"
+
+    # scored in batch: the command runs as a job that installs the package for its actors
+    table = write_parquet(shuttle_frame.iloc[40000:40500][FEATURES], tmp_path / "batch.parquet")
+    scored = handoff("predict", name, "--input", str(table), "--output", str(tmp_path / "scored.parquet"), *home)
+    assert scored.returncode == 0, (scored.stdout[-3000:], scored.stderr[-3000:])
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "scored.parquet").num_rows == 500
+
+    # a version whose requirement cannot be installed, or trained with another torch: refused, traffic unchanged
+    registry = Registry(head["mlflow_uri"])
+    version_two = handoff("tune", "configs/shuttle.yaml", *home, *[a for s in [
+        *SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1", "model.family=env_factory:build",
+        f"model.code_paths=['{tmp_path / 'factory' / 'env_factory.py'}']", f"model.requirements=['{requirement}']"]
+        for a in ("--set", s)])
+    assert version_two.returncode == 0, version_two.stderr[-3000:]
+    registry.set_version_tags(name, 2, {"requirements": json.dumps(
+        [requirement, f"handoff-missing @ {(tmp_path / 'no' / 'handoff_missing-1.0-py3-none-any.whl').as_uri()}"])})
+    refused = handoff("canary", name, "2", "--percent", "10", *home)
+    assert refused.returncode == 2 and "installing" in refused.stderr and "handoff_missing" in refused.stderr, \
+        refused.stderr[-3000:]
+    registry.set_version_tags(name, 2, {"requirements": json.dumps([requirement]), "torch_version": "2.12.0"})
+    refused = handoff("canary", name, "2", "--percent", "10", *home)
+    assert refused.returncode == 2 and "torch 2.12.0 (trained) vs" in refused.stderr, refused.stderr[-3000:]
+    served = json.loads(handoff("status", "--json", *home).stdout)
+    assert {r["version"]: r["weight"] for r in served["versions"] if r["model"] == name} == {1: 1.0}
+    accepted = handoff("canary", name, "2", "--percent", "10", "--allow-env-drift", *home)
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    shown = json.loads(handoff("models", name, "--json", *home).stdout)
+    two = next(v for v in shown["versions"] if v["version"] == 2)
+    assert two["environment"]["differences"][0]["name"] == "torch" and two["environment"]["differences"][0]["accepted"]
+    assert json.loads(two["lineage"]["env_drift_accepted"])[0]["recorded"] == "2.12.0"
+    assert handoff("traffic", name, "1=100", *home).returncode == 0
+
+    # the loop: drift, a retraining job that installs the package, its gate; the candidate's canary
+    # replicas install it too (every request answered)
+    def until(found):
+        return any(k in kinds(found) for k in ("promoted", "rolled_back", "retrain_abandoned", "gate_failed"))
+
+    replay = drive(head, name, until, seconds=480)
+    assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
+    steps = kinds(replay.found)
+    assert "retrain_submitted" in steps and ("gate_passed" in steps or "gate_failed" in steps), steps
+    drift = next(e for e in replay.found if e["kind"] == "drift_declared")
+    retrained = registry.caused_by(name, drift["event_id"])
+    assert retrained is not None and json.loads(retrained.lineage["requirements"]) == [requirement]
+    from cluster.jobs import JobRunner
+
+    job = next(j for j in JobRunner(head["dashboard_url"]).client.list_jobs()
+               if (j.metadata or {}).get("handoff.event") == drift["event_id"])
+    assert job.runtime_env["pip"]["packages"] == [requirement]
+    if "canary_started" in steps:
+        assert replay.after.by_version.get(retrained.version, [0])[0] > 0

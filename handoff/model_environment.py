@@ -1,0 +1,58 @@
+"""Commands that run a model's own code (search, reproduce, batch scoring) run where its requirements are met.
+
+A model's `requirements` (training/environment.py) may name packages this process lacks. The
+command then runs as a Ray job on the cluster with a `runtime_env` that installs only those
+(cluster/runtime_env.py): the same command line, its logs streamed here, its exit code returned.
+Its trials, batch actors and registration run in that environment; nothing of the model's is
+imported here. Without a jobs API to send it to (no `handoff up` head) it is refused, naming the
+packages, before any work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+
+class RequirementsUnmet(ValueError):
+    """A model's requirements are missing here and there is no cluster to run the command on."""
+
+
+def jobs_address(services) -> str | None:
+    """Where to send a job: the jobs API of the `handoff up` head this command found."""
+    return services.dashboard_url if services is not None else None
+
+
+def run_where_met(requirements: Sequence[str], services, what: str,
+                  argv: Sequence[str] | None = None) -> int | None:
+    """None when the command runs here: this process has every requirement, or it is a Ray job given
+    an environment with each of the model's packages (a requirement by URL or with extras cannot be
+    checked against versions: there, installed is enough); else the exit code of the command run as a
+    Ray job that installs the missing ones. Refused (`RequirementsUnmet`) with no jobs API to send it
+    to, or inside a job that lacks a package (one sent with `--address http://…`, which installs none)."""
+    from cluster.settings import inside_ray_job
+    from handoff.remote import run_as_job, without_address
+    from training import absent, installed_versions, unmet
+
+    if inside_ray_job(os.environ):
+        lacking = absent(requirements, installed_versions())
+        if lacking:
+            raise RequirementsUnmet(
+                f"{what} needs {', '.join(lacking)}, which this Ray job's environment lacks: a command sent with "
+                "--address http://… installs no model packages; run it on the head (it then sends itself as a job "
+                "that installs them) or install them on the cluster")
+        return None
+    missing = unmet(requirements, installed_versions())
+    if not missing:
+        return None
+    target = jobs_address(services)
+    if target is None:
+        raise RequirementsUnmet(
+            f"{what} needs {', '.join(missing)}, not installed here, and there is no cluster to run it on with "
+            f"them: start one with `handoff up` (the command then runs as a Ray job that installs them), "
+            f"or install them into this environment")
+    args = without_address(list(argv if argv is not None else sys.argv[1:]))
+    print(f"{what} needs {', '.join(missing)} (not installed here): running it as a Ray job that installs them",
+          file=sys.stderr)
+    return run_as_job(args, target, pip=missing)

@@ -1,0 +1,134 @@
+"""A version's environment (pure): requirements, what a cluster lacks, core versions compared, replica options."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from cluster.jobs import runtime_env
+from cluster.runtime_env import pip_env
+from handoff.jobs import retrain_job
+from serving.config import actor_options
+from serving.version_environment import replica_packages
+from training.config import ExperimentConfig
+from training.environment import (DRIFT_ACCEPTED_TAG, Difference, RequirementError, check_requirements, describe,
+                                  differences, in_words, recorded_core, unaccepted, unmet)
+from training.lineage import lineage_tags, package_versions
+
+INSTALLED = {"numpy": "2.3.1", "torch": "2.13.0", "mlflow": "3.17.2", "pandas": "2.3.0", "scikit-learn": "1.6.1"}
+
+
+def config(**model) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({"name": "m", "dataset": {"uri": "x.parquet", "label": "y", "features": ["a"]},
+                                          "model": model})
+
+
+def test_requirements_are_normalised_in_order_once_and_bad_ones_refused_by_name():
+    assert check_requirements(["Scikit_Learn >= 1.5", "tabulate", "scikit-learn>=1.5"]) == ["scikit-learn>=1.5",
+                                                                                            "tabulate"]
+    with pytest.raises(RequirementError, match="'not a requirement!!' is not a pip requirement"):
+        check_requirements(["not a requirement!!"])
+    with pytest.raises(RequirementError, match="names Ray, which the cluster provides"):
+        check_requirements(["Ray==2.9"])
+    with pytest.raises(ValidationError, match="is not a pip requirement"):
+        config(requirements=["=="])
+    assert config(requirements=["Tabulate==0.9.0"]).model.requirements == ["tabulate==0.9.0"]
+
+
+def test_requirements_change_the_config_hash_only_when_given():
+    plain = config().config_hash()
+    assert config(requirements=[]).config_hash() == plain  # earlier configs keep their hash
+    assert config(requirements=["tabulate"]).config_hash() != plain
+
+
+def test_only_what_the_cluster_does_not_satisfy_is_installed():
+    reqs = ["numpy>=2", "scikit-learn==1.5.2", "tabulate", "pandas[performance]", "torch<3",
+            "local-pkg @ file:///tmp/local_pkg-0.1-py3-none-any.whl", "winonly; sys_platform == 'win32'"]
+    assert unmet(reqs, INSTALLED) == ["scikit-learn==1.5.2", "tabulate", "pandas[performance]",
+                                      "local-pkg @ file:///tmp/local_pkg-0.1-py3-none-any.whl"]
+    assert unmet(["numpy>=2", "torch"], INSTALLED) == []  # nothing extra: no runtime environment at all
+    assert unmet(["numpy>=2.4.0rc1"], {"numpy": "2.4.0rc2"}) == []  # a pre-release that satisfies counts
+
+
+def test_replica_options_carry_only_the_missing_packages_and_are_the_same_for_every_caller():
+    lineage = {"requirements": json.dumps(["tabulate==0.9.0", "numpy>=2"])}
+    packages = replica_packages(lineage, INSTALLED)
+    assert packages == ["tabulate==0.9.0"]
+    options = actor_options(0.5, packages=packages)
+    assert options["runtime_env"] == {"working_dir": None,
+                                      "pip": {"packages": ["tabulate==0.9.0"], "pip_check": False}}
+    assert actor_options(0.5, packages=packages) == options  # a repeated change: the same deployment version
+    assert actor_options(0.5)["runtime_env"] == {"working_dir": None}  # nothing extra: as before
+    assert replica_packages({}, INSTALLED) == []  # a version registered before requirements were kept
+
+
+def test_jobs_install_their_packages_and_nothing_when_there_are_none():
+    spec = retrain_job("m", "e1", pip=["tabulate==0.9.0"])
+    assert runtime_env(spec, None)["pip"] == {"packages": ["tabulate==0.9.0"], "pip_check": False}
+    assert "pip" not in runtime_env(retrain_job("m", "e1"), None)
+    assert pip_env([]) == {}
+
+
+def recorded(**over):
+    core = {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.3.1", "mlflow": "3.17.2", "answer_code": "abc"}
+    return {**core, **over}
+
+
+def test_differences_that_can_change_answers_are_named_and_harmless_ones_are_not():
+    lineage = lineage_tags(commit="c", dirty=False, data_fingerprint="f", data_uri="u", config_hash="h", seed=0,
+                           versions={"python": "3.11.7", "torch": "2.13.0", "numpy": "2.3.1", "ray": "2.60.0",
+                                     "mlflow": "3.17.2"}, experiment_path="p", trial_id="t", trial_params="{}",
+                           epochs_trained=1, weights_sha256="w", threads=1, device="cpu", search_run_id="r",
+                           requirements=["tabulate"], answer_code="abc")
+    core = recorded_core({k[len("handoff."):]: v for k, v in lineage.items()})
+    assert core == recorded()
+    # a patch release of Python and a minor release of MLflow change no answer
+    assert differences(core, recorded(python="3.11.9", mlflow="3.18.0")) == []
+    found = differences(core, recorded(torch="2.14.1", numpy="2.3.2", mlflow="4.0.0", python="3.12.1",
+                                       answer_code="def"))
+    assert [d.name for d in found] == ["python", "torch", "numpy", "mlflow", "answer_code"]
+    assert str(found[1]) == "torch 2.13.0 (trained) vs 2.14.1 (here)"
+    assert differences({}, recorded(torch="9")) == []  # nothing recorded: nothing compared
+    assert "numpy" in package_versions()
+
+
+def test_an_accepted_difference_is_not_refused_again_but_a_new_one_is():
+    torch = Difference("torch", "2.12.0", "2.13.0")
+    lineage = {DRIFT_ACCEPTED_TAG: json.dumps([{**torch.to_dict(), "accepted_at": "2026-12-07T10:00:00Z"}])}
+    assert unaccepted([torch], lineage) == []
+    numpy = Difference("numpy", "2.3.1", "2.3.2")
+    assert unaccepted([torch, numpy], lineage) == [numpy]
+    assert unaccepted([Difference("torch", "2.12.0", "2.14.0")], lineage)  # the same name, another version
+
+
+def test_handoff_models_says_what_a_version_needs_and_whether_it_matches():
+    lineage = {"requirements": json.dumps(["tabulate==0.9.0"]), "python_version": "3.11.7",
+               "torch_version": "2.12.0", "numpy_version": "2.3.1", "mlflow_version": "3.17.2", "answer_code": "abc"}
+    here = recorded()
+    described = describe(lineage, here, INSTALLED)
+    assert described["installs"] == ["tabulate==0.9.0"] and described["matches"] is False
+    assert described["differences"] == [{"name": "torch", "recorded": "2.12.0", "current": "2.13.0",
+                                         "accepted": False}]
+    assert in_words(described) == ("needs tabulate==0.9.0 (replicas install tabulate==0.9.0); "
+                                   "DIFFERS: torch 2.12.0 (trained) vs 2.13.0 (here)")
+    same = describe({**lineage, "torch_version": "2.13.0"}, here, {**INSTALLED, "tabulate": "0.9.0"})
+    assert in_words(same) == "needs tabulate==0.9.0; matches this cluster"
+    assert in_words(describe({}, here, INSTALLED)) == ("needs nothing beyond Handoff; core versions not recorded "
+                                                      "(registered before they were)")
+
+
+def test_a_command_whose_model_lacks_packages_is_sent_to_a_cluster_or_refused_naming_them(monkeypatch):
+    from cluster.settings import JOB_DRIVER_ENV
+    from handoff.model_environment import RequirementsUnmet, run_where_met
+    from training.environment import absent
+
+    monkeypatch.delenv(JOB_DRIVER_ENV, raising=False)
+    assert run_where_met(["numpy>=2"], None, "the model 'm'") is None  # met here: runs here
+    with pytest.raises(RequirementsUnmet, match="needs handoff-surely-absent==1.0, not installed here.*handoff up"):
+        run_where_met(["handoff-surely-absent==1.0"], None, "the model 'm'")
+    # inside a job: installed (any version) is enough, a package the job's environment lacks is named
+    monkeypatch.setenv(JOB_DRIVER_ENV, "1")
+    assert run_where_met(["numpy==0.0.1", "local @ file:///x.whl ; sys_platform == 'win32'"], None, "m") is None
+    with pytest.raises(RequirementsUnmet, match="needs handoff-surely-absent==1.0, which this Ray job's environment lacks"):
+        run_where_met(["handoff-surely-absent==1.0"], None, "m")
+    assert absent(["numpy==0.0.1", "nope"], {"numpy": "2.3.1"}) == ["nope"]
