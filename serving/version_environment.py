@@ -1,10 +1,12 @@
 """Where a version's replicas run: its extra packages, and the check that the cluster can answer as it did.
 
-Before a version's first replica starts, `check_version_environment` runs one Ray task on a node of
-the replicas' kind, in the replicas' own runtime environment: it installs the version's missing
-requirements there (a failure is the installer's message, before any traffic moves; Ray keeps the
-environment for the replicas that follow) and reports the core versions that can change answers,
-which are compared with those the version recorded when it was trained (training/environment.py).
+Before a version's first replica starts, `check_version_environment` compares the core versions that
+can change answers with those the version recorded when it was trained (training/environment.py).
+A version with packages to install gets one Ray task first, on a node of the replicas' kind, in the
+replicas' own runtime environment: it installs them there (a failure is the installer's message,
+before any traffic moves; Ray keeps the environment for the replicas that follow) and reports the
+core versions there. A version with nothing to install runs in the cluster's environment, this
+process's, read here: it starts as fast as before.
 A difference is refused unless a person accepted it (`--allow-env-drift`: recorded on the version
 as a tag, which later changes of traffic, by anyone, read).
 
@@ -15,6 +17,7 @@ every caller builds the same replica options and Serve restarts nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +40,13 @@ class EnvironmentSetupFailed(PolicyError):
 def replica_packages(lineage: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
     """The version's recorded requirements the cluster's environment lacks (what its replicas install)."""
     return unmet(recorded_requirements(lineage), installed)
+
+
+@functools.lru_cache(maxsize=1)
+def _this_environment() -> dict[str, str]:
+    from training import this_environment
+
+    return this_environment()
 
 
 def probe(packages: list[str], resources: Mapping[str, float]) -> dict[str, str]:
@@ -64,13 +74,14 @@ def check_version_environment(name: str, version: int, lineage: Mapping[str, str
     record them (`record_accepted` stores the tag's new value)."""
     if packages:
         say(f"{name} v{version} needs {', '.join(packages)}: installing them for its replicas (cached per node)")
-    started = time.monotonic()
-    try:
-        here = probe(packages, resources)
-    except EnvironmentSetupFailed as exc:
-        raise EnvironmentSetupFailed(f"{name} v{version}: {exc}; nothing was changed") from None
-    if packages:
+        started = time.monotonic()
+        try:
+            here = probe(packages, resources)
+        except EnvironmentSetupFailed as exc:
+            raise EnvironmentSetupFailed(f"{name} v{version}: {exc}; nothing was changed") from None
         say(f"{name} v{version}: its environment is ready ({time.monotonic() - started:.1f} s)")
+    else:  # the replicas run in the cluster's environment, which is this process's: no task needed
+        here = _this_environment()
     found = unaccepted(differences(recorded_core(lineage), here), lineage)
     if not found:
         return

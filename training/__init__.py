@@ -25,7 +25,7 @@ _EXPORTS = {
     # a version's environment: its extra requirements and the core versions that can change its answers
     **dict.fromkeys(["DRIFT_ACCEPTED_TAG", "Difference", "RequirementError", "absent", "accepted", "describe", "differences",
                      "in_words", "installed_versions",
-                     "recorded_core", "recorded_requirements", "this_environment", "unaccepted", "unmet"],
+                     "recorded_core", "recorded_requirements", "REQUIREMENTS_TAG", "this_environment", "unaccepted", "unmet"],
                     "training.environment"),
     # what a version was trained on (monitoring profiles it)
     "TrainingView": "training.training_view",

@@ -26,6 +26,7 @@ import pytest
 from handoff.replay import LiveReplay, Recalibration
 from tests.integration.conftest import REPO, SMALL, free_port, write_parquet
 from tests.integration.load import CpuHog, LoadLoop, call, infer_body, serve_replicas, unchanged_except_new
+from tests.integration.probe_package import PACKAGE, probe_package
 
 pytestmark = pytest.mark.integration
 
@@ -405,28 +406,6 @@ def test_a_regression_model_is_retrained_canaried_and_promoted_and_its_live_rmse
     assert status["live"][str(champion)]["rmse"] is not None and status["label_free_estimate"][str(champion)] is None
 
 
-def probe_package(tmp_path: Path) -> Path:
-    """A small package that is in no environment of this project (built here into a wheel), and a
-    model factory whose module imports it."""
-    src = tmp_path / "probe-src"
-    (src / "handoff_env_probe").mkdir(parents=True)
-    (src / "handoff_env_probe" / "__init__.py").write_text('"""A package only a model\'s environment has."""\n\n'
-                                                            'ACTIVATION = "relu"\n')
-    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools>=69"]\n'
-                                        'build-backend = "setuptools.build_meta"\n\n'
-                                        '[project]\nname = "handoff-env-probe"\nversion = "0.1.0"\n')
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr
-    factory = tmp_path / "factory" / "env_factory.py"
-    factory.parent.mkdir()
-    factory.write_text('"""A user\'s model factory that needs a package beyond Handoff."""\n\n'
-                       'import handoff_env_probe\n\nfrom training.models import build_mlp\n\n\n'
-                       'def build(n_features, n_outputs, **mlp):\n'
-                       '    return build_mlp(n_features, n_outputs, **{**mlp, "activation": handoff_env_probe.ACTIVATION})\n')
-    return next((tmp_path / "dist").glob("handoff_env_probe-*.whl"))
-
-
 def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in_its_environment(
         head, unserve_after, tmp_path, shuttle_frame):
     """A factory importing a package this project's environment lacks: the search runs as a Ray job
@@ -435,16 +414,20 @@ def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in
     installed and a core version that differs are refused, naming them, with traffic unchanged."""
     from training import Registry
 
-    wheel = probe_package(tmp_path)
-    assert subprocess.run([sys.executable, "-c", "import handoff_env_probe"], capture_output=True).returncode != 0
+    probe = probe_package(tmp_path)
+    assert subprocess.run([sys.executable, "-c", f"import {PACKAGE}"], capture_output=True).returncode != 0
     name = "loop-env"
     unserve_after.append(name)
-    requirement = f"handoff-env-probe @ {wheel.as_uri()}"
+    requirement = probe.requirement
     home = ["--home", str(head["home"])]
-    tuned = handoff("tune", "configs/shuttle.yaml", *home, *[a for s in [
-        *SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1", "model.family=env_factory:build",
-        f"model.code_paths=['{tmp_path / 'factory' / 'env_factory.py'}']", f"model.requirements=['{requirement}']"]
-        for a in ("--set", s)])
+
+    def tune():
+        return handoff("tune", "configs/shuttle.yaml", *home, *[a for s in [
+            *SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1",
+            "model.family=env_factory:build", f"model.code_paths=['{probe.factory}']",
+            f"model.requirements=['{requirement}']"] for a in ("--set", s)])
+
+    tuned = tune()
     assert tuned.returncode == 0, (tuned.stdout[-3000:], tuned.stderr[-3000:])
     assert "running it as a Ray job that installs them" in tuned.stderr
     shown = json.loads(handoff("models", name, "--json", *home).stdout)
@@ -465,10 +448,7 @@ def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in
 
     # a version whose requirement cannot be installed, or trained with another torch: refused, traffic unchanged
     registry = Registry(head["mlflow_uri"])
-    version_two = handoff("tune", "configs/shuttle.yaml", *home, *[a for s in [
-        *SMALL, f"name={name}", f"dataset.uri={head['data']}", "search.num_samples=1", "model.family=env_factory:build",
-        f"model.code_paths=['{tmp_path / 'factory' / 'env_factory.py'}']", f"model.requirements=['{requirement}']"]
-        for a in ("--set", s)])
+    version_two = tune()
     assert version_two.returncode == 0, version_two.stderr[-3000:]
     registry.set_version_tags(name, 2, {"requirements": json.dumps(
         [requirement, f"handoff-missing @ {(tmp_path / 'no' / 'handoff_missing-1.0-py3-none-any.whl').as_uri()}"])})
