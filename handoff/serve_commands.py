@@ -84,6 +84,25 @@ def _control(home, address, tracking_uri, serving_config, sets, declare: bool = 
                           allow_env_drift=allow_env_drift)
 
 
+def record_accepted(control) -> None:
+    """Each environment difference this command accepted (`--allow-env-drift`), as an event in the model's
+    monitor (it is already a tag on the version); said plainly where no monitor runs."""
+    import ray
+
+    from monitoring.monitor import find
+
+    for item in control.accepted:
+        listed = "; ".join(f"{d['name']} {d['recorded']} (trained) vs {d['current']} (here)" for d in item["differences"])
+        event = {"kind": "env_drift_accepted", "version": item["version"], "differences": item["differences"],
+                 "reason": f"v{item['version']} served with --allow-env-drift: {listed}"}
+        monitor = find(item["model"])
+        if monitor is None:
+            err.print(f"{item['model']} has no monitor running: the accepted difference is recorded on v{item['version']} "
+                      "only (tag handoff.env_drift_accepted)")
+            continue
+        ray.get(monitor.record.remote([event]), timeout=60)
+
+
 def _run(action, as_json: bool, control=None) -> None:
     """Run one control-plane action; user mistakes become a clear error and exit code 2."""
     from cluster.config_layers import ConfigError
@@ -140,6 +159,7 @@ def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, track
     if mon.enabled and control.cfg.live_log.enabled:
         start_monitor(name, _settings(home, address, tracking_uri), control.registry.tracking_uri,
                       control.cfg.live_log.root, mon)
+    record_accepted(control)
 
 
 @app.command()
@@ -161,6 +181,7 @@ def traffic(name: NameArg,
         _fail(str(exc))
     control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.traffic(name, parsed), as_json)
+    record_accepted(control)
 
 
 @app.command()
@@ -172,6 +193,7 @@ def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
     """Give VERSION a share of live traffic; the other live versions keep their proportions."""
     control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.canary(name, version, percent), as_json)
+    record_accepted(control)
 
 
 @app.command()
@@ -186,6 +208,7 @@ def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
     its failures never reach the caller."""
     control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.shadow(name, version, percent), as_json)
+    record_accepted(control)
 
 
 @app.command()
@@ -198,6 +221,7 @@ def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new 
     The old champion stays deployed at weight 0, so `rollback` is instant."""
     control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.promote(name, version), as_json)
+    record_accepted(control)
 
 
 @app.command()

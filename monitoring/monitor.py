@@ -153,6 +153,13 @@ class Monitor:
                 "loop_error": self.loop_error, "pid": os.getpid(),
                 "uptime_s": round(time.time() - self.started, 1), "rows_buffered": buffered}
 
+    def record(self, events: list[dict]) -> None:
+        """Append events that happened outside the monitor (a person's decision about the model, such as
+        an accepted environment difference) to its event log, the one writer of it."""
+        with self._lock:
+            self.core._record(events)
+            self._snapshot()
+
     def step_now(self) -> list[dict]:
         """One pass now (tests and `handoff monitor NAME status --refresh`); its events."""
         with self._lock:

@@ -99,6 +99,7 @@ class ServingControl:
                     update={"root": live_log_root})})
             config = ConfigSource(declared=config)
         self.registry, self.say, self.allow_env_drift = registry, say, allow_env_drift
+        self.accepted: list[dict] = []  # environment differences this caller accepted: {version, differences}
         self.source = config or ConfigSource()
         self.cfg: ServingConfig | None = self.source.declared  # the config of the last change
 
@@ -171,9 +172,11 @@ class ServingControl:
         lineage = self.registry.version(name, version).lineage
         packages = replica_packages(lineage, _installed())
         if new:
-            check_version_environment(
+            accepted = check_version_environment(
                 name, version, lineage, packages, cfg.deployment_for(name, version).resources, self.allow_env_drift,
                 lambda value: self.registry.set_version_tags(name, version, {DRIFT_ACCEPTED_TAG: value}), self.say)
+            if accepted:
+                self.accepted.append({"model": name, "version": version, "differences": accepted})
         return packages
 
     def _deploy_version(self, cfg: ServingConfig, name: str, version: int, new: bool, packages: list[str]) -> None:

@@ -68,10 +68,10 @@ def probe(packages: list[str], resources: Mapping[str, float]) -> dict[str, str]
 
 def check_version_environment(name: str, version: int, lineage: Mapping[str, str], packages: list[str],
                               resources: Mapping[str, float], allow_drift: bool,
-                              record_accepted: Callable[[str], None], say: Callable[[str], None]) -> None:
+                              record_accepted: Callable[[str], None], say: Callable[[str], None]) -> list[dict]:
     """Refuse to serve `name` v`version` where its replicas could answer differently from how it was
     trained (or its packages do not install); with `allow_drift`, accept the differences found and
-    record them (`record_accepted` stores the tag's new value)."""
+    record them (`record_accepted` stores the tag's new value). The differences accepted now."""
     if packages:
         say(f"{name} v{version} needs {', '.join(packages)}: installing them for its replicas (cached per node)")
         started = time.monotonic()
@@ -84,7 +84,7 @@ def check_version_environment(name: str, version: int, lineage: Mapping[str, str
         here = _this_environment()
     found = unaccepted(differences(recorded_core(lineage), here), lineage)
     if not found:
-        return
+        return []
     listed = "; ".join(map(str, found))
     if not allow_drift:
         raise EnvironmentMismatch(
@@ -94,6 +94,7 @@ def check_version_environment(name: str, version: int, lineage: Mapping[str, str
     record_accepted(json.dumps([*accepted(lineage), *(
         {**d.to_dict(), "accepted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} for d in found)]))
     say(f"{name} v{version}: environment difference accepted and recorded ({listed})")
+    return [d.to_dict() for d in found]
 
 
 __all__ = ["EnvironmentMismatch", "EnvironmentSetupFailed", "check_version_environment",

@@ -466,6 +466,8 @@ def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in
     two = next(v for v in shown["versions"] if v["version"] == 2)
     assert two["environment"]["differences"][0]["name"] == "torch" and two["environment"]["differences"][0]["accepted"]
     assert json.loads(two["lineage"]["env_drift_accepted"])[0]["recorded"] == "2.12.0"
+    noted = [e for e in events(head, name) if e["kind"] == "env_drift_accepted"]
+    assert len(noted) == 1 and noted[0]["version"] == 2 and noted[0]["differences"][0]["name"] == "torch", noted
     assert handoff("traffic", name, "1=100", *home).returncode == 0
 
     # the loop: drift, a retraining job that installs the package, its gate; the candidate's canary
