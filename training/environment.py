@@ -8,18 +8,20 @@ Two halves, both pure but for reading this process's installed distributions:
   actor, a retraining job) gets a Ray `runtime_env` that installs only those the cluster does not
   already satisfy (`unmet`), so a version with nothing extra starts as fast as one without.
 - **Core versions** that can change a model's answers: Python (major.minor), torch, numpy,
-  MLflow's major version, and the code of the `training` package (it prepares raw rows, builds
-  the network and loads the weights), by digest. A version records them at registration;
+  MLflow's major version, and the code of the `training` modules that prepare raw rows, build the
+  network, load the weights and compute answers (`ANSWER_MODULES`), by digest. A version records them at registration;
   `differences` names each one the serving environment does not match.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import json
 import platform
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -104,11 +106,25 @@ def core_versions(installed: Mapping[str, str], python: str, answer_code: str) -
             "answer_code": answer_code}
 
 
+#: the modules of `training` that a version's answers come from: raw rows prepared (columns), the
+#: network built and its weights loaded (models, pyfunc, serving_load), answers computed and named
+#: (torch_scorer, contract, task). A change anywhere else (the search, the CLI, docs) changes no answer.
+ANSWER_MODULES = ("columns", "contract", "models", "pyfunc", "serving_load", "task", "torch_scorer")
+
+
+def answer_code() -> str:
+    """16 hex digits of the source of `ANSWER_MODULES`, as this process would import them."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ANSWER_MODULES:
+        digest.update(f"{name}\0".encode())
+        digest.update((root / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def this_environment() -> dict[str, str]:
     """The core versions of this process (what a probe on a cluster node reports)."""
-    from cluster.digest import source_digest
-
-    return core_versions(installed_versions(), platform.python_version(), source_digest("training"))
+    return core_versions(installed_versions(), platform.python_version(), answer_code())
 
 
 def recorded_core(lineage: Mapping[str, str]) -> dict[str, str]:

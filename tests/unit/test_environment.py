@@ -132,3 +132,19 @@ def test_a_command_whose_model_lacks_packages_is_sent_to_a_cluster_or_refused_na
     with pytest.raises(RequirementsUnmet, match="needs handoff-surely-absent==1.0, which this Ray job's environment lacks"):
         run_where_met(["handoff-surely-absent==1.0"], None, "m")
     assert absent(["numpy==0.0.1", "nope"], {"numpy": "2.3.1"}) == ["nope"]
+
+
+def test_the_answer_code_covers_every_training_module_an_answer_imports():
+    """A module that the answer modules import is an answer module too (else a change to it would
+    change answers unnoticed)."""
+    import ast
+    from pathlib import Path
+
+    from training.environment import ANSWER_MODULES, answer_code
+
+    root = Path(__file__).resolve().parents[2] / "training"
+    for name in ANSWER_MODULES:
+        for node in ast.walk(ast.parse((root / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("training."):
+                assert node.module.split(".")[1] in ANSWER_MODULES, (name, node.module)
+    assert len(answer_code()) == 16 and answer_code() == answer_code()
