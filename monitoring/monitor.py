@@ -49,6 +49,17 @@ def column_figures(window: dict | None) -> dict:
             for c, s in window["scores"].items() if s.get("effect") is not None}
 
 
+LOOP_BACKOFF_MAX_S = 300.0  # a loop action that keeps failing is tried again at least this often
+
+
+def loop_retry_delay(tick_s: float, failures: int) -> float:
+    """Seconds until the loop's next tick after `failures` failed ticks in a row: the tick, doubled per
+    failure up to `LOOP_BACKOFF_MAX_S` (never below the tick). A failing action (a registry or Serve
+    that refuses) is retried, but not every tick for as long as it fails: each try costs the monitor
+    clients, calls and a logged traceback."""
+    return max(tick_s, min(tick_s * 2 ** min(failures, 30), LOOP_BACKOFF_MAX_S))
+
+
 def actor_name(model: str) -> str:
     return f"handoff-monitor-{model}"
 
@@ -85,7 +96,7 @@ class Monitor:
 
         self.metrics = MonitorMetrics()
         self.passes, self.last_error, self.started = 0, None, time.time()
-        self.port, self.loop_error, self._last_tick = port, None, 0.0
+        self.port, self.loop_error, self._last_tick, self._loop_failures = port, None, 0.0, 0
         self._loop_news, self._reload_needed = self._unseen_drift(), False
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._snapshot()
@@ -176,7 +187,8 @@ class Monitor:
         from monitoring.loop_runner import tick
 
         self._loop_news += [e for e in events if e["kind"] == "drift_declared"]
-        if self.port is None or not self.cfg.loop.enabled or time.time() - self._last_tick < self.cfg.loop.tick_seconds:
+        wait = loop_retry_delay(self.cfg.loop.tick_seconds, self._loop_failures)
+        if self.port is None or not self.cfg.loop.enabled or time.time() - self._last_tick < wait:
             return
         self._last_tick = time.time()
         with self._lock:
@@ -187,11 +199,14 @@ class Monitor:
         try:
             new_state, records = tick(self.model, state, labels, list(self._loop_news), self.cfg.loop, self.port,
                                       estimated=estimated)
-        except Exception as exc:  # noqa: BLE001 - nothing committed: the next tick tries the same step again
-            self.loop_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - nothing committed: a later tick tries the same step again
+            self._loop_failures += 1
+            retry = loop_retry_delay(self.cfg.loop.tick_seconds, self._loop_failures)
+            self.loop_error = f"{type(exc).__name__}: {exc} (failed {self._loop_failures} time(s) in a row; " \
+                              f"next try in {retry:.0f} s)"
             log.error("monitor %s: loop tick failed: %s", self.model, traceback.format_exc())
             return
-        self.loop_error = None
+        self.loop_error, self._loop_failures = None, 0
         with self._lock:
             self.core.state["loop"] = new_state
             self.core.state["loop_seen"] = logged

@@ -328,3 +328,39 @@ def test_a_state_read_torn_by_its_replacement_on_an_object_store_is_read_again(t
 
     store.fs = Tearing()
     assert store.read_state()["model"] == "m" and len(reads) == 2
+
+
+def test_a_loop_action_that_keeps_failing_is_retried_less_and_less_often(tmp_path, monkeypatch):
+    """The loop backs off a failing action (doubling from the tick to five minutes) instead of paying
+    for it every tick; one success brings the tick back."""
+    import monitoring.loop_runner as loop_runner
+    from monitoring.config import MonitoringConfig
+    from monitoring.monitor import LOOP_BACKOFF_MAX_S, loop_retry_delay
+
+    assert [loop_retry_delay(5, n) for n in (0, 1, 2, 3)] == [5, 10, 20, 40]
+    assert loop_retry_delay(5, 40) == LOOP_BACKOFF_MAX_S and loop_retry_delay(600, 3) == 600
+    calls, now = [], [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+
+    def failing(*args, **kwargs):
+        calls.append(now[0])
+        raise RuntimeError("the registry refused")
+
+    monkeypatch.setattr(loop_runner, "tick", failing)
+    monitor = bare_monitor(tmp_path)
+    monitor.cfg = MonitoringConfig.model_validate({"loop": {"enabled": True, "tick_seconds": 5}})
+    monitor.port, monitor._loop_news, monitor._last_tick, monitor._loop_failures = object(), [], 0.0, 0
+    for _ in range(130):  # eleven minutes, a look every five seconds
+        monitor._loop([])
+        now[0] += 5
+    assert [round(t - 1000) for t in calls] == [0, 10, 30, 70, 150, 310, 610], calls
+    assert "failed 7 time(s) in a row; next try in 300 s" in monitor.loop_error
+
+    def succeeding(model, state, *args, **kwargs):
+        calls.append(now[0])
+        return {"stage": "idle", "handled": [], "deferred": []}, []
+
+    monkeypatch.setattr(loop_runner, "tick", succeeding)
+    now[0] += 300
+    monitor._loop([])
+    assert monitor.loop_error is None and monitor._loop_failures == 0
