@@ -32,26 +32,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def register(home: Path, tracking_uri: str, names: list[str]) -> None:
-    """One tuned model, registered under every name (the same run)."""
-    from mlflow import MlflowClient
-
-    from cluster.settings import Settings
-    from tests.integration.conftest import SMALL
-    from training.config_loader import load_config
-    from training.pipeline import tune_and_register
-
-    cfg = load_config(REPO / "configs" / "shuttle.yaml", [
-        *SMALL, f"name={names[0]}", "search.num_samples=1", "dataset.max_rows=6000", f"storage_path={home / 'tune'}"],
-        environ={})
-    tune_and_register(cfg, Settings.resolve(environ={}, home=home), tracking_uri)
-    client = MlflowClient(tracking_uri)
-    source = client.get_model_version(names[0], "1")
-    for name in names[1:]:
-        client.create_registered_model(name)
-        client.create_model_version(name, source.source, run_id=source.run_id, tags=source.tags)
-
-
 def serve_once(control, name: str, requirements: list[str], port: int) -> dict:
     """Serve `name` v1 with `requirements` recorded, answer once, unserve; the seconds each took."""
     from training import REQUIREMENTS_TAG
@@ -77,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
+    from bench.monitors_per_node import register_models
     from cluster.head_services import free_port
     from serving import ServingControl, load_serving_config
     from tests.integration.probe_package import probe_package
@@ -91,7 +72,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
         try:
-            register(tmp / "home", tracking_uri, names)
+            register_models(tmp / "home", tracking_uri, names)
             cfg = load_serving_config(None, [f"gateway.port={port}", "gateway.cpus=0.2", "version_defaults.cpus=0.2",
                                              "live_log.enabled=false"])
             control = ServingControl(Registry(tracking_uri), cfg, say=lambda line: print("  ", line, flush=True))

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 FEATURES = tuple(f"f{i}" for i in range(1, 10))
 
 
-def register_models(home: Path, tracking_uri: str, count: int) -> list[str]:
-    """One tuned model, registered under `count` names (the same run)."""
+def register_models(home: Path, tracking_uri: str, names: list[str]) -> list[str]:
+    """One tuned model, registered under each of `names` (the same run), with its reference profile."""
     from mlflow import MlflowClient
 
     from cluster.settings import Settings
@@ -41,7 +41,7 @@ def register_models(home: Path, tracking_uri: str, count: int) -> list[str]:
     from training.config_loader import load_config
     from training.pipeline import tune_and_register
 
-    cfg = load_config(REPO / "configs" / "shuttle.yaml", [*SMALL, "name=scale-0", "search.num_samples=1",
+    cfg = load_config(REPO / "configs" / "shuttle.yaml", [*SMALL, f"name={names[0]}", "search.num_samples=1",
                                                           "dataset.max_rows=6000", f"storage_path={home / 'tune'}"],
                       environ={})
     # the reference profile the monitors score against, stored as `handoff tune` stores it (without one a
@@ -49,13 +49,11 @@ def register_models(home: Path, tracking_uri: str, count: int) -> list[str]:
     registered = tune_and_register(cfg, Settings.resolve(environ={}, home=home), tracking_uri,
                                    on_registered=lambda view: record_profile(Registry(tracking_uri), view))
     client = MlflowClient(tracking_uri)
-    source = client.get_model_version("scale-0", str(registered.version))
-    names = ["scale-0"]
-    for i in range(1, count):
-        client.create_registered_model(f"scale-{i}")
-        copy = client.create_model_version(f"scale-{i}", source.source, run_id=source.run_id, tags=source.tags)
+    source = client.get_model_version(names[0], str(registered.version))
+    for name in names[1:]:
+        client.create_registered_model(name)
+        copy = client.create_model_version(name, source.source, run_id=source.run_id, tags=source.tags)
         assert int(copy.version) == 1
-        names.append(f"scale-{i}")
     return names
 
 
@@ -149,7 +147,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
         try:
-            names = register_models(home, tracking_uri, max(counts))
+            names = register_models(home, tracking_uri, [f"scale-{i}" for i in range(max(counts))])
             for n in counts:
                 result = measure(names[:n], f"{tmp}/live-{n}", f"{tmp}/monitor-{n}", tracking_uri, args.rows_per_s,
                                  args.warmup, args.seconds)
