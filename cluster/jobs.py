@@ -154,6 +154,10 @@ class JobRunner:
         status = self.client.get_job_status(job_id)
         return str(getattr(status, "value", status))
 
+    def message(self, job_id: str) -> str:
+        """Why the job is where it is, in Ray's words (a runtime environment's installer error, an exit code)."""
+        return str(self.client.get_job_info(job_id).message or "")
+
     def wait(self, job_id: str, *, timeout_s: float = 3600.0, poll_s: float = 2.0,
              on_status: Callable[[str], None] = lambda _: None) -> str:
         """Poll until the job ends; `on_status` hears every change. Returns the final status."""

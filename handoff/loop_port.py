@@ -65,6 +65,11 @@ class HandoffLoopPort:
 
         return JobRunner(self.jobs_address).status(job_id)
 
+    def job_message(self, job_id: str) -> str:
+        from cluster.jobs import JobRunner
+
+        return JobRunner(self.jobs_address).message(job_id)
+
     def stop_job(self, job_id: str) -> None:
         from cluster.jobs import JobRunner
 

@@ -68,5 +68,5 @@ def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = ()) -> in
     except KeyboardInterrupt:
         print(f"\ndetached from job {job_id} (still running)", file=err)
         return 130
-    print(f"job {job_id}: {status}", file=err)
+    print(f"job {job_id}: {status}" + ("" if status == "SUCCEEDED" else f": {runner.message(job_id)}"), file=err)
     return 0 if status == "SUCCEEDED" else 1

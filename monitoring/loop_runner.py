@@ -24,6 +24,7 @@ class LoopPort(Protocol):
     def champion(self, model: str) -> int | None: ...
     def submit_retrain(self, model: str, event_id: str, attempt: int) -> str: ...    # the job id
     def job_status(self, job_id: str) -> str: ...
+    def job_message(self, job_id: str) -> str: ...  # why a job ended as it did (Ray's words: an installer's error)
     def stop_job(self, job_id: str) -> None: ...
     def candidate(self, model: str, event_id: str) -> Candidate | None: ...
     def canary(self, model: str, version: int, percent: float) -> None: ...
@@ -124,6 +125,10 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
             port.promote(model, action.version)
         elif action.kind == "rollback":
             port.rollback(model, action.version, state.champion)
+    if job_status in ("FAILED", "STOPPED") and any(r["kind"] == "retrain_failed" for r in records):
+        why = port.job_message(state.job_id)[:1000]  # a runtime environment that did not install says so here
+        records = [{**r, "reason": f"{r['reason']}: {why}"} if r["kind"] == "retrain_failed" and why else r
+                   for r in records]
     if state.stage == "retraining" and job_status == "SUCCEEDED":
         records = [{"kind": "retrain_finished", "event_id": state.event_id, "job_id": state.job_id,
                     "version": candidate.version if candidate else None}] + records
