@@ -278,3 +278,30 @@ def test_the_canarys_latency_counts_only_after_its_warm_up():
     assert state["canary_baseline"]["latency"]["canary"] == [[10.0, 0], [50.0, 100], [inf, 100]]
     state, records = tick("m", state, {}, [], cfg, port, now=130.0)  # since then: every canary request ≤ 10 ms
     assert not [r for r in records if r["kind"] == "rolled_back"], records
+
+
+class FailedJobPort:
+    """A cluster whose retraining job failed setting up its environment (what Ray's job info says)."""
+
+    def champion(self, model):
+        return 1
+
+    def job_status(self, job_id):
+        return "FAILED"
+
+    def job_message(self, job_id):
+        return "runtime_env setup failed: ERROR: Could not install requirement mylib @ file:///nowhere/mylib.whl"
+
+    def candidate(self, model, event_id):
+        return None
+
+
+def test_a_failed_retraining_job_is_recorded_with_why_it_failed():
+    from monitoring.loop_runner import tick
+
+    retraining = LoopState(stage="retraining", event_id="drift-abc", champion=1, job_id="job-1", submitted_at=0.0)
+    state, records = tick("m", retraining.to_json(), {}, [], CFG, FailedJobPort(), now=30.0)
+    failed = next(r for r in records if r["kind"] == "retrain_failed")
+    assert failed["reason"] == ("job job-1 FAILED: runtime_env setup failed: ERROR: Could not install requirement "
+                                "mylib @ file:///nowhere/mylib.whl")
+    assert LoopState.from_json(state).stage == "backoff"
