@@ -199,7 +199,9 @@ def _stop_serving_first(address: str) -> None:
 
 def _run_tune(config: Path, overrides: list[str], home: Path | None, address: str | None,
               tracking_uri: str | None, resume: bool, experiment_path: str | None, as_json: bool,
-              in_process: bool = False) -> None:
+              in_process: bool = False, argv: list[str] | None = None) -> None:
+    """`handoff tune`; `argv`: its command line, for a job that runs it where the model's packages are
+    (None: made from the arguments, as for the demo's search)."""
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services, resolve_tracking_uri
     from handoff.model_environment import run_where_met
@@ -212,7 +214,9 @@ def _run_tune(config: Path, overrides: list[str], home: Path | None, address: st
         services = None if in_process else read_services(settings)
         uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, settings, services)
         if not in_process:  # the model's code needs packages this process lacks: the search runs where they are
-            code = run_where_met(cfg.model.requirements, services, f"the model {cfg.name!r}")
+            argv = argv or ["tune", str(config), *[a for o in overrides for a in ("--set", o)],
+                            *(["--home", str(home)] if home else []), *(["--json"] if as_json else [])]
+            code = run_where_met(cfg.model.requirements, services, f"the model {cfg.name!r}", argv)
             if code is not None:
                 raise typer.Exit(code)
         resume_path = (experiment_path or latest_experiment(cfg, settings)) if (resume or experiment_path) else None
@@ -305,7 +309,7 @@ def tune(
                        ("search.scheduler.type", scheduler), ("seed", seed)):
         if value is not None:
             sets.append(f"{key}={value}")
-    _run_tune(config, sets, home, address, tracking_uri, resume, experiment_path, as_json)
+    _run_tune(config, sets, home, address, tracking_uri, resume, experiment_path, as_json, argv=sys.argv[1:])
 
 
 @app.command()

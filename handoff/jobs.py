@@ -20,8 +20,11 @@ def _quote(args: Sequence[str]) -> str:
 
 def cli_job(kind: str, args: Sequence[str], *, submission_id: str | None = None,
             env: dict[str, str] | None = None, pip: Sequence[str] = ()) -> JobSpec:
-    """Any `handoff` command run on the cluster as a job (`pip`: what a model needs beyond the cluster)."""
-    return JobSpec(kind=kind, entrypoint=f"{PYTHON} {_quote(['-m', 'handoff', *args])}", env=dict(env or {}),
+    """Any `handoff` command run on the cluster as a job (`pip`: what a model needs beyond the cluster).
+    A job with packages runs the `python` of the virtualenv Ray made for them (Ray activates it for the
+    job's entry point: first on its PATH), never the cluster's own interpreter, which lacks them."""
+    python = "python" if pip else PYTHON
+    return JobSpec(kind=kind, entrypoint=f"{python} {_quote(['-m', 'handoff', *args])}", env=dict(env or {}),
                    submission_id=submission_id, metadata={"handoff.kind": kind}, pip=tuple(pip))
 
 
@@ -40,7 +43,7 @@ def retrain_job(model: str, event_id: str, attempt: int = 0, args: Sequence[str]
     champion's requirements the cluster lacks (its trials and registration run with them)."""
     spec = cli_job("retrain", ["retrain", model, "--event", event_id, "--json", *args],
                    submission_id=deterministic_id("retrain", model, event_id, attempt),
-                   env={"HANDOFF_PARENT_EVENT": event_id})
+                   env={"HANDOFF_PARENT_EVENT": event_id}, pip=pip)
     return JobSpec(kind="retrain", entrypoint=spec.entrypoint, env=spec.env, submission_id=spec.submission_id,
                    resources=dict(resources or {}), pip=tuple(pip),
                    metadata={"handoff.kind": "retrain", "handoff.model": model, "handoff.event": event_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class RequirementsUnmet(ValueError):
@@ -52,7 +53,41 @@ def run_where_met(requirements: Sequence[str], services, what: str,
             f"{what} needs {', '.join(missing)}, not installed here, and there is no cluster to run it on with "
             f"them: start one with `handoff up` (the command then runs as a Ray job that installs them), "
             f"or install them into this environment")
-    args = without_address(list(argv if argv is not None else sys.argv[1:]))
+    args = with_absolute_paths(without_address(list(argv if argv is not None else sys.argv[1:])))
     print(f"{what} needs {', '.join(missing)} (not installed here): running it as a Ray job that installs them",
           file=sys.stderr)
-    return run_as_job(args, target, pip=missing)
+    return run_as_job(args, target, pip=missing, env=forwarded(os.environ))
+
+
+#: options whose value is a path of this machine (a URI, `s3://…`, is left as it is)
+PATH_OPTIONS = ("--input", "--output", "--config", "--serving-config", "--home", "--experiment-path")
+#: what the head publishes to every job itself: never the caller's copy
+CLUSTER_VARIABLES = ("HANDOFF_HOME", "HANDOFF_PYTHON", "HANDOFF_ADDRESS", "HANDOFF_MLFLOW__TRACKING_URI",
+                     "HANDOFF_MLFLOW__REGISTRY_URI")
+
+
+def with_absolute_paths(argv: Sequence[str]) -> list[str]:
+    """The command line a job runs: a job's working directory is a copy of the repository, so each
+    local path (the value of `PATH_OPTIONS`, and `tune`'s config file) is made absolute from here."""
+    def absolute(value: str) -> str:
+        return value if "://" in value else str(Path(value).expanduser().resolve())
+
+    out, i = list(argv), 0
+    while i < len(out):
+        arg = out[i]
+        name, eq, value = arg.partition("=")
+        if eq and name in PATH_OPTIONS:
+            out[i] = f"{name}={absolute(value)}"
+        elif arg in PATH_OPTIONS and i + 1 < len(out):
+            out[i + 1] = absolute(out[i + 1])
+            i += 1
+        i += 1
+    if out and out[0] == "tune" and len(out) > 1 and not out[1].startswith("-"):
+        out[1] = absolute(out[1])
+    return out
+
+
+def forwarded(environ) -> dict[str, str]:
+    """The caller's `HANDOFF_*` settings (config overrides such as HANDOFF_SEARCH__NUM_SAMPLES) for the
+    job, less what the head publishes to every job itself."""
+    return {k: v for k, v in environ.items() if k.startswith("HANDOFF_") and k not in CLUSTER_VARIABLES}

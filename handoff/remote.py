@@ -46,9 +46,9 @@ def without_address(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = ()) -> int:
+def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = (), env: dict[str, str] | None = None) -> int:
     """Submit, stream the logs until the job ends, return 0 only when it succeeded (`pip`: packages
-    the job's environment installs beyond the cluster's)."""
+    the job's environment installs beyond the cluster's; `env`: variables the job gets)."""
     from cluster.jobs import JobError, JobRunner
     from handoff.jobs import cli_job
 
@@ -56,7 +56,7 @@ def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = ()) -> in
     args = without_address(argv)
     try:
         runner = JobRunner(address)
-        job_id = runner.submit(cli_job(args[0], args, pip=pip))
+        job_id = runner.submit(cli_job(args[0], args, pip=pip, env=env))
     except JobError as exc:
         print(f"error: {exc}", file=err)
         return 1

@@ -126,7 +126,10 @@ def tick(model: str, state_json: dict | None, labels: dict, new_events: list[dic
         elif action.kind == "rollback":
             port.rollback(model, action.version, state.champion)
     if job_status in ("FAILED", "STOPPED") and any(r["kind"] == "retrain_failed" for r in records):
-        why = port.job_message(state.job_id)[:1000]  # a runtime environment that did not install says so here
+        try:  # a runtime environment that did not install says so here
+            why = port.job_message(state.job_id)[:1000]
+        except Exception:  # noqa: BLE001 - the reason without Ray's words beats a lost tick
+            why = ""
         records = [{**r, "reason": f"{r['reason']}: {why}"} if r["kind"] == "retrain_failed" and why else r
                    for r in records]
     if state.stage == "retraining" and job_status == "SUCCEEDED":

@@ -2,8 +2,8 @@
 
 Before a version's first replica starts, `check_version_environment` compares the core versions that
 can change answers with those the version recorded when it was trained (training/environment.py).
-A version with packages to install gets one Ray task first, on a node of the replicas' kind, in the
-replicas' own runtime environment: it installs them there (a failure is the installer's message,
+A version with packages to install gets one Ray task first, on a node with the replicas' custom
+resources (not their GPUs: it only installs and reads versions), in the replicas' own runtime environment: it installs them there (a failure is the installer's message,
 before any traffic moves; Ray keeps the environment for the replicas that follow) and reports the
 core versions there. A version with nothing to install runs in the cluster's environment, this
 process's, read here: it starts as fast as before.
@@ -51,19 +51,26 @@ def _this_environment() -> dict[str, str]:
 
 def probe(packages: list[str], resources: Mapping[str, float]) -> dict[str, str]:
     """The core versions a replica would see: one task in the replicas' runtime environment, on a node
-    with their resources (installing the packages there first, as the replicas would)."""
+    with their custom resources (installing the packages there first, as the replicas would)."""
     import ray
-    from ray.exceptions import RuntimeEnvSetupError
+    from ray.exceptions import GetTimeoutError, RayError, RuntimeEnvSetupError
 
     from training import this_environment
 
     task = ray.remote(this_environment).options(
         num_cpus=0, resources=dict(resources) or None, max_retries=0,
         runtime_env={"working_dir": None, **pip_env(packages)})
+    ref = task.remote()
     try:
-        return ray.get(task.remote(), timeout=PROBE_TIMEOUT_S)
+        return ray.get(ref, timeout=PROBE_TIMEOUT_S)
     except RuntimeEnvSetupError as exc:
         raise EnvironmentSetupFailed(f"installing {', '.join(packages)} failed: {exc}") from None
+    except GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise EnvironmentSetupFailed(f"installing {', '.join(packages)} did not finish within {PROBE_TIMEOUT_S:.0f} s "
+                                     f"(or no node offers {dict(resources) or 'a CPU'})") from None
+    except RayError as exc:
+        raise EnvironmentSetupFailed(f"checking the environment with {', '.join(packages)} failed: {exc}") from None
 
 
 def check_version_environment(name: str, version: int, lineage: Mapping[str, str], packages: list[str],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -83,9 +84,11 @@ def import_code_paths(paths: Iterable[str]) -> None:
     """Make the user code in `model.code_paths` importable in this process as it is where the version
     loads: MLflow copies each path (a module file or a package directory) into the model's `code/`
     directory and puts that on `sys.path`, so each path's parent goes on `sys.path` here (relative
-    paths from the working directory: a job's is the repository it was sent with)."""
+    paths from the working directory: a job's is the repository it was sent with; a Tune trial runs in
+    a directory of its own, and reads them from the one its search started in)."""
+    base = Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or Path.cwd())
     for path in paths:
-        parent = str(Path(path).resolve().parent)
+        parent = str((base / path).resolve().parent)
         if parent not in sys.path:
             sys.path.insert(0, parent)
 

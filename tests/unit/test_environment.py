@@ -148,3 +148,48 @@ def test_the_answer_code_covers_every_training_module_an_answer_imports():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("training."):
                 assert node.module.split(".")[1] in ANSWER_MODULES, (name, node.module)
     assert len(answer_code()) == 16 and answer_code() == answer_code()
+
+
+def test_a_command_sent_as_a_job_keeps_its_paths_and_settings(tmp_path, monkeypatch):
+    from handoff.model_environment import forwarded, with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", "my.yaml", "--set", "seed=3", "--home", "h", "--json"]
+    assert with_absolute_paths(argv) == ["tune", str(tmp_path / "my.yaml"), "--set", "seed=3", "--home",
+                                         str(tmp_path / "h"), "--json"]
+    assert with_absolute_paths(["predict", "m", "--input=in.parquet", "--output", "s3://b/out"]) == \
+        ["predict", "m", f"--input={tmp_path / 'in.parquet'}", "--output", "s3://b/out"]
+    assert with_absolute_paths(["reproduce", "m", "3"]) == ["reproduce", "m", "3"]
+    env = {"HANDOFF_SEARCH__NUM_SAMPLES": "4", "HANDOFF_HOME": "/mine", "HANDOFF_MLFLOW__TRACKING_URI": "x",
+           "PATH": "/bin"}
+    assert forwarded(env) == {"HANDOFF_SEARCH__NUM_SAMPLES": "4"}  # the head publishes its own home and MLflow
+
+
+def test_a_job_with_packages_runs_the_python_ray_made_for_them():
+    from cluster.jobs import PYTHON
+    from handoff.jobs import cli_job
+
+    assert cli_job("tune", ["tune", "c.yaml"], pip=["x==1"]).entrypoint.startswith("python -m handoff tune")
+    assert cli_job("tune", ["tune", "c.yaml"]).entrypoint.startswith(f"{PYTHON} -m handoff")
+    assert retrain_job("m", "e", pip=["x==1"]).entrypoint.startswith("python -m handoff retrain")
+
+
+def test_code_paths_are_importable_as_mlflow_will_import_them_also_from_a_trials_own_directory(tmp_path,
+                                                                                                  monkeypatch):
+    import sys
+
+    from training.models import import_code_paths
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "my_factory_mod.py").write_text("VALUE = 7\n")
+    trial_dir = tmp_path / "trial"
+    trial_dir.mkdir()
+    monkeypatch.chdir(trial_dir)  # Tune runs a trial in a directory of its own
+    monkeypatch.setenv("TUNE_ORIG_WORKING_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    import_code_paths(["src/my_factory_mod.py"])
+    import_code_paths(["src/my_factory_mod.py"])  # once on the path
+    assert sys.path.count(str(tmp_path / "src")) == 1
+    import my_factory_mod
+
+    assert my_factory_mod.VALUE == 7
