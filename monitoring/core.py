@@ -39,6 +39,10 @@ END_ROW = 1 << 62  # a row index after every row of a file: "the whole file"
 #: day, at most a buffer's flush later): once every version has read it, it is no longer listed
 RETIRE_AFTER_S = 2 * 86_400.0
 LABEL_SETTLE_S = 300.0  # a label file may appear this long after its name's moment (an upload): the floor waits for it
+#: a version that has answered nothing for this long while another answers was taken out of traffic: its
+#: scored windows hold the label floor no more (labels for them later than that are not joined; they stay
+#: on storage, for retraining). A canary at 1% of a slow model still answers every few seconds.
+RETIRED_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class MonitorCore:
             # label files written before it can label no row the monitor still joins: not listed, not read
             "feedback_floor": saved.get("feedback_floor"),
             "window_ts": saved.get("window_ts", {}),  # version → window → when its earliest row was answered (epoch s)
+            "last_answer": saved.get("last_answer", {}),  # version → its latest answer read (epoch s)
             "labels": saved.get("labels", {}),  # version → window → label_stats
             "estimated": saved.get("estimated", {}),  # version → window → expected accuracy
             "tasks": saved.get("tasks", {}),  # version → classification | regression (its profile's)
@@ -375,10 +380,24 @@ class MonitorCore:
             if self.features is None or columns == [*self.features, *self.categorical]:
                 self.features, self.categorical = features, list(rows.categories)
                 self.windower.add(rows)
+                self._note_answers(rows)
                 return []
             reason = f"{key}: its features {columns} are not the model's {[*self.features, *self.categorical]}"
         self.state["corrupt"].append(key)
         return self._record([{"kind": "file_skipped", "file": key, "reason": reason}])
+
+    def _note_answers(self, rows) -> None:
+        """Each version's latest answer among `rows` (what tells a retired version from a served one)."""
+        last = self.state["last_answer"]
+        for version in np.unique(rows.version):
+            latest = epoch_s(rows.ts[rows.version == version].max())
+            last[str(int(version))] = max(last.get(str(int(version)), latest), latest)
+
+    def _holding_floor(self, version: str) -> bool:
+        """Whether `version`'s scored windows still hold the label floor: not while it has answered nothing
+        for `RETIRED_AFTER_S` behind the latest answer of any version (it left the traffic)."""
+        last = self.state["last_answer"]
+        return version not in last or last[version] >= max(last.values()) - RETIRED_AFTER_S
 
     def _profile(self, version: int) -> ReferenceProfile | None:
         if version not in self._profiles:
@@ -521,8 +540,8 @@ class MonitorCore:
 
     def label_floor_candidate(self) -> float | None:
         """Where the label floor may rise to now (epoch s), None when it must stay: the earliest answer
-        a join still needs a label for (the oldest window in a version's horizon, the oldest row not yet
-        scored), never within `LABEL_SETTLE_S` of now (a label file still being uploaded), never further
+        a join still needs a label for (the oldest window in the horizon of a version still answering,
+        the oldest row not yet scored), never within `LABEL_SETTLE_S` of now (a label file still being uploaded), never further
         back than `max_delay_s` (later labels are not joined), less `CLOCK_SKEW_S`. It must stay while
         live-log files listed are unread (their rows may be older than any buffered) or a label file waits."""
         if self._labels_behind or self._labels_unread:
@@ -531,10 +550,11 @@ class MonitorCore:
             return None
         horizon = self.labels.horizon
         if any(str(w) not in self.state["window_ts"].get(v, {}) for v, n in self.state["windows"].items()
-               for w in range(max(0, n - horizon), n)):
+               if self._holding_floor(v) for w in range(max(0, n - horizon), n)):
             return None  # windows scored before their answer times were kept (an earlier version): wait them out
         now = self.clock()
-        needed = [now - LABEL_SETTLE_S, *(min(w.values()) for w in self.state["window_ts"].values() if w)]
+        needed = [now - LABEL_SETTLE_S, *(min(w.values()) for v, w in self.state["window_ts"].items()
+                                          if w and self._holding_floor(v))]
         buffered = self.windower.earliest_ts()
         if buffered is not None:
             needed.append(epoch_s(buffered))

@@ -315,3 +315,44 @@ def test_a_kept_labelled_reader_reads_a_file_again_after_an_io_error(tmp_path, m
     first = kept.rows()
     assert len(first) < len(labelled_rows(root, "m", with_features=False))  # the file that failed is missing
     assert kept.rows().y.tolist() == labelled_rows(root, "m", with_features=False).y.tolist()  # read again
+
+
+def test_a_version_taken_out_of_traffic_holds_the_floor_no_more(tmp_path, no_margins, monkeypatch):
+    """After a promotion the old champion answers nothing: its windows stop holding the label floor once
+    it has been out of traffic `RETIRED_AFTER_S`, so the labels held stay those of the new champion's
+    horizon instead of growing for a day (seen in the whole loop's soak: the floor stuck at the old
+    champion's last windows, the monitor's memory growing with every label sent)."""
+    monkeypatch.setattr(core_module, "RETIRED_AFTER_S", 0.5)
+    live = tmp_path / "live"
+    log = LiveLog(str(live), flush_seconds=3600)
+    core = MonitorCore("m", str(live), StateStore(str(tmp_path / "state"), "m"), {1: PROFILE, 2: PROFILE}.get,
+                       WindowSpec(rows=ROWS, seconds=3600, min_rows=50), clock=lambda: time.time() + 10,
+                       labels=LabelJoin(Feedback(str(live), "m"), WindowRows(str(tmp_path / "state"), "m"), horizon=3))
+
+    def answer_by(version, window):
+        x = RNG.normal(size=(ROWS, 3)).astype(np.float32)
+        log.append("m", FEATURES, f"v{version}w{window}", version, None, x, np.zeros(ROWS, dtype=np.int64), 1.0,
+                   proba=np.tile(np.array([[0.8, 0.2]], dtype=np.float32), (ROWS, 1)))
+        log.flush()
+        time.sleep(0.01)
+        send(live, [(f"v{version}w{window}" if r == 0 else f"v{version}w{window}#{r}", 1) for r in range(100)])
+        core.step()
+
+    for w in range(3):
+        answer_by(1, w)
+    old_windows = core.state["window_ts"]["1"]
+    held, floors = [], []
+    for w in range(12):  # the promotion: version 2 answers everything from here on
+        answer_by(2, w)
+        time.sleep(0.1)
+        held.append(len(core.labels.feedback.labels))
+        floors.append(core.state["feedback_floor"])
+    log.close()
+    assert core.state["feedback_floor"] > max(old_windows.values())  # past the old champion's windows
+    assert max(held[-4:]) <= 4 * 100  # the new champion's horizon (three windows) and the newest
+    assert not core._holding_floor("1") and core._holding_floor("2")
+    restarted = MonitorCore("m", str(live), StateStore(str(tmp_path / "state"), "m"), {1: PROFILE, 2: PROFILE}.get,
+                            WindowSpec(rows=ROWS, seconds=3600, min_rows=50), clock=lambda: time.time() + 10,
+                            labels=LabelJoin(Feedback(str(live), "m"), WindowRows(str(tmp_path / "state"), "m"),
+                                             horizon=3))
+    assert restarted.state["last_answer"] == core.state["last_answer"]  # kept across a restart
