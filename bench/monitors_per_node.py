@@ -34,6 +34,7 @@ def register_models(home: Path, tracking_uri: str, names: list[str]) -> list[str
     """One tuned model, registered under each of `names` (the same run), with its reference profile."""
     from mlflow import MlflowClient
 
+    import handoff.cli  # noqa: F401 - the CLI's modules import each other: it first (issue 29 untangles them)
     from cluster.settings import Settings
     from handoff.monitor_commands import record_profile
     from tests.integration.conftest import SMALL
