@@ -55,6 +55,7 @@ def register_models(home: Path, tracking_uri: str, names: list[str]) -> list[str
         client.create_registered_model(name)
         copy = client.create_model_version(name, source.source, run_id=source.run_id, tags=source.tags)
         assert int(copy.version) == 1
+        client.set_registered_model_alias(name, "champion", "1")
     return names
 
 
