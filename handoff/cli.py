@@ -467,7 +467,9 @@ def main() -> None:
 
     address = job_address(sys.argv[1:], os.environ)
     if address is not None:  # a dashboard URL: the command runs on the cluster as a Ray job
-        sys.exit(run_as_job(sys.argv[1:], address))
+        from handoff.model_environment import requirements_of
+
+        sys.exit(run_as_job(sys.argv[1:], address, pip=requirements_of(sys.argv[1:])))
     app(prog_name="handoff")
 
 

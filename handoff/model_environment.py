@@ -91,3 +91,23 @@ def forwarded(environ) -> dict[str, str]:
     """The caller's `HANDOFF_*` settings (config overrides such as HANDOFF_SEARCH__NUM_SAMPLES) for the
     job, less what the head publishes to every job itself."""
     return {k: v for k, v in environ.items() if k.startswith("HANDOFF_") and k not in CLUSTER_VARIABLES}
+
+
+def requirements_of(argv: Sequence[str]) -> list[str]:
+    """What a command line sent to a cluster (`--address http://…`) needs installed: for `handoff tune`,
+    its config's `model.requirements` (the config is read here, with its `--set` overrides); none for
+    another command, or a config that does not load (the job then says why). All of them: what the
+    cluster's nodes have is not known here, and pip installs only what is missing."""
+    from training.config_loader import load_config
+
+    if not argv or argv[0] != "tune":
+        return []
+    from handoff.cli import DEFAULT_CONFIG
+
+    config = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else str(DEFAULT_CONFIG)
+    sets = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"] + \
+        [a.split("=", 1)[1] for a in argv if a.startswith("--set=")]
+    try:
+        return list(load_config(Path(config), sets).model.requirements)
+    except Exception:  # noqa: BLE001 - the job loads it again and names the problem
+        return []

@@ -445,6 +445,13 @@ def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "scored.parquet").num_rows == 500
+    # reproduced bit for bit in a job that installs it; MLflow's own tools see the requirement
+    again = handoff("reproduce", name, "1", *home)
+    assert again.returncode == 0 and "bit-identical" in again.stdout, (again.stdout[-2000:], again.stderr[-2000:])
+    listed = subprocess.run([sys.executable, "-c", "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); "
+                             "print(open(mlflow.pyfunc.get_model_dependencies(sys.argv[2])).read())",
+                             head["mlflow_uri"], f"models:/{name}/1"], capture_output=True, text=True, timeout=120)
+    assert requirement in listed.stdout and "torch==" in listed.stdout, (listed.stdout, listed.stderr[-2000:])
 
     # a version whose requirement cannot be installed, or trained with another torch: refused, traffic unchanged
     registry = Registry(head["mlflow_uri"])

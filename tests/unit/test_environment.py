@@ -193,3 +193,14 @@ def test_code_paths_are_importable_as_mlflow_will_import_them_also_from_a_trials
     import my_factory_mod
 
     assert my_factory_mod.VALUE == 7
+
+
+def test_a_search_sent_to_a_cluster_installs_its_configs_requirements(tmp_path):
+    from handoff.model_environment import requirements_of
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: m\ndataset: {uri: x.parquet, label: y, features: [a]}\n"
+                      "model: {requirements: ['tabulate==0.9.0']}\n")
+    assert requirements_of(["tune", str(config), "--set", "seed=3"]) == ["tabulate==0.9.0"]
+    assert requirements_of(["tune", str(config), "--set=model.requirements=[]"]) == []
+    assert requirements_of(["models", "m"]) == [] and requirements_of(["tune", str(tmp_path / "none.yaml")]) == []
