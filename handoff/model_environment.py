@@ -31,7 +31,7 @@ def run_where_met(requirements: Sequence[str], services, what: str,
     an environment with each of the model's packages (a requirement by URL or with extras cannot be
     checked against versions: there, installed is enough); else the exit code of the command run as a
     Ray job that installs the missing ones. Refused (`RequirementsUnmet`) with no jobs API to send it
-    to, or inside a job that lacks a package (one sent with `--address http://…`, which installs none)."""
+    to, or inside a job that lacks a package (a `reproduce` or `predict` sent with `--address http://…`)."""
     from cluster.settings import inside_ray_job
     from handoff.remote import run_as_job, without_address
     from training import absent, installed_versions, unmet
@@ -40,9 +40,10 @@ def run_where_met(requirements: Sequence[str], services, what: str,
         lacking = absent(requirements, installed_versions())
         if lacking:
             raise RequirementsUnmet(
-                f"{what} needs {', '.join(lacking)}, which this Ray job's environment lacks: a command sent with "
-                "--address http://… installs no model packages; run it on the head (it then sends itself as a job "
-                "that installs them) or install them on the cluster")
+                f"{what} needs {', '.join(lacking)}, which this Ray job's environment lacks (a `reproduce` or "
+                "`predict` sent with --address http://… installs no model packages: its version is read on the "
+                "cluster); run it on the head (it then sends itself as a job that installs them) or install them "
+                "on the cluster")
         return None
     missing = unmet(requirements, installed_versions())
     if not missing:
