@@ -119,9 +119,9 @@ def cluster(tmp_path_factory, shuttle_frame):
                    "y": replay["anomaly"].astype(int).tolist()}
         finally:
             try:  # served things stopped gracefully first; the cluster is torn down whatever that does
-                handoff("unserve", NAME, timeout=180)
+                handoff("unserve", NAME, timeout=60)
             except subprocess.TimeoutExpired as exc:  # (a serving change of the loop still under way)
-                print(f"unserve did not finish in 180 s: {(exc.stderr or b'')[-500:]!r}", file=sys.stderr)
+                print(f"unserve did not finish in 60 s: {(exc.stderr or b'')[-500:]!r}", file=sys.stderr)
             finally:  # the environment put back before anything else can fail: later modules start their own Ray
                 for key, value in saved.items():
                     os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
