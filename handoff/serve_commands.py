@@ -90,15 +90,16 @@ def record_accepted(control) -> None:
     import ray
 
     from monitoring.monitor import find
+    from training import difference_in_words
 
     for item in control.accepted:
-        listed = "; ".join(f"{d['name']} {d['recorded']} (trained) vs {d['current']} (here)" for d in item["differences"])
+        listed = "; ".join(map(difference_in_words, item["differences"]))
         event = {"kind": "env_drift_accepted", "version": item["version"], "differences": item["differences"],
                  "reason": f"v{item['version']} served with --allow-env-drift: {listed}"}
         monitor = find(item["model"])
         if monitor is None:
-            err.print(f"{item['model']} has no monitor running: the accepted difference is recorded on v{item['version']} "
-                      "only (tag handoff.env_drift_accepted)")
+            err.print(f"{item['model']} has no monitor running: the accepted difference is recorded on "
+                      f"v{item['version']} only (tag handoff.env_drift_accepted)")
             continue
         try:
             ray.get(monitor.record.remote([event]), timeout=60)

@@ -3,7 +3,8 @@
 Before a version's first replica starts, `check_version_environment` compares the core versions that
 can change answers with those the version recorded when it was trained (training/environment.py).
 A version with packages to install gets one Ray task first, on a node with the replicas' custom
-resources (not their GPUs: it only installs and reads versions), in the replicas' own runtime environment: it installs them there (a failure is the installer's message,
+resources (not their GPUs: it only installs and reads versions), in the replicas' own runtime
+environment: it installs them there (a failure is the installer's message,
 before any traffic moves; Ray keeps the environment for the replicas that follow) and reports the
 core versions there. A version with nothing to install runs in the cluster's environment, this
 process's, read here: it starts as fast as before.

@@ -23,9 +23,9 @@ _EXPORTS = {
     # how a version prepares raw columns (every caller applies the one inside the model)
     **dict.fromkeys(["ColumnError", "Preparation"], "training.columns"),
     # a version's environment: its extra requirements and the core versions that can change its answers
-    **dict.fromkeys(["DRIFT_ACCEPTED_TAG", "Difference", "RequirementError", "absent", "accepted", "describe", "differences",
-                     "in_words", "installed_versions",
-                     "recorded_core", "recorded_requirements", "REQUIREMENTS_TAG", "this_environment", "unaccepted", "unmet"],
+    **dict.fromkeys(["DRIFT_ACCEPTED_TAG", "Difference", "REQUIREMENTS_TAG", "RequirementError", "absent",
+                     "accepted", "describe", "difference_in_words", "differences", "in_words", "installed_versions",
+                     "recorded_core", "recorded_requirements", "this_environment", "unaccepted", "unmet"],
                     "training.environment"),
     # what a version was trained on (monitoring profiles it)
     "TrainingView": "training.training_view",

@@ -139,10 +139,15 @@ class Difference:
     current: str
 
     def __str__(self) -> str:
-        return f"{self.name} {self.recorded} (trained) vs {self.current} (here)"
+        return difference_in_words(self.to_dict())
 
     def to_dict(self) -> dict:
         return {"name": self.name, "recorded": self.recorded, "current": self.current}
+
+
+def difference_in_words(difference: Mapping) -> str:
+    """One difference as every message shows it: `torch 2.12.0 (trained) vs 2.13.0 (here)`."""
+    return f"{difference['name']} {difference['recorded']} (trained) vs {difference['current']} (here)"
 
 
 def _answer_relevant(name: str, version: str) -> str:
@@ -182,7 +187,8 @@ def describe(lineage: Mapping[str, str], here: Mapping[str, str], installed: Map
     recorded = recorded_core(lineage)
     found = differences(recorded, here)
     open_ = unaccepted(found, lineage)
-    return {"requirements": recorded_requirements(lineage), "installs": unmet(recorded_requirements(lineage), installed),
+    requirements = recorded_requirements(lineage)
+    return {"requirements": requirements, "installs": unmet(requirements, installed),
             "core": recorded, "matches": (not found) if recorded else None,
             "differences": [{**d.to_dict(), "accepted": d not in open_} for d in found]}
 
@@ -195,6 +201,6 @@ def in_words(described: Mapping) -> str:
         return f"needs {needs}{installs}; core versions not recorded (registered before they were)"
     if described["matches"]:
         return f"needs {needs}{installs}; matches this cluster"
-    diffs = "; ".join(f"{d['name']} {d['recorded']} (trained) vs {d['current']} (here)"
-                      + (" [accepted]" if d["accepted"] else "") for d in described["differences"])
+    diffs = "; ".join(difference_in_words(d) + (" [accepted]" if d["accepted"] else "")
+                      for d in described["differences"])
     return f"needs {needs}{installs}; DIFFERS: {diffs}"

@@ -24,7 +24,7 @@ from training.config import ExperimentConfig
 from training.contract import pyfunc_answer
 from training.training_view import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
-from training.environment import this_environment
+from training.environment import answer_code
 from training.models import import_code_paths
 from training.prepare import DataError, PreparedData, prepare
 from training.progress import SearchProgress
@@ -237,7 +237,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
         trial_params=json.dumps(best.config, sort_keys=True), epochs_trained=int(state["epoch"]),
         weights_sha256=digest, threads=spec.threads, device=str(best.metrics.get("device", "cpu")),
         search_run_id=parent, classes=data.classes, columns=data.preparation.kinds, task=data.task,
-        requirements=cfg.model.requirements, answer_code=this_environment()["answer_code"],
+        requirements=cfg.model.requirements, answer_code=answer_code(),
     )
     tags.update({f"{lineage.TAG_PREFIX}{k}": str(v) for k, v in (extra_tags or {}).items()})
     registry = Registry(tracking_uri, registry_uri)
