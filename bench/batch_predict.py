@@ -75,8 +75,8 @@ def in_process(model, source: Path, out: Path) -> float:
     """Read, score per batch, write: one process, no Ray (the work without distribution)."""
     import pyarrow.parquet as pq
 
-    from serving.batch_predictor import predict_in_batches
-    from serving.batch_schema import feature_matrix, output_table
+    from serving.batch.predictor import predict_in_batches
+    from serving.batch.schema import feature_matrix, output_table
 
     def run():  # what each actor does with a block, here with each whole file
         out.mkdir()

@@ -34,13 +34,10 @@ def register_models(home: Path, tracking_uri: str, names: list[str]) -> list[str
     """One tuned model, registered under each of `names` (the same run), with its reference profile."""
     from mlflow import MlflowClient
 
-    import handoff.cli  # noqa: F401 - the CLI's modules import each other: it first (issue 29 untangles them)
     from cluster.settings import Settings
     from handoff.monitor_commands import record_profile
     from tests.integration.conftest import SMALL
-    from training import Registry
-    from training.config_loader import load_config
-    from training.pipeline import tune_and_register
+    from training import Registry, load_config, tune_and_register
 
     cfg = load_config(REPO / "configs" / "shuttle.yaml", [*SMALL, f"name={names[0]}", "search.num_samples=1",
                                                           "dataset.max_rows=6000", f"storage_path={home / 'tune'}"],
@@ -100,8 +97,7 @@ def measure(models: list[str], live: str, state: str, tracking_uri: str, rate: i
     import ray  # noqa: F401 - Ray's own psutil
     import psutil
 
-    from monitoring.config import MonitoringConfig
-    from monitoring.monitor import find, start, stop
+    from monitoring import MonitoringConfig, find, start, stop
 
     cfg = MonitoringConfig.model_validate({"mlflow": False, "loop": {"enabled": False}, "poll_seconds": 2.0,
                                         "window_rows": 1_000, "min_rows": 200})

@@ -66,13 +66,11 @@ def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
     """The demo's steps; returns the summary (also printed)."""
     from cluster.connect import connect_ray
     from cluster.services import up
-    from handoff.cli import _run_tune
     from handoff.monitor_commands import monitoring_config, start_monitor, state_root
-    from monitoring.state_store import StateStore
+    from handoff.training_commands import run_tune
+    from monitoring import StateStore
     from serving import ServingControl, load_serving_config
-    from training import CHAMPION, Registry
-    from training.config_loader import load_config
-    from training.pipeline import load_data
+    from training import CHAMPION, Registry, load_config, load_data
 
     started = time.monotonic()
     say.print("[bold]1/5[/bold] starting the embedded cluster: a Ray head with its jobs API, an MLflow server …")
@@ -82,7 +80,7 @@ def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
     name = cfg.name
     registry = Registry(services.mlflow_uri)
     say.print(f"[bold]2/5[/bold] tuning {name} ({cfg.search.num_samples} trials, ASHA) and registering the best …")
-    _run_tune(config, [], settings.home, None, services.mlflow_uri, False, None, True)
+    run_tune(config, [], settings.home, None, services.mlflow_uri, False, None, True)
     # the version this search registered is the demo's champion, also when an earlier demo left a
     # retrained one (trained on the recalibrated sensor: the replay's first rows would look drifted to it)
     champion = registry.versions(name)[0].version

@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import JsonOpt, _fail, app, err, out, print_result
+from handoff.common import err, fail, out, print_result
+from handoff.options import JsonOpt
 
 BATCH = 5_000  # labels a request: ~300 KB of JSON, under the gateway's default 1 MB body limit
 
@@ -27,18 +28,18 @@ def read_labels(path: Path, id_column: str, label_column: str) -> tuple[list, li
     import pyarrow.parquet as pq
 
     if not path.is_file():
-        _fail(f"{path}: no such file")
+        fail(f"{path}: no such file")
     try:
         table = pq.read_table(path) if path.suffix.lower() in {".parquet", ".pq"} else pacsv.read_csv(
             path, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        _fail(f"{path}: not a readable Parquet or CSV file ({type(exc).__name__}: {exc})")
+        fail(f"{path}: not a readable Parquet or CSV file ({type(exc).__name__}: {exc})")
     missing = [c for c in (id_column, label_column) if c not in table.column_names]
     if missing:
-        _fail(f"{path}: no column(s) {missing} (columns: {table.column_names}); name them with "
-              "--id-column/--label-column")
+        fail(f"{path}: no column(s) {missing} (columns: {table.column_names}); name them with "
+             "--id-column/--label-column")
     if table.num_rows == 0:
-        _fail(f"{path}: no rows")
+        fail(f"{path}: no rows")
     return [str(i) for i in table.column(id_column).to_pylist()], table.column(label_column).to_pylist()
 
 
@@ -55,13 +56,12 @@ def post(url: str, body: dict, api_key: str | None) -> dict:
             message = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             message = exc.reason
-        _fail(f"the gateway refused a batch ({exc.code}): {message}")
+        fail(f"the gateway refused a batch ({exc.code}): {message}")
     except (urllib.error.URLError, OSError) as exc:
-        _fail(f"no gateway answers at {url} ({getattr(exc, 'reason', exc)}); is the model served "
-              "(`handoff serve`), and is --url right?")
+        fail(f"no gateway answers at {url} ({getattr(exc, 'reason', exc)}); is the model served "
+             "(`handoff serve`), and is --url right?")
 
 
-@app.command()
 def feedback(name: Annotated[str, typer.Argument(help="served model name")],
              file: Annotated[Path, typer.Argument(help="Parquet or CSV file of row ids and their true labels")],
              url: Annotated[str, typer.Option(help="the gateway")] = "http://127.0.0.1:8000",

@@ -1,4 +1,4 @@
-"""The closed loop's hands: what the monitor actor calls to act (monitoring/loop_runner.LoopPort).
+"""The closed loop's hands: what the monitor actor calls to act (`monitoring.LoopPort`).
 
 Composed here, above every package: retraining is submitted as a Ray job (`handoff retrain`,
 handoff/jobs.py) to the cluster's jobs API, the candidate and its gate verdict are read from the
@@ -76,7 +76,7 @@ class HandoffLoopPort:
         JobRunner(self.jobs_address).stop(job_id)
 
     def candidate(self, model: str, event_id: str):
-        from monitoring.loop import Candidate
+        from monitoring import Candidate
 
         info = self._registry().caused_by(model, event_id)
         if info is None or "gate" not in info.lineage:
@@ -104,8 +104,7 @@ class HandoffLoopPort:
     def figures(self, model: str, champion: int, canary: int, since: float):
         import numpy as np
 
-        from monitoring.labelled import LabelledReader
-        from monitoring.loop import VersionFigures
+        from monitoring import LabelledReader, VersionFigures
         from serving import scrape, summarize
 
         served = summarize(scrape())

@@ -99,12 +99,11 @@ def requirements_of(argv: Sequence[str]) -> list[str]:
     its config's `model.requirements` (the config is read here, with its `--set` overrides); none for
     another command, or a config that does not load (the job then says why). All of them: what the
     cluster's nodes have is not known here, and pip installs only what is missing."""
-    from training.config_loader import load_config
+    from handoff.options import DEFAULT_CONFIG
+    from training import load_config
 
     if not argv or argv[0] != "tune":
         return []
-    from handoff.cli import DEFAULT_CONFIG
-
     config = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else str(DEFAULT_CONFIG)
     sets = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"] + \
         [a.split("=", 1)[1] for a in argv if a.startswith("--set=")]

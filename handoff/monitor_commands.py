@@ -7,25 +7,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from handoff.cli import (DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings,
-                         _tracking_uri, app, err, layered_config, out, print_result)
+from handoff.common import command_settings, command_tracking_uri, err, fail, layered_config, out, print_result
+from handoff.options import (DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, MonitoringConfigOpt, MonitorSetOpt,
+                             TrackingOpt)
 
-MonitorSetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a monitoring field: "
-                                                         "--set window_rows=2000 (env HANDOFF_MONITORING__WINDOW_ROWS)")]
-MonitoringConfigOpt = Annotated[Path | None, typer.Option("--monitoring-config", help="monitoring YAML "
-                                                          "(default configs/monitoring.yaml if present)")]
 DEFAULT_MONITORING_CONFIG = Path("configs/monitoring.yaml")
 
 
 def monitoring_config(path: Path | None, sets: list[str] | None):
     """The typed monitoring config (file, then environment, then flags), or a clear error."""
-    from monitoring.config import load_monitoring_config
+    from monitoring import load_monitoring_config
 
     return layered_config(load_monitoring_config, path, DEFAULT_MONITORING_CONFIG, sets)
 
@@ -52,7 +48,7 @@ def loop_port(tracking_uri: str, live_root: str, cfg):
 
 def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg) -> None:
     """Start (or find) the model's monitor actor on the connected cluster, with the loop's hands."""
-    from monitoring.monitor import start
+    from monitoring import start
 
     port = loop_port(tracking_uri, live_root, cfg) if cfg.loop.enabled else None
     start(name, live_root, state_root(settings, cfg), tracking_uri, cfg, port)
@@ -65,11 +61,9 @@ def start_monitor(name: str, settings, tracking_uri: str, live_root: str, cfg) -
 
 def record_profile(registry, view) -> None:
     """Profile what a version was trained on and store it with the version (the registration hook)."""
-    from monitoring.profiles import profile_from_training, save_profile
-
     from dataclasses import replace
 
-    from monitoring.estimation import calibration
+    from monitoring import calibration, profile_from_training, save_profile
 
     regression = view.task == "regression"
     profile = profile_from_training(view.x_train, view.features, view.proba_train, view.classes, view.fingerprint,
@@ -84,7 +78,21 @@ def record_profile(registry, view) -> None:
     save_profile(registry, view.name, view.version, profile)
 
 
-@app.command(name="monitor")
+def profile_hook(tracking_uri: str, registry_uri: str | None):
+    """The registration hook: store the new version's reference profile (monitoring scores against it).
+    A failure leaves the version registered, says so, and names the command that makes the profile."""
+    def record(view) -> None:
+        from training import Registry
+
+        try:
+            record_profile(Registry(tracking_uri, registry_uri), view)
+            err.log(f"reference profile of {view.name} v{view.version} stored ({view.x_train.shape[0]} training rows)")
+        except Exception as exc:  # noqa: BLE001 - the version is registered; its profile can be made later
+            err.print(f"[yellow]warning:[/yellow] {view.name} v{view.version} has no reference profile ({exc}); "
+                      f"make it with `handoff monitor profile {view.name} {view.version}`")
+    return record
+
+
 def monitor_command(
     args: Annotated[list[str], typer.Argument(help="NAME start|stop|status, or: profile NAME VERSION")],
     home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
@@ -105,15 +113,15 @@ def monitor_command(
         _profile(args[1], args[2], home, tracking_uri, as_json)
         return
     if len(args) != 2 or args[1] not in ("start", "stop", "status"):
-        _fail("usage: handoff monitor NAME start|stop|status, or handoff monitor profile NAME VERSION")
+        fail("usage: handoff monitor NAME start|stop|status, or handoff monitor profile NAME VERSION")
     name, action = args
     cfg = monitoring_config(monitoring_config_path, overrides)
-    settings = _settings(home, address, tracking_uri)
+    settings = command_settings(home, address, tracking_uri)
     if action == "status" and not _connect(settings, required=False):
         _print_status(_stored_status(name, settings, cfg), as_json)
         return
     _connect(settings, required=True)
-    from monitoring.monitor import stop
+    from monitoring import stop
 
     if action == "start":
         from cluster.services import read_services
@@ -122,13 +130,13 @@ def monitor_command(
         in_force = stored_config()
         serving_cfg = in_force or layered_config(load_serving_config, None, DEFAULT_SERVING_CONFIG, serving_overrides)
         live_root = serving_cfg.live_log.root or str(settings.live_log_dir)
-        start_monitor(name, settings, _tracking_uri(None, settings, read_services(settings)), live_root, cfg)
+        start_monitor(name, settings, command_tracking_uri(None, settings, read_services(settings)), live_root, cfg)
     elif action == "stop":
         out.print(f"monitor of {name} stopped" if stop(name) else f"no monitor of {name} was running")
     else:
         status = monitor_status(name, settings, cfg)
         if status is None:
-            _fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
+            fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
         _print_status(status, as_json)
 
 
@@ -140,14 +148,14 @@ def _connect(settings, required: bool) -> bool:
     where = ray_address(settings, read_services(settings))
     if where is None and not inside_ray_job():
         if required:
-            _fail("the monitor runs on a cluster that outlives this command: start the local one with "
-                  "`handoff up`, or pass --address of a running cluster")
+            fail("the monitor runs on a cluster that outlives this command: start the local one with "
+                 "`handoff up`, or pass --address of a running cluster")
         return False
     try:
         connect_ray(where)
     except ClusterUnavailable as exc:
         if required:
-            _fail(str(exc))
+            fail(str(exc))
         return False
     return True
 
@@ -157,8 +165,7 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
     no monitor of it has run (needs a connected Ray)."""
     import ray
 
-    from monitoring.monitor import find, status_of
-    from monitoring.state_store import StateStore
+    from monitoring import StateStore, find, status_of
 
     actor = find(name)
     if actor is not None:
@@ -195,12 +202,11 @@ def verdict(status: dict | None, version: int) -> tuple[str, str]:
 
 
 def _stored_status(name: str, settings, cfg) -> dict:
-    from monitoring.monitor import status_of
-    from monitoring.state_store import StateStore
+    from monitoring import StateStore, status_of
 
     state = StateStore(state_root(settings, cfg), name).read_state()
     if state is None:
-        _fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
+        fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
     return status_of(name, state, running=False)
 
 
@@ -247,26 +253,25 @@ def _print_status(status: dict, as_json: bool) -> None:
         out.print(f"  files skipped (unreadable): {len(status['files_skipped'])}")
     loop = status.get("loop") or {}
     if loop:
-        from monitoring.loop import stage_in_words
+        from monitoring import stage_in_words
 
         out.print(f"  closed loop: {stage_in_words(loop)}")
 
 
 def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) -> None:
     from cluster.services import read_services
-    from training import Registry, RegistryError, training_view
-    from training.reproduce import DataChanged
+    from training import DataChanged, Registry, RegistryError, training_view
 
     if not version_text.isdigit():
-        _fail(f"version {version_text!r} is not a version number")
-    settings = _settings(home, tracking_uri=tracking_uri)
-    registry = Registry(_tracking_uri(None, settings, read_services(settings)))
+        fail(f"version {version_text!r} is not a version number")
+    settings = command_settings(home, tracking_uri=tracking_uri)
+    registry = Registry(command_tracking_uri(None, settings, read_services(settings)))
     try:
         with err.status(f"profiling {name}/{version_text} from its training data …"):
             view = training_view(name, int(version_text), settings, registry)
             record_profile(registry, view)
     except (RegistryError, DataChanged, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print_result({"name": name, "version": int(version_text), "rows": int(view.x_train.shape[0])})
     else:
@@ -274,7 +279,6 @@ def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) ->
                   f"{len(view.features)} feature(s))")
 
 
-@app.command()
 def events(name: Annotated[str, typer.Argument(help="registered model name")],
            kind: Annotated[str | None, typer.Option(help="only this kind: window_scored, drift_declared, "
                                                      "window_labels, window_unprofiled, file_skipped, "
@@ -287,10 +291,10 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
            home: HomeOpt = None, monitoring_config_path: MonitoringConfigOpt = None,
            overrides: MonitorSetOpt = None, as_json: JsonOpt = False) -> None:
     """What the monitor of NAME recorded (windows scored, drift declared, files skipped), oldest first."""
-    from monitoring.state_store import StateStore
+    from monitoring import StateStore
 
     cfg = monitoring_config(monitoring_config_path, overrides)
-    settings = _settings(home)
+    settings = command_settings(home)
     found = [e for e in StateStore(state_root(settings, cfg), name).events() if kind is None or e["kind"] == kind]
     if last is not None:
         found = found[-last:]
@@ -319,7 +323,6 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
         out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)
 
 
-@app.command()
 def report(name: Annotated[str, typer.Argument(help="served model name")],
            event: Annotated[str | None, typer.Argument(help="drift event id (default: the latest)")] = None,
            out_dir: Annotated[Path | None, typer.Option("--out", help="directory to write into "
@@ -332,24 +335,23 @@ def report(name: Annotated[str, typer.Argument(help="served model name")],
     For each feature that moved: its histogram against the reference (training) and its corrected
     p-value over recent windows with the threshold; above them, how far every feature moved. The
     monitor also logs each report to MLflow (run monitor-NAME-vVERSION, artifacts drift-reports/EVENT)."""
-    from monitoring.report import write_report
-    from monitoring.state_store import StateStore
+    from monitoring import StateStore, write_report
 
     cfg = monitoring_config(monitoring_config_path, overrides)
-    settings = _settings(home)
+    settings = command_settings(home)
     events = StateStore(state_root(settings, cfg), name).events()
     declared = [e for e in events if e["kind"] == "drift_declared"]
     if not declared:
-        _fail(f"no drift event of {name} under {state_root(settings, cfg)} (`handoff events {name}` lists what "
-              "the monitor recorded)")
+        fail(f"no drift event of {name} under {state_root(settings, cfg)} (`handoff events {name}` lists what "
+             "the monitor recorded)")
     chosen = declared[-1] if event is None else next((e for e in declared if e["event_id"] == event), None)
     if chosen is None:
-        _fail(f"no drift event {event!r} of {name}; known: {', '.join(e['event_id'] for e in declared[-10:])}")
+        fail(f"no drift event {event!r} of {name}; known: {', '.join(e['event_id'] for e in declared[-10:])}")
     target = out_dir or Path("handoff-reports") / name / chosen["event_id"]
     try:
         page = write_report(chosen, events, target)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if open_it:
         import webbrowser
 

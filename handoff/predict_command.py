@@ -15,13 +15,12 @@ from typing import Annotated
 
 import typer
 
-from handoff.cli import AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings, _tracking_uri, app, err, \
-    layered_config, out, print_result
+from handoff.common import command_settings, command_tracking_uri, err, fail, layered_config, out, print_result
+from handoff.options import AddressOpt, HomeOpt, JsonOpt, TrackingOpt
 
 DEFAULT_PREDICT_CONFIG = Path("configs/predict.yaml")
 
 
-@app.command()
 def predict(
     name: Annotated[str, typer.Argument(help="registered model name")],
     input_uri: Annotated[str, typer.Option("--input", help="Parquet file or directory: a local path or any pyarrow "
@@ -63,14 +62,12 @@ def predict(
     """
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services
-    from serving.batch import predict_table
-    from serving.batch_schema import BatchInputError
     from handoff.model_environment import RequirementsUnmet, run_where_met
-    from training import CHAMPION, Registry, RegistryError
-    from training import recorded_requirements
+    from serving import BatchInputError, load_batch_config, predict_table
+    from training import CHAMPION, Registry, RegistryError, recorded_requirements
 
     if version is not None and alias is not None:
-        _fail("give --version or --alias, not both")
+        fail("give --version or --alias, not both")
     sets = list(overrides or [])
     for key, value in (("batch_size", batch_size), ("actors", actors), ("cpus_per_actor", cpus_per_actor),
                        ("gpus_per_actor", gpus_per_actor), ("on_invalid", on_invalid)):
@@ -78,12 +75,10 @@ def predict(
             sets.append(f"{key}={value}")
     if columns is not None:
         sets.append(f"columns=[{', '.join(repr(c.strip()) for c in columns.split(',') if c.strip())}]")
-    from serving.batch_config import load_batch_config
-
     cfg = layered_config(load_batch_config, config, DEFAULT_PREDICT_CONFIG, sets)
-    settings = _settings(home, address, tracking_uri)
+    settings = command_settings(home, address, tracking_uri)
     services = read_services(settings)
-    uri = _tracking_uri(None, settings, services)
+    uri = command_tracking_uri(None, settings, services)
     artifact_root = settings.artifacts_dir.as_uri() if uri.startswith("sqlite:") else None
     try:
         registry = Registry(uri)
@@ -100,9 +95,9 @@ def predict(
                                    config=cfg, overwrite=overwrite, artifact_root=artifact_root, progress=progress,
                                    say=lambda line: err.log(line, highlight=False))
     except (BatchInputError, RegistryError, RequirementsUnmet) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except ClusterUnavailable as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     if as_json:
         print_result(result.to_dict())
         return

@@ -20,9 +20,9 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from handoff.cli import HomeOpt, JsonOpt, TrackingOpt, _fail, _profiler, _settings, _tracking_uri, _user_errors, app, \
-    err, out, print_result
-from handoff.monitor_commands import MonitoringConfigOpt, MonitorSetOpt, monitoring_config
+from handoff.common import command_settings, command_tracking_uri, err, fail, out, print_result, user_errors
+from handoff.monitor_commands import monitoring_config, profile_hook
+from handoff.options import HomeOpt, JsonOpt, MonitoringConfigOpt, MonitorSetOpt, TrackingOpt
 
 MIN_RECENT_ROWS = 20
 
@@ -40,7 +40,6 @@ def _score(model, rows, y) -> float:
     return float((predicted_class(outputs) == y).mean())
 
 
-@app.command()
 def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
             event: Annotated[str, typer.Option(help="the event that calls for it (its id goes into the lineage)")],
             attempt: Annotated[int, typer.Option(help="which try of this event (the data directory's name)")] = 0,
@@ -57,30 +56,27 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.storage import absolute, filesystem, join
     from cluster.services import read_services
-    from monitoring.labelled import labelled_rows
-    from training import CHAMPION, Registry, RegistryError, load_version
-    from training.training_view import view_of
-    from training.pipeline import SearchFailed, load_data, tune_and_register
-    from training.reproduce import recorded_config
-    from training.retrain import gate_verdict, retrain_config, retrain_frame, split_holdout
+    from monitoring import labelled_rows
+    from training import (CHAMPION, Registry, RegistryError, SearchFailed, gate_verdict, load_data, load_version,
+                          recorded_config, retrain_config, retrain_frame, split_holdout, tune_and_register, view_of)
 
     loop = monitoring_config(monitoring_config_path, overrides).loop
-    settings = _settings(home, tracking_uri=tracking_uri)
+    settings = command_settings(home, tracking_uri=tracking_uri)
     services = read_services(settings)
-    uri = _tracking_uri(None, settings, services)
+    uri = command_tracking_uri(None, settings, services)
     registry = Registry(uri)
     try:
         champion = registry.aliases(name).get(CHAMPION)
     except RegistryError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if champion is None:
-        _fail(f"{name} has no champion to retrain")
+        fail(f"{name} has no champion to retrain")
     root = live_root or str(settings.live_log_dir)
     regression = registry.version(name, champion).lineage.get("task") == "regression"
     recent = labelled_rows(root, name, last=loop.data.recent_rows, regression=regression)
     if len(recent) < MIN_RECENT_ROWS:
-        _fail(f"{name} has {len(recent)} labelled live row(s) under {root}; retraining needs at least "
-              f"{MIN_RECENT_ROWS} (send labels: POST /v2/models/{name}/feedback or `handoff feedback`)")
+        fail(f"{name} has {len(recent)} labelled live row(s) under {root}; retraining needs at least "
+             f"{MIN_RECENT_ROWS} (send labels: POST /v2/models/{name}/feedback or `handoff feedback`)")
     info = registry.version(name, champion)
     champion_cfg = recorded_config(registry, info.run_id)
     # connected before the first read: the champion's data is read through Ray Data, on the cluster
@@ -89,13 +85,13 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
     try:
         connect_ray(ray_address(settings, services))
     except ClusterUnavailable as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     try:
         original = load_data(champion_cfg, settings)
-    except _user_errors() as exc:  # the champion's data moved or changed: named, not a traceback
-        _fail(f"cannot read {name} v{champion}'s training data: {exc}")
+    except user_errors() as exc:  # the champion's data moved or changed: named, not a traceback
+        fail(f"cannot read {name} v{champion}'s training data: {exc}")
     if recent.features != list(original.features):
-        _fail(f"the live log's features {recent.features} are not {name}'s {list(original.features)}")
+        fail(f"the live log's features {recent.features} are not {name}'s {list(original.features)}")
     train, held = split_holdout(len(recent), loop.data.holdout_fraction, seed=champion_cfg.seed + attempt)
     frame = retrain_frame(original, recent.frame.iloc[train], recent.y[train], loop.data.recent_weight)
     data_path = join(join(join(absolute(loop.data.root or str(Path(settings.home) / "retrain")), name),
@@ -114,13 +110,13 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
                                                    "retrain_attempt": attempt,
                                                    "profile_source": f"{len(train)} recent labelled live rows"})
     except SearchFailed as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     candidate_model, champion_model = load_version(name, result.version, uri), load_version(name, champion, uri)
     # The new version's reference is the data it was adapted to (the recent rows it trained on), not
     # the mix, which the original rows dominate: production now looks like the recent rows, and a
     # reference of the old data would declare drift again at once.
     recent_train, recent_held = recent.frame.iloc[train], recent.frame.iloc[held]
-    _profiler(uri, cfg.mlflow.registry_uri)(view_of(
+    profile_hook(uri, cfg.mlflow.registry_uri)(view_of(
         name, result.version, recent_train, candidate_model.preparation, candidate_model.outputs_of_rows(recent_train),
         original.classes, original.fingerprint, champion_cfg.seed, recent.y[held],
         candidate_model.outputs_of_rows(recent_held), original.task))

@@ -1,7 +1,7 @@
 """`handoff serve/traffic/canary/shadow/promote/rollback/unserve/status`: the serving control plane.
 
 Serving outlives the command, so these need a running cluster: the head `handoff up` started,
-or `--address`. Each command connects, calls one method of `serving.control.ServingControl`,
+or `--address`. Each command connects, calls one method of `serving.ServingControl`,
 and prints the policy that is now served. `serve` declares the serving config (file, environment,
 `--set`); every other command, and the closed loop, use the config in force that it stored on the
 cluster, with their own `--set` applied (kept from then on).
@@ -9,7 +9,6 @@ cluster, with their own `--set` applied (kept from then on).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,9 +17,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from handoff.cli import (DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, TrackingOpt, _fail, _settings,
-                         _tracking_uri, app, err, layered_config, out, print_result)
-from handoff.monitor_commands import MonitoringConfigOpt
+from handoff.common import command_settings, command_tracking_uri, err, fail, layered_config, out, print_result
+from handoff.options import DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, MonitoringConfigOpt, TrackingOpt
 
 ServingConfigOpt = Annotated[Path | None, typer.Option("--serving-config", help=(
     "serving YAML that becomes the config in force (`serve` reads configs/serving.yaml when it is not given; "
@@ -58,12 +56,12 @@ def _control(home, address, tracking_uri, serving_config, sets, declare: bool = 
     from training import Registry
 
     quiet_serve_logs()
-    settings = _settings(home, address, tracking_uri)
+    settings = command_settings(home, address, tracking_uri)
     services = read_services(settings)
     where = ray_address(settings, services)
     if where is None and not inside_ray_job():  # a Ray job joins its own cluster
-        _fail("serving needs a running cluster that outlives this command: start the local one with "
-              "`handoff up`, or pass --address of a running cluster")
+        fail("serving needs a running cluster that outlives this command: start the local one with "
+             "`handoff up`, or pass --address of a running cluster")
     declare = declare or serving_config is not None
     cfg = layered_config(load_serving_config, serving_config, DEFAULT_SERVING_CONFIG, sets if declare else [])
     cfg = cfg.model_copy(update={"live_log": cfg.live_log.model_copy(
@@ -72,14 +70,14 @@ def _control(home, address, tracking_uri, serving_config, sets, declare: bool = 
         settings.refuse_in_working_dir("the live log (live_log.root, HANDOFF_SERVING__LIVE_LOG__ROOT)",
                                        cfg.live_log.root)
     except SettingsError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     source = ConfigSource(declared=cfg) if declare else ConfigSource(overrides=tuple(sets or ()),
                                                                      environ=dict(os.environ), fallback=cfg)
     try:
         connect_ray(where)
     except ClusterUnavailable as exc:
-        _fail(str(exc))
-    registry = Registry(_tracking_uri(None, settings, services))
+        fail(str(exc))
+    registry = Registry(command_tracking_uri(None, settings, services))
     return ServingControl(registry, source, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
                           allow_env_drift=allow_env_drift)
 
@@ -89,7 +87,7 @@ def record_accepted(control) -> None:
     monitor (it is already a tag on the version); said plainly where no monitor runs."""
     import ray
 
-    from monitoring.monitor import find
+    from monitoring import find
     from training import difference_in_words
 
     for item in control.accepted:
@@ -117,9 +115,9 @@ def _run(action, as_json: bool, control=None) -> None:
     try:
         result = action()
     except (PolicyError, RegistryError, ConfigError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except LockTimeout as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     policy = getattr(result, "policy", result)
     payload = {"weights": {str(v): w for v, w in policy.shares().items()},
                "shadow": {str(v): p for v, p in policy.shadow.items()}}
@@ -138,7 +136,6 @@ def _run(action, as_json: bool, control=None) -> None:
         out.print(f"endpoint: http://{g.host}:{g.port}/v2/models/<name>/infer  (OpenAPI: /docs)")
 
 
-@app.command()
 def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
           serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
           allow_env_drift: AllowDriftOpt = False,
@@ -162,12 +159,11 @@ def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, track
                        allow_env_drift=allow_env_drift)
     _run(lambda: control.serve_model(name), as_json, control)
     if mon.enabled and control.cfg.live_log.enabled:
-        start_monitor(name, _settings(home, address, tracking_uri), control.registry.tracking_uri,
+        start_monitor(name, command_settings(home, address, tracking_uri), control.registry.tracking_uri,
                       control.cfg.live_log.root, mon)
     record_accepted(control)
 
 
-@app.command()
 def traffic(name: NameArg,
             weights: Annotated[list[str], typer.Argument(help="VERSION=WEIGHT pairs, e.g. 3=10 2=90")],
             home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
@@ -183,13 +179,12 @@ def traffic(name: NameArg,
     try:
         parsed = parse_weights(weights)
     except PolicyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.traffic(name, parsed), as_json)
     record_accepted(control)
 
 
-@app.command()
 def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the version to try")],
            percent: Annotated[float, typer.Option("--percent", help="share of live traffic (0-100)")] = 10,
            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
@@ -201,7 +196,6 @@ def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
     record_accepted(control)
 
 
-@app.command()
 def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the version to mirror to")],
            percent: Annotated[float, typer.Option("--percent", help="share of requests mirrored; 0 stops")] = 100,
            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
@@ -216,7 +210,6 @@ def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
     record_accepted(control)
 
 
-@app.command()
 def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new champion")],
             home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
             serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
@@ -229,7 +222,6 @@ def promote(name: NameArg, version: Annotated[int, typer.Argument(help="the new 
     record_accepted(control)
 
 
-@app.command()
 def rollback(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
              serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Bring the previous champion back with all live traffic; the demoted version stops serving."""
@@ -237,14 +229,13 @@ def rollback(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tr
     _run(lambda: control.rollback(name), as_json)
 
 
-@app.command()
 def unserve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
             serving_config: ServingConfigOpt = None, overrides: SetOpt = None) -> None:
     """Stop serving a model, and its monitor.
 
     The gateway writes its buffered live log first; the stored traffic policy and the monitor's
     state stay, so the next `serve` brings the same weights back and the monitor resumes."""
-    from monitoring.monitor import stop
+    from monitoring import stop
 
     control = _control(home, address, tracking_uri, serving_config, overrides)
     control.unserve(name)
@@ -292,22 +283,20 @@ def _shadow_cell(row: dict) -> str:
         return f"Δ {row['shadow_mean_absolute_difference']:.4g}"
     return f"{row['shadow_agreement']:.1%}" if row.get("shadow_agreement") is not None else "-"
 
-@app.command()
 def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            serving_config: ServingConfigOpt = None, as_json: JsonOpt = False) -> None:
     """What is served: weights, replicas, requests, errors, latency, shadow agreement.
 
     Counters come from Ray's Prometheus metrics (recorded by the gateway every second; the node's
     agent exports them every few seconds)."""
-    from serving import TrafficPolicy, app_name, scrape, summarize
-
     from handoff.monitor_commands import monitor_status, monitoring_config, verdict
-    from monitoring.loop import stage_in_words
+    from monitoring import stage_in_words
+    from serving import TrafficPolicy, app_name, scrape, summarize
 
     control = _control(home, address, tracking_uri, serving_config, [])
     state = control.describe()
     figures = summarize(scrape())
-    settings, monitoring = _settings(home, address, tracking_uri), monitoring_config(None, None)
+    settings, monitoring = command_settings(home, address, tracking_uri), monitoring_config(None, None)
     rows, monitors = [], {}
     for model, spec in ((state.get("gateway") or {}).get("models") or {}).items():
         monitors[model] = monitor_status(model, settings, monitoring)

@@ -6,7 +6,7 @@ its live RMSE above a ceiling). `advance` moves the
 loop one tick: from what it sees (the trigger, the retraining job's status, the candidate the job
 registered and its gate verdict, the canary's figures) to the next `LoopState`, the `Action`s to
 carry out and the records to keep. Every input is data and every output is data: the monitor
-actor gathers the inputs and carries out the actions through a port (monitoring/loop_port.py).
+actor gathers the inputs and carries out the actions through a port (`LoopPort` in loop_runner.py).
 
 Replays are safe: a job's submission id is derived from (model, event, attempt), and canary,
 promotion and rollback set a traffic policy, so carrying out the same actions twice changes nothing.

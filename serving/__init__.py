@@ -1,7 +1,8 @@
 """Serving: versioned Ray Serve deployments from the registry, behind one HTTP gateway.
 
-The public API (what the CLI and the monitoring package call) is exported here, imported on first
-use so that importing the package starts nothing and pulls in neither Ray Serve nor MLflow:
+The public API (what the CLI and the closed loop's port, handoff/loop_port.py, call: monitoring never
+imports serving) is exported here, imported on first use so that importing the package starts
+nothing and pulls in neither Ray Serve nor MLflow:
 
 - `ServingControl`: serve, traffic, canary, shadow, promote, rollback, unserve, describe.
 - `stop_serving`: stop every application gracefully (gateways write their live logs) before a cluster stops.
@@ -13,13 +14,15 @@ use so that importing the package starts nothing and pulls in neither Ray Serve 
 - `GATEWAY_APP`, `app_name`: the Serve application names (the gateway, one per version).
 - `scrape`, `summarize`: read the gateway's Prometheus metrics back.
 - `live_log_dir`: where the live log of one model lies (Parquet, Hive partitions by date).
-- `predict_table`, `BatchConfig`, `BatchResult`, `BatchInputError`: batch inference of a Parquet
-  table with a registered version on Ray Data (`handoff predict`).
+- `predict_table`, `BatchConfig`, `load_batch_config`, `BatchResult`, `BatchInputError`: batch
+  inference of a Parquet table with a registered version on Ray Data (`handoff predict`; the
+  `serving.batch` subpackage).
 """
 
 from __future__ import annotations
 
 from cluster.lazy import lazy_exports
+from serving.batch import _EXPORTS as BATCH_EXPORTS
 
 #: public name → the module that defines it
 _EXPORTS = {
@@ -39,9 +42,6 @@ _EXPORTS = {
     "scrape": "serving.metrics_read",
     "summarize": "serving.metrics_read",
     "live_log_dir": "serving.live_log",
-    "predict_table": "serving.batch",
-    "BatchResult": "serving.batch",
-    "BatchConfig": "serving.batch_config",
-    "BatchInputError": "serving.batch_schema",
+    **BATCH_EXPORTS,  # batch inference's public names, listed once in its subpackage
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

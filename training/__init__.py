@@ -1,9 +1,16 @@
 """Training half of Handoff: data, models, Ray Tune search, MLflow tracking and registry.
 
-The public API (the registry, used by serving, monitoring and the CLI; the training→serving
-contract, used by serving replicas) is exported here, imported on
-first use: a Tune trial imports `training.trial`, and pulling MLflow into every trial worker
-would add seconds to each worker's start. Importing this package starts nothing.
+The public API is exported here, imported on first use: a Tune trial imports `training.trial`,
+and pulling MLflow into every trial worker would add seconds to each worker's start. Importing
+this package starts nothing. Serving, monitoring and the CLI import only these names:
+
+- the registry (`Registry`, aliases, `VersionInfo`), used by serving, monitoring and the CLI;
+- the training→serving contract (`load_version`, how answers are named), used by replicas and batch;
+- how a version prepares raw columns, and its environment (requirements, core versions);
+- what a version was trained on (`TrainingView`, `view_of`, `training_view`: monitoring profiles it);
+- what the CLI runs: `load_config`, `tune_and_register` (search and registration), `load_data`,
+  `reproduce`, and the retraining job's steps (`retrain_frame`, `retrain_config`, `split_holdout`,
+  `gate_verdict`), with the errors they raise.
 """
 
 from __future__ import annotations
@@ -28,8 +35,14 @@ _EXPORTS = {
                      "recorded_core", "recorded_requirements", "this_environment", "unaccepted", "unmet"],
                     "training.environment"),
     # what a version was trained on (monitoring profiles it)
-    "TrainingView": "training.training_view",
-    "training_view": "training.training_view",
+    **dict.fromkeys(["TrainingView", "training_view", "view_of"], "training.views"),
+    # what the CLI runs: a config, a search and its registration, a reproduction, a retraining's steps
+    "load_config": "training.config_loader",
+    "DataError": "training.prepare",
+    **dict.fromkeys(["SearchFailed", "SearchInterrupted", "latest_experiment", "load_data", "tune_and_register"],
+                    "training.pipeline"),
+    **dict.fromkeys(["DataChanged", "recorded_config", "reproduce"], "training.reproduction"),
+    **dict.fromkeys(["gate_verdict", "retrain_config", "retrain_frame", "split_holdout"], "training.retrain"),
 }
 __all__ = sorted(_EXPORTS)
 

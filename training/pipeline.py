@@ -22,7 +22,7 @@ from cluster.source import source_state
 from training import lineage
 from training.config import ExperimentConfig
 from training.contract import pyfunc_answer
-from training.training_view import TrainingView, view_of
+from training.views import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.environment import answer_code
 from training.models import import_code_paths

@@ -22,7 +22,7 @@ from training.datasets import deliveries_table
 from training.pipeline import tune_and_register
 from training.prepare import DataError
 from training.registry import Registry
-from training.reproduce import reproduce
+from training.reproduction import reproduce
 
 from .conftest import REPO, SMALL, settings_for, write_parquet
 

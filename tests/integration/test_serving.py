@@ -477,7 +477,7 @@ def test_a_batch_actor_answers_the_same_with_the_drivers_version_as_with_one_it_
     import pyarrow as pa
     import ray
 
-    from serving.batch_predictor import VersionPredictor
+    from serving.batch.predictor import VersionPredictor
     from training import load_version
 
     _, _, _, registry = served

@@ -14,7 +14,7 @@ from training.datasets import read_frame, resolve_uri
 from training.pipeline import load_data, tune_and_register
 from training.prepare import DataError
 from training.registry import Registry
-from training.reproduce import DataChanged, reproduce
+from training.reproduction import DataChanged, reproduce
 
 from .conftest import settings_for, small_config, write_parquet
 

@@ -8,12 +8,12 @@ import pytest
 
 from cluster.config_layers import ConfigError
 from cluster.storage import absolute
-from serving.batch import _invalid_rows_refused, rejected_uri
-from serving.batch_config import load_batch_config
-from serving.batch_files import (discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
+from serving.batch.table import _invalid_rows_refused, rejected_uri
+from serving.batch.config import load_batch_config
+from serving.batch.files import (discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
                                  written_files)
-from serving.batch_predictor import InvalidFeatureRows, invalid_count, predict_in_batches, rejected_rows
-from serving.batch_schema import (BatchInputError, check_input, feature_matrix, invalid_rows, output_names,
+from serving.batch.predictor import InvalidFeatureRows, invalid_count, predict_in_batches, rejected_rows
+from serving.batch.schema import (BatchInputError, check_input, feature_matrix, invalid_rows, output_names,
                                   output_table, run_metadata)
 
 FEATURES = ["a", "b"]
@@ -67,7 +67,7 @@ def test_inf_and_gaps_a_version_does_not_impute_are_invalid_rows():
 def test_a_mixed_table_is_checked_by_kind_and_prepared_as_a_served_request_is():
     import pandas as pd
 
-    from serving.batch_schema import prepared_matrix
+    from serving.batch.schema import prepared_matrix
     from training.columns import CATEGORICAL, NUMERIC, fit_preparation
 
     train = pd.DataFrame({"a": [1.0, None, 3.0], "kind": ["x", "y", None], "flag": [True, False, True]})
@@ -192,7 +192,7 @@ def test_a_refusal_of_invalid_rows_is_recognised_through_the_wrappers_ray_puts_a
 
 
 def test_blocks_give_every_actor_several_whole_batches_and_stay_bounded():
-    from serving.batch import MAX_BLOCK_ROWS, block_rows
+    from serving.batch.table import MAX_BLOCK_ROWS, block_rows
 
     assert block_rows(1_000_000, 1024, 2) == 125_952  # 8 blocks of 123 batches
     assert block_rows(1_000_000, 1024, 2) % 1024 == 0
@@ -202,7 +202,7 @@ def test_blocks_give_every_actor_several_whole_batches_and_stay_bounded():
 
 
 def test_the_pool_must_fit_in_the_free_cpus_and_gpus_beside_a_read_task_and_grows_to_what_is_free():
-    from serving.batch import check_pool_fits
+    from serving.batch.table import check_pool_fits
 
     assert check_pool_fits(1, 1.0, 0, {"CPU": 2.0}) == 1  # 2 - 0.25 read task leaves room for one actor
     assert check_pool_fits(1, 0.5, 0, {"CPU": 2.0}) == 3
@@ -218,7 +218,7 @@ def test_the_pool_must_fit_in_the_free_cpus_and_gpus_beside_a_read_task_and_grow
 
 
 def test_a_rows_bytes_are_estimated_for_fixed_and_variable_width_columns():
-    from serving.batch_read import row_bytes
+    from serving.batch.read import row_bytes
 
     s = pa.schema([("a", pa.float64()), ("b", pa.int32()), ("id", pa.string()), ("ok", pa.bool_())])
     assert row_bytes(s, ["a", "b"]) == 12
@@ -226,7 +226,7 @@ def test_a_rows_bytes_are_estimated_for_fixed_and_variable_width_columns():
 
 
 def test_the_reader_yields_blocks_of_the_asked_columns_with_hive_partition_values(tmp_path):
-    from serving.batch_read import read_blocks, read_units
+    from serving.batch.read import read_blocks, read_units
 
     write(tmp_path / "in" / "day=3" / "a.parquet", pa.table({"x": [1.0, 2.0, 3.0], "id": ["a", "b", "c"]}))
     write(tmp_path / "in" / "day=4" / "b.parquet", pa.table({"x": [4.0], "id": ["d"]}))
@@ -241,7 +241,7 @@ def test_the_reader_yields_blocks_of_the_asked_columns_with_hive_partition_value
 
 
 def test_an_actor_asks_for_one_cpu_or_what_is_free_beside_a_read_task():
-    from serving.batch import actor_cpus
+    from serving.batch.table import actor_cpus
 
     assert actor_cpus(None, 2.0) == 1.0
     assert actor_cpus(None, 1.0) == 0.75  # a laptop whose other CPU Serve's replicas hold

@@ -107,7 +107,6 @@ def test_status_and_prometheus_carry_the_share_figures(tmp_path):
               gauge_values("m", core.state["last_window"], {}, {}, {}) if gauge == "score"}
     assert gauges[("payment.unseen", "share")] == columns["payment.unseen"]["share"]
     assert ("contract", "effect") in gauges and ("tenure", "wasserstein") in gauges
-    import handoff.cli  # noqa: F401  (the CLI modules import each other through it)
     from handoff.monitor_commands import verdict
 
     shown, _ = verdict(status_of("m", core.state, running=False), 1)

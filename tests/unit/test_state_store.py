@@ -44,7 +44,6 @@ def test_readers_never_write_and_see_only_committed_events(tmp_path):
     assert store.events() == committed and store.read_state()["events_logged"] == len(committed)
     from types import SimpleNamespace
 
-    import handoff.cli  # noqa: F401 - the commands' modules load through the CLI
     from handoff.monitor_commands import _stored_status
 
     cfg = SimpleNamespace(state_root=str(tmp_path / "state"))

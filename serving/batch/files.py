@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem
-from serving.batch_schema import BatchInputError
+from serving.batch.schema import BatchInputError
 
 _CHUNK = 8 << 20
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from cluster.storage import absolute
-from serving.batch_config import BatchConfig
-from serving.batch_files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
+from serving.batch.config import BatchConfig
+from serving.batch.files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
                                  written_files)
-from serving.batch_read import READ_CPUS, read_dataset
-from serving.batch_schema import META_DEVICE, META_NODE, BatchInputError, check_input, run_metadata
+from serving.batch.read import READ_CPUS, read_dataset
+from serving.batch.schema import META_DEVICE, META_NODE, BatchInputError, check_input, run_metadata
 
 #: blocks per actor: enough that every actor of the pool gets work and a slow one does not hold the end
 BLOCKS_PER_ACTOR = 4
@@ -124,7 +124,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     pool_limit = check_pool_fits(config.actors or 1, config.cpus_per_actor, config.gpus_per_actor, free)
     say(f"input {input_uri}: {table.rows:,} row(s) in {len(table.files)} file(s); carrying {carry or 'no columns'}")
 
-    from serving.batch_run import BatchRun
+    from serving.batch.run import BatchRun
 
     run = BatchRun(registry.tracking_uri, config.experiment, artifact_root)
     run_id = run.start(name, number, {"model": name, "version": number, "alias": alias or "", "input": input_uri,
@@ -186,7 +186,7 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
     """The Ray Data pipeline: read the needed columns, score in the actor pool, write to `staging`."""
     import ray.data
 
-    from serving.batch_predictor import VersionPredictor
+    from serving.batch.predictor import VersionPredictor
 
     columns = list(dict.fromkeys([*model.features, *carry]))
     # A pool of `actors` starts whole; without a size it starts with one actor and grows while blocks
@@ -238,7 +238,7 @@ def check_pool_fits(actors: int, cpus_per_actor: float, gpus_per_actor: float, f
 
 def _write_rejected(table: InputTable, preparation, uri: str, run_id: str) -> str:
     """Write the rows that could not be scored (every input column) to `uri`, staged like the output."""
-    from serving.batch_predictor import rejected_rows
+    from serving.batch.predictor import rejected_rows
 
     staging = staging_uri(uri, run_id)
     try:
@@ -254,7 +254,7 @@ def _write_rejected(table: InputTable, preparation, uri: str, run_id: str) -> st
 
 def _count_invalid(table: InputTable, preparation) -> int:
     """How many input rows cannot be scored (read the features only)."""
-    from serving.batch_predictor import invalid_count
+    from serving.batch.predictor import invalid_count
 
     ds = read_dataset(table, list(preparation.names), MAX_BLOCK_ROWS)
     return int(ds.map_batches(invalid_count, fn_kwargs={"preparation": preparation}, batch_format="pyarrow",
@@ -264,7 +264,7 @@ def _count_invalid(table: InputTable, preparation) -> int:
 def _invalid_rows_refused(exc: BaseException) -> bool:
     """Whether Ray Data stopped because an actor refused rows with invalid features (Ray wraps the
     actor's exception; its chain or its text names `InvalidFeatureRows`)."""
-    from serving.batch_predictor import InvalidFeatureRows
+    from serving.batch.predictor import InvalidFeatureRows
 
     seen = exc
     while seen is not None:

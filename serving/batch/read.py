@@ -4,7 +4,7 @@ Written here rather than calling `ray.data.read_parquet`, for one measured reaso
 reader starts with a file-listing task that asks for a whole CPU and cannot be given less. On a
 cluster whose CPUs are held by Serve replicas and the scoring actors (`handoff up` with a served
 model and the pool on a 2-core laptop: gateway 0.5 + versions + pool) the listing never starts and
-the run hangs. The input's files are already known (`batch_files.open_input`), so the driver hands
+the run hangs. The input's files are already known (`files.open_input`), so the driver hands
 Ray Data the list (`from_items`: no task) and read tasks of a quarter CPU read each file in blocks,
 with Hive partition values (`day=3/`) as columns like any other.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.batch_files import InputTable
+from serving.batch.files import InputTable
 
 #: the CPUs each read task asks for (reading is light next to the model call)
 READ_CPUS = 0.25

@@ -4,7 +4,7 @@ rows it may not score.
 `VersionPredictor` is a callable class, so `map_batches` runs it in an actor pool: each actor
 holds the version once (shipped by the driver, which loaded it with `training.load_version`, the
 same loader as a serving replica, or else loaded from the registry), on the GPU Ray assigned it or
-on the CPU, and turns Arrow blocks into output blocks (`batch_schema`).
+on the CPU, and turns Arrow blocks into output blocks (`schema`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from serving.batch_schema import META_DEVICE, META_NODE, invalid_rows, output_table, prepared_matrix
+from serving.batch.schema import META_DEVICE, META_NODE, invalid_rows, output_table, prepared_matrix
 from serving.device import replica_device
 
 

@@ -46,7 +46,7 @@ def training_view(name: str, version: int, settings: Settings, registry) -> Trai
     """The view of a registered version: its recorded data read again (refused when the fingerprint
     changed) and the registered model's probabilities for the training split."""
     from training.pipeline import load_data
-    from training.reproduce import DataChanged, recorded_config
+    from training.reproduction import DataChanged, recorded_config
     from training.serving_load import load_version
 
     info = registry.version(name, version)
