@@ -12,6 +12,11 @@ Shuttle data) in a scratch store, then drives each shape with `wrk` (bounded: fi
   (dh) (d) with transport=handle: one Serve handle call per request instead of the direct path
   (f) (d) with the OIP v2 binary tensor extension (binary in and out, as tritonclient sends) against
       the JSON body, 1-row and 256-row requests, at concurrency 16
+  (g) (d) over gRPC (OIP v2 ModelInfer, raw FP32 bytes in and out): a Python grpc.aio load generator
+      (wrk speaks no HTTP/2), so its own cost bounds what it can show
+
+With two or more cores the load generator runs on the first core and everything serving on the
+others (`--pin`); the serving process's CPU per request is read from /proc.
 
     .venv/bin/python bench/serving.py [--seconds 10] [--only a,b,c,d,e]
 Writes bench/results/serving.json and prints a table.
@@ -39,13 +44,30 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 ROW = [50.0, 0.0, 80.0, 0.0, 20.0, 0.0, 30.0, 60.0, 30.0]
 BODY = json.dumps({"inputs": [{"name": "features", "shape": [1, 9], "datatype": "FP32", "data": ROW}]})
-SERVE_PORT, LOCAL_PORT = 8001, 8002
+SERVE_PORT, LOCAL_PORT = 8011, 8002  # not 8001: the gateway's gRPC port
 
 
-def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
-    """One bounded wrk run → requests/s, p50/p99 latency (ms) and non-2xx count."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+#: the load generator's core and the server's cores (`--pin`): set by main()
+LOAD_CORES: set[int] = set()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path, server_pid: int | None = None) -> dict:
+    """One bounded wrk run → requests/s, p50/p99 latency (ms), non-2xx count and, given the serving
+    process (the gateway replica, or (b)'s one process), its CPU microseconds per request."""
+    pin = ["taskset", "-c", ",".join(map(str, sorted(LOAD_CORES)))] if LOAD_CORES else []
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
                           "-s", str(script), url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else None
 
     def ms(label: str) -> float:
         m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
@@ -56,8 +78,13 @@ def wrk(url: str, connections: int, seconds: int, script: Path) -> dict:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*timeout (\d+)", out)
-    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": ms("50%"), "p99_ms": ms("99%"),
-            "non_2xx": int(bad.group(1)) if bad else 0, "timeouts": int(errors.group(1)) if errors else 0}
+    done = re.search(r"(\d+) requests in", out)
+    result = {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": ms("50%"), "p99_ms": ms("99%"),
+              "non_2xx": int(bad.group(1)) if bad else 0, "timeouts": int(errors.group(1)) if errors else 0}
+    if cpu is not None and done and int(done.group(1)):
+        result["server_cpu_us_per_req"] = round(cpu / int(done.group(1)) * 1e6, 1)
+        result["server_cpu_share"] = round(cpu / seconds, 2)
+    return result
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -106,7 +133,7 @@ def wrk_script(directory: Path, name: str, body: bytes, headers: dict[str, str])
     return script
 
 
-def bench_binary(url: str, directory: Path, seconds: int) -> dict:
+def bench_binary(url: str, directory: Path, seconds: int, server_pid: int | None = None) -> dict:
     """(f): the same deployment, JSON against binary bodies, 1 and 256 rows a request, at c16."""
     out = {}
     for rows in (1, 256):
@@ -115,10 +142,73 @@ def bench_binary(url: str, directory: Path, seconds: int) -> dict:
             req = urllib.request.Request(url, body, headers)
             with urllib.request.urlopen(req, timeout=30) as r:  # answers before it is timed
                 assert r.status == 200, r.status
-            run = wrk(url, 16, seconds, wrk_script(directory, f"{'bin' if binary else 'json'}{rows}", body, headers))
+            run = wrk(url, 16, seconds, wrk_script(directory, f"{'bin' if binary else 'json'}{rows}", body, headers),
+                      server_pid)
             run["rows_per_s"] = run["rps"] * rows
             out[f"{'binary' if binary else 'JSON'} {rows} row(s) c16"] = run
     return out
+
+
+def grpc_load(port: int, connections: int, seconds: int, rows: int = 1) -> None:
+    """(g)'s load generator (run in its own process, pinned like wrk): `connections` callers on one
+    HTTP/2 channel, each sending ModelInfer (raw FP32 bytes, as tritonclient does by default) again as
+    soon as it is answered, for `seconds`; prints wrk's figures as JSON. The request is serialized once,
+    so the client's per-call cost is gRPC's own."""
+    import asyncio
+
+    import grpc
+    import numpy as np
+
+    from serving.oip_grpc_proto import MESSAGES, SERVICE
+
+    request = MESSAGES["ModelInferRequest"](model_name="bench", inputs=[MESSAGES["ModelInferRequest"].InferInputTensor(
+        name="features", datatype="FP32", shape=[rows, len(ROW)])],
+        raw_input_contents=[np.asarray([ROW] * rows, dtype="<f4").tobytes()]).SerializeToString()
+    latencies: list[float] = []
+    failed = 0
+
+    async def run() -> float:
+        nonlocal failed
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            infer = channel.unary_unary(f"/{SERVICE}/ModelInfer", request_serializer=None,
+                                        response_deserializer=None)
+            await infer(request)  # answers before it is timed
+            end = time.monotonic() + seconds
+
+            async def caller():
+                nonlocal failed
+                while time.monotonic() < end:
+                    t = time.perf_counter()
+                    try:
+                        await infer(request, timeout=5)
+                        latencies.append((time.perf_counter() - t) * 1000)
+                    except grpc.aio.AioRpcError:
+                        failed += 1
+            start = time.monotonic()
+            await asyncio.gather(*(caller() for _ in range(connections)))
+            return time.monotonic() - start
+
+    elapsed = asyncio.run(run())
+    latencies.sort()
+    print(json.dumps({"rps": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2],
+                      "p99_ms": latencies[int(len(latencies) * 0.99)], "non_2xx": failed, "timeouts": 0,
+                      "requests": len(latencies)}))
+
+
+def grpc_run(port: int, connections: int, seconds: int, server_pid: int | None) -> dict:
+    """One bounded gRPC load run in a process of its own, pinned to the load generator's core."""
+    pin = ["taskset", "-c", ",".join(map(str, sorted(LOAD_CORES)))] if LOAD_CORES else []
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    out = subprocess.run([*pin, sys.executable, __file__, "--grpc-load", str(port), str(connections), str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"the gRPC load generator failed: {out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if server_pid and result["requests"]:
+        cpu = cpu_seconds(server_pid) - cpu_before
+        result["server_cpu_us_per_req"] = round(cpu / result["requests"] * 1e6, 1)
+        result["server_cpu_share"] = round(cpu / seconds, 2)
+    return result
 
 
 def load_args(args) -> list[tuple[int, int]]:
@@ -235,15 +325,31 @@ def plain_serve_app(tracking_uri: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
-    parser.add_argument("--only", default="a,b,c,d,e,dh,f", help="shapes to run (dh: (d) over Serve handles; f: binary vs JSON bodies)")
+    parser.add_argument("--only", default="a,b,c,d,g,e,dh,f",
+                        help="shapes to run (g: (d) over gRPC; dh: (d) over Serve handles; f: binary vs JSON bodies)")
+    parser.add_argument("--pin", default="auto", choices=("auto", "on", "off"),
+                        help="run wrk on core 0 and everything serving (Ray, the gateway, the replicas, (b)'s "
+                             "process) on the other cores, so the two do not share a core (auto: on with 2+ cores)")
+    parser.add_argument("--grpc-load", nargs=3, type=int, metavar=("PORT", "CONNECTIONS", "SECONDS"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--local-server", nargs=3, metavar=("MODEL_URI", "TRACKING_URI", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.grpc_load:
+        grpc_load(*args.grpc_load)
+        return
     if args.local_server:
         local_server(args.local_server[0], args.local_server[1], int(args.local_server[2]))
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
+    cores = sorted(os.sched_getaffinity(0))
+    if args.pin == "on" or (args.pin == "auto" and len(cores) >= 2):
+        if len(cores) < 2:
+            sys.exit("--pin on needs at least two cores")
+        LOAD_CORES.add(cores[0])
+        os.sched_setaffinity(0, set(cores[1:]))  # Ray and every process it starts inherit this
+        print(f"wrk pinned to core {cores[0]}; the server side to cores {cores[1:]}", flush=True)
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     import mlflow
     import ray
@@ -266,13 +372,14 @@ def main() -> None:
                 wait_http(f"http://127.0.0.1:{LOCAL_PORT}/v2/health/live")
                 url = f"http://127.0.0.1:{LOCAL_PORT}/v2/models/bench/infer"
                 first_answer(url)
-                results["b FastAPI+uvicorn, 1 process"] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
+                results["b FastAPI+uvicorn, 1 process"] = {f"c{c}": wrk(url, c, s, script, proc.pid)
+                                                           for c, s in load_args(args)}
             finally:
                 proc.terminate()
                 proc.wait(30)
         registry = Registry(uri)
-        for label, batch, transport in (("d", 1, "direct"), ("e", 32, "direct"), ("dh", 1, "handle"),
-                                        ("f", 1, "direct")):
+        for label, batch, transport in (("d", 1, "direct"), ("g", 1, "direct"), ("e", 32, "direct"),
+                                        ("dh", 1, "handle"), ("f", 1, "direct")):
             if label not in only:
                 continue
             cfg = load_serving_config(None, [f"version_defaults.batching.max_batch_size={batch}",
@@ -285,11 +392,14 @@ def main() -> None:
             first_answer(url)
             name = {"d": "d Handoff 90/10 + live log", "e": f"e Handoff 90/10 + live log + batching ({batch})",
                     "dh": "d' (d) over Serve handles (transport=handle)",
-                    "f": "f (d): JSON vs binary tensor bodies"}[label]
+                    "f": "f (d): JSON vs binary tensor bodies", "g": "g (d) over gRPC (OIP v2, raw tensors)"}[label]
+            gateway_pid = control.describe()["gateway"]["pid"]
             if label == "f":
-                results[name] = bench_binary(url, Path(home), args.seconds)
+                results[name] = bench_binary(url, Path(home), args.seconds, gateway_pid)
+            elif label == "g":
+                results[name] = {f"c{c}": grpc_run(cfg.gateway.grpc_port, c, s, gateway_pid) for c, s in load_args(args)}
             else:
-                results[name] = {f"c{c}": wrk(url, c, s, script) for c, s in load_args(args)}
+                results[name] = {f"c{c}": wrk(url, c, s, script, gateway_pid) for c, s in load_args(args)}
             gateway = control.describe()["gateway"]
             results[name]["split"] = {f"{c['version']}": c["n"] for c in gateway["counts"] if c["what"] == "requests"}
             results[name]["direct"] = gateway["direct"]
@@ -319,8 +429,10 @@ def main() -> None:
             ok = max(r["rps"] - r["non_2xx"] / args.seconds, 0.0) if conc != "c1" else r["rps"]
             r["ok_rps"] = ok
             rows = f"  rows/s {r['rows_per_s']:,.0f}" if "rows_per_s" in r else ""
+            cpu = f"  cpu/req {r['server_cpu_us_per_req']:.0f} us ({r['server_cpu_share']:.0%} core)" \
+                if "server_cpu_us_per_req" in r else ""
             print(f"{name:<48} {conc:>5} {r['rps']:>9.1f} {ok:>9.1f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} "
-                  f"{r['non_2xx']:>8}{rows}")
+                  f"{r['non_2xx']:>8}{rows}{cpu}")
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "serving.json").write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "args": vars(args),

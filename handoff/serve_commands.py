@@ -134,6 +134,8 @@ def _run(action, as_json: bool, control=None) -> None:
     if control is not None and control.cfg is not None:
         g = control.cfg.gateway
         out.print(f"endpoint: http://{g.host}:{g.port}/v2/models/<name>/infer  (OpenAPI: /docs)")
+        if g.grpc_port is not None:
+            out.print(f"gRPC: {g.host}:{g.grpc_port}  (OIP v2 inference.GRPCInferenceService)")
 
 
 def serve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,

@@ -86,8 +86,11 @@ class Batcher:
             raise
 
     async def _deadline(self, awaitable):
+        """`awaitable` within `limit_s` (`asyncio.timeout`: a timer on this task, where `wait_for` made a
+        second task per request)."""
         try:
-            return await asyncio.wait_for(awaitable, self.limit_s)
+            async with asyncio.timeout(self.limit_s):
+                return await awaitable
         except asyncio.TimeoutError:
             self.timed_out += 1
             raise DeadlinePassed(self.label, self.timeout_s) from None

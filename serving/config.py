@@ -70,10 +70,14 @@ class VersionDeployment(_Strict):
 
 
 class GatewayConfig(_Strict):
-    """The HTTP front (own server inside each gateway replica; Serve's proxy is not used)."""
+    """The front: HTTP and gRPC servers inside each gateway replica (Serve's proxy is not used)."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int | None = Field(8001, ge=1, le=65535, description=(
+        "the Open Inference Protocol over gRPC (inference.GRPCInferenceService, as Triton and KServe) on "
+        "this port, same host, same API keys (metadata 'authorization: Bearer KEY' or 'x-api-key'); "
+        "null: no gRPC"))
     replicas: int = Field(1, ge=1)
     cpus: float = Field(0.5, gt=0)
     resources: Resources = Field(default_factory=dict, description="each gateway replica's " + RESOURCES_HELP)

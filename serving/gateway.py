@@ -1,7 +1,8 @@
-"""The `Gateway` Serve deployment: Handoff's HTTP front for every served model (thin).
+"""The `Gateway` Serve deployment: Handoff's HTTP and gRPC front for every served model (thin).
 
 Each gateway replica runs its own HTTP server (serving/http_server.py: uvicorn on a thread, port
-8000 shared by the node's replicas through `SO_REUSEPORT`; Serve's proxy is not used) in front of
+8000 shared by the node's replicas through `SO_REUSEPORT`; Serve's proxy is not used) and, on the
+same event loop, the OIP v2 gRPC server (serving/oip_grpc.py, port 8001, also shared) in front of
 the router (serving/router.py: version choice, direct path, shadows, live log) and records metrics
 (serving/metrics.py). The serving benchmark measured why: Serve's proxy costs ~10 ms of CPU a
 request on this machine, a Serve handle call ~40% of this front's CPU; the front with the direct
@@ -23,6 +24,7 @@ from serving.config import GatewayConfig, LiveLogConfig, RoutingTable
 from serving.http_app import build_asgi
 from serving.http_server import HttpServer
 from serving.metrics import GatewayMetrics
+from serving.oip_grpc import start_grpc, stop_grpc
 from serving.router import Router
 
 GATEWAY_APP = "handoff-gateway"
@@ -38,6 +40,7 @@ class Gateway:
         self._router = Router(live_log, self._metrics, gateway.request_timeout_s, gateway.max_queued_per_version)
         self._app = build_asgi(self._router, gateway.max_body_bytes, frozenset(gateway.api_keys))
         self._http = HttpServer()
+        self._grpc = None
         self._http.every(1.0, self._record)
 
     def _record(self) -> None:
@@ -51,6 +54,9 @@ class Gateway:
         self._http.run(self._router.apply(RoutingTable.model_validate(user_config)))
         if not self._http.listening:
             self._http.listen(self._app, self._cfg.host, self._cfg.port)
+            if self._cfg.grpc_port is not None:
+                self._grpc = self._http.run(start_grpc(self._router, self._cfg.host, self._cfg.grpc_port,
+                                                       self._cfg.max_body_bytes, frozenset(self._cfg.api_keys)))
 
     # --- control plane calls (through the deployment handle) ----------------------------------
     def describe(self) -> dict:
@@ -69,6 +75,11 @@ class Gateway:
 
     def __del__(self):
         """Graceful shutdown: stop accepting, let in-flight requests finish, write the live log."""
+        if getattr(self, "_grpc", None) is not None:
+            try:
+                self._http.run(stop_grpc(self._grpc, 20), timeout=25)
+            except Exception:  # noqa: BLE001 - shutting down: nothing left to report to
+                pass
         if getattr(self, "_http", None) is not None:
             self._http.stop()
         if getattr(self, "_metrics", None) is not None:

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+from serving.event_loop import new_event_loop
+
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
     """A listening socket several gateway replicas on one node can share (the kernel balances)."""
@@ -31,7 +33,7 @@ class HttpServer:
     Everything the app touches (the router, its connections and batchers) lives on this loop."""
 
     def __init__(self, name: str = "handoff-http"):
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._server = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -61,8 +63,11 @@ class HttpServer:
         import uvicorn
 
         sock = reuse_port_socket(host, port)
+        # proxy_headers off: nothing reads the client's address (uvicorn's middleware for it ran on
+        # every request); no `server` header: one less header to build per answer
         config = uvicorn.Config(app, loop="none", http="httptools", lifespan="off", access_log=False,
-                                log_level="warning", timeout_graceful_shutdown=20)
+                                log_level="warning", timeout_graceful_shutdown=20, proxy_headers=False,
+                                server_header=False)
         self._server = uvicorn.Server(config)
         self._serving = asyncio.run_coroutine_threadsafe(self._server.serve(sockets=[sock]), self.loop)
         deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ here knows about Ray or HTTP servers.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ class BadRequest(ValueError):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+
+
+@functools.cache
+def _answer_readers():
+    """training's readers of a version's outputs, imported once on first use (not at import: this
+    module stays importable without training's dependencies; not per request: `from training import`
+    through its lazy exports was ~2% of the gateway's CPU per request)."""
+    from training import class_labels, predicted_class, predicted_values
+
+    return class_labels, predicted_class, predicted_values
 
 
 #: a categorical column's values → the OIP datatype that carries them
@@ -89,8 +100,7 @@ class ModelSignature:
     def read(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(prediction, label) of a version's outputs: the most probable class's index and name, or
         the predicted value (float64) and no label."""
-        from training import class_labels, predicted_class, predicted_values
-
+        class_labels, predicted_class, predicted_values = _answer_readers()
         if self.regression:
             return predicted_values(outputs), None
         prediction = predicted_class(outputs)

@@ -29,6 +29,7 @@ from .load import LoadLoop as SharedLoadLoop
 
 NAME = "serve-it"
 DATA: list = []  # the fixture's Parquet file, for tests that register another version
+GRPC: list = []  # the gateway's gRPC port
 
 
 def LoadLoop(port, **kw):  # noqa: N802 - the shared load loop, aimed at this module's model
@@ -44,7 +45,8 @@ def served(ray_local, mlflow_server, shuttle_frame, tmp_path_factory):
     for seed in (7, 8):
         tune_and_register(small_config(str(data), NAME, f"seed={seed}"), settings, mlflow_server)
     port = free_port()
-    cfg = load_serving_config(None, [f"gateway.port={port}", "live_log.flush_seconds=0.5",
+    GRPC[:] = [free_port()]
+    cfg = load_serving_config(None, [f"gateway.port={port}", f"gateway.grpc_port={GRPC[0]}", "live_log.flush_seconds=0.5",
                                      "version_defaults.cpus=0.1", "gateway.cpus=0.1"], environ={})
     registry = Registry(mlflow_server)
     control = ServingControl(registry, cfg, str(home / "live"))
@@ -126,6 +128,81 @@ def test_tritonclient_with_its_defaults_and_with_json_gets_the_json_paths_answer
             np.testing.assert_allclose(result.as_numpy("probability"), want["probability"], atol=1e-6)
     finally:
         client.close()
+
+
+def grpc_status(call) -> str:
+    """The gRPC status name a tritonclient call was refused with ("" if it answered)."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        call()
+    except InferenceServerException as exc:
+        return f"{exc.status()}: {exc.message()}"
+    return ""
+
+
+def test_oip_over_grpc_with_tritonclient_defaults_gets_the_http_answers_routing_shadow_and_live_log(served):
+    """tritonclient.grpc with its defaults (raw tensor bytes in, raw out) on the gateway's gRPC port:
+    the same answers as HTTP, the same split, sticky keys in metadata, shadows, the live log."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    control, port, live_root, _ = served
+    rows = np.array([ROW, [41.0, 1.0, 77.0, 0.0, 38.0, 14.0, 36.0, 39.0, 4.0], [0.0] * 9], dtype=np.float32)
+    status, _, expected = call(port, f"/v2/models/{NAME}/versions/1/infer", infer_body(rows.tolist()))
+    assert status == 200
+    want = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in expected["outputs"]}
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{GRPC[0]}")
+
+    def infer(x=rows, **kw):
+        tensor = grpcclient.InferInput("features", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        return client.infer(NAME, [tensor], **kw)
+
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(NAME)
+        meta = client.get_model_metadata(NAME, as_json=True)
+        assert meta["inputs"][0]["shape"] == ["-1", "9"] and "1" in meta["versions"]
+        result = infer(model_version="1", request_id="grpc-rows-1")
+        assert result.get_response().model_version == "1" and result.get_response().id == "grpc-rows-1"
+        assert result.as_numpy("prediction").tolist() == want["prediction"].tolist()
+        np.testing.assert_allclose(result.as_numpy("probability"), want["probability"], atol=1e-6)
+        assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()] == \
+            want["label"].tolist()
+        # the split and sticky keys, as over HTTP
+        control.traffic(NAME, {1: 70, 2: 30})
+        n = 300
+        versions = [infer(rows[:1]).get_response().model_version for _ in range(n)]
+        assert abs(versions.count("2") / n - 0.3) <= 4.5 * (0.3 * 0.7 / n) ** 0.5
+        for key in ("alice", "bob", "carol"):
+            assert len({infer(rows[:1], headers={"x-routing-key": key}).get_response().model_version
+                        for _ in range(10)}) == 1
+        # a shadow sees a copy of every gRPC request; the caller gets version 1's answer
+        control.traffic(NAME, {1: 100})
+        control.shadow(NAME, 2, 100)
+        before = {(c["version"], c["what"]): c["n"] for c in control.describe()["gateway"]["counts"]}
+        for _ in range(20):
+            assert infer(rows[:1]).get_response().model_version == "1"
+        wait_for(lambda: {(c["version"], c["what"]): c["n"] for c in control.describe()["gateway"]["counts"]}
+                 .get((2, "shadow"), 0) >= before.get((2, "shadow"), 0) + 20, 20, "the shadow's copies")
+        control.shadow(NAME, 2, 0)
+        # refusals are gRPC status codes naming the problem
+        tensor = grpcclient.InferInput("features", [1, 9], "FP32")
+        tensor.set_data_from_numpy(rows[:1])
+        assert grpc_status(lambda: client.infer("nope", [tensor])).startswith("StatusCode.NOT_FOUND: unknown model 'nope'")
+        refused = grpc_status(lambda: infer(rows[:, :8]))
+        assert refused.startswith("StatusCode.INVALID_ARGUMENT") and "does not match" in refused
+        assert grpc_status(lambda: infer(model_version="9")).startswith("StatusCode.NOT_FOUND: model")
+    finally:
+        client.close()
+
+    def logged() -> bool:  # the request sent with its own id is in the live log (flushed every 0.5 s)
+        if not live_root.exists():
+            return False
+        table = ds.dataset(str(live_root), partitioning="hive").to_table(columns=["request_id"])
+        return "grpc-rows-1" in set(table.column("request_id").to_pylist())
+
+    wait_for(logged, 30, "the gRPC request's rows in the live log")
 
 
 @pytest.mark.parametrize("path, kwargs, status, message", [
@@ -605,14 +682,30 @@ def test_a_replica_that_stops_answering_gets_504s_while_the_other_version_answer
 
 def test_inference_needs_a_valid_api_key_when_keys_are_configured(served):
     _, port, live_root, registry = served
-    cfg = load_serving_config(None, [f"gateway.port={port}", "gateway.cpus=0.1", "version_defaults.cpus=0.1",
-                                     "gateway.api_keys=[s3cret]"], environ={})
+    cfg = load_serving_config(None, [f"gateway.port={port}", f"gateway.grpc_port={GRPC[0]}", "gateway.cpus=0.1",
+                                     "version_defaults.cpus=0.1", "gateway.api_keys=[s3cret]"], environ={})
     ServingControl(registry, cfg, str(live_root)).serve_model(NAME)
     status, _, body = call(port, f"/v2/models/{NAME}/infer", infer_body())
     assert status == 401 and "API key" in body["error"]
     assert call(port, f"/v2/models/{NAME}/infer", infer_body(), {"x-api-key": "wrong"})[0] == 401
     assert call(port, f"/v2/models/{NAME}/infer", infer_body(), {"authorization": "Bearer s3cret"})[0] == 200
     assert call(port, "/v2/health/ready")[0] == 200  # probes stay open
+    # over gRPC the same keys, sent as metadata
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{GRPC[0]}")
+    tensor = grpcclient.InferInput("features", [1, 9], "FP32")
+    tensor.set_data_from_numpy(np.asarray([ROW], dtype=np.float32))
+    try:
+        assert client.is_server_live()  # health stays open
+        assert grpc_status(lambda: client.infer(NAME, [tensor])).startswith("StatusCode.UNAUTHENTICATED")
+        assert grpc_status(lambda: client.infer(NAME, [tensor], headers={"x-api-key": "wrong"})).startswith(
+            "StatusCode.UNAUTHENTICATED")
+        assert client.infer(NAME, [tensor], headers={"authorization": "Bearer s3cret"}).as_numpy("prediction") \
+            is not None
+    finally:
+        client.close()
 
 
 def gateway_pids(control, cfg, want: int, seconds: float = 120) -> set[int]:

@@ -42,9 +42,9 @@ def test_aws_cluster_has_head_cpu_and_gpu_workers_with_autoscaling_bounds():
     assert cfg["head_node_type"] == "head" and {"cpu_worker", "gpu_worker"} <= set(types)
     for t in ("cpu_worker", "gpu_worker"):
         assert 0 <= types[t]["min_workers"] <= types[t]["max_workers"] <= cfg["max_workers"]
-    # inference open only on 8000, only to the networks the config names
+    # inference open only on 8000 (HTTP) and 8001 (gRPC), only to the networks the config names
     (rule,) = cfg["provider"]["security_group"]["IpPermissions"]
-    assert (rule["FromPort"], rule["ToPort"]) == (8000, 8000)
+    assert (rule["FromPort"], rule["ToPort"]) == (8000, 8001)
     assert all(r["CidrIp"] != "0.0.0.0/0" for r in rule["IpRanges"])
 
 
