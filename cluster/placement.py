@@ -47,3 +47,17 @@ Resources = Annotated[dict[str, float], AfterValidator(checked_resources)]
 
 RESOURCES_HELP = ("custom Ray resources it asks for, placing it on the nodes that offer them "
                   "(e.g. {handoff-serving: 0.01} on nodes started with that resource; node:IP pins one node)")
+
+
+def unplaceable(asks: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
+    """Why no node can hold one process that asks for `asks` (Ray's resource names: CPU, GPU, custom
+    ones), given each live node's total resources; None when some node offers it all (it then waits
+    for free capacity, or for a node the autoscaler adds, not for a node that cannot exist here)."""
+    asks = {name: amount for name, amount in asks.items() if amount > 0}
+    if any(all(node.get(name, 0.0) >= amount for name, amount in asks.items()) for node in nodes):
+        return None
+    missing = sorted(name for name in asks if not any(name in node for node in nodes))
+    if missing:
+        return f"no node offers {', '.join(missing)}"
+    return f"no node offers all of {asks} at once (largest per resource: " + ", ".join(
+        f"{name} {max(node.get(name, 0.0) for node in nodes):g}" for name in asks) + ")"

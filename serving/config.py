@@ -167,6 +167,10 @@ class ServingConfig(_Strict):
     versions: dict[str, VersionDeployment] = Field(
         default_factory=dict, description="per-version sizing, keyed 'MODEL/VERSION'")
     live_log: LiveLogConfig = Field(default_factory=LiveLogConfig)
+    deploy_timeout_s: float = Field(600.0, gt=0, le=86_400, description=(
+        "how long a serving change waits for a version's or the gateway's replicas to run; past it the "
+        "change is refused naming what Serve waits for (resources no node has, say), a new version is "
+        "taken down again and the cluster's serving lock is free for the next change"))
 
     def deployment_for(self, model: str, version: int) -> VersionDeployment:
         return self.versions.get(f"{model}/{version}", self.version_defaults)

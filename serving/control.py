@@ -27,6 +27,7 @@ from collections.abc import Callable
 from ray import serve
 
 from cluster.digest import source_digest, stable_digest
+from cluster.placement import unplaceable
 
 from serving.config import ConfigSource, ModelRouting, RoutingTable, ServingConfig, VersionRouting, actor_options
 from serving.config_store import store_config, stored_config
@@ -83,6 +84,46 @@ def _inputs(sig) -> str:
     if sig.all_numeric:
         return f"features {list(sig.features)}"
     return "columns " + ", ".join(f"{n} ({kind if values is None else values})" for n, kind, values in sig.inputs)
+
+
+def run_app(app, name: str, timeout_s: float, asks: dict[str, float], poll_s: float = 0.2) -> None:
+    """Deploy the Serve application `name`, whose replicas each ask for `asks` (Ray resources), and
+    return once it runs. `RuntimeError` naming Serve's reason when it fails to deploy, or when it is
+    not running after `timeout_s`, naming what it waits for (`serve.run` would wait for ever for
+    replicas no node can hold, and with them the cluster's serving lock: every later change, the
+    loop's included, would wait behind it)."""
+    from ray.serve.api import _run
+
+    _run(app, _blocking=False, name=name, route_prefix=None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications.get(name)
+        state = str(getattr(status.status, "value", status.status)) if status is not None else "NOT_STARTED"
+        if state == "RUNNING":
+            return
+        if state == "DEPLOY_FAILED":
+            raise RuntimeError(status.message or "Serve gave no reason")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not running after {timeout_s:g} s (serving deploy_timeout_s): "
+                               f"{_waiting_for(status, asks)}")
+        time.sleep(poll_s)
+
+
+def _waiting_for(status, asks: dict[str, float]) -> str:
+    """What an application not running yet waits for: each replica's resources when no node offers
+    them, then what Serve says of its deployments (after ~30 s it names the resources a replica needs
+    and what the cluster has)."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    why = unplaceable(asks, nodes)
+    said = [f"{d}: {s.message}" for d, s in (status.deployments.items() if status is not None else ())
+            if getattr(s, "message", "")]
+    parts = ([f"each replica asks for {asks} and {why}"] if why else []) + said
+    if not parts:
+        state = getattr(status.status, "value", status.status) if status is not None else "NOT_STARTED"
+        parts = [f"Serve reports it {state} (replicas still starting: a large model, a slow package install)"]
+    return "; ".join(parts)
 
 
 class ServingControl:
@@ -188,8 +229,9 @@ class ServingControl:
             self.say(f"deploying {name} version {version} ({sizing.replicas} replica(s), {sizing.cpus} CPU, "
                      f"{sizing.gpus} GPU each)")
         try:
-            serve.run(app, name=app_name(name, version), route_prefix=None)
-        except RuntimeError as exc:  # its replicas failed to start (Serve's message names why)
+            run_app(app, app_name(name, version), cfg.deploy_timeout_s,
+                    {"CPU": sizing.cpus, "GPU": sizing.gpus, **sizing.resources})
+        except RuntimeError as exc:  # its replicas failed to start, or did not run in time (the message says why)
             if new:  # nothing routes to it: taken down again, traffic unchanged
                 self._delete_apps([app_name(name, version)])
             raise PolicyError(f"{name} version {version} failed to start: {exc}; traffic unchanged") from None
@@ -204,7 +246,10 @@ class ServingControl:
                                      user_config=RoutingTable(models=models).to_user_config(),
                                      max_ongoing_requests=1000)
         deployment = deployment.options(_internal=True, version=code_version("gateway", *code))
-        serve.run(deployment.bind(g, live_log), name=GATEWAY_APP, route_prefix=None)
+        try:
+            run_app(deployment.bind(g, live_log), GATEWAY_APP, cfg.deploy_timeout_s, {"CPU": g.cpus, **g.resources})
+        except RuntimeError as exc:
+            raise PolicyError(f"the gateway failed to start: {exc}") from None
 
     # --- the one way every change happens ---------------------------------------------------------
     def apply(self, name: str, policy: TrafficPolicy) -> TrafficPolicy:

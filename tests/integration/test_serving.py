@@ -439,6 +439,31 @@ def test_gateway_app_is_a_serve_application(served):
     assert GATEWAY_APP in control.describe()["applications"]
 
 
+def test_a_version_no_node_can_hold_is_refused_at_the_deploy_deadline_and_the_next_change_goes_through(served):
+    """`serve.run` waits for ever for replicas no node can hold, holding the cluster's serving lock:
+    every later change (the loop's too) would wait behind it. The deadline refuses it, names what Serve
+    waits for, takes the new version down and leaves traffic and the lock as they were."""
+    import ray.serve as serve
+
+    from serving.model_version import app_name
+
+    control, port, _, registry = served
+    control.traffic(NAME, {1: 100})
+    unplaceable = control.cfg.version_defaults.model_copy(update={"resources": {"no-such-node": 1.0}})
+    cfg = control.cfg.model_copy(update={"deploy_timeout_s": 15.0, "versions": {f"{NAME}/2": unplaceable}})
+    started = time.monotonic()
+    with pytest.raises(PolicyError, match=r"version 2 failed to start: not running after 15 s .*no node offers no-such-node"):
+        ServingControl(registry, cfg, control.live_log_root).traffic(NAME, {1: 90, 2: 10})
+    assert time.monotonic() - started < 120
+    assert app_name(NAME, 2) not in serve.status().applications
+    for _ in range(20):
+        status, headers, _ = call(port, f"/v2/models/{NAME}/infer", infer_body())
+        assert status == 200 and headers["x-model-version"] == "1"
+    control.traffic(NAME, {1: 90, 2: 10})  # the lock is free: the next change runs at once
+    assert sorted(control.stored_policy(NAME).versions) == [1, 2]
+    control.traffic(NAME, {1: 100})
+
+
 def test_a_version_with_other_features_is_refused_and_serving_goes_on(served, mlflow_server, tmp_path):
     control, port, _, registry = served
     home = tmp_path / "home"

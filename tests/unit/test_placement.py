@@ -41,3 +41,14 @@ def test_where_trials_run_is_not_part_of_what_they_compute():
     assert placed.config_hash() == plain.config_hash()
     with pytest.raises(ConfigError, match="Ray's own"):
         load_config(REPO_ROOT / "configs" / "shuttle.yaml", ["resources.custom={CPU: 2}"], environ={})
+
+
+def test_unplaceable_names_a_resource_no_node_offers_and_is_silent_when_a_node_could_hold_it():
+    from cluster.placement import unplaceable
+
+    nodes = [{"CPU": 2.0, "memory": 1e9}, {"CPU": 8.0, "GPU": 1.0, "handoff-serving": 100.0}]
+    assert unplaceable({"CPU": 0.1, "GPU": 0.0}, nodes) is None
+    assert unplaceable({"CPU": 1.0, "GPU": 1.0, "handoff-serving": 0.01}, nodes) is None
+    assert unplaceable({"CPU": 0.1, "no-such-node": 1.0}, nodes) == "no node offers no-such-node"
+    assert "no node offers all of" in unplaceable({"CPU": 16.0, "GPU": 1.0}, nodes)
+    assert "CPU 8" in unplaceable({"CPU": 16.0}, nodes)
