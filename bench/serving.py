@@ -407,7 +407,7 @@ def main() -> None:
         serve.shutdown()
         # Plain Serve and the in-process forward pass run last, so neither leaves load behind for
         # the shapes under test. (Handoff (d) measured alone, `--only d`, gave ~300 req/s twice;
-        # after any other shape in the same run 160-205 req/s. Cause not found; see README.)
+        # after any other shape in the same run 160-205 req/s. Cause not found; see docs/benchmarks.md.)
         if "c" in only:
             serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
             serve.run(plain_serve_app(uri), name="plain", route_prefix="/")

@@ -6,7 +6,7 @@ them 90/10 with the live log on (bench/serving.py's shape (d)), then for `--roun
 labels for answered ids (`--labels-per-s`, through the feedback route). After each round it samples
 the resident memory of the gateway's processes (those listening on its port) and of the version
 replicas, the live log's and the label files' count on disk. Flat RSS after the first rounds is
-the bound README states; a leak grows round after round.
+the bound docs/failure-modes.md states; a leak grows round after round.
 
     .venv/bin/python bench/soak_gateway.py [--rounds 12] [--seconds 20] [--concurrency 16]
 Writes bench/results/soak_gateway.json.

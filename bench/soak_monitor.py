@@ -12,7 +12,7 @@ labelled rows, and a canary's tick (its reader, kept from the sample before, rea
 A pass stands for `--pass-seconds` of traffic (default a minute): the writers' clock (the rows'
 answer times, the files' names and modification times) and the monitor's run that far ahead each
 pass, so 1,500 passes are a day of a model's life, as the monitor's floors and horizons see it. A bounded monitor keeps all of them flat; what grows with the passes is what is not
-bounded yet (README, "Failure modes").
+bounded yet (docs/failure-modes.md).
 
     .venv/bin/python bench/soak_monitor.py [--passes 600] [--requests 1000] [--labelled 0.5]
 Writes bench/results/soak_monitor.json.

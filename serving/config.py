@@ -44,7 +44,7 @@ class Autoscaling(_Strict):
 class Batching(_Strict):
     """Requests to one version coalesced by the gateway into one call (serving/batcher.py);
     off when max_batch_size is 1. `max_in_flight` bounds calls per replica while batching.
-    On by default: it adds no wait at low load and doubled throughput under load (README)."""
+    On by default: it adds no wait at low load and doubled throughput under load (docs/benchmarks.md, Serving)."""
 
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_in_flight: int = Field(2, ge=1, le=64)

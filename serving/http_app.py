@@ -452,7 +452,7 @@ def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] =
     answer through the same reader and handler.
 
     Why by hand: FastAPI's middleware stack, routing and request objects were ~40% of the gateway's
-    CPU per inference request (py-spy, README); this front parses the path and hands the request to
+    CPU per inference request (py-spy, docs/benchmarks.md); this front parses the path and hands the request to
     the same `answer_inference` the FastAPI routes use."""
     app = build_app(backend, max_body_bytes, api_keys)
 

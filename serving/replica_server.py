@@ -2,7 +2,7 @@
 
 Each `ModelVersion` replica starts one and lists it in the endpoint directory
 (serving/endpoints.py); the gateway reads address and secret there and then sends requests here
-without a Serve handle call per request (one Ray actor task each: most of the gateway's CPU per request, see README's
+without a Serve handle call per request (one Ray actor task each: most of the gateway's CPU per request, see docs/benchmarks.md's
 serving benchmark). Per-version sizing is unchanged: the replicas are still the version's Serve
 deployment, with its replica count, CPUs, GPUs and autoscaling.
 
