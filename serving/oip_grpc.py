@@ -106,6 +106,8 @@ def _guarded(method: str, rpc: Callable[..., Awaitable]) -> Callable[..., Awaita
     never the exception's text (the log has the traceback under that id)."""
     async def handler(request, context):
         try:
+            if isinstance(request, _Malformed):
+                raise BadRequest(request.text)
             return await rpc(request, context)
         except BadRequest as exc:
             code, details = status_code(exc.status), str(exc)
@@ -122,10 +124,30 @@ def _guarded(method: str, rpc: Callable[..., Awaitable]) -> Callable[..., Awaita
     return handler
 
 
+class _Malformed:
+    """A request whose bytes are not its message (what protobuf said): refused as INVALID_ARGUMENT by
+    the handler, where grpc would answer a deserializer's exception with UNKNOWN."""
+
+    def __init__(self, message: str, why: str):
+        self.text = f"malformed {message}: {why}"[:300]
+
+
+def _reader(message: str) -> Callable[[bytes], object]:
+    parse = _M[message].FromString
+
+    def read(data: bytes):
+        try:
+            return parse(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and kin: the client's bytes
+            return _Malformed(message, str(exc) or type(exc).__name__)
+
+    return read
+
+
 def add_inference_service(server: grpc.aio.Server, servicer: InferenceServicer) -> None:
     """Register the service's RPCs on a server not yet started."""
     handlers = {method: grpc.unary_unary_rpc_method_handler(
-        _guarded(method, getattr(servicer, method)), request_deserializer=_M[request].FromString,
+        _guarded(method, getattr(servicer, method)), request_deserializer=_reader(request),
         response_serializer=_M[response].SerializeToString) for method, request, response in METHODS}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)

@@ -331,3 +331,14 @@ def test_a_port_that_cannot_be_bound_is_refused_clearly(loop, backend):
         taken.listen()
         with pytest.raises(OSError, match="could not bind 127.0.0.1:"):
             on(loop, start_grpc(backend, "127.0.0.1", taken.getsockname()[1], 1 << 20))
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelMetadata", "ModelReady"])
+@pytest.mark.parametrize("junk", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x3a\xff\xff\xff\xff\x0f"])
+def test_bytes_that_are_not_the_message_are_invalid_argument_not_unknown(ports, method, junk):
+    """grpc answers a deserializer's exception with UNKNOWN ("Unexpected DecodeError"): the client's
+    bytes are refused as INVALID_ARGUMENT naming the message, as a malformed body is a 400."""
+    with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(f"/inference.GRPCInferenceService/{method}")(junk, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert caught.value.details().startswith(f"malformed {method}Request:")
