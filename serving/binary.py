@@ -58,7 +58,7 @@ def attach_binary_inputs(body, tail: bytes) -> None:
             raise BadRequest(f"{where}: the body holds {len(tail) - offset} byte(s) of binary data for it, "
                              f"{size!r} declared")
         if datatype == "BYTES":
-            tensor["data"] = _decode_bytes(tail[offset:offset + size], count, where)
+            tensor["data"] = decode_bytes(tail[offset:offset + size], count, where)
         else:
             expected = count * (1 if datatype == "BOOL" else np.dtype(DTYPES[datatype]).itemsize)
             if size != expected:
@@ -72,7 +72,7 @@ def attach_binary_inputs(body, tail: bytes) -> None:
                          "(each binary input needs parameters.binary_data_size)")
 
 
-def _decode_bytes(blob: bytes, count: int, where: str) -> list[str]:
+def decode_bytes(blob: bytes, count: int, where: str) -> list[str]:
     """BYTES elements as the extension sends them: each a 4-byte little-endian length, then its bytes
     (text, UTF-8)."""
     values, at = [], 0

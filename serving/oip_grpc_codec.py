@@ -16,8 +16,7 @@ import re
 import grpc
 import numpy as np
 
-from serving.binary import DTYPES
-from serving.binary import _decode_bytes as decode_bytes  # the binary extension's BYTES layout, one reader
+from serving.binary import DTYPES, decode_bytes  # the binary extension's layouts, one reader each
 from serving.oip_grpc_proto import MESSAGES
 from serving.protocol import BadRequest
 
