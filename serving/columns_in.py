@@ -11,7 +11,7 @@ so a value of the wrong kind is refused naming its column there.
 
 from __future__ import annotations
 
-from serving.protocol import NUMERIC_DATATYPES, BadRequest, ModelSignature, tensors_by_name
+from serving.protocol import NUMERIC_DATATYPES, BadRequest, ModelSignature, check_unique, tensors_by_name
 
 _INTEGER_DATATYPES = {d for d in NUMERIC_DATATYPES if "INT" in d}
 #: what a column of each kind may be sent as
@@ -103,6 +103,7 @@ def parse_invocations_columns(body, sig: ModelSignature) -> Columns:
                 not isinstance(split.get("data"), list):
             raise BadRequest("dataframe_split: needs 'columns' (list) and 'data' (list of rows)")
         columns, data = split["columns"], split["data"]
+        check_unique(columns, "dataframe_split")
         _check_names(columns, sig, "dataframe_split")
         if not data:
             raise BadRequest("dataframe_split: the batch is empty; send at least one row")

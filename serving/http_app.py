@@ -17,6 +17,7 @@ import re
 import time
 import itertools
 import os
+import zlib
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Protocol
@@ -118,6 +119,36 @@ def check_declared_length(headers: Mapping[str, str], max_bytes: int) -> None:
         raise BadRequest(f"the body is {declared} bytes; the limit is {max_bytes}", status=413)
 
 
+#: the content codings a request body may come in (tritonclient's `request_compression_algorithm`), and
+#: zlib's window bits that read each: gzip; deflate is zlib's format (RFC 9110), raw deflate also taken
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_content(body: bytes, coding: str | None, max_bytes: int) -> bytes:
+    """The body as it was before its Content-Encoding (gzip or deflate), at most `max_bytes` once
+    decompressed (413: a small body can inflate a thousandfold); another coding is a 415 naming it,
+    data that is not of its coding a 400."""
+    coding = (coding or "").strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in _CODINGS:
+        raise BadRequest(f"Content-Encoding {coding[:40]!r} is not supported; send the body as is, gzip or deflate",
+                         status=415)
+    for wbits in (_CODINGS[coding], -zlib.MAX_WBITS) if coding == "deflate" else (_CODINGS[coding],):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, max_bytes + 1)
+        except zlib.error as exc:
+            error = exc
+            continue
+        if len(out) > max_bytes or inflater.unconsumed_tail:
+            raise BadRequest(f"the body exceeds the limit of {max_bytes} bytes once decompressed ({coding})", status=413)
+        if not inflater.eof or inflater.unused_data:
+            raise BadRequest(f"the body is not one complete {coding} stream (truncated, or data after its end)")
+        return out
+    raise BadRequest(f"the body is not {coding} data as its Content-Encoding says: {str(error)[:100]}")
+
+
 def add_chunk(chunks: list[bytes], size: int, chunk: bytes, max_bytes: int) -> int:
     """Collect one body chunk, refusing a body that grows over the limit (413)."""
     size += len(chunk)
@@ -139,19 +170,32 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
+#: a `\\u` escape of a UTF-16 surrogate: only a pair of them is a character
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def decode_json(raw: bytes):
     """The decoded body, refusing an empty body, malformed JSON, a key repeated in an object, nesting
-    deeper than Python's parser goes and integers longer than it converts (400)."""
+    deeper than Python's parser goes, integers longer than it converts, and text holding half a
+    surrogate pair (`"\\ud800"`: Python's parser takes it, but it is no Unicode text, and no file, Parquet
+    included, can store it) (400)."""
     if not raw:
         raise BadRequest("the body is empty; send a JSON object")
     try:
-        return json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+        decoded = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError; an integer over 4,300 digits
         raise BadRequest(f"malformed JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then is the decoded text checked
+        try:
+            json.dumps(decoded, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("malformed JSON: a \\u escape is half of a UTF-16 surrogate pair, which is not "
+                             "Unicode text") from None
+    return decoded
 
 
 def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
@@ -296,13 +340,14 @@ def _refusals(*statuses: int) -> dict:
                401: "missing or invalid API key (only when gateway.api_keys is set)",
                404: "unknown model, or a version of it that is not served",
                405: "method not allowed on this path (the Allow header lists the allowed ones)",
-               413: "body over gateway.max_body_bytes",
+               413: "body over gateway.max_body_bytes (once decompressed, for a gzip or deflate body)",
+               415: "a Content-Encoding other than gzip, deflate or identity",
                422: "missing or unknown features, NaN or infinite values; feedback: bad ids or labels, named",
                503: "the model (or the gateway) cannot answer now; a failing version is a 503, never a 500"}
     return {status: {"model": ErrorBody, "description": meaning[status]} for status in statuses}
 
 
-_INFERENCE_REFUSALS = _refusals(400, 401, 404, 405, 413, 422, 503)
+_INFERENCE_REFUSALS = _refusals(400, 401, 404, 405, 413, 415, 422, 503)
 VERSION_ROUTE = "/v2/models/{name}/versions/{version}/infer"
 VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}  # what `_VERSION` takes (a 0 is no version)
 
@@ -371,7 +416,7 @@ def build_app(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = 
               description="Labels are written beside the live log before the answer; the model's monitor "
                           "joins them to the rows and publishes live accuracy and log loss per version. "
                           "Sending an id again is idempotent (one label per id, the latest).",
-              responses=_refusals(400, 401, 404, 405, 413, 422, 503), openapi_extra={"requestBody": _FEEDBACK_BODY})
+              responses=_refusals(400, 401, 404, 405, 413, 415, 422, 503), openapi_extra={"requestBody": _FEEDBACK_BODY})
     async def feedback_route(name: str, request: Request):
         if not authorised(request.headers, api_keys):
             return error("missing or invalid API key (send Authorization: Bearer KEY or x-api-key)", 401)
@@ -473,8 +518,8 @@ def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] =
 
 
 async def read_body(receive, headers: Mapping[str, str], max_bytes: int) -> bytes | BadRequest | None:
-    """The one body reader: the raw body, the BadRequest that refuses it (413), or None if the client
-    disconnected. An oversized body is read and dropped (up to DRAIN_BYTES) before the 413 goes out:
+    """The one body reader: the body (decompressed if its Content-Encoding is gzip or deflate), the
+    BadRequest that refuses it (413, 415, 400), or None if the client disconnected. An oversized body is read and dropped (up to DRAIN_BYTES) before the 413 goes out:
     answering while the client is still sending makes the client see a connection reset, not the 413."""
     refused: BadRequest | None = None
     try:
@@ -497,4 +542,13 @@ async def read_body(receive, headers: Mapping[str, str], max_bytes: int) -> byte
             drained += len(chunk)
         if not message.get("more_body", False) or drained > DRAIN_BYTES:
             break
-    return refused if refused is not None else b"".join(chunks)
+    if refused is not None:
+        return refused
+    body = b"".join(chunks)
+    coding = headers.get("content-encoding")
+    if coding is None:
+        return body
+    try:
+        return decode_content(body, coding, max_bytes)
+    except BadRequest as exc:
+        return exc

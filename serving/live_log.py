@@ -232,19 +232,39 @@ class LiveLog:
             for day, day_chunks in _by_day(chunks):
                 self._write(model, day, day_chunks)
 
+    def _rows(self, model: str, chunks: list[Chunk]) -> tuple[pa.Table | None, list[Chunk]]:
+        """The chunks' rows as one table, and the chunks it holds. A chunk that cannot become rows (a
+        value no Parquet column holds, which the gateway's checks should have refused) is dropped,
+        counted and logged: kept, it would fail every later write and hold back the model's other rows."""
+        features, value_types = self._features[model], self._value_types.get(model)
+        try:
+            return _table_in_slices(features, chunks, value_types), chunks
+        except Exception:  # noqa: BLE001 - find the chunk at fault; every other one is written
+            kept = []
+            for chunk in chunks:
+                try:
+                    rows_table(features, [chunk], value_types)
+                    kept.append(chunk)
+                except Exception:  # noqa: BLE001
+                    self.rows_dropped += chunk.rows
+                    log.exception("live log: request %s of model %s cannot be written as rows; its %d row(s) are "
+                                  "dropped", chunk.request_id, model, chunk.rows)
+            return (_table_in_slices(features, kept, value_types) if kept else None), kept
+
     def _write(self, model: str, day: str, chunks: list[Chunk]) -> None:
         directory = join(live_log_dir(self.base, model), f"date={day}")
         name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
         path = join(directory, name)
         tmp = staging_path(self.fs, path)
-        rows = sum(c.rows for c in chunks)
+        table, chunks = self._rows(model, chunks)
+        if table is None:
+            return
+        rows = table.num_rows
         try:
             self.fs.create_dir(directory, recursive=True)
             # written beside, then moved into place (on an object store: put whole): a reader never sees
             # half a file, so the monitor reads a file as soon as it appears
-            pq.write_table(_table_in_slices(self._features[model], chunks, self._value_types.get(model)), tmp,
-                           filesystem=self.fs,
-                           **PARQUET_OPTIONS)
+            pq.write_table(table, tmp, filesystem=self.fs, **PARQUET_OPTIONS)
             publish(self.fs, tmp, path)
             self.rows_written += rows
             self._failures, self._retry_at = 0, 0.0

@@ -18,7 +18,7 @@ import numpy as np
 
 from serving.binary import DTYPES, decode_bytes  # the binary extension's layouts, one reader each
 from serving.oip_grpc_proto import MESSAGES
-from serving.protocol import BadRequest
+from serving.protocol import BadRequest, refuse_classification
 
 _Code = grpc.StatusCode
 #: a refusal's HTTP status → the gRPC status that carries it
@@ -75,6 +75,8 @@ def request_body(request) -> dict:
     body: dict = {"inputs": tensors}
     if request.id:
         body["id"] = request.id
+    for output in request.outputs:
+        refuse_classification(output.name[:100], output.parameters)
     if request.outputs:
         body["outputs"] = [{"name": o.name} for o in request.outputs]
     return body

@@ -22,11 +22,13 @@ REGRESSION_OUTPUTS = ("prediction",)
 
 #: a request id: what the answer's x-request-id header echoes and labels join on, so it must be a
 #: valid header value of bounded size: 1 to 256 visible ASCII characters (no controls; no spaces,
-#: which a header value loses at its ends, so such an id would not come back as sent);
-#: a row's id in the live log is the request's, then `#k` for its k-th row after the first
+#: which a header value loses at its ends, so such an id would not come back as sent) other than `#`;
+#: a row's id in the live log is the request's, then `#k` for its k-th row after the first (k ≥ 1,
+#: no leading zero): a request id holding `#` could name another request's row ("order#1" is the
+#: second row of "order"), so labels could join to the wrong row
 MAX_ID_CHARS = 256
-REQUEST_ID_PATTERN = rf"^[!-~]{{1,{MAX_ID_CHARS}}}$"
-ROW_ID_PATTERN = rf"^[!-~]{{1,{MAX_ID_CHARS}}}(#[0-9]{{1,9}})?$"
+REQUEST_ID_PATTERN = rf'^[!-"$-~]{{1,{MAX_ID_CHARS}}}$'
+ROW_ID_PATTERN = rf'^[!-"$-~]{{1,{MAX_ID_CHARS}}}(#[1-9][0-9]{{0,8}})?$'
 _REQUEST_ID, _ROW_ID = re.compile(REQUEST_ID_PATTERN), re.compile(ROW_ID_PATTERN)
 
 
@@ -158,29 +160,74 @@ class ModelSignature:
                                                       for c in per_column]}}
 
 
+#: the largest magnitude a float32 holds: a model's input is float32, so a larger number would reach it as infinity
+FP32_MAX = float(np.finfo(np.float32).max)
+#: the values an integer datatype holds (a JSON number outside them is not a value of that type)
+INTEGER_RANGES = {d: (int(np.iinfo(d.lower()).min), int(np.iinfo(d.lower()).max))
+                  for d in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")}
+
+
 def _finite_matrix(values, where: str, sig: ModelSignature | None = None) -> np.ndarray:
-    """Checks the shape is [rows, features] with at least one row and every value finite; a gap
+    """The batch as float32, checking the shape is [rows, features] with at least one row and every
+    value finite in float32 (a number beyond FP32's range would reach the model as infinity); a gap
     (null: NaN) only where the model imputes it (`sig.imputes`)."""
     if values.ndim != 2:
         raise BadRequest(f"{where}: expected a 2-D batch, got {values.ndim} dimension(s)")
     if values.shape[0] == 0:
         raise BadRequest(f"{where}: the batch is empty; send at least one row")
-    bad = np.isinf(values) if sig is not None and sig.imputes else ~np.isfinite(values)
+    with np.errstate(over="ignore"):  # an overflow is found below, and named
+        matrix = values.astype(np.float32, copy=False)
+    imputes = sig is not None and sig.imputes
+    bad = np.isinf(matrix) if imputes else ~np.isfinite(matrix)
     if bad.any():
         rows, cols = np.nonzero(bad)
-        what = "infinite" if sig is not None and sig.imputes else "NaN or infinite"
-        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are {what} "
-                         f"(first at row {int(rows[0])}, column {int(cols[0])})", status=422)
-    return values.astype(np.float32, copy=False)
+        first = float(values[rows[0], cols[0]])
+        what = f"beyond FP32's range (±{FP32_MAX:.4g})" if np.isfinite(first) else \
+            "infinite" if imputes else "NaN or infinite"
+        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are NaN, infinite or beyond FP32's range; the first, "
+                         f"at row {int(rows[0])}, column {int(cols[0])}, is {what}", status=422)
+    return matrix
 
 
-def _as_numbers(data, where: str) -> np.ndarray:
+def _first_not_number(data) -> tuple | None:
+    """(the first boolean or text value,) in nested lists, else None: NumPy reads `true` as 1 and
+    "3" as 3.0, which would answer a request the client got wrong."""
+    for v in data:
+        cls = v.__class__
+        if cls is list:
+            found = _first_not_number(v)
+            if found is not None:
+                return found
+        elif cls is bool or cls is str:
+            return (v,)
+    return None
+
+
+def _as_numbers(data, where: str, datatype: str | None = None) -> np.ndarray:
+    """A tensor's values as float64 (null: NaN), refusing text, booleans, nested lists of different
+    lengths, a number too large for a float, and for an integer datatype a fraction or a value out
+    of its range. Values decoded from bytes (the binary extension, gRPC) are already of their type."""
+    if isinstance(data, np.ndarray):
+        return data.astype(np.float64, copy=False)
+    if isinstance(data, list):
+        wrong = _first_not_number(data)
+        if wrong is not None:
+            what = "text" if isinstance(wrong[0], str) else "a boolean"
+            raise BadRequest(f"{where}: data must be numbers; got {what}, {str(wrong[0])[:40]!r}"
+                             f"{' (send numbers, not strings)' if isinstance(wrong[0], str) else ''}", status=422)
     try:
         arr = np.asarray(data, dtype=np.float64)
+    except OverflowError:
+        raise BadRequest(f"{where}: a value is too large to be a number (over 1.8e308)", status=422) from None
     except (TypeError, ValueError):
-        raise BadRequest(f"{where}: data must be numbers only") from None
-    if arr.dtype == object:
-        raise BadRequest(f"{where}: data is ragged (rows of different lengths)")
+        raise BadRequest(f"{where}: data must be a list of numbers (nested lists of equal lengths)") from None
+    if datatype in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[datatype]
+        given = arr[~np.isnan(arr)]
+        if given.size and ((given != np.trunc(given)).any() or given.min() < low or given.max() > high):
+            bad = given[(given != np.trunc(given)) | (given < low) | (given > high)][0]
+            raise BadRequest(f"{where}: {bad:g} is not a value of {datatype} (whole numbers from {low} to {high}); "
+                             f"send FP32 or FP64 for fractions", status=422)
     return arr
 
 
@@ -192,7 +239,8 @@ def check_request_id(value, where: str, row: bool = False) -> str | None:
     if not isinstance(value, str) or not (_ROW_ID if row else _REQUEST_ID).fullmatch(value):
         shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
         raise BadRequest(f"{where} {shown} is not a request id: use 1 to {MAX_ID_CHARS} visible ASCII characters "
-                         "(letters, digits, punctuation; no spaces)" + (", then #ROW for a row after the first" if row else ""))
+                         "(letters, digits, punctuation but #; no spaces)" +
+                         (", then #K (K = 1, 2, ...) for a row after the first" if row else ""))
     return value
 
 
@@ -238,7 +286,7 @@ def _matrix_tensor(tensor: dict, sig: ModelSignature) -> np.ndarray:
     if len(shape) != 2 or shape[1] != len(sig.features):
         raise BadRequest(f"{where}: shape {shape} does not match [rows, {len(sig.features)}] "
                          f"(features in order: {', '.join(sig.features)})")
-    data = _as_numbers(tensor.get("data"), where)
+    data = _as_numbers(tensor.get("data"), where, tensor["datatype"])
     if data.size != shape[0] * shape[1]:
         raise BadRequest(f"{where}: shape {shape} needs {shape[0] * shape[1]} values, data has {data.size}")
     return _finite_matrix(data.reshape(shape), where, sig)
@@ -266,13 +314,21 @@ def _per_feature_tensors(inputs: list, sig: ModelSignature) -> np.ndarray:
         shape = _shape(by_name[f], where)
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise BadRequest(f"{where}: shape {shape} must be [rows] or [rows, 1]")
-        data = _as_numbers(by_name[f].get("data"), where).reshape(-1)
+        data = _as_numbers(by_name[f].get("data"), where, by_name[f]["datatype"]).reshape(-1)
         if data.size != shape[0]:
             raise BadRequest(f"{where}: shape {shape} needs {shape[0]} values, data has {data.size}")
         columns.append(data)
     if len({c.size for c in columns}) > 1:
         raise BadRequest("inputs: every feature tensor must have the same number of rows")
     return _finite_matrix(np.stack(columns, axis=1), "inputs", sig)
+
+
+def check_unique(columns: list, where: str) -> None:
+    """A 400 for a column named twice (which of its values the model would take is a guess)."""
+    if len(set(map(str, columns))) != len(columns):
+        seen: set = set()
+        twice = next(c for c in columns if str(c) in seen or seen.add(str(c)))
+        raise BadRequest(f"{where}: column {str(twice)[:60]!r} is named more than once in 'columns'")
 
 
 def _check_columns(names: list[str], sig: ModelSignature, where: str) -> None:
@@ -318,6 +374,7 @@ def parse_invocations(body, sig: ModelSignature) -> np.ndarray | dict:
         if not isinstance(split, dict) or not isinstance(split.get("columns"), list):
             raise BadRequest("dataframe_split: needs 'columns' (list) and 'data' (list of rows)")
         columns, data = split["columns"], split.get("data")
+        check_unique(columns, "dataframe_split")
         _check_columns(columns, sig, "dataframe_split")
         matrix = _as_numbers(data, "dataframe_split")
         if matrix.ndim != 2 or matrix.shape[1] != len(columns):
@@ -362,8 +419,18 @@ def requested_outputs(body: dict, available: tuple[str, ...] = ("prediction", "p
         params = o.get("parameters") or {}
         if not isinstance(params, dict):
             raise BadRequest(f"output {o['name']!r}: 'parameters' must be an object")
+        refuse_classification(o["name"], params)
         chosen.append((o["name"], bool(params.get("binary_data", default_binary))))
     return chosen
+
+
+def refuse_classification(output: str, params) -> None:
+    """A 400 for Triton's classification extension (`class_count`: the top classes as "score:index:label"
+    text), which this server does not implement: answering the whole tensor instead would hand the
+    client something other than it asked for."""
+    if "classification" in params:
+        raise BadRequest(f"output {output!r}: the classification extension (class_count) is not supported; ask for "
+                         "'probability' (every class's probability, in the order of parameters.classes) and 'label'")
 
 
 def infer_response(model: str, version: int, request_id: str, sig: ModelSignature, proba: np.ndarray,

@@ -152,15 +152,33 @@ def numbers_of(name: str, values) -> np.ndarray:
         if _is_missing(v):
             out[i] = np.nan
         elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
-            out[i] = v
+            out[i] = _as_float(name, v)
         else:
             raise ColumnError(f"feature {name!r} takes numbers, got {v!r} ({type(v).__name__})")
     return _finite(name, out)
 
 
+#: the largest magnitude the model's float32 input holds: a larger number would reach it as infinity
+FP32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_float(name: str, v) -> float:
+    """One number as a float, refusing one too large for float64 (an integer of hundreds of digits)."""
+    try:
+        return float(v)
+    except OverflowError:
+        raise ColumnError(f"feature {name!r} has a value too large to be a number ({str(v)[:20]}…)") from None
+
+
 def _finite(name: str, x: np.ndarray) -> np.ndarray:
-    if np.isinf(x).any():
-        raise ColumnError(f"feature {name!r} has {int(np.isinf(x).sum())} infinite value(s)")
+    """`x`, refusing infinities and numbers beyond float32's range (the model's input is float32)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(x) > FP32_MAX
+    if bad.any():
+        if np.isinf(x[bad]).all():
+            raise ColumnError(f"feature {name!r} has {int(bad.sum())} infinite value(s)")
+        raise ColumnError(f"feature {name!r} has {int(bad.sum())} value(s) infinite or beyond FP32's range "
+                          f"(±{FP32_MAX:.4g})")
     return x
 
 
@@ -207,9 +225,10 @@ class NumericColumn:
                 continue
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise ColumnError(f"feature {self.name!r} takes numbers, got {v!r} ({type(v).__name__})")
-            if math.isinf(v):
+            v = _as_float(self.name, v)  # as numbers_of: through float64
+            if not -FP32_MAX <= v <= FP32_MAX:
                 _finite(self.name, np.array([v], dtype="float64"))
-            out[row, 0] = float(v)  # as numbers_of: through float64
+            out[row, 0] = v
         return imputed
 
     def to_json(self) -> dict:
@@ -245,7 +264,13 @@ class CategoricalColumn:
         outside the vocabulary, missing values). Large batches take pandas' vectorised path, small
         ones (a served request) a dictionary lookup per value: the same answer either way."""
         if len(values) > VECTORISED_FROM:
-            return self._encode_vectorised(values, out)
+            try:
+                return self._encode_vectorised(values, out)
+            except OverflowError:  # an integer code beyond int64: no vocabulary holds it, "other" as below
+                pass
+        return self._encode_each(values, out)
+
+    def _encode_each(self, values, out: np.ndarray) -> tuple[int, int]:
         index, other = self._index, 0
         missing = 0
         for row, value in enumerate(values.tolist() if hasattr(values, "tolist") else values):

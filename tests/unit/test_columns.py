@@ -80,6 +80,12 @@ def test_raw_rows_are_prepared_with_gaps_imputed_and_unseen_values_in_the_other_
     ({"tenure": [1], "total": [1.0], "contract": ["month"], "senior": ["yes"], "plan": [1]}, "'senior' takes bool"),
     ({"tenure": [1], "total": [1.0], "contract": ["month"], "senior": [True], "plan": [1.5]}, "'plan' takes integer"),
     ({"tenure": [1], "total": [float("inf")], "contract": ["month"], "senior": [True], "plan": [1]}, "infinite"),
+    # beyond float32 (the model's input): it would reach the model as infinity
+    ({"tenure": [1], "total": [1e39], "contract": ["month"], "senior": [True], "plan": [1]}, "beyond FP32's range"),
+    ({"tenure": [1e300] * 20, "total": [1.0] * 20, "contract": ["month"] * 20, "senior": [True] * 20, "plan": [1] * 20},
+     "'tenure' has 20 value\\(s\\) infinite or beyond FP32's range"),
+    ({"tenure": [10**400], "total": [1.0], "contract": ["month"], "senior": [True], "plan": [1]},
+     "'tenure' has a value too large to be a number"),
     ({"tenure": [1], "contract": ["month"], "senior": [True], "plan": [1]}, "missing column\\(s\\) \\['total'\\]"),
     ({"tenure": [1], "total": [1.0], "contract": ["month"], "senior": [True], "plan": [1], "x": [1]}, "unknown column"),
     ({"tenure": [1, 2], "total": [1.0], "contract": ["month"], "senior": [True], "plan": [1]}, "has 1 value"),
@@ -174,3 +180,15 @@ def test_a_few_values_in_a_list_prepare_exactly_as_an_array_does():
     for bad, message in (("3", "takes numbers"), (True, "takes numbers"), (float("inf"), "infinite")):
         with pytest.raises(ColumnError, match=message):
             prep.transform({"a": [bad], "b": [1.0]})
+
+
+def test_an_integer_code_beyond_int64_is_other_in_a_large_batch_as_in_a_small_one():
+    """2**64 - 1 in an integer-coded column: the vectorised path (pandas' int64) cannot hold it; no
+    vocabulary holds it either, so it is answered as the other bucket, as the value-by-value path does."""
+    from training.columns import CategoricalColumn
+
+    column = CategoricalColumn("plan", "integer", (1, 2, 3), False)
+    for rows in (2, 300):
+        out = np.zeros((rows, 3), np.float32)
+        assert column.encode([2**64 - 1] + [2] * (rows - 1), out) == (1, 0)
+        assert out[0].tolist() == [0, 0, 0] and out[1].tolist() == [0, 1, 0]

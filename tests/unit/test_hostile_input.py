@@ -123,3 +123,52 @@ def test_api_keys_are_compared_whole_and_an_odd_key_is_a_401():
             assert call(app, "POST", INFER[0], OIP, {"x-api-key": sent})[0] == 401, sent
     with pytest.raises(BadRequest):
         parse_feedback({"labels": []}, SIG.classes)
+
+
+def test_a_gzip_or_deflate_body_is_answered_as_the_same_body_sent_plain():
+    """tritonclient's `request_compression_algorithm` ("gzip", "deflate") sends the body compressed."""
+    import gzip
+    import zlib
+
+    body = json.dumps({"id": "z1", **json.loads(OIP)}).encode()
+    raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for app in APPS.values():
+        plain = call(app, "POST", INFER[0], body)
+        assert plain[0] == 200
+        for coding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body)),
+                               ("deflate", raw_deflate.compress(body) + raw_deflate.flush()), ("GZip", gzip.compress(body)),
+                               ("identity", body)):
+            raw_deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            status, _, payload = call(app, "POST", INFER[0], packed, {"content-encoding": coding})
+            assert (status, payload) == (200, plain[2]), (coding, status, payload)
+        labels = gzip.compress(json.dumps({"labels": [{"request_id": "z1", "label": "cat"}]}).encode())
+        assert call(app, "POST", "/v2/models/m/feedback", labels, {"content-encoding": "gzip"})[2] == {"accepted": 1}
+
+
+@pytest.mark.parametrize("coding, body, status, message", [
+    ("br", OIP, 415, "Content-Encoding 'br' is not supported; send the body as is, gzip or deflate"),
+    ("gzip, gzip", OIP, 415, "not supported"),
+    ("gzip", OIP, 400, "the body is not gzip data as its Content-Encoding says"),
+    ("deflate", b"\x00\x01garbage", 400, "the body is not deflate data"),
+    ("gzip", __import__("gzip").compress(OIP)[:-12], 400, "not one complete gzip stream"),
+    ("gzip", __import__("gzip").compress(OIP) + b"junk", 400, "data after its end"),
+    # 2 MiB of zeros is a 2 kB gzip body: under the limit as sent, over it once inflated
+    ("gzip", __import__("gzip").compress(b"0" * (2 << 20)), 413, "exceeds the limit of 1048576 bytes once decompressed"),
+])
+def test_a_body_not_of_its_content_encoding_is_a_4xx_naming_it(coding, body, status, message):
+    for app in APPS.values():
+        for path in (INFER[0], "/v2/models/m/invocations", "/v2/models/m/feedback"):
+            got, _, payload = call(app, "POST", path, body, {"content-encoding": coding})
+            assert got == status and message in payload["error"], (path, got, payload)
+
+
+def test_half_a_surrogate_pair_is_a_400_not_text_the_live_log_cannot_store():
+    for app in APPS.values():
+        for escaped in ('"\\ud800"', '"a\\udfff"', '"\\uDBFFx"'):
+            body = ('{"id": "r1", "inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3], '
+                    f'"parameters": {{"note": {escaped}}}}}]}}').encode()
+            status, _, payload = call(app, "POST", INFER[0], body)
+            assert status == 400 and "half of a UTF-16 surrogate pair" in payload["error"], (escaped, payload)
+        pair = b'{"id": "r1", "inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3], ' \
+               b'"parameters": {"note": "\\ud83d\\ude00"}}]}'
+        assert call(app, "POST", INFER[0], pair)[0] == 200  # a whole pair is one character

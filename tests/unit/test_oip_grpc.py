@@ -126,8 +126,8 @@ def keyed(ports):
         yield c
 
 
-def features(rows: np.ndarray, name: str = "features") -> list:
-    tensor = grpcclient.InferInput(name, list(rows.shape), "FP32")
+def features(rows: np.ndarray, datatype: str = "FP32", name: str = "features") -> list:
+    tensor = grpcclient.InferInput(name, list(rows.shape), datatype)
     tensor.set_data_from_numpy(rows)
     return [tensor]
 
@@ -216,6 +216,10 @@ def test_model_metadata_is_the_http_metadata(client, ports):
     ("m", features(ROWS), {"request_id": "has space"}, "INVALID_ARGUMENT", "is not a request id"),
     ("m", features(ROWS), {"outputs": [grpcclient.InferRequestedOutput("score")]}, "INVALID_ARGUMENT",
      "output 'score' is not one of this model's outputs"),
+    ("m", features(ROWS), {"outputs": [grpcclient.InferRequestedOutput("probability", class_count=2)]},
+     "INVALID_ARGUMENT", "the classification extension (class_count) is not supported"),
+    ("m", features(np.array([[1, 1e39, 3]], np.float64), "FP64"), {}, "INVALID_ARGUMENT", "beyond FP32's range"),
+    ("m", features(ROWS), {"request_id": "order#1"}, "INVALID_ARGUMENT", "punctuation but #"),
     ("busy", features(ROWS), {}, "UNAVAILABLE", "over capacity"),
     ("slow", features(ROWS), {}, "DEADLINE_EXCEEDED", "did not answer within 5 s"),
 ])

@@ -30,9 +30,22 @@ def test_one_tensor_per_named_feature_in_any_order():
     (matrix(sum(ROWS, []), shape=(3, 2)), 400, "does not match \\[rows, 3\\]"),
     (matrix([1, 2, 3], shape=(2, 3)), 400, "needs 6 values, data has 3"),
     (matrix(sum(ROWS, []), datatype="BYTES"), 400, "datatype 'BYTES' is not supported"),
-    (matrix(["x"] * 6), 400, "numbers only"),
-    (matrix([1, 2, float("nan"), 4, 5, 6]), 422, "1 value\\(s\\) are NaN or infinite"),
+    (matrix(["x"] * 6), 422, "data must be numbers; got text, 'x'"),
+    # what NumPy would read as numbers is refused: a client sending text or booleans got its encoding wrong
+    (matrix([1, 2, "3", 4, 5, 6]), 422, "got text, '3' \\(send numbers, not strings\\)"),
+    (matrix(["nan", 2, 3, 4, 5, 6]), 422, "got text, 'nan'"),
+    (matrix([1, 2, 3, 4, 5, True]), 422, "got a boolean, 'True'"),
+    (matrix([[1, 2, 3], [4, 5]]), 400, "nested lists of equal lengths"),
+    (matrix([1, 2, float("nan"), 4, 5, 6]), 422, "1 value\\(s\\) are NaN, infinite.*row 0, column 2, is NaN or infinite"),
     (matrix([1, 2, 3, 4, 5, float("inf")]), 422, "NaN or infinite"),
+    # beyond FP32: the model's float32 input would be infinite
+    (matrix([1, 2, 1e39, 4, 5, 6]), 422, "column 2, is beyond FP32's range"),
+    (matrix([1, 2, -1e300, 4, 5, 6], datatype="FP64"), 422, "beyond FP32's range"),
+    (matrix([1, 2, 10**400, 4, 5, 6], datatype="INT64"), 422, "too large to be a number"),
+    # an integer datatype's values are whole numbers in its range
+    (matrix([1, 2, 1.7, 4, 5, 6], datatype="INT64"), 422, "1.7 is not a value of INT64"),
+    (matrix([1, 2, -5, 4, 5, 6], datatype="UINT8"), 422, "-5 is not a value of UINT8 \\(whole numbers from 0 to 255\\)"),
+    (matrix([1, 2, 300, 4, 5, 6], datatype="UINT8"), 422, "300 is not a value of UINT8"),
     (matrix([], shape=(0, 3)), 400, "the batch is empty"),
     ({"inputs": []}, 400, "non-empty list"),
     ([1, 2], 400, "JSON object"),
@@ -64,6 +77,11 @@ def test_the_four_mlflow_payloads():
     ({"dataframe_records": []}, "empty"),
     ({"instances": [[1, 2]]}, "each row must have 3 values"),
     ({"instances": [[1, 2, None]]}, "NaN or infinite"),
+    # a column named twice: which value the model takes would be a guess
+    ({"dataframe_split": {"columns": ["a", "b", "c", "a"], "data": [[1, 2, 3, 4]]}}, "column 'a' is named more than once"),
+    ({"dataframe_records": [{"a": "1", "b": 2, "c": 3}]}, "got text, '1'"),
+    ({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2, 3e38 * 10]]}}, "beyond FP32's range"),
+    ({"inputs": {"a": [True], "b": [2], "c": [3]}}, "got a boolean"),
 ])
 def test_bad_mlflow_payloads(body, message):
     with pytest.raises(BadRequest, match=message):
@@ -144,3 +162,24 @@ def test_the_signature_a_replica_reports_carries_its_task():
     info = {"features": ["a", "b", "c"], "classes": [], "task": "regression"}
     assert ModelSignature.of_info("price", info).regression
     assert not ModelSignature.of_info("m", {"features": ["a"], "classes": [0, 1]}).regression  # before tasks
+
+
+def test_the_classification_extension_is_refused_not_answered_with_something_else():
+    """tritonclient's `InferRequestedOutput("probability", class_count=2)` asks for the top classes as text."""
+    from serving.protocol import requested_outputs
+
+    body = {"inputs": [], "outputs": [{"name": "probability", "parameters": {"classification": 2, "binary_data": True}}]}
+    with pytest.raises(BadRequest, match="classification extension \\(class_count\\) is not supported") as exc:
+        requested_outputs(body)
+    assert exc.value.status == 400
+
+
+@pytest.mark.parametrize("value, row", [("order#1", False), ("a#b", False), ("r1#0", True), ("r1#01", True),
+                                         ("r1#1#2", True)])
+def test_an_id_that_could_name_another_requests_row_is_refused(value, row):
+    """A request "order" with two rows logs "order" and "order#1": a request id with # could be the same id."""
+    from serving.protocol import check_request_id
+
+    with pytest.raises(BadRequest, match="punctuation but #"):
+        check_request_id(value, "'id'", row=row)
+    assert check_request_id("order-7", "'id'") == "order-7" and check_request_id("order-7#12", "'id'", row=True)
