@@ -48,13 +48,17 @@ def main() -> None:
     # Ray reads its authentication mode when it is first imported, so this must come before any
     # command imports Ray: token authentication unless the user explicitly disabled it.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from handoff.remote import job_address, run_as_job
+    from handoff.remote import job_address, refusal, run_as_job
 
     address = job_address(sys.argv[1:], os.environ)
     if address is not None:  # a dashboard URL: the command runs on the cluster as a Ray job
-        from handoff.model_environment import requirements_of
+        from handoff.model_environment import forwarded, requirements_of
 
-        sys.exit(run_as_job(sys.argv[1:], address, pip=requirements_of(sys.argv[1:])))
+        refused = refusal(sys.argv[1:], typer.main.get_command(app))
+        if refused is not None:  # a usage error is answered here, as without --address: nothing is submitted
+            print(f"error: {refused}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(run_as_job(sys.argv[1:], address, pip=requirements_of(sys.argv[1:]), env=forwarded(os.environ)))
     app(prog_name="handoff")
 
 

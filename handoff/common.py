@@ -68,6 +68,45 @@ def command_tracking_uri(configured: str | None, settings, services) -> str:
     from cluster.settings import SettingsError
 
     try:
-        return resolve_tracking_uri(configured, settings, services)
+        uri = resolve_tracking_uri(configured, settings, services)
     except SettingsError as exc:
         fail(str(exc))
+    problem = mlflow_problem(uri, os.environ)
+    if problem:
+        fail(problem)
+    return uri
+
+
+#: how long a command waits for the MLflow server's first answer before it says it cannot reach it
+REACH_TIMEOUT_S = 10.0
+#: the URI schemes MLflow's tracking and registry stores take (a database's may name its driver: `postgresql+psycopg2`)
+MLFLOW_SCHEMES = {"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks",
+                  "databricks-uc", "uc"}
+
+
+def mlflow_problem(uri: str, environ) -> str | None:
+    """Why this command cannot use the MLflow tracking URI `uri`: a scheme MLflow has no store for, or
+    a server that does not answer (None: it answered, with any status, or `uri` is no server, or this
+    runs inside a Ray job, whose commands keep MLflow's retries: a server restarting on the head is
+    waited for there). MLflow's client retries a refused connection for about four minutes before it
+    says anything; a command line answers a wrong URI or a stopped server at once."""
+    import urllib.error
+    import urllib.request
+
+    from cluster.settings import inside_ray_job
+
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in MLFLOW_SCHEMES:
+        return (f"{uri!r} is not an MLflow tracking URI: MLflow has no store for {scheme!r} "
+                f"(use one of {', '.join(sorted(s for s in MLFLOW_SCHEMES if s))})")
+    if scheme not in ("http", "https") or inside_ray_job(environ):
+        return None
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_S).close()
+    except urllib.error.HTTPError:  # it answered (a login it wants, a route it lacks): it is there
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return (f"cannot reach the MLflow server at {uri} ({reason}); is it running (`handoff up` starts one), "
+                "and is the URI right (--tracking-uri, HANDOFF_MLFLOW__TRACKING_URI, the home's services.json)?")
+    return None

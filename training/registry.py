@@ -20,7 +20,17 @@ CHALLENGER = "challenger"
 
 
 class RegistryError(LookupError):
-    """A registered model, version or alias that does not exist; the message names it."""
+    """A registered model, version or alias that does not exist, or a registry that did not answer;
+    the message names it."""
+
+
+def _not_found(exc: MlflowException, missing: str, uri: str) -> RegistryError:
+    """The error to raise for `exc`: `missing` when MLflow said the thing does not exist; otherwise
+    what MLflow said (a server that cannot be reached, a refused login, a server error), which is not
+    a missing model and must not read as one."""
+    if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        return RegistryError(missing)
+    return RegistryError(f"the MLflow registry at {uri} did not answer: {str(exc).splitlines()[0][:300]}")
 
 
 def alias_for_new_version(aliases_in_use: set[str]) -> str:
@@ -56,7 +66,9 @@ class Registry:
         """Create (if needed) the registered model and a new version; wait until it is READY."""
         try:
             self.client.get_registered_model(name)
-        except MlflowException:
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                raise
             self.client.create_registered_model(name, description="Registered by Handoff")
         mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
                                               description=description, model_id=model_id)
@@ -72,16 +84,18 @@ class Registry:
         """`{alias: version}` of a registered model."""
         try:
             rm = self.client.get_registered_model(name)
-        except MlflowException:
-            raise RegistryError(f"no registered model named {name!r} at {self.tracking_uri}") from None
+        except MlflowException as exc:
+            raise _not_found(exc, f"no registered model named {name!r} at {self.tracking_uri}",
+                             self.tracking_uri) from None
         return {a: int(v) for a, v in (rm.aliases or {}).items()}
 
     def model_tags(self, name: str) -> dict[str, str]:
         """The registered model's own tags (serving keeps its traffic policy there)."""
         try:
             return dict(self.client.get_registered_model(name).tags or {})
-        except MlflowException:
-            raise RegistryError(f"no registered model named {name!r} at {self.tracking_uri}") from None
+        except MlflowException as exc:
+            raise _not_found(exc, f"no registered model named {name!r} at {self.tracking_uri}",
+                             self.tracking_uri) from None
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self.client.set_registered_model_tag(name, key, value)
@@ -98,8 +112,8 @@ class Registry:
     def version(self, name: str, version: int) -> VersionInfo:
         try:
             mv = self.client.get_model_version(name, str(version))
-        except MlflowException:
-            raise RegistryError(f"model {name!r} has no version {version}") from None
+        except MlflowException as exc:
+            raise _not_found(exc, f"model {name!r} has no version {version}", self.tracking_uri) from None
         return self._info(mv, self.aliases(name))
 
     def version_numbers(self, name: str) -> list[int]:

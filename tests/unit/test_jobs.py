@@ -106,3 +106,43 @@ def test_a_job_knows_the_commit_it_was_submitted_from(tmp_path):
     assert source_state(copy, {COMMIT_ENV: commit, DIRTY_ENV: "false"}) == (commit, False)
     assert source_state(copy, {}) == ("unknown", True)
     assert source_state(repo, {COMMIT_ENV: "0" * 40}) == (commit, True)  # a real checkout wins
+
+
+def test_a_command_line_sent_to_a_cluster_is_checked_here_first():
+    """`--address http://…` / HANDOFF_ADDRESS: a usage error is answered here with exit 2, as without it,
+    and nothing is submitted; a command whose output would stay on the cluster is refused."""
+    import typer
+
+    from handoff.cli import app
+    from handoff.remote import refusal
+
+    command = typer.main.get_command(app)
+    url = "http://127.0.0.1:8265"
+    assert "Missing argument 'name'" in refusal(["models", "--address", url], command)
+    assert "Invalid value for '--num-samples'" in refusal(["tune", "--num-samples", "abc", f"--address={url}"], command)
+    assert "No such option: --bogus" in refusal(["status", "--bogus", "--address", url], command)
+    assert "no such command 'nosuch'" in refusal(["nosuch", "--address", url], command)
+    assert "writes its report files on the machine it runs on" in refusal(["report", "m", "--address", url], command)
+    assert refusal(["traffic", "m", "1=100", "--address", url], command) is None
+    assert refusal(["tune", "configs/shuttle.yaml", "--set", "seed=3", "--address", url], command) is None
+    assert refusal(["models", "shuttle", "--json"], command) is None
+
+
+def test_the_jobs_exit_code_is_the_commands():
+    from handoff.remote import exit_code
+
+    assert exit_code("SUCCEEDED", "") == 0
+    assert exit_code("FAILED", "Job entrypoint command failed with exit code 2, last available logs: …") == 2
+    assert exit_code("FAILED", "Job entrypoint command failed with exit code 1. No logs available.") == 1
+    assert exit_code("FAILED", "runtime_env setup failed: pip install …") == 1
+    assert exit_code("STOPPED", "Job was intentionally stopped.") == 1
+
+
+def test_local_only_commands_never_leave_and_settings_travel_with_the_job():
+    from handoff.model_environment import forwarded
+
+    url = "http://127.0.0.1:8265"
+    for command in (["credentials"], ["feedback", "m", "labels.csv"], ["up"], ["down"], ["demo"]):
+        assert job_address(command, {"HANDOFF_ADDRESS": url}) is None, command
+    env = {"HANDOFF_SEARCH__NUM_SAMPLES": "4", "HANDOFF_ADDRESS": url, "HANDOFF_HOME": "/here", "PATH": "/bin"}
+    assert forwarded(env) == {"HANDOFF_SEARCH__NUM_SAMPLES": "4"}
