@@ -67,12 +67,20 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a config file holds, or a ConfigError saying what the path is instead (missing, a
+    directory, unreadable, empty, not YAML, not a mapping)."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty: it holds no setting (a config is a mapping of fields)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(data).__name__}")
     return data

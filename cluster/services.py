@@ -106,42 +106,80 @@ ARTIFACTS_FILE = "mlflow-artifacts-destination"  # under HANDOFF_HOME: where thi
 
 
 def artifacts_destination(settings: Settings, requested: str | None) -> str:
-    """Where the MLflow server keeps this store's artifacts: chosen at the first `handoff up` (a local
-    path, default HANDOFF_HOME/mlartifacts, or an object-store URI such as s3://bucket/prefix) and kept
-    in HANDOFF_HOME, because the versions registered so far can only be read from there. Another
-    destination later is refused (SettingsError), not followed."""
+    """Where the MLflow server keeps this store's artifacts: chosen at the first `handoff up` that
+    started (a local path, default HANDOFF_HOME/mlartifacts, or an object-store URI such as
+    s3://bucket/prefix) and kept in HANDOFF_HOME, because the versions registered so far can only be
+    read from there (the store may be a database elsewhere: the record binds whether or not this home
+    holds mlflow.db). Another destination later is refused (SettingsError), not followed. Reads only:
+    `up` records the choice once its services started, so a failed start binds nothing."""
     recorded = settings.home / ARTIFACTS_FILE
-    chosen = (recorded.read_text().strip() or None) if recorded.exists() else None
+    chosen = (recorded.read_text().strip() or None) if recorded.is_file() else None
     if chosen is None and (settings.home / "mlflow.db").exists():  # a store begun before the choice was kept
         chosen = str(settings.artifacts_dir.absolute())
     wanted = None if requested is None else absolute(requested)
     if chosen is not None and wanted is not None and wanted != chosen:
         raise SettingsError(f"this store's MLflow artifacts are at {chosen} (its registered versions are read from "
                          f"there): --artifacts {requested} would lose them; use another --home for another store")
-    chosen = chosen or wanted or str(settings.artifacts_dir.absolute())
-    if not recorded.exists() or not recorded.read_text().strip():
-        settings.home.mkdir(parents=True, exist_ok=True)
-        staged = recorded.with_name(f".{recorded.name}.tmp")
-        staged.write_text(chosen + "\n")
-        staged.replace(recorded)  # whole or not at all
-    return chosen
+    return chosen or wanted or str(settings.artifacts_dir.absolute())
+
+
+def keep_artifacts_destination(settings: Settings, chosen: str) -> None:
+    """Record `chosen` as this home's artifacts destination (whole or not at all); called once the
+    MLflow server has started with it, so that a failed start records nothing."""
+    recorded = settings.home / ARTIFACTS_FILE
+    if recorded.is_file() and recorded.read_text().strip() == chosen:
+        return
+    staged = recorded.with_name(f".{recorded.name}.tmp")
+    staged.write_text(chosen + "\n")
+    staged.replace(recorded)
+
+
+def _refuse_bad_options(ports: dict[str, int], num_cpus: int | None) -> None:
+    """Refuse (SettingsError, naming the flag) what `up` cannot start with: a port outside 1-65535, one
+    port for two services, fewer than one CPU. `ports`: flag → port."""
+    for flag, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise SettingsError(f"{flag} {port}: a port is a number from 1 to 65535")
+    for port in sorted(set(ports.values())):
+        flags = [flag for flag, p in ports.items() if p == port]
+        if len(flags) > 1:
+            raise SettingsError(f"{', '.join(flags)}: the same port {port}; each service needs its own")
+    if num_cpus is not None and num_cpus < 1:
+        raise SettingsError(f"--num-cpus {num_cpus}: the Ray head needs at least 1 CPU")
+
+
+def _make_state_directory(settings: Settings) -> None:
+    """Make HANDOFF_HOME, or refuse (SettingsError) a path that is, or lies under, a file or cannot be made."""
+    home = settings.home
+    blocker = next((p for p in (home, *home.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise SettingsError(f"the state directory {home} (--home, HANDOFF_HOME): {blocker} is a file, not a directory")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"the state directory {home} (--home, HANDOFF_HOME) cannot be made: "
+                            f"{exc.filename}: {exc.strerror}") from None
 
 
 def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, mlflow_port: int = 5000,
        num_cpus: int | None = None, artifacts: str | None = None) -> ServicesState:
     """Start the Ray head and the MLflow server unless already running; return their addresses.
-    `artifacts`: where the MLflow server keeps artifacts (see `artifacts_destination`)."""
+    `artifacts`: where the MLflow server keeps artifacts (see `artifacts_destination`), recorded only
+    once both started. Bad options are refused (SettingsError) before anything starts."""
+    _refuse_bad_options({"--ray-port": ray_port, "--dashboard-port": dashboard_port, "--mlflow-port": mlflow_port},
+                        num_cpus)
+    _make_state_directory(settings)
     destination = artifacts_destination(settings, artifacts)
     existing = read_services(settings)
     if existing is not None and is_healthy(existing.mlflow_uri) and \
             still_the_same(existing.ray_process, existing.ray_pid, "ray")[0]:
+        keep_artifacts_destination(settings, destination)
         return existing
     for port, what, flag in ((ray_port, "the Ray GCS", "--ray-port"), (dashboard_port, "the dashboard and jobs API",
                              "--dashboard-port"), (mlflow_port, "the MLflow server", "--mlflow-port")):
         if port_open(port):
             raise RuntimeError(f"port {port} on 127.0.0.1, for {what}, is in use (another `handoff up` or Ray "
                                f"or MLflow?): stop what holds it, or pass another {flag}")
-    settings.home.mkdir(parents=True, exist_ok=True)
     logs = settings.home / "logs"
     # A token must exist before `ray start`, or the head comes up without authentication.
     subprocess.run([_ray_bin(), "get-auth-token", "--generate"], check=True, capture_output=True,
@@ -172,6 +210,7 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
                           client_server_port=client_port, agent_port=agent_port,
                           ray_process=identity_of(head.pid), mlflow_process=identity_of(proc.pid))
     settings.services_file.write_text(state.model_dump_json(indent=2))
+    keep_artifacts_destination(settings, destination)
     return state
 
 

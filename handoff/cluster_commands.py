@@ -80,11 +80,19 @@ def credentials(path: Annotated[Path, typer.Option(help="the file to write (what
     if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", username):
         fail(f"--username {username!r}: letters, digits and _ . @ - only (the file is sourced by a shell)")
     target = path.expanduser()
+    if target.is_dir():
+        fail(f"--path {target} is a directory: name the file to write (e.g. {target / 'mlflow-credentials.env'})")
     if target.exists():
         fail(f"{target} exists: kept (the cluster's MLflow server knows that password; change it through "
              "MLflow's update-password API, then edit the file)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        fail(f"--path {target}: {blocker} is a file, not a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        fail(f"--path {target}: cannot be written ({exc.filename}: {exc.strerror})")
     with os.fdopen(fd, "w") as f:
         f.write(f"export MLFLOW_TRACKING_USERNAME={username}\nexport MLFLOW_TRACKING_PASSWORD={secrets.token_urlsafe(24)}\n")
     out.print(f"wrote {target} (mode 600): user {username}, a random password")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from handoff.common import command_settings
+from handoff.common import command_settings, fail, layered_config
 from handoff.options import DEFAULT_CONFIG, HomeOpt
 
 
@@ -25,12 +25,16 @@ def demo(home: HomeOpt = None,
     champion with no failed request.
     """
     from handoff.demo_loop import print_summary, quiet_into, run_loop_demo
+    from training import load_config
 
     settings = command_settings(home)
+    if not 1 <= port <= 65535:
+        fail(f"--port {port}: a port is a number from 1 to 65535")
+    cfg = layered_config(load_config, config, DEFAULT_CONFIG, [])  # refused before anything is started
     log_path = settings.home / "logs" / "demo.log"
     with quiet_into(log_path) as say:
         try:
-            summary = run_loop_demo(settings, config, port, say)
+            summary = run_loop_demo(settings, config, cfg, port, say)
         except Exception as exc:  # noqa: BLE001 - the terminal gets the reason, the log the traceback
             import traceback
 

@@ -62,21 +62,21 @@ def _events(store) -> list[dict]:
     return [e for e in store.events() if e["kind"] in LOOP_KINDS]
 
 
-def run_loop_demo(settings, config: Path, port: int, say: Console) -> dict:
-    """The demo's steps; returns the summary (also printed)."""
+def run_loop_demo(settings, config: Path, cfg, port: int, say: Console) -> dict:
+    """The demo's steps; returns the summary (also printed). `cfg`: the experiment config of the file
+    `config`, loaded and validated by the caller before anything is started."""
     from cluster.connect import connect_ray
     from cluster.services import up
     from handoff.monitor_commands import monitoring_config, start_monitor, state_root
     from handoff.training_commands import run_tune
     from monitoring import StateStore
     from serving import ServingControl, load_serving_config
-    from training import CHAMPION, Registry, load_config, load_data
+    from training import CHAMPION, Registry, load_data
 
     started = time.monotonic()
     say.print("[bold]1/5[/bold] starting the embedded cluster: a Ray head with its jobs API, an MLflow server …")
     services = up(settings)
     say.print(f"      Ray {services.ray_address} (jobs API {services.dashboard_url}), MLflow {services.mlflow_uri}")
-    cfg = load_config(config, [])
     name = cfg.name
     registry = Registry(services.mlflow_uri)
     say.print(f"[bold]2/5[/bold] tuning {name} ({cfg.search.num_samples} trials, ASHA) and registering the best …")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from handoff.common import err, fail, out, print_result
 from handoff.options import JsonOpt
@@ -41,6 +43,27 @@ def read_labels(path: Path, id_column: str, label_column: str) -> tuple[list, li
     if table.num_rows == 0:
         fail(f"{path}: no rows")
     return [str(i) for i in table.column(id_column).to_pylist()], table.column(label_column).to_pylist()
+
+
+def _gateway_url(url: str) -> str:
+    """`url` when it can be the gateway's address: http or https, a host, a numeric port if any, nothing
+    after the path (the feedback route is appended to it); otherwise a clear error naming it (urllib
+    would stop with a traceback, or build a route no gateway has)."""
+    from urllib.parse import urlsplit
+
+    example = "give the gateway's address, for example http://127.0.0.1:8000"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it: a port that is not a number in 0-65535 raises
+    except ValueError as exc:
+        fail(escape(f"--url {url!r} is not a URL ({exc}); {example}"))
+    if re.search(r"[\x00-\x20\x7f]", url):
+        fail(escape(f"--url {url!r} holds a space or a control character; {example}"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(escape(f"--url {url!r} is not an http:// or https:// URL with a host; {example}"))
+    if parts.query or parts.fragment:
+        fail(escape(f"--url {url!r} has a query or fragment; {example}"))
+    return url
 
 
 def post(url: str, body: dict, api_key: str | None) -> dict:
@@ -76,6 +99,7 @@ def feedback(name: Annotated[str, typer.Argument(help="served model name")],
 
     Sending a file again is harmless: one label per row id is kept (the latest). A batch with a bad
     id or label is refused whole, naming the entries; batches sent before it stay."""
+    url = _gateway_url(url)
     ids, labels = read_labels(file, id_column, label_column)
     endpoint = f"{url.rstrip('/')}/v2/models/{name}/feedback"
     sent = 0

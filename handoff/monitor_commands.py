@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from handoff.common import command_settings, command_tracking_uri, err, fail, layered_config, out, print_result
 from handoff.options import (DEFAULT_SERVING_CONFIG, AddressOpt, HomeOpt, JsonOpt, MonitoringConfigOpt, MonitorSetOpt,
                              TrackingOpt)
+from monitoring import EVENT_KINDS, LOOP_EVENT_KINDS, MONITOR_EVENT_KINDS
 
 DEFAULT_MONITORING_CONFIG = Path("configs/monitoring.yaml")
 
@@ -134,7 +136,12 @@ def monitor_command(
     elif action == "stop":
         out.print(f"monitor of {name} stopped" if stop(name) else f"no monitor of {name} was running")
     else:
-        status = monitor_status(name, settings, cfg)
+        from monitoring import StateCorrupt
+
+        try:
+            status = monitor_status(name, settings, cfg)
+        except StateCorrupt as exc:
+            fail(escape(str(exc)))
         if status is None:
             fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
         _print_status(status, as_json)
@@ -173,7 +180,7 @@ def monitor_status(name: str, settings, cfg) -> dict | None:
             return ray.get(actor.status.remote(), timeout=15)
         except Exception:  # noqa: BLE001 - a busy or restarting actor: its saved state is the answer
             pass
-    state = StateStore(state_root(settings, cfg), name).read_state()
+    state = StateStore(state_root(settings, cfg), name).read_state()  # StateCorrupt names a file cut short
     if state is None:
         return None
     return {**status_of(name, state, running=actor is not None), "from_saved_state": True}
@@ -183,6 +190,8 @@ def verdict(status: dict | None, version: int) -> tuple[str, str]:
     """(drift, live accuracy, or a regression model's live RMSE) of one version for the status table."""
     if status is None:
         return "no monitor", "-"
+    if status.get("corrupt"):
+        return "state corrupt", "-"
     v = str(version)
     live = status.get("live", {}).get(v) or {}
     accuracy = f"{live['accuracy']:.1%} of {live['labelled']}" if live.get("accuracy") is not None else \
@@ -202,9 +211,12 @@ def verdict(status: dict | None, version: int) -> tuple[str, str]:
 
 
 def _stored_status(name: str, settings, cfg) -> dict:
-    from monitoring import StateStore, status_of
+    from monitoring import StateCorrupt, StateStore, status_of
 
-    state = StateStore(state_root(settings, cfg), name).read_state()
+    try:
+        state = StateStore(state_root(settings, cfg), name).read_state()
+    except StateCorrupt as exc:
+        fail(escape(str(exc)))
     if state is None:
         fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
     return status_of(name, state, running=False)
@@ -279,20 +291,27 @@ def _profile(name: str, version_text: str, home, tracking_uri, as_json: bool) ->
                   f"{len(view.features)} feature(s))")
 
 
+def _unknown_kind(kind: str) -> str:
+    """The refusal of a `--kind` no recorder writes (it would match nothing and look like "no events"):
+    the nearest known kind when one is close (drift-declared → drift_declared), then all of them."""
+    from difflib import get_close_matches
+
+    near = get_close_matches(kind, EVENT_KINDS, n=1)
+    return (f"--kind {escape(repr(kind))} is not a kind of event" + (f" (did you mean {near[0]}?)" if near else "")
+            + f"; known: {', '.join(EVENT_KINDS)}")
+
+
 def events(name: Annotated[str, typer.Argument(help="registered model name")],
-           kind: Annotated[str | None, typer.Option(help="only this kind: window_scored, drift_declared, "
-                                                     "window_labels, window_unprofiled, file_skipped, "
-                                                     "feedback_skipped, files_compacted; the loop's "
-                                                     "retrain_submitted, retrain_finished, retrain_failed, "
-                                                     "retrain_retry_scheduled, retrain_abandoned, "
-                                                     "retrain_deferred, gate_passed, gate_failed, "
-                                                     "canary_started, canary_ready, promoted, rolled_back")] = None,
-           last: Annotated[int | None, typer.Option(help="only the last N")] = None,
+           kind: Annotated[str | None, typer.Option(help=f"only this kind: {', '.join(MONITOR_EVENT_KINDS)}; the "
+                                                     f"loop's {', '.join(LOOP_EVENT_KINDS)}")] = None,
+           last: Annotated[int | None, typer.Option(min=1, help="only the last N (N ≥ 1)")] = None,
            home: HomeOpt = None, monitoring_config_path: MonitoringConfigOpt = None,
            overrides: MonitorSetOpt = None, as_json: JsonOpt = False) -> None:
     """What the monitor of NAME recorded (windows scored, drift declared, files skipped), oldest first."""
     from monitoring import StateStore
 
+    if kind is not None and kind not in EVENT_KINDS:
+        fail(_unknown_kind(kind))
     cfg = monitoring_config(monitoring_config_path, overrides)
     settings = command_settings(home)
     found = [e for e in StateStore(state_root(settings, cfg), name).events() if kind is None or e["kind"] == kind]
@@ -323,6 +342,18 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
         out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)
 
 
+def _file_in_the_way(target: Path) -> Path | None:
+    """The file that stands where the report's directory `target`, or one of its parents, would be (the
+    report could not be written under it); None when the way is clear."""
+    for path in (target, *target.parents):
+        try:
+            if path.exists():
+                return None if path.is_dir() else path
+        except OSError:  # not even readable: writing will say why
+            return None
+    return None
+
+
 def report(name: Annotated[str, typer.Argument(help="served model name")],
            event: Annotated[str | None, typer.Argument(help="drift event id (default: the latest)")] = None,
            out_dir: Annotated[Path | None, typer.Option("--out", help="directory to write into "
@@ -348,10 +379,16 @@ def report(name: Annotated[str, typer.Argument(help="served model name")],
     if chosen is None:
         fail(f"no drift event {event!r} of {name}; known: {', '.join(e['event_id'] for e in declared[-10:])}")
     target = out_dir or Path("handoff-reports") / name / chosen["event_id"]
+    blocked = _file_in_the_way(target)
+    if blocked is not None:
+        fail(escape(f"cannot write the report into {target}: {blocked} is a file, not a directory"))
     try:
         page = write_report(chosen, events, target)
     except ValueError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(escape(f"cannot write the report into {target} ({exc.strerror or exc}"
+                    + (f": {exc.filename}" if exc.filename else "") + ")"))
     if open_it:
         import webbrowser
 

@@ -106,18 +106,24 @@ def record_accepted(control) -> None:
                       f"recorded on v{item['version']} (tag handoff.env_drift_accepted)")
 
 
-def _run(action, as_json: bool, control=None) -> None:
-    """Run one control-plane action; user mistakes become a clear error and exit code 2."""
+def _attempt(action):
+    """What one control-plane action returns; a user mistake (a policy, a name, a `--set`) becomes a clear
+    error and exit code 2, the serving lock held too long by another change exit code 1."""
     from cluster.config_layers import ConfigError
     from serving import LockTimeout, PolicyError
     from training import RegistryError
 
     try:
-        result = action()
+        return action()
     except (PolicyError, RegistryError, ConfigError) as exc:
         fail(str(exc))
     except LockTimeout as exc:
         fail(str(exc), 1)
+
+
+def _run(action, as_json: bool, control=None) -> None:
+    """Run one control-plane action (`_attempt`) and print the policy now served."""
+    result = _attempt(action)
     policy = getattr(result, "policy", result)
     payload = {"weights": {str(v): w for v, w in policy.shares().items()},
                "shadow": {str(v): p for v, p in policy.shadow.items()}}
@@ -199,7 +205,8 @@ def canary(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
 
 
 def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the version to mirror to")],
-           percent: Annotated[float, typer.Option("--percent", help="share of requests mirrored; 0 stops")] = 100,
+           percent: Annotated[float, typer.Option("--percent", help="percent of requests mirrored, more than 0 "
+                                                  "and at most 100; 0 stops mirroring")] = 100,
            home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
            serving_config: ServingConfigOpt = None, overrides: SetOpt = None, as_json: JsonOpt = False,
            allow_env_drift: AllowDriftOpt = False) -> None:
@@ -207,6 +214,12 @@ def shadow(name: NameArg, version: Annotated[int, typer.Argument(help="the versi
 
     The shadow's answers are recorded (live log rows with shadow=true, the agreement metric) and
     its failures never reach the caller."""
+    from serving import PolicyError, TrafficPolicy
+
+    try:
+        TrafficPolicy.shadow_percent(percent)  # refused before the cluster is asked
+    except PolicyError as exc:
+        fail(str(exc))
     control = _control(home, address, tracking_uri, serving_config, overrides, allow_env_drift=allow_env_drift)
     _run(lambda: control.shadow(name, version, percent), as_json)
     record_accepted(control)
@@ -236,11 +249,27 @@ def unserve(name: NameArg, home: HomeOpt = None, address: AddressOpt = None, tra
     """Stop serving a model, and its monitor.
 
     The gateway writes its buffered live log first; the stored traffic policy and the monitor's
-    state stay, so the next `serve` brings the same weights back and the monitor resumes."""
+    state stay, so the next `serve` brings the same weights back and the monitor resumes. A model
+    that is not served is refused (exit 2), naming those that are, unless its monitor still ran
+    (an earlier `unserve` stopped before it): that monitor is stopped."""
     from monitoring import stop
+    from serving import NotServed
 
     control = _control(home, address, tracking_uri, serving_config, overrides)
-    control.unserve(name)
+
+    def unserved() -> NotServed | None:
+        try:
+            control.unserve(name)
+        except NotServed as exc:
+            return exc
+        return None
+
+    not_served = _attempt(unserved)
+    if not_served is not None:
+        if not stop(name):
+            fail(str(not_served))
+        out.print(f"{name}: not served; its monitor, still running, is stopped (its state stays)")
+        return
     if stop(name):
         out.print(f"{name}: monitor stopped (its state stays)")
     out.print(f"{name}: no longer served")
@@ -286,22 +315,28 @@ def _shadow_cell(row: dict) -> str:
     return f"{row['shadow_agreement']:.1%}" if row.get("shadow_agreement") is not None else "-"
 
 def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: TrackingOpt = None,
-           serving_config: ServingConfigOpt = None, as_json: JsonOpt = False) -> None:
+           as_json: JsonOpt = False) -> None:
     """What is served: weights, replicas, requests, errors, latency, shadow agreement.
 
     Counters come from Ray's Prometheus metrics (recorded by the gateway every second; the node's
     agent exports them every few seconds)."""
     from handoff.monitor_commands import monitor_status, monitoring_config, verdict
-    from monitoring import stage_in_words
+    from rich.markup import escape
+
+    from monitoring import StateCorrupt, stage_in_words
     from serving import TrafficPolicy, app_name, scrape, summarize
 
-    control = _control(home, address, tracking_uri, serving_config, [])
+    control = _control(home, address, tracking_uri, None, [])
     state = control.describe()
     figures = summarize(scrape())
     settings, monitoring = command_settings(home, address, tracking_uri), monitoring_config(None, None)
     rows, monitors = [], {}
     for model, spec in ((state.get("gateway") or {}).get("models") or {}).items():
-        monitors[model] = monitor_status(model, settings, monitoring)
+        try:
+            monitors[model] = monitor_status(model, settings, monitoring)
+        except StateCorrupt as exc:  # one model's cut-short state file: that model's cells say so, the rest shows
+            err.print(f"{model}: {escape(str(exc))}", highlight=False)
+            monitors[model] = {"corrupt": True}
         policy = TrafficPolicy.from_json(spec["policy"])
         shares = policy.shares()
         devices = {v: info.get("device", "?")
@@ -333,5 +368,5 @@ def status(home: HomeOpt = None, address: AddressOpt = None, tracking_uri: Track
     for table in _fitting_tables(cells, out.width):
         out.print(table)
     for model, status in monitors.items():
-        if status is not None:
+        if status is not None and not status.get("corrupt"):
             out.print(f"{model}: closed loop {stage_in_words(status.get('loop'))}")

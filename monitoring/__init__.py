@@ -11,7 +11,9 @@ that importing the package starts nothing and pulls in neither Ray nor matplotli
 - `start`, `stop`, `find`: a model's monitor actor on the connected cluster; `status_of`: its
   status as its state says.
 - `MonitoringConfig`, `load_monitoring_config`: the typed monitoring config (file, environment, flags).
-- `StateStore`: the monitor's persisted state and event log (`handoff events`).
+- `StateStore`: the monitor's persisted state and event log (`handoff events`); `StateCorrupt`: a
+  saved state that does not parse, naming its file; `EVENT_KINDS` (the monitor's and the loop's):
+  every kind of event the log holds.
 - `profile_from_training`, `save_profile`: a version's reference profile, stored with the version;
   `calibration`: a classifier's calibration (temperature, ECE) on its validation split.
 - `LoopPort`: what the loop needs done; `Candidate`, `VersionFigures`: what the port answers with;
@@ -29,7 +31,8 @@ from cluster.lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(["start", "stop", "find", "status_of"], "monitoring.monitor"),
     **dict.fromkeys(["MonitoringConfig", "load_monitoring_config"], "monitoring.config"),
-    "StateStore": "monitoring.state_store",
+    **dict.fromkeys(["StateStore", "StateCorrupt"], "monitoring.state_store"),
+    **dict.fromkeys(["EVENT_KINDS", "MONITOR_EVENT_KINDS", "LOOP_EVENT_KINDS"], "monitoring.event_kinds"),
     **dict.fromkeys(["profile_from_training", "save_profile"], "monitoring.profiles"),
     "calibration": "monitoring.estimation",
     "LoopPort": "monitoring.loop_runner",

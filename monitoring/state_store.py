@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 
 import pyarrow.fs as pafs
@@ -68,6 +69,10 @@ def parse_lines(raw: bytes) -> tuple[list[dict], int, int]:
     return [e for e in entries if e is not None], torn, sum(e is None for e in entries)
 
 
+class StateCorrupt(ValueError):
+    """A saved monitor state that is not a JSON object; the message names the file."""
+
+
 class StateStore:
     def __init__(self, root: str, model: str, segment_bytes: int = SEGMENT_BYTES):
         self.fs, base = filesystem(root)
@@ -83,7 +88,8 @@ class StateStore:
     def read_state(self, attempts: int = 6) -> dict | None:
         """The saved state, None before the first commit. Reads only. On an object store a read that
         overlaps the state's replacement can get bytes of both versions (an object is read in ranges):
-        such a read does not parse and is read again (the writer's put replaces the object whole)."""
+        such a read does not parse and is read again (the writer's put replaces the object whole).
+        What still does not parse is corrupt: `StateCorrupt`, naming the file (never repaired here)."""
         for attempt in range(attempts):
             try:
                 with self.fs.open_input_stream(self.state_path) as f:
@@ -91,11 +97,18 @@ class StateStore:
             except FileNotFoundError:
                 return None
             try:
-                return json.loads(raw)
-            except ValueError:
+                state = json.loads(raw)
+            except ValueError as exc:
                 if attempt == attempts - 1:
-                    raise
+                    raise StateCorrupt(f"the monitor state {self.state_path} is corrupt ({len(raw)} bytes, not "
+                                       f"JSON: {exc}); move {self.dir} aside to start this model's monitor afresh") from None
                 time.sleep(0.05 * 2 ** attempt)
+                continue
+            if not isinstance(state, dict):
+                raise StateCorrupt(f"the monitor state {self.state_path} is corrupt (a JSON "
+                                   f"{type(state).__name__}, not an object); move {self.dir} aside to start this "
+                                   "model's monitor afresh")
+            return state
         raise AssertionError("unreachable")
 
     def segments(self) -> list[tuple[int, str]]:
@@ -116,8 +129,12 @@ class StateStore:
 
     def events(self, start: int = 0) -> list[dict]:
         """The committed events from line `start` of the log on, oldest first (those the saved state
-        counts; a torn line never); only the segments that hold them are read. Reads only."""
-        state = self.read_state()  # first: events appended after it are not committed in it
+        counts; a torn line never); only the segments that hold them are read. Reads only. A corrupt
+        state cannot count them: then every whole line of the log is shown, the log being intact."""
+        try:
+            state = self.read_state()  # first: events appended after it are not committed in it
+        except StateCorrupt:
+            state = {"events_logged": sys.maxsize}
         logged = state.get("events_logged", 0) if state is not None else 0
         found, out = self.segments(), []
         for k, (first, path) in enumerate(found):

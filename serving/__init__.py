@@ -36,6 +36,7 @@ _EXPORTS = {
     "LockTimeout": "serving.control_lock",
     "TrafficPolicy": "serving.policy",
     "PolicyError": "serving.policy",
+    "NotServed": "serving.policy",
     "parse_weights": "serving.policy",
     "GATEWAY_APP": "serving.gateway",
     "app_name": "serving.model_version",

@@ -35,7 +35,7 @@ from serving.control_lock import serving_lock
 from serving.gateway import GATEWAY_APP, Gateway
 from serving.model_version import DEPLOYMENT as VERSION_DEPLOYMENT
 from serving.model_version import app_name, served_versions, version_app
-from serving.policy import PolicyError, TrafficPolicy
+from serving.policy import PolicyError, TrafficPolicy, check_served
 from serving.rollout import Rollout, promote, rollback
 from serving.version_environment import check_version_environment, replica_packages
 from training import CHAMPION, DRIFT_ACCEPTED_TAG, Registry, installed_versions
@@ -345,15 +345,18 @@ class ServingControl:
         return self._rollout(name, rollback)
 
     def unserve(self, name: str) -> None:
-        """Stop serving `name` (the stored policy stays, so `serve` brings the same weights back)."""
+        """Stop serving `name` (the stored policy stays, so `serve` brings the same weights back); a model
+        not served is refused (`check_served`) and nothing changes."""
         with self._change() as cfg:
             models = self._gateway_models()
+            versions = served_versions(name, self._running_apps())
+            check_served(name, models, versions)
             if models.pop(name, None) is not None:
                 if models:
                     self._deploy_gateway(cfg, models)
                 else:
                     serve.delete(GATEWAY_APP)  # first and whole: it drains the requests it holds into the versions
-            self._delete_apps([app_name(name, v) for v in served_versions(name, self._running_apps())])
+            self._delete_apps([app_name(name, v) for v in versions])
 
     def describe(self) -> dict:
         """What runs now: per app its status and replica counts; the gateway's table and counters."""

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
@@ -40,8 +41,8 @@ class TrafficPolicy:
         if not self.weights:
             raise PolicyError("a traffic policy needs at least one version with a weight")
         for v, w in self.weights.items():
-            if not isinstance(w, (int, float)) or math.isnan(w) or w < 0:
-                raise PolicyError(f"version {v}: weight must be a number >= 0, got {w!r}")
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise PolicyError(f"version {v}: weight must be a finite number >= 0, got {w!r}")
         if sum(self.weights.values()) <= 0:
             raise PolicyError("the weights sum to 0: at least one version must get traffic")
         for v, p in self.shadow.items():
@@ -116,10 +117,18 @@ class TrafficPolicy:
         weights[version] = float(percent)
         return self.with_weights(weights)
 
+    @staticmethod
+    def shadow_percent(percent: float) -> float:
+        """`percent` as a shadow's share of requests mirrored: 0 stops mirroring, anything in (0, 100]
+        mirrors that share; a negative, larger or non-finite value is refused, never read as 0."""
+        if not (percent == 0 or 0 < percent <= 100):
+            raise PolicyError(f"shadow percent must be in (0, 100], or 0 to stop mirroring; got {percent:g}")
+        return float(percent)
+
     def with_shadow(self, version: int, percent: float) -> TrafficPolicy:
         """Mirror `percent` of requests to `version` (0 stops mirroring to it)."""
         shadow = {v: p for v, p in self.shadow.items() if v != version}
-        if percent > 0:
+        if self.shadow_percent(percent) > 0:
             if self.weights.get(version, 0) > 0:
                 raise PolicyError(f"version {version} is live (weight {self.weights[version]}); "
                                   "shadow only a version that gets no live traffic")
@@ -135,7 +144,8 @@ class TrafficPolicy:
 
 
 def parse_weights(pairs: list[str]) -> dict[int, float]:
-    """`["3=10", "2=90"]` → `{3: 10.0, 2: 90.0}`, with an error naming the malformed pair."""
+    """`["3=10", "2=90"]` → `{3: 10.0, 2: 90.0}`, with an error naming the malformed pair or the weight that
+    is negative or not finite (`inf` would make every share nan)."""
     weights: dict[int, float] = {}
     for pair in pairs:
         version, sep, weight = pair.partition("=")
@@ -145,9 +155,25 @@ def parse_weights(pairs: list[str]) -> dict[int, float]:
             v, w = int(version), float(weight)
         except ValueError:
             raise PolicyError(f"{pair!r}: expected VERSION=WEIGHT, for example 3=10") from None
+        if not math.isfinite(w) or w < 0:
+            raise PolicyError(f"{pair!r}: a weight is a finite number >= 0")
         if v in weights:
             raise PolicyError(f"version {v} is given twice")
         weights[v] = w
     if not weights:
         raise PolicyError("give at least one VERSION=WEIGHT pair")
     return weights
+
+
+class NotServed(PolicyError):
+    """A model the gateway routes nothing to and no version of which runs."""
+
+
+def check_served(name: str, routed: Collection[str], versions: list[int]) -> None:
+    """Refuse to unserve `name` when the gateway routes nothing to it (`routed`: the models in its table)
+    and no version of it runs (`versions`): a mistyped name would otherwise be reported as no longer
+    served. The refusal names the models that are served."""
+    if name in routed or versions:
+        return
+    served = ", ".join(sorted(routed))
+    raise NotServed(f"{name!r} is not served; " + (f"served: {served}" if served else "nothing is served"))

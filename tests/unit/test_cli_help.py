@@ -28,6 +28,23 @@ def test_bad_config_fails_before_any_work(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # nothing was started or written
 
 
+@pytest.mark.parametrize("config, message", [
+    ("nofile.yaml", "config file not found: nofile.yaml"),
+    ("adir", "config file adir is a directory, not a file"),
+    ("empty.yaml", "config file empty.yaml is empty"),
+])
+def test_demo_refuses_a_bad_config_before_it_starts_the_cluster(tmp_path, monkeypatch, config, message):
+    import cluster.services
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    monkeypatch.setattr(cluster.services, "up", lambda *a, **k: pytest.fail("the demo started the cluster"))
+    result = CliRunner().invoke(app, ["demo", "--home", "h", "--config", config])
+    assert result.exit_code == 2 and " ".join(result.output.split()).startswith(f"error: {message}"), result.output
+    assert not (tmp_path / "h").exists()  # not even its log
+
+
 def test_status_splits_its_table_to_fit_the_terminal_and_never_cuts_a_cell():
     """At 80 columns `handoff status` prints whole groups of columns per table, every table within the
     width and every cell whole; where everything fits, one table."""

@@ -85,3 +85,26 @@ def test_mlflow_follows_the_ray_head():
     assert not head_gone([False, False], 3)  # too few probes to tell
     assert expand_store_uri("sqlite:///~/m.db") == f"sqlite:///{Path.home()}/m.db"
     assert expand_store_uri("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("where, message", [
+    ("afile/x.env", "--path afile/x.env: afile is a file, not a directory"),
+    ("afile/sub/x.env", "--path afile/sub/x.env: afile is a file, not a directory"),
+    ("/proc/nope/x.env", "--path /proc/nope/x.env: cannot be written (/proc/nope:"),
+    ("adir", "--path adir is a directory: name the file to write"),
+    ("afile", "afile exists: kept"),
+])
+def test_credentials_refuse_a_path_they_cannot_write_naming_it_and_why(tmp_path, monkeypatch, where, message):
+    from typer.testing import CliRunner
+
+    from handoff.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("kept\n")
+    (tmp_path / "adir").mkdir()
+    result = CliRunner().invoke(app, ["credentials", "--path", where])
+    said = " ".join(result.output.split())  # the console wraps at 80 columns
+    assert result.exit_code == 2 and said.startswith(f"error: {message}"), said
+    assert (tmp_path / "afile").read_text() == "kept\n" and not any((tmp_path / "adir").iterdir())
+    written = CliRunner().invoke(app, ["credentials", "--path", "new/x.env"])
+    assert written.exit_code == 0 and (tmp_path / "new" / "x.env").stat().st_mode & 0o777 == 0o600

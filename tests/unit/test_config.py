@@ -65,6 +65,21 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(bad, environ={})
 
 
+def test_an_empty_file_and_a_directory_are_named_as_such(tmp_path):
+    for text in ("", "# a comment only\n"):
+        (tmp_path / "empty.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=r"empty\.yaml is empty"):
+            load_config(tmp_path / "empty.yaml", environ={})
+    with pytest.raises(ConfigError, match="is a directory, not a file"):
+        load_config(tmp_path, environ={})
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ConfigError, match="must hold a mapping at the top, not list"):
+        load_config(tmp_path / "list.yaml", environ={})
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "binary.yaml", environ={})
+
+
 def test_env_overrides_file_and_flag_overrides_env():
     env = {"HANDOFF_SEARCH__NUM_SAMPLES": "3", "HANDOFF_SEED": "11", "HANDOFF_HOME": "/elsewhere"}
     cfg = load_config(EXAMPLE, environ=env)

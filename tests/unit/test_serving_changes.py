@@ -151,3 +151,17 @@ def test_a_waiter_that_stops_asking_loses_its_place():
     leases.release("a")
     clock.now += 6
     assert leases.try_acquire("b", "loop")["granted"]
+
+
+def test_unserve_refuses_a_model_that_is_not_served_naming_those_that_are():
+    """`handoff unserve` of a mistyped name said "no longer served" and exited 0; `ServingControl.unserve`
+    asks this under the serving lock, before anything changes, and a model whose versions still run
+    without the gateway is still stopped."""
+    from serving.policy import NotServed, PolicyError, check_served
+
+    with pytest.raises(NotServed, match=r"'shutle' is not served; served: iris, shuttle"):
+        check_served("shutle", {"shuttle": None, "iris": None}, [])
+    with pytest.raises(PolicyError, match="nothing is served"):
+        check_served("shuttle", {}, [])
+    check_served("shuttle", {"shuttle": None}, [])
+    check_served("shuttle", {}, [2])  # its versions run, the gateway is gone: still stopped

@@ -100,16 +100,77 @@ def test_the_head_publishes_the_locations_and_keeps_the_callers_overrides_out(tm
 
 
 def test_a_homes_artifact_destination_is_chosen_once_and_another_is_refused(tmp_path):
-    from cluster.services import artifacts_destination
+    from cluster.services import artifacts_destination, keep_artifacts_destination
     from cluster.settings import Settings, SettingsError
 
+    def started(settings, destination):  # what a successful `up` leaves: the store, and the choice kept
+        settings.home.mkdir(parents=True, exist_ok=True)
+        (settings.home / "mlflow.db").write_bytes(b"")
+        keep_artifacts_destination(settings, destination)
+
     home = Settings.resolve(environ={}, home=tmp_path / "h")
-    assert artifacts_destination(home, None) == str((tmp_path / "h" / "mlartifacts").absolute())  # the default, kept
+    assert artifacts_destination(home, None) == str((tmp_path / "h" / "mlartifacts").absolute())  # the default
+    assert not (tmp_path / "h").exists()  # choosing writes nothing
+    started(home, artifacts_destination(home, None))
     with pytest.raises(SettingsError, match="would lose them"):
         artifacts_destination(home, "s3://bucket/mlflow")
     other = Settings.resolve(environ={}, home=tmp_path / "other")
     assert artifacts_destination(other, "s3://bucket/mlflow") == "s3://bucket/mlflow"
+    started(other, "s3://bucket/mlflow")
     assert artifacts_destination(other, None) == artifacts_destination(other, "s3://bucket/mlflow") == "s3://bucket/mlflow"
+
+
+def test_an_up_that_failed_keeps_no_artifact_destination(tmp_path):
+    """`up` on a busy port fails before anything starts: a later `up --artifacts s3://…` of the same home
+    is not refused as if artifacts were stored."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from cluster.head_services import free_port
+    from cluster.services import ARTIFACTS_FILE, artifacts_destination, up
+    from handoff.cli import app
+
+    home = Settings.resolve(environ={}, home=tmp_path / "h")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        others = ["--dashboard-port", str(free_port()), "--mlflow-port", str(free_port())]
+        first = CliRunner().invoke(app, ["up", "--home", str(home.home), "--ray-port", port, *others])
+        assert first.exit_code == 1 and "is in use" in first.output
+        assert not (home.home / ARTIFACTS_FILE).exists()
+        again = CliRunner().invoke(app, ["up", "--home", str(home.home), "--ray-port", port, *others,
+                                         "--artifacts", "s3://bucket/mlflow"])
+        assert again.exit_code == 1 and "is in use" in again.output and "would lose them" not in again.output
+        with pytest.raises(RuntimeError, match="is in use"):
+            up(home, ray_port=int(port), artifacts="s3://bucket/mlflow")
+    assert artifacts_destination(home, "s3://bucket/mlflow") == "s3://bucket/mlflow"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ray-port", "70000"], "--ray-port 70000: a port is a number from 1 to 65535"),
+    (["--mlflow-port", "0"], "--mlflow-port 0: a port is a number from 1 to 65535"),
+    (["--dashboard-port", "-5"], "--dashboard-port -5: a port is a number from 1 to 65535"),
+    (["--mlflow-port", "6379"], "--ray-port, --mlflow-port: the same port 6379"),
+    (["--num-cpus", "0"], "--num-cpus 0: the Ray head needs at least 1 CPU"),
+    (["--home", "afile"], "afile (--home, HANDOFF_HOME): {tmp}/afile is a file, not a directory"),
+    (["--home", "afile/sub"], "afile/sub (--home, HANDOFF_HOME): {tmp}/afile is a file, not a directory"),
+    (["--home", "/proc/nope"], "/proc/nope (--home, HANDOFF_HOME) cannot be made"),
+])
+def test_up_refuses_what_it_cannot_start_with_before_starting_anything(tmp_path, monkeypatch, args, message):
+    from typer.testing import CliRunner
+
+    import cluster.services
+    from handoff.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(cluster.services, "port_open", lambda port: pytest.fail("checked a port"))
+    result = CliRunner().invoke(app, ["up", *args] if "--home" in args else ["up", "--home", "h", *args])
+    said = " ".join(result.output.split())  # the console wraps at 80 columns
+    assert result.exit_code == 2 and message.format(tmp=tmp_path) in said and said.startswith("error:"), said
+    assert not (tmp_path / "h").exists()
 
 
 def test_a_file_that_must_appear_whole_is_staged_beside_it_on_a_disk_and_put_in_place_on_an_object_store(tmp_path):

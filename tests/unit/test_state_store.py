@@ -5,6 +5,7 @@ passes neither loses nor re-scores a row, nor stops starting."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 
 from monitoring.state_store import StateStore, parse_lines
 from tests.unit.test_monitor_core import PROFILE, core, kinds, write
@@ -49,6 +51,31 @@ def test_readers_never_write_and_see_only_committed_events(tmp_path):
     cfg = SimpleNamespace(state_root=str(tmp_path / "state"))
     assert _stored_status("m", None, cfg)["windows"] == {"1": 1}  # what `handoff status` falls back to
     assert files_of(tmp_path / "state") == before  # a reader wrote nothing
+
+
+@pytest.mark.parametrize("saved", [b'{"model": "m", "events_lo', b"[1, 2]"])
+def test_a_corrupt_state_is_named_and_the_event_log_is_still_read(tmp_path, monkeypatch, saved):
+    """A state that is not a JSON object (a disk gave back half of it) is a StateCorrupt naming the file
+    (not a bare JSONDecodeError); `handoff events` still lists the intact log, and nothing is rewritten."""
+    from typer.testing import CliRunner
+
+    import monitoring.state_store
+    from handoff.cli import app
+    from monitoring import StateCorrupt
+
+    monkeypatch.setattr(monitoring.state_store.time, "sleep", lambda s: None)
+    monkeypatch.chdir(tmp_path)  # no configs/monitoring.yaml: the default state root, under --home
+    store = StateStore(str(tmp_path / "home" / "monitor"), "m")
+    store.commit({"model": "m"}, [{"kind": "window_scored", "time": "t1", "version": 1, "window": 1, "rows": 5,
+                                   "drifted": False, "drifted_features": []}])
+    Path(store.state_path).write_bytes(saved)
+    before = files_of(tmp_path / "home")
+    with pytest.raises(StateCorrupt, match=re.escape(f"the monitor state {store.state_path} is corrupt")):
+        store.read_state()
+    assert [e["window"] for e in store.events()] == [1]
+    listed = CliRunner().invoke(app, ["events", "m", "--home", str(tmp_path / "home")])
+    assert listed.exit_code == 0 and "v1 window 1: 5 rows, no drift" in listed.output
+    assert files_of(tmp_path / "home") == before
 
 
 def test_a_torn_last_line_is_dropped_at_start_with_an_event_and_the_monitor_goes_on(tmp_path):

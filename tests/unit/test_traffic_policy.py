@@ -108,3 +108,23 @@ def test_parse_weights_names_the_bad_pair():
     for bad, message in ((["3"], "'3': expected"), (["x=1"], "'x=1'"), (["3=1", "3=2"], "given twice"), ([], "at least")):
         with pytest.raises(PolicyError, match=message):
             parse_weights(bad)
+
+
+@pytest.mark.parametrize("percent", [-5, -0.1, 100.5, float("nan"), float("inf"), float("-inf")])
+def test_a_shadow_percent_outside_0_to_100_is_refused_not_read_as_stop(percent):
+    policy = TrafficPolicy({2: 100}, {3: 50})
+    with pytest.raises(PolicyError, match="shadow percent must be in"):
+        policy.with_shadow(3, percent)
+    assert policy.with_shadow(3, 0).shadow == {} and policy.with_shadow(3, 100).shadow == {3: 100.0}
+
+
+@pytest.mark.parametrize("weights", [{1: float("inf")}, {1: 50, 2: float("inf")}, {1: 50, 2: float("-inf")}])
+def test_a_weight_that_is_not_finite_is_refused(weights):
+    with pytest.raises(PolicyError, match="weight must be a finite number"):
+        TrafficPolicy({1: 100}).with_weights(weights)
+
+
+@pytest.mark.parametrize("pair", ["1=inf", "1=-inf", "1=nan", "1=-5", "1=1e999"])
+def test_parse_weights_refuses_a_weight_that_is_not_finite_or_negative(pair):
+    with pytest.raises(PolicyError, match=f"'{pair}': a weight is a finite number >= 0"):
+        parse_weights([pair, "2=10"])
