@@ -148,7 +148,7 @@ def _refuse_bad_options(ports: dict[str, int], num_cpus: int | None) -> None:
         raise SettingsError(f"--num-cpus {num_cpus}: the Ray head needs at least 1 CPU")
 
 
-def _make_state_directory(settings: Settings) -> None:
+def make_state_directory(settings: Settings) -> None:
     """Make HANDOFF_HOME, or refuse (SettingsError) a path that is, or lies under, a file or cannot be made."""
     home = settings.home
     blocker = next((p for p in (home, *home.parents) if p.exists() and not p.is_dir()), None)
@@ -168,7 +168,7 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
     once both started. Bad options are refused (SettingsError) before anything starts."""
     _refuse_bad_options({"--ray-port": ray_port, "--dashboard-port": dashboard_port, "--mlflow-port": mlflow_port},
                         num_cpus)
-    _make_state_directory(settings)
+    make_state_directory(settings)
     destination = artifacts_destination(settings, artifacts)
     existing = read_services(settings)
     if existing is not None and is_healthy(existing.mlflow_uri) and \

@@ -24,6 +24,8 @@ def demo(home: HomeOpt = None,
     keeps running afterwards (`handoff down` stops it). Exit code 0 when the loop promoted a new
     champion with no failed request.
     """
+    from cluster.services import make_state_directory
+    from cluster.settings import SettingsError
     from handoff.demo_loop import print_summary, quiet_into, run_loop_demo
     from training import load_config
 
@@ -31,6 +33,10 @@ def demo(home: HomeOpt = None,
     if not 1 <= port <= 65535:
         fail(f"--port {port}: a port is a number from 1 to 65535")
     cfg = layered_config(load_config, config, DEFAULT_CONFIG, [])  # refused before anything is started
+    try:
+        make_state_directory(settings)
+    except SettingsError as exc:
+        fail(str(exc))
     log_path = settings.home / "logs" / "demo.log"
     with quiet_into(log_path) as say:
         try:
