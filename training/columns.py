@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -48,16 +49,21 @@ def infer_kind(name: str, series: pd.Series) -> str:
     dtype = series.dtype
     if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
         return CATEGORICAL
+    if pd.api.types.is_complex_dtype(dtype):
+        raise ColumnError(f"feature {name!r} holds complex numbers; give their real and imaginary parts as two "
+                          "columns, or leave it out")
     if pd.api.types.is_numeric_dtype(dtype):
         return NUMERIC
     if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
         types = {type(v) for v in series.dropna().head(100_000)}
-        if types <= {str} or types <= {bool, np.bool_}:
+        if all(issubclass(t, str) for t in types) or types <= {bool, np.bool_}:  # (no value at all: as before)
             return CATEGORICAL
-        if types and all(issubclass(t, (int, float, np.integer, np.floating)) and not issubclass(t, (bool, np.bool_))
-                         for t in types):
-            return NUMERIC
+        if all(issubclass(t, NUMBER_TYPES) and not issubclass(t, (bool, np.bool_)) for t in types):
+            return NUMERIC  # Python numbers, or Decimal (Parquet's decimal columns)
         shown = ", ".join(sorted(t.__name__ for t in types))
+        if len(types) == 1:
+            raise ColumnError(f"feature {name!r} holds {shown} values, which are neither numeric nor categorical "
+                              "(strings, booleans); convert it, or leave it out")
         raise ColumnError(f"feature {name!r} mixes value types ({shown}); make it one type, or declare its kind")
     raise ColumnError(f"feature {name!r} has type {dtype}, which is neither numeric nor categorical "
                       f"(strings, booleans); convert it, or leave it out")
@@ -75,6 +81,24 @@ def column_kinds(frame: pd.DataFrame, features: Sequence[str], declared: Mapping
 
 
 # --- values -----------------------------------------------------------------------------------
+#: what a numeric column's values may be: Python's and NumPy's numbers, and Decimal (what a Parquet
+#: decimal column, from Spark or a database export, reads back as)
+NUMBER_TYPES = (int, float, np.integer, np.floating, Decimal)
+
+
+def decimals_as_floats(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """`df` with each of `columns` that holds Decimal values (and numbers, gaps) as float64: a decimal
+    column is a numeric one, in training as in serving (where `numbers_of` reads Decimal alike)."""
+    converted = {}
+    for c in columns:
+        s = df[c]
+        if pd.api.types.is_object_dtype(s.dtype):
+            present = s.dropna()
+            if len(present) and any(isinstance(v, Decimal) for v in present.head(1000)) and \
+                    all(isinstance(v, NUMBER_TYPES) and not isinstance(v, (bool, np.bool_)) for v in present):
+                converted[c] = pd.to_numeric(s.map(lambda v: None if _is_missing(v) else float(v)), errors="raise")
+    return df.assign(**converted) if converted else df
+
 def _is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
@@ -151,7 +175,7 @@ def numbers_of(name: str, values) -> np.ndarray:
     for i, v in enumerate(arr.tolist()):
         if _is_missing(v):
             out[i] = np.nan
-        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+        elif isinstance(v, NUMBER_TYPES) and not isinstance(v, (bool, np.bool_)):
             out[i] = _as_float(name, v)
         else:
             raise ColumnError(f"feature {name!r} takes numbers, got {v!r} ({type(v).__name__})")
@@ -223,7 +247,7 @@ class NumericColumn:
                 if self.indicator:
                     out[row, 1] = 1.0
                 continue
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, NUMBER_TYPES):
                 raise ColumnError(f"feature {self.name!r} takes numbers, got {v!r} ({type(v).__name__})")
             v = _as_float(self.name, v)  # as numbers_of: through float64
             if not -FP32_MAX <= v <= FP32_MAX:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.columns import NUMERIC, ColumnError, Preparation, column_kinds, fit_preparation, missing_counts, \
-    numbers_of, value_type
+from training.columns import FP32_MAX, NUMERIC, ColumnError, Preparation, column_kinds, decimals_as_floats, \
+    fit_preparation, missing_counts, numbers_of, value_type
 from training.task import CLASSIFICATION, REGRESSION, TaskError, decide_task, is_text as _is_text
 from training.config import DatasetConfig
 
@@ -110,18 +110,33 @@ def validate_frame(df: pd.DataFrame, features: list[str], label: str, declared: 
     if n_missing:
         problems.append(f"label {label!r} is missing in {n_missing} row(s)")
     if task == REGRESSION:
-        n_bad = int((~np.isfinite(y.to_numpy(dtype="float64", na_value=np.nan))).sum()) - n_missing
+        values = y.to_numpy(dtype="float64", na_value=np.nan)
+        n_bad = int((np.abs(values) > FP32_MAX).sum())
         if n_bad:
-            problems.append(f"label {label!r} has {n_bad} infinite value(s): a number to predict must be finite")
+            what = "infinite value(s)" if np.isinf(values).sum() == n_bad else \
+                "value(s) infinite or beyond FP32's range (±3.4e38)"
+            problems.append(f"label {label!r} has {n_bad} {what}: a number to predict must be finite in the "
+                            "model's float32")
     elif pd.api.types.is_bool_dtype(y) or _is_text(y):
-        pass  # class names: any value is a class
+        if 0 < y.nunique() < 2:  # a classifier of one class learns nothing
+            problems.append(f"label {label!r} holds one class only ({y.dropna().iloc[0]!r}): a classifier needs "
+                            "at least two")
     elif pd.api.types.is_numeric_dtype(y):
         values = y.to_numpy(dtype="float64", na_value=np.nan)
         finite = values[np.isfinite(values)]
         n_bad = int(((finite < 0) | (finite != np.round(finite))).sum()) + int(np.isinf(values).sum())
+        distinct = np.unique(finite)
         if n_bad:
             problems.append(f"label {label!r} has {n_bad} value(s) that are not class ids 0..K-1 (whole, not "
-                            "negative numbers; strings or booleans name classes otherwise)")
+                            "negative numbers); give the classes as strings or booleans (class names), or map "
+                            "them to 0..K-1")
+        elif len(distinct) == 1:
+            problems.append(f"label {label!r} holds one class only ({distinct[0]:g}): a classifier needs at least two")
+        elif len(distinct) and distinct.max() + 1 > max(2 * len(distinct), len(distinct) + MAX_UNUSED_IDS):
+            problems.append(f"label {label!r} holds {len(distinct)} distinct class ids from {distinct.min():g} to "
+                            f"{distinct.max():g}: as ids 0..{distinct.max():g} that is {distinct.max() + 1:g} "
+                            f"classes, {distinct.max() + 1 - len(distinct):g} of them never seen; map them to "
+                            "0..K-1, or give them as strings (class names)")
     else:
         problems.append(f"label {label!r} has type {y.dtype}; use class ids 0..K-1, booleans or strings")
     if len(df) == 0:
@@ -129,6 +144,11 @@ def validate_frame(df: pd.DataFrame, features: list[str], label: str, declared: 
     if problems:
         raise DataError("data does not match the declared schema:\n  " + "\n  ".join(problems))
     return kinds
+
+
+#: class ids a label may leave unused beyond its distinct values (labels 1..5: class 0 unused), besides
+#: up to as many again; more, and the ids are not ids (years, codes): the model would get that many outputs
+MAX_UNUSED_IDS = 10
 
 
 def label_classes(y: pd.Series) -> list:
@@ -167,6 +187,10 @@ def prepare(df: pd.DataFrame, cfg: DatasetConfig, seed: int, task: str | None = 
     """Validate, decide the task (`task`: the config's, None: inferred where the data leaves no
     doubt, training/task.py), order canonically, subsample (`max_rows`), split by `seed`, fit the
     preparation on the training split and prepare every split, fingerprint."""
+    twice = sorted({str(c) for c in df.columns[df.columns.duplicated()]} & {str(c) for c in [*cfg.features, cfg.label]})
+    if twice:  # which of the two a name means would be a guess
+        raise DataError(f"the data has more than one column named {', '.join(map(repr, twice))}; rename one of each")
+    df = decimals_as_floats(df, [c for c in dict.fromkeys([*cfg.features, cfg.label]) if c in df.columns])
     if cfg.label in df.columns:
         try:
             task = decide_task(df[cfg.label], cfg.label, task)

@@ -63,5 +63,6 @@ def decide_task(y: pd.Series, label: str, declared: str | None) -> str:
         raise TaskError(f"label {label!r} holds {len(distinct)} distinct whole numbers ({shown}): class ids or a "
                         f"number to predict? Whole-number labels are taken for classes only when they are "
                         f"0..K-1 with at most {MAX_INFERRED_CLASSES} of them; set `task: regression` for a "
-                        "number to predict, `task: classification` if they are classes")
+                        "number to predict, `task: classification` if they are classes (given as ids 0..K-1, or "
+                        "other values as strings)")
     return CLASSIFICATION

@@ -109,7 +109,36 @@ def test_a_mixed_table_with_gaps_is_prepared_and_its_gaps_counted():
 
 def test_too_few_rows_to_split():
     with pytest.raises(DataError, match="too few"):
-        prepare(frame(2), cfg(), seed=0)
+        prepare(frame(2).assign(y=[0, 1]), cfg(), seed=0)
+
+
+@pytest.mark.parametrize("y, message", [
+    (["yes"] * 10, "label 'y' holds one class only \\('yes'\\): a classifier needs at least two"),
+    ([0] * 10, "label 'y' holds one class only \\(0\\)"),
+    # years, codes: as ids 0..2020 the model would have 2,021 outputs, 2,019 of them never seen
+    ([2019, 2020] * 5, "holds 2 distinct class ids from 2019 to 2020: as ids 0..2020 that is 2021 classes, 2019 of "
+                       "them never seen; map them to 0..K-1, or give them as strings"),
+    ([0, 10**9] * 5, "2 distinct class ids from 0 to 1e\\+09"),
+    ([-1, 1] * 5, "not class ids 0..K-1 .*give the classes as strings or booleans"),
+])
+def test_a_label_a_classifier_cannot_learn_from_is_refused_naming_why(y, message):
+    """One class only trained a constant; far-apart whole numbers became classes 0..max (2019/2020: 2,021
+    outputs; 0/10**9: out of memory)."""
+    with pytest.raises(DataError, match=message):
+        prepare(frame(10).assign(y=y), cfg(), seed=0, task="classification")
+
+
+def test_sparse_class_ids_within_the_slack_stay_ids():
+    """Labels 1..5 (class 0 unused) and 0, 3, 7 are ids as before: their versions reproduce bit for bit."""
+    assert prepare(frame(50).assign(y=[1, 2, 3, 4, 5] * 10), cfg(), seed=0).classes == list(range(6))
+    assert prepare(frame(30).assign(y=[0, 3, 7] * 10), cfg(), seed=0, task="classification").classes == list(range(8))
+
+
+def test_duplicate_column_names_are_refused_naming_them():
+    df = frame(20)
+    df = pd.concat([df, df[["a"]]], axis=1)  # a Parquet file can hold two fields of one name
+    with pytest.raises(DataError, match="more than one column named 'a'"):
+        prepare(df, cfg(), seed=0)
 
 
 def test_class_names_as_users_have_them_strings_and_booleans():
@@ -135,3 +164,40 @@ def test_integer_ids_stay_their_own_class_index():
     assert p.classes == [0, 1]
     with pytest.raises(DataError, match="missing in 2 row"):
         prepare(frame().assign(y=lambda d: d["y"].astype("object").where(d.index > 1, None)), cfg(), seed=1)
+
+
+def test_parquet_decimal_columns_are_numbers_in_training_and_in_serving(tmp_path):
+    """A Parquet decimal128 column (Spark, database exports) reads back as Decimal objects: a numeric
+    feature, and a regression target, as float64 would be (it was refused as "mixes value types")."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    decimals = lambda values: pa.array([Decimal(f"{v:.2f}") for v in values], pa.decimal128(12, 2))  # noqa: E731
+    table = pa.table({"a": decimals(rng.normal(size=80) * 100), "b": rng.normal(size=80), "c": rng.normal(size=80),
+                      "y": decimals(rng.normal(size=80) * 10)})
+    pq.write_table(table, tmp_path / "d.parquet")
+    df = pq.read_table(tmp_path / "d.parquet").to_pandas()
+    assert df["a"].dtype == object and isinstance(df["a"].iloc[0], Decimal)
+    got = prepare(df, cfg(), seed=0, task="regression")
+    as_floats = prepare(df.assign(a=df["a"].astype(float), y=df["y"].astype(float)), cfg(), seed=0, task="regression")
+    assert np.array_equal(got.x_train, as_floats.x_train) and got.fingerprint == as_floats.fingerprint
+    served = got.preparation.transform(df[FEATURES].head(3))  # a batch of the same file, as batch inference reads it
+    assert np.allclose(served.x[:, 0], df["a"].head(3).astype(float))
+
+
+@pytest.mark.parametrize("values, message", [
+    ([1 + 2j] * 20, "holds complex numbers"),
+    ([__import__("datetime").date(2026, 1, 1)] * 20, "holds date values, which are neither numeric nor categorical"),
+])
+def test_a_column_of_no_usable_kind_is_named_with_what_it_holds(values, message):
+    with pytest.raises(DataError, match=message):
+        prepare(frame(20).assign(a=values), cfg(), seed=0)
+
+
+def test_numpy_strings_are_text():
+    df = frame(40).assign(a=np.array(["x", "y"] * 20, dtype=object))
+    df["a"] = [np.str_(v) for v in df["a"]]
+    assert prepare(df, cfg(), seed=0).preparation.columns[0].kind == "categorical"

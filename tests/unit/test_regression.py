@@ -134,6 +134,9 @@ def test_an_infinite_or_missing_target_is_refused_naming_it():
     df.loc[3, "price"] = np.nan
     with pytest.raises(DataError, match="label 'price' is missing in 1 row"):
         data(df)
+    df.loc[3, "price"] = 1e39  # finite in float64, infinite in the model's float32
+    with pytest.raises(DataError, match="label 'price' has 1 value\\(s\\) infinite or beyond FP32's range"):
+        data(df)
 
 
 def test_the_config_hash_without_loss_or_metric_is_as_before():
