@@ -23,6 +23,25 @@ ColumnKind = Literal["numeric", "categorical"]
 LATER_DATASET_DEFAULTS = {"kinds": {}, "missing": "impute", "min_frequency": 5, "max_categories": 100}
 
 
+def _column_name(value, where: str):
+    """A column name as the YAML gave it: text as is, a whole number as its digits; a boolean or a
+    fraction refused (ValueError) asking for quotes."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"{where}: {value!r} is not a column name: YAML read an unquoted "
+                         f"{'yes/no/on/off/true/false' if isinstance(value, bool) else 'number'} as "
+                         f"{type(value).__name__}; quote the column's name as the data spells it")
+    return str(value) if isinstance(value, int) else value
+
+
+def _column_names(value, where: str):
+    """`_column_name` over a label, a list of features or a mapping of features to kinds."""
+    if isinstance(value, list):
+        return [_column_name(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {_column_name(k, f"{where}: key {k!r}"): v for k, v in value.items()}
+    return _column_name(value, where)
+
+
 class DatasetConfig(BaseModel):
     """Where the rows come from and what they must look like."""
 
@@ -50,7 +69,13 @@ class DatasetConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _features_as_mapping(cls, data: Any) -> Any:
-        """`features: {name: kind, ...}` is the list of names (in that order) plus declared kinds."""
+        """`features: {name: kind, ...}` is the list of names (in that order) plus declared kinds. Column
+        names YAML read as numbers are taken as written (`features: [2019]` is the column "2019"); one it
+        read as a boolean or a fraction is refused, asking for quotes (which of yes, Yes, on, true was
+        written is lost)."""
+        if isinstance(data, dict):
+            data = {**data, **{key: _column_names(data[key], f"dataset.{key}") for key in ("features", "label")
+                               if key in data}}
         if isinstance(data, dict) and isinstance(data.get("features"), dict):
             declared = data["features"]
             data = {**data, "features": list(declared),

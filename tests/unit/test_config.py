@@ -143,3 +143,22 @@ def test_a_registry_apart_from_the_tracking_server_is_refused_naming_why():
     same = load_config(EXAMPLE, ["mlflow.tracking_uri=http://127.0.0.1:5000", "mlflow.registry_uri=http://127.0.0.1:5000"],
                        environ={})
     assert same.mlflow.registry_uri == same.mlflow.tracking_uri
+
+
+def test_column_names_yaml_reads_as_numbers_are_taken_as_written_and_booleans_refused():
+    """`features: [2019]` is the column "2019" (a Parquet column name is text); `yes` (YAML 1.1: a boolean)
+    and `1.5` cannot be told back from what was written: refused, asking for quotes."""
+    from pathlib import Path
+
+    from cluster.config_layers import ConfigError
+    from training.config_loader import load_config
+
+    shuttle = Path(__file__).resolve().parents[2] / "configs" / "shuttle.yaml"
+    cfg = load_config(shuttle, ["dataset.features={2019: numeric, f2: categorical}", "dataset.label=7"], environ={})
+    assert cfg.dataset.features == ["2019", "f2"] and cfg.dataset.label == "7"
+    assert cfg.dataset.kinds == {"2019": "numeric", "f2": "categorical"}
+    for bad, said in (("dataset.features=[yes, f2]", "dataset.features[0]: True is not a column name"),
+                      ("dataset.label=1.5", "dataset.label: 1.5 is not a column name")):
+        with pytest.raises(ConfigError, match="quote the column's name") as exc:
+            load_config(shuttle, [bad], environ={})
+        assert said in str(exc.value)
