@@ -122,10 +122,15 @@ def test_tritonclient_with_its_defaults_and_with_json_gets_the_json_paths_answer
             tensor.set_data_from_numpy(rows, binary_data=binary)
             outputs = None if binary else [httpclient.InferRequestedOutput(name, binary_data=False)
                                            for name in ("prediction", "probability")]
-            result = client.infer(NAME, [tensor], model_version="1", outputs=outputs)
-            assert result.get_response()["model_version"] == "1"
-            assert result.as_numpy("prediction").tolist() == want["prediction"].tolist()
-            np.testing.assert_allclose(result.as_numpy("probability"), want["probability"], atol=1e-6)
+            for compression in (None, "gzip", "deflate"):  # tritonclient's request_compression_algorithm
+                result = client.infer(NAME, [tensor], model_version="1", outputs=outputs,
+                                      request_compression_algorithm=compression)
+                assert result.get_response()["model_version"] == "1"
+                assert result.as_numpy("prediction").tolist() == want["prediction"].tolist()
+                np.testing.assert_allclose(result.as_numpy("probability"), want["probability"], atol=1e-6)
+        classes = [httpclient.InferRequestedOutput("probability", class_count=2)]
+        with pytest.raises(Exception, match="classification extension"):  # refused, not the whole tensor
+            client.infer(NAME, [tensor], model_version="1", outputs=classes)
     finally:
         client.close()
 
