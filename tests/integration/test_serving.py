@@ -368,12 +368,12 @@ checks.positive_data_acceptance.expected-statuses = ["2XX", 400, 401, 404, 413, 
 """
 
 
-@pytest.mark.parametrize("named, seed", [(False, 7), (False, 31), (True, 7), (True, 31)],
-                         ids=["as-published-7", "as-published-31", "aimed-at-the-served-model-7",
-                              "aimed-at-the-served-model-31"])
+@pytest.mark.parametrize("named, seed", [(False, 7), (True, 31)],
+                         ids=["as-published-7", "aimed-at-the-served-model-31"])
 def test_a_schema_driven_fuzzer_over_openapi_finds_nothing(served, tmp_path, named, seed):
     """Schemathesis, every check, over /openapi.json with a model served: as a user would run it, and
-    aimed at the served model's name so that its bodies reach the model (not only 404s); two seeds each."""
+    aimed at the served model's name so that its bodies reach the model (not only 404s); a seed each
+    (each run takes its minute: two seeds each were four minutes of the suite)."""
     import subprocess
     import sys
 
