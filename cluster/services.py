@@ -124,8 +124,9 @@ def artifacts_destination(settings: Settings, requested: str | None) -> str:
 
 
 def keep_artifacts_destination(settings: Settings, chosen: str) -> None:
-    """Record `chosen` as this home's artifacts destination (whole or not at all); called once the
-    MLflow server has started with it, so that a failed start records nothing."""
+    """Record `chosen` as this home's artifacts destination (whole or not at all); called just before
+    the MLflow server starts with it (it may write the store from then on), so that a start that
+    fails before that records nothing."""
     recorded = settings.home / ARTIFACTS_FILE
     if recorded.is_file() and recorded.read_text().strip() == chosen:
         return
@@ -165,7 +166,7 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
        num_cpus: int | None = None, artifacts: str | None = None) -> ServicesState:
     """Start the Ray head and the MLflow server unless already running; return their addresses.
     `artifacts`: where the MLflow server keeps artifacts (see `artifacts_destination`), recorded only
-    once both started. Bad options are refused (SettingsError) before anything starts."""
+    as MLflow starts with it. Bad options are refused (SettingsError) before anything starts."""
     _refuse_bad_options({"--ray-port": ray_port, "--dashboard-port": dashboard_port, "--mlflow-port": mlflow_port},
                         num_cpus)
     make_state_directory(settings)
@@ -199,6 +200,9 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
                                 start_new_session=True, env=head_environment(settings, mlflow_uri))
     try:
         _wait_for_ports(head, [ray_port, dashboard_port], logs / "ray-head.log")
+        # kept from the moment MLflow may write the store (its database and Default experiment name this
+        # destination): a start that fails earlier binds nothing, one that fails later keeps it
+        keep_artifacts_destination(settings, destination)
         proc = start_mlflow_server(settings.embedded_tracking_uri, destination,
                                    port=mlflow_port, log_path=logs / "mlflow-server.log")
     except BaseException:
@@ -210,7 +214,6 @@ def up(settings: Settings, *, ray_port: int = 6379, dashboard_port: int = 8265, 
                           client_server_port=client_port, agent_port=agent_port,
                           ray_process=identity_of(head.pid), mlflow_process=identity_of(proc.pid))
     settings.services_file.write_text(state.model_dump_json(indent=2))
-    keep_artifacts_destination(settings, destination)
     return state
 
 

@@ -84,19 +84,27 @@ MLFLOW_SCHEMES = {"", "file", "http", "https", "sqlite", "postgresql", "mysql", 
                   "databricks-uc", "uc"}
 
 
+def _plugin_schemes() -> set[str]:
+    """The URI schemes MLflow plugins installed here add (entry points `mlflow.tracking_store`)."""
+    from importlib.metadata import entry_points
+
+    return {e.name.lower() for e in entry_points(group="mlflow.tracking_store")}
+
+
 def mlflow_problem(uri: str, environ) -> str | None:
     """Why this command cannot use the MLflow tracking URI `uri`: a scheme MLflow has no store for, or
     a server that does not answer (None: it answered, with any status, or `uri` is no server, or this
     runs inside a Ray job, whose commands keep MLflow's retries: a server restarting on the head is
     waited for there). MLflow's client retries a refused connection for about four minutes before it
     says anything; a command line answers a wrong URI or a stopped server at once."""
+    import ssl
     import urllib.error
     import urllib.request
 
     from cluster.settings import inside_ray_job
 
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if scheme not in MLFLOW_SCHEMES:
+    if scheme not in MLFLOW_SCHEMES and scheme not in _plugin_schemes():
         return (f"{uri!r} is not an MLflow tracking URI: MLflow has no store for {scheme!r} "
                 f"(use one of {', '.join(sorted(s for s in MLFLOW_SCHEMES if s))})")
     if scheme not in ("http", "https") or inside_ray_job(environ):
@@ -107,6 +115,8 @@ def mlflow_problem(uri: str, environ) -> str | None:
         return None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError) or isinstance(exc, ssl.SSLError):
+            return None  # it answered TLS: its certificate is MLflow's to check (MLFLOW_TRACKING_SERVER_CERT_PATH, ...)
         return (f"cannot reach the MLflow server at {uri} ({reason}); is it running (`handoff up` starts one), "
                 "and is the URI right (--tracking-uri, HANDOFF_MLFLOW__TRACKING_URI, the home's services.json)?")
     return None

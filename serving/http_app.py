@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 from serving.binary import HEADER_LENGTH, attach_binary_inputs, split_body
 from serving.config import KEY_DIGEST, key_digest
 from serving.protocol import (NUMERIC_DATATYPES, REQUEST_ID_PATTERN, ROW_ID_PATTERN, BadRequest, ModelSignature,
-                              check_request_id, infer_response, invocations_response, parse_infer, parse_invocations,
-                              requested_outputs)
+                              check_request_id, check_routing_key, infer_response, invocations_response, parse_infer,
+                              parse_invocations, requested_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ async def infer(backend: Backend, api_keys: frozenset[str], name: str, headers: 
             raise BadRequest(f"malformed request: {type(exc).__name__}: {exc}") from None
         request_id = request_id or check_request_id(headers.get("x-request-id"), "header x-request-id") or \
             next_request_id()
-        routing_key = check_request_id(headers.get("x-routing-key"), "header x-routing-key")  # logged: same bound
+        routing_key = check_routing_key(headers.get("x-routing-key"), "header x-routing-key")  # logged: same bound
         answer = await backend.answer(name, x, request_id, routing_key, version)
     except BadRequest as exc:
         return error(str(exc), exc.status, exc.headers)

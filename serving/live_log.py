@@ -151,7 +151,25 @@ def _table_in_slices(features: tuple[str, ...], chunks: list[Chunk], value_types
     for start in range(0, len(chunks), SLICE_CHUNKS):
         tables.append(rows_table(features, chunks[start:start + SLICE_CHUNKS], value_types))
         time.sleep(0)  # let the HTTP thread run
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return pa.concat_tables(_as_one_schema(tables)) if len(tables) > 1 else tables[0]
+
+
+def _as_one_schema(tables: list[pa.Table]) -> list[pa.Table]:
+    """The slices with one schema: a categorical column one slice kept as text (a value beyond its
+    type, such as an integer code over int64) is text in every slice, so the slices join in one file."""
+    if all(t.schema == tables[0].schema for t in tables[1:]):
+        return tables
+    text = {f.name for t in tables for f in t.schema
+            if pa.types.is_dictionary(f.type) and pa.types.is_string(f.type.value_type)}
+    out = []
+    for table in tables:
+        for name in text:
+            column = table[name]
+            if pa.types.is_dictionary(column.type) and not pa.types.is_string(column.type.value_type):
+                as_text = pc.cast(column.combine_chunks().dictionary_decode(), pa.string()).dictionary_encode()
+                table = table.set_column(table.schema.get_field_index(name), name, as_text)
+        out.append(table)
+    return out
 
 
 def _by_day(chunks: list[Chunk]) -> list[tuple[str, list[Chunk]]]:
@@ -222,7 +240,10 @@ class LiveLog:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             if time.monotonic() >= self._retry_at:  # after failed writes: back off, doubling up to a minute
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # noqa: BLE001 - the writer thread must outlive any one flush
+                    log.exception("live log: a flush failed; the writer goes on")
 
     def flush(self) -> None:
         """Write every buffered row now (one file per model and date)."""
@@ -249,7 +270,13 @@ class LiveLog:
                     self.rows_dropped += chunk.rows
                     log.exception("live log: request %s of model %s cannot be written as rows; its %d row(s) are "
                                   "dropped", chunk.request_id, model, chunk.rows)
-            return (_table_in_slices(features, kept, value_types) if kept else None), kept
+            try:
+                return (_table_in_slices(features, kept, value_types) if kept else None), kept
+            except Exception:  # noqa: BLE001 - every request alone makes rows, together they do not: never stop
+                self.rows_dropped += sum(c.rows for c in kept)
+                log.exception("live log: %d request(s) of model %s make rows one by one but not together; "
+                              "dropped", len(kept), model)
+                return None, []
 
     def _write(self, model: str, day: str, chunks: list[Chunk]) -> None:
         directory = join(live_log_dir(self.base, model), f"date={day}")

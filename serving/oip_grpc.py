@@ -20,7 +20,7 @@ import grpc
 from serving.http_app import Backend, authorised, next_request_id
 from serving.oip_grpc_codec import infer_message, metadata_message, parse_version, request_body, status_code
 from serving.oip_grpc_proto import MESSAGES, METHODS, SERVICE
-from serving.protocol import BadRequest, check_request_id, infer_response, parse_infer, requested_outputs
+from serving.protocol import BadRequest, check_request_id, check_routing_key, infer_response, parse_infer, requested_outputs
 
 __all__ = ["InferenceServicer", "add_inference_service", "start_grpc", "stop_grpc"]
 
@@ -92,7 +92,7 @@ class InferenceServicer:
             raise BadRequest(f"malformed request: {type(exc).__name__}: {exc}") from None
         request_id = request_id or check_request_id(headers.get("x-request-id"), "metadata x-request-id") or \
             next_request_id()
-        routing_key = check_request_id(headers.get("x-routing-key"), "metadata x-routing-key")
+        routing_key = check_routing_key(headers.get("x-routing-key"), "metadata x-routing-key")
         answer = await self.backend.answer(name, x, request_id, routing_key, version)
         payload, blobs = infer_response(name, answer.version, request_id, sig, answer.proba, answer.prediction,
                                         answer.label, outputs)

@@ -175,18 +175,17 @@ def _finite_matrix(values, where: str, sig: ModelSignature | None = None) -> np.
         raise BadRequest(f"{where}: expected a 2-D batch, got {values.ndim} dimension(s)")
     if values.shape[0] == 0:
         raise BadRequest(f"{where}: the batch is empty; send at least one row")
-    with np.errstate(over="ignore"):  # an overflow is found below, and named
-        matrix = values.astype(np.float32, copy=False)
     imputes = sig is not None and sig.imputes
-    bad = np.isinf(matrix) if imputes else ~np.isfinite(matrix)
+    # before the cast (which would warn of the overflow): a gap (NaN) fails `<=`, so it is bad unless imputed
+    bad = np.abs(values) > FP32_MAX if imputes else ~(np.abs(values) <= FP32_MAX)
     if bad.any():
         rows, cols = np.nonzero(bad)
         first = float(values[rows[0], cols[0]])
         what = f"beyond FP32's range (±{FP32_MAX:.4g})" if np.isfinite(first) else \
             "infinite" if imputes else "NaN or infinite"
-        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are NaN, infinite or beyond FP32's range; the first, "
-                         f"at row {int(rows[0])}, column {int(cols[0])}, is {what}", status=422)
-    return matrix
+        raise BadRequest(f"{where}: {int(bad.sum())} value(s) are {'' if imputes else 'NaN, '}infinite or beyond FP32's "
+                         f"range; the first, at row {int(rows[0])}, column {int(cols[0])}, is {what}", status=422)
+    return values.astype(np.float32, copy=False)
 
 
 def _first_not_number(data) -> tuple | None:
@@ -209,6 +208,8 @@ def _as_numbers(data, where: str, datatype: str | None = None) -> np.ndarray:
     of its range. Values decoded from bytes (the binary extension, gRPC) are already of their type."""
     if isinstance(data, np.ndarray):
         return data.astype(np.float64, copy=False)
+    if isinstance(data, (str, bool, bytes)):  # one value for a one-row tensor: the same rule as in a list
+        data = [data]
     if isinstance(data, list):
         wrong = _first_not_number(data)
         if wrong is not None:
@@ -229,6 +230,22 @@ def _as_numbers(data, where: str, datatype: str | None = None) -> np.ndarray:
             raise BadRequest(f"{where}: {bad:g} is not a value of {datatype} (whole numbers from {low} to {high}); "
                              f"send FP32 or FP64 for fractions", status=422)
     return arr
+
+
+#: a routing key: a header value of bounded size like a request id, `#` allowed (it names no row)
+_ROUTING_KEY = re.compile(rf"^[!-~]{{1,{MAX_ID_CHARS}}}$")
+
+
+def check_routing_key(value, where: str) -> str | None:
+    """`value` if it is a usable routing key (1 to 256 visible ASCII characters), None when absent;
+    else a 400 naming the rule."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ROUTING_KEY.fullmatch(value):
+        shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+        raise BadRequest(f"{where} {shown} is not a routing key: use 1 to {MAX_ID_CHARS} visible ASCII characters "
+                         "(letters, digits, punctuation; no spaces)")
+    return value
 
 
 def check_request_id(value, where: str, row: bool = False) -> str | None:

@@ -70,11 +70,11 @@ class DatasetConfig(BaseModel):
     @classmethod
     def _features_as_mapping(cls, data: Any) -> Any:
         """`features: {name: kind, ...}` is the list of names (in that order) plus declared kinds. Column
-        names YAML read as numbers are taken as written (`features: [2019]` is the column "2019"); one it
-        read as a boolean or a fraction is refused, asking for quotes (which of yes, Yes, on, true was
-        written is lost)."""
+        names YAML read as whole numbers are taken as their digits (`features: [2019]` is the column
+        "2019"; YAML reads 0123 as 83, so quote a name that starts with 0); one it read as a boolean or a
+        fraction is refused, asking for quotes (which of yes, Yes, on, true was written is lost)."""
         if isinstance(data, dict):
-            data = {**data, **{key: _column_names(data[key], f"dataset.{key}") for key in ("features", "label")
+            data = {**data, **{key: _column_names(data[key], f"dataset.{key}") for key in ("features", "label", "kinds")
                                if key in data}}
         if isinstance(data, dict) and isinstance(data.get("features"), dict):
             declared = data["features"]

@@ -30,7 +30,7 @@ def _not_found(exc: MlflowException, missing: str, uri: str) -> RegistryError:
     a missing model and must not read as one."""
     if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
         return RegistryError(missing)
-    return RegistryError(f"the MLflow registry at {uri} did not answer: {str(exc).splitlines()[0][:300]}")
+    return RegistryError(f"the MLflow registry at {uri} failed the request: {str(exc).splitlines()[0][:300]}")
 
 
 def alias_for_new_version(aliases_in_use: set[str]) -> str:

@@ -157,6 +157,8 @@ def test_column_names_yaml_reads_as_numbers_are_taken_as_written_and_booleans_re
     cfg = load_config(shuttle, ["dataset.features={2019: numeric, f2: categorical}", "dataset.label=7"], environ={})
     assert cfg.dataset.features == ["2019", "f2"] and cfg.dataset.label == "7"
     assert cfg.dataset.kinds == {"2019": "numeric", "f2": "categorical"}
+    cfg = load_config(shuttle, ["dataset.features=[2019, f2]", "dataset.kinds={2019: categorical}"], environ={})
+    assert cfg.dataset.kinds == {"2019": "categorical"}
     for bad, said in (("dataset.features=[yes, f2]", "dataset.features[0]: True is not a column name"),
                       ("dataset.label=1.5", "dataset.label: 1.5 is not a column name")):
         with pytest.raises(ConfigError, match="quote the column's name") as exc:

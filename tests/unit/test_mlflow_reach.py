@@ -12,18 +12,23 @@ from cluster.head_services import free_port
 from handoff.common import mlflow_problem
 
 
-@pytest.fixture
-def answering():
-    """A real HTTP server on 127.0.0.1 that answers every request with 401 (a login it wants)."""
-    class Refuse(http.server.BaseHTTPRequestHandler):
+def http_server(status: int) -> http.server.ThreadingHTTPServer:
+    """A real HTTP server on 127.0.0.1 that answers every GET with `status` (not yet serving)."""
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(401)
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    return http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+
+
+@pytest.fixture
+def answering():
+    """A server that answers every request with 401 (a login it wants)."""
+    server = http_server(401)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -61,6 +66,29 @@ def test_an_unreachable_registry_is_not_a_missing_model(tmp_path, monkeypatch):
     with pytest.raises(RegistryError, match="model 'nope' has no version 3"):
         local.version("nope", 3)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries take minutes
-    with pytest.raises(RegistryError, match="did not answer") as exc:
+    with pytest.raises(RegistryError, match="failed the request") as exc:
         Registry(f"http://127.0.0.1:{free_port()}").aliases("nope")
     assert "no registered model" not in str(exc.value)
+
+
+def test_a_server_that_answers_tls_is_reachable_whatever_its_certificate(tmp_path):
+    """An https server with a private CA: the certificate is MLflow's to check (its own TLS settings),
+    not this probe's, which only asks whether something answers."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("openssl cannot make a certificate here")
+
+    server = http_server(200)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert mlflow_problem(f"https://127.0.0.1:{server.server_address[1]}", {}) is None
+    finally:
+        server.shutdown()

@@ -241,3 +241,21 @@ def test_the_mlflow_database_uri_never_reaches_a_command_line(monkeypatch, capsy
     monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
     assert main(["mlflow", "--artifacts-destination", "/tmp/x", "--wait-s", "0"]) == 2
     assert "set MLFLOW_BACKEND_STORE_URI" in capsys.readouterr().err
+
+
+def test_a_slice_that_keeps_a_category_as_text_joins_the_others_in_one_file(tmp_path, monkeypatch):
+    """An integer code beyond int64 (answered as the other bucket) is kept as text in its slice of
+    requests; the other slices' int64 codes join it as text (the slices failed to concatenate, and the
+    writer thread died with the rows it had taken)."""
+    import serving.live_log as live_log_module
+
+    monkeypatch.setattr(live_log_module, "SLICE_CHUNKS", 3)
+    log = LiveLog(str(tmp_path), flush_seconds=60)
+    features, kinds = ("plan", "n"), ("integer", None)
+    for i, plan in enumerate([1, 2, 3, 2**70, 5, 6, 7]):
+        log.append("m", features, f"r{i}", 1, None, {"plan": [plan], "n": [1.0]}, np.array([0]), 1.0,
+                   labels=np.array(["a"]), proba=np.array([[0.6, 0.4]], np.float32), value_types=kinds)
+    log.close()
+    table = ds.dataset(str(tmp_path), partitioning="hive").to_table().to_pandas()
+    assert log.rows_written == 7 and log.rows_dropped == 0
+    assert sorted(table["plan"].astype(str)) == sorted(["1", "2", "3", str(2**70), "5", "6", "7"])

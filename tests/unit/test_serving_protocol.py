@@ -35,6 +35,10 @@ def test_one_tensor_per_named_feature_in_any_order():
     (matrix([1, 2, "3", 4, 5, 6]), 422, "got text, '3' \\(send numbers, not strings\\)"),
     (matrix(["nan", 2, 3, 4, 5, 6]), 422, "got text, 'nan'"),
     (matrix([1, 2, 3, 4, 5, True]), 422, "got a boolean, 'True'"),
+    ({"inputs": [{"name": f, "shape": [1], "datatype": "FP32", "data": v} for f, v in zip("abc", ["3", 2, 3])]}, 422,
+     "input 'a': data must be numbers; got text, '3'"),  # one value, not in a list
+    ({"inputs": [{"name": f, "shape": [1], "datatype": "FP32", "data": v} for f, v in zip("abc", [1, True, 3])]}, 422,
+     "input 'b': data must be numbers; got a boolean"),
     (matrix([[1, 2, 3], [4, 5]]), 400, "nested lists of equal lengths"),
     (matrix([1, 2, float("nan"), 4, 5, 6]), 422, "1 value\\(s\\) are NaN, infinite.*row 0, column 2, is NaN or infinite"),
     (matrix([1, 2, 3, 4, 5, float("inf")]), 422, "NaN or infinite"),
@@ -82,6 +86,7 @@ def test_the_four_mlflow_payloads():
     ({"dataframe_records": [{"a": "1", "b": 2, "c": 3}]}, "got text, '1'"),
     ({"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2, 3e38 * 10]]}}, "beyond FP32's range"),
     ({"inputs": {"a": [True], "b": [2], "c": [3]}}, "got a boolean"),
+    ({"instances": {"a": "nan", "b": 2, "c": 3}}, "got text, 'nan'"),
 ])
 def test_bad_mlflow_payloads(body, message):
     with pytest.raises(BadRequest, match=message):
@@ -183,3 +188,11 @@ def test_an_id_that_could_name_another_requests_row_is_refused(value, row):
     with pytest.raises(BadRequest, match="punctuation but #"):
         check_request_id(value, "'id'", row=row)
     assert check_request_id("order-7", "'id'") == "order-7" and check_request_id("order-7#12", "'id'", row=True)
+
+
+def test_a_routing_key_may_hold_a_hash_it_names_no_row():
+    from serving.protocol import check_routing_key
+
+    assert check_routing_key("tenant#42", "header x-routing-key") == "tenant#42"
+    with pytest.raises(BadRequest, match="is not a routing key"):
+        check_routing_key("has space", "header x-routing-key")
