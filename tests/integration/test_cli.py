@@ -185,6 +185,8 @@ def test_serving_commands_on_the_cluster_handoff_up_started(shuttle_frame, tmp_p
         assert again.returncode == 2 and "no previous champion" in again.stderr
         unserved = run(["unserve", "cli-serve", *serving])
         assert unserved.returncode == 0 and "monitor stopped" in unserved.stdout, unserved.stderr
+        twice = run(["unserve", "cli-serve", *serving])  # no longer "no longer served", exit 0: not served
+        assert twice.returncode == 2 and "'cli-serve' is not served" in twice.stderr, twice.stdout + twice.stderr
         stopped = run(["monitor", "cli-serve", "status", "--json", "--home", str(home)])
         assert stopped.returncode == 0 and not json.loads(stopped.stdout)["running"], stopped.stderr
         assert run(["events", "cli-serve", "--json", "--home", str(home)]).returncode == 0

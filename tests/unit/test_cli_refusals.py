@@ -127,30 +127,3 @@ def test_shadow_refuses_a_percent_outside_0_to_100_rather_than_stopping(tmp_path
 def test_status_offers_no_serving_config_it_would_not_apply():
     assert "--serving-config" not in invoke("status", "--help").output
     assert "--serving-config" in invoke("shadow", "--help").output
-
-
-class _Control:
-    """`handoff unserve`'s control plane, raising what the real one raises for a user's mistake."""
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-    def unserve(self, name: str) -> None:
-        raise self.error
-
-
-@pytest.mark.parametrize("error, code", [
-    ("policy", 2), ("config", 2), ("lock", 1)])
-def test_unserve_turns_a_refusal_into_one_line_like_every_serving_command(monkeypatch, error, code):
-    from cluster.config_layers import ConfigError
-    from serving import LockTimeout, PolicyError
-
-    import handoff.serve_commands as commands
-
-    raised = {"policy": PolicyError("'mm' is not served; served: m"),
-              "config": ConfigError("gateway.port: not an integer"),
-              "lock": LockTimeout("another serving change held the cluster's serving lock")}[error]
-    monkeypatch.setattr(commands, "_control", lambda *args, **kwargs: _Control(raised))
-    result = invoke("unserve", "mm")
-    assert result.exit_code == code and isinstance(result.exception, SystemExit), result.output
-    assert str(raised) in result.output and "no longer served" not in result.output
