@@ -30,6 +30,7 @@ from cluster.head_services import free_port, port_open
 from cluster.process_identity import ProcessIdentity, identity_of, still_the_same
 from cluster.mlflow_server import is_healthy, start_mlflow_server, stop_process_group, terminate_process_group
 from cluster.ray_head_stop import stop_ray_head
+from cluster.local_paths import file_in_the_way
 from cluster.settings import HOW_TO_SET, Settings, SettingsError
 from cluster.storage import absolute
 
@@ -152,7 +153,7 @@ def _refuse_bad_options(ports: dict[str, int], num_cpus: int | None) -> None:
 def make_state_directory(settings: Settings) -> None:
     """Make HANDOFF_HOME, or refuse (SettingsError) a path that is, or lies under, a file or cannot be made."""
     home = settings.home
-    blocker = next((p for p in (home, *home.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(home)
     if blocker is not None:
         raise SettingsError(f"the state directory {home} (--home, HANDOFF_HOME): {blocker} is a file, not a directory")
     try:

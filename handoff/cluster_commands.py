@@ -85,7 +85,9 @@ def credentials(path: Annotated[Path, typer.Option(help="the file to write (what
     if target.exists():
         fail(f"{target} exists: kept (the cluster's MLflow server knows that password; change it through "
              "MLflow's update-password API, then edit the file)")
-    blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    from cluster.local_paths import file_in_the_way
+
+    blocker = file_in_the_way(target.parent)
     if blocker is not None:
         fail(f"--path {target}: {blocker} is a file, not a directory")
     try:

@@ -342,18 +342,6 @@ def events(name: Annotated[str, typer.Argument(help="registered model name")],
         out.print(f"{e['time']}  {e['kind']:18} {detail}", highlight=False)
 
 
-def _file_in_the_way(target: Path) -> Path | None:
-    """The file that stands where the report's directory `target`, or one of its parents, would be (the
-    report could not be written under it); None when the way is clear."""
-    for path in (target, *target.parents):
-        try:
-            if path.exists():
-                return None if path.is_dir() else path
-        except OSError:  # not even readable: writing will say why
-            return None
-    return None
-
-
 def report(name: Annotated[str, typer.Argument(help="served model name")],
            event: Annotated[str | None, typer.Argument(help="drift event id (default: the latest)")] = None,
            out_dir: Annotated[Path | None, typer.Option("--out", help="directory to write into "
@@ -379,7 +367,9 @@ def report(name: Annotated[str, typer.Argument(help="served model name")],
     if chosen is None:
         fail(f"no drift event {event!r} of {name}; known: {', '.join(e['event_id'] for e in declared[-10:])}")
     target = out_dir or Path("handoff-reports") / name / chosen["event_id"]
-    blocked = _file_in_the_way(target)
+    from cluster.local_paths import file_in_the_way
+
+    blocked = file_in_the_way(target)
     if blocked is not None:
         fail(escape(f"cannot write the report into {target}: {blocked} is a file, not a directory"))
     try:

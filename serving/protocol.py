@@ -232,6 +232,11 @@ def _as_numbers(data, where: str, datatype: str | None = None) -> np.ndarray:
     return arr
 
 
+def _shown(value) -> str:
+    """A refused id or key as a message shows it: at most 40 characters."""
+    return repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+
+
 #: a routing key: a header value of bounded size like a request id, `#` allowed (it names no row)
 _ROUTING_KEY = re.compile(rf"^[!-~]{{1,{MAX_ID_CHARS}}}$")
 
@@ -242,7 +247,7 @@ def check_routing_key(value, where: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _ROUTING_KEY.fullmatch(value):
-        shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+        shown = _shown(value)
         raise BadRequest(f"{where} {shown} is not a routing key: use 1 to {MAX_ID_CHARS} visible ASCII characters "
                          "(letters, digits, punctuation; no spaces)")
     return value
@@ -254,7 +259,7 @@ def check_request_id(value, where: str, row: bool = False) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not (_ROW_ID if row else _REQUEST_ID).fullmatch(value):
-        shown = repr(value[:40]) + ("…" if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+        shown = _shown(value)
         raise BadRequest(f"{where} {shown} is not a request id: use 1 to {MAX_ID_CHARS} visible ASCII characters "
                          "(letters, digits, punctuation but #; no spaces)" +
                          (", then #K (K = 1, 2, ...) for a row after the first" if row else ""))
