@@ -17,3 +17,14 @@ def pip_env(packages: Iterable[str]) -> dict:
     is). pip's own consistency check is off: the cluster's packages are not the model's to judge."""
     packages = list(packages)
     return {"pip": {"packages": packages, "pip_check": False}} if packages else {}
+
+
+def installer_failure(text: str, limit: int = 2000) -> str:
+    """What a user needs from Ray's report of a runtime environment that failed to set up: pip's own
+    `ERROR:` lines (they name the requirement and why), not the agent's traceback around them; else
+    the report's last line. Short enough for one error line (`limit` characters)."""
+    lines = [line.strip() for line in str(text).splitlines()]
+    first = next((i for i, line in enumerate(lines) if line.startswith("ERROR:")), None)
+    kept = [line for line in lines[first:] if line] if first is not None else [line for line in lines if line][-1:]
+    said = " ".join(kept) or str(text).strip()
+    return said if len(said) <= limit else said[:limit - 1] + "…"

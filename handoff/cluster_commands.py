@@ -120,7 +120,8 @@ def _stop_serving_first(address: str) -> None:
         stopped = stop_serving()
         ray.shutdown()
     except Exception as exc:  # noqa: BLE001 - the cluster is stopped either way
-        err.print(f"could not stop serving gracefully ({type(exc).__name__}: {exc}); stopping the cluster anyway")
+        err.print(f"could not stop serving gracefully ({type(exc).__name__}: {exc}); stopping the cluster anyway",
+                  markup=False)
         return
     if stopped:
         out.print(f"stopped serving {', '.join(stopped)} (live logs written)")

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a line is never broken inside a path or a name (logs, grep)
 
 
 def print_result(payload, **dumps) -> None:
@@ -24,10 +24,13 @@ def print_result(payload, **dumps) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one clear line and exit; HANDOFF_DEBUG=1 adds the traceback of the error being handled."""
+    """Print one clear line and exit; HANDOFF_DEBUG=1 adds the traceback of the error being handled. The
+    message is shown as written: brackets in it (a list, a path) are text, never rich markup."""
+    from rich.text import Text
+
     if os.environ.get("HANDOFF_DEBUG") and sys.exc_info()[0] is not None:
         err.print_exception()
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     raise typer.Exit(code)
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from handoff.common import err, fail, out, print_result
 from handoff.options import JsonOpt
@@ -56,13 +55,13 @@ def _gateway_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - reading it checks it: a port that is not a number in 0-65535 raises
     except ValueError as exc:
-        fail(escape(f"--url {url!r} is not a URL ({exc}); {example}"))
+        fail(f"--url {url!r} is not a URL ({exc}); {example}")
     if re.search(r"[\x00-\x20\x7f]", url):
-        fail(escape(f"--url {url!r} holds a space or a control character; {example}"))
+        fail(f"--url {url!r} holds a space or a control character; {example}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail(escape(f"--url {url!r} is not an http:// or https:// URL with a host; {example}"))
+        fail(f"--url {url!r} is not an http:// or https:// URL with a host; {example}")
     if parts.query or parts.fragment:
-        fail(escape(f"--url {url!r} has a query or fragment; {example}"))
+        fail(f"--url {url!r} has a query or fragment; {example}")
     return url
 
 

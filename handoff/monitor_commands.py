@@ -90,7 +90,7 @@ def profile_hook(tracking_uri: str, registry_uri: str | None):
             record_profile(Registry(tracking_uri, registry_uri), view)
             err.log(f"reference profile of {view.name} v{view.version} stored ({view.x_train.shape[0]} training rows)")
         except Exception as exc:  # noqa: BLE001 - the version is registered; its profile can be made later
-            err.print(f"[yellow]warning:[/yellow] {view.name} v{view.version} has no reference profile ({exc}); "
+            err.print(f"[yellow]warning:[/yellow] {view.name} v{view.version} has no reference profile ({escape(str(exc))}); "
                       f"make it with `handoff monitor profile {view.name} {view.version}`")
     return record
 
@@ -141,7 +141,7 @@ def monitor_command(
         try:
             status = monitor_status(name, settings, cfg)
         except StateCorrupt as exc:
-            fail(escape(str(exc)))
+            fail(str(exc))
         if status is None:
             fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
         _print_status(status, as_json)
@@ -216,7 +216,7 @@ def _stored_status(name: str, settings, cfg) -> dict:
     try:
         state = StateStore(state_root(settings, cfg), name).read_state()
     except StateCorrupt as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     if state is None:
         fail(f"no monitor of {name!r} has run here (no state under {state_root(settings, cfg)})")
     return status_of(name, state, running=False)
@@ -297,7 +297,7 @@ def _unknown_kind(kind: str) -> str:
     from difflib import get_close_matches
 
     near = get_close_matches(kind, EVENT_KINDS, n=1)
-    return (f"--kind {escape(repr(kind))} is not a kind of event" + (f" (did you mean {near[0]}?)" if near else "")
+    return (f"--kind {kind!r} is not a kind of event" + (f" (did you mean {near[0]}?)" if near else "")
             + f"; known: {', '.join(EVENT_KINDS)}")
 
 
@@ -371,14 +371,14 @@ def report(name: Annotated[str, typer.Argument(help="served model name")],
 
     blocked = file_in_the_way(target)
     if blocked is not None:
-        fail(escape(f"cannot write the report into {target}: {blocked} is a file, not a directory"))
+        fail(f"cannot write the report into {target}: {blocked} is a file, not a directory")
     try:
         page = write_report(chosen, events, target)
     except ValueError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(escape(f"cannot write the report into {target} ({exc.strerror or exc}"
-                    + (f": {exc.filename}" if exc.filename else "") + ")"))
+        fail(f"cannot write the report into {target} ({exc.strerror or exc}"
+             + (f": {exc.filename}" if exc.filename else "") + ")")
     if open_it:
         import webbrowser
 

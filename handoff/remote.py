@@ -90,6 +90,7 @@ def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = (), env: 
     succeeded; `pip`: packages the job's environment installs beyond the cluster's; `env`: variables
     the job gets)."""
     from cluster.jobs import JobError, JobRunner
+    from cluster.runtime_env import installer_failure
     from handoff.jobs import cli_job
 
     err = sys.stderr
@@ -109,5 +110,7 @@ def run_as_job(argv: Sequence[str], address: str, pip: Sequence[str] = (), env: 
         print(f"\ndetached from job {job_id} (still running)", file=err)
         return 130
     message = "" if status == "SUCCEEDED" else runner.message(job_id)
+    if message.startswith("runtime_env setup failed"):  # Ray's wording: pip's lines, not the agent's traceback
+        message = f"installing {', '.join(pip) or 'its environment'} failed: {installer_failure(message)}"
     print(f"job {job_id}: {status}" + (f": {message}" if message else ""), file=err)
     return exit_code(status, message)

@@ -78,7 +78,7 @@ def _control(home, address, tracking_uri, serving_config, sets, declare: bool = 
     except ClusterUnavailable as exc:
         fail(str(exc))
     registry = Registry(command_tracking_uri(None, settings, services))
-    return ServingControl(registry, source, say=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False),
+    return ServingControl(registry, source, say=lambda m: err.print(m, style="dim", markup=False, highlight=False),
                           allow_env_drift=allow_env_drift)
 
 
@@ -103,7 +103,7 @@ def record_accepted(control) -> None:
             ray.get(monitor.record.remote([event]), timeout=60)
         except Exception as exc:  # noqa: BLE001 - traffic has changed; the tag on the version is the record
             err.print(f"the monitor of {item['model']} did not record the accepted difference ({exc}); it is "
-                      f"recorded on v{item['version']} (tag handoff.env_drift_accepted)")
+                      f"recorded on v{item['version']} (tag handoff.env_drift_accepted)", markup=False)
 
 
 def _attempt(action):

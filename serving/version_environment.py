@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 
-from cluster.runtime_env import pip_env
+from cluster.runtime_env import installer_failure, pip_env
 from serving.policy import PolicyError
 from training import accepted, differences, recorded_core, recorded_requirements, unaccepted, unmet
 
@@ -65,7 +65,7 @@ def probe(packages: list[str], resources: Mapping[str, float]) -> dict[str, str]
     try:
         return ray.get(ref, timeout=PROBE_TIMEOUT_S)
     except RuntimeEnvSetupError as exc:
-        raise EnvironmentSetupFailed(f"installing {', '.join(packages)} failed: {exc}") from None
+        raise EnvironmentSetupFailed(f"installing {', '.join(packages)} failed: {installer_failure(exc)}") from None
     except GetTimeoutError:
         ray.cancel(ref, force=True)
         raise EnvironmentSetupFailed(f"installing {', '.join(packages)} did not finish within {PROBE_TIMEOUT_S:.0f} s "

@@ -127,3 +127,18 @@ def test_shadow_refuses_a_percent_outside_0_to_100_rather_than_stopping(tmp_path
 def test_status_offers_no_serving_config_it_would_not_apply():
     assert "--serving-config" not in invoke("status", "--help").output
     assert "--serving-config" in invoke("shadow", "--help").output
+
+
+def test_an_error_is_one_line_as_written_whatever_the_width(capsys):
+    """A long message (a path, pip's words) is never broken inside a name, and brackets in it (a list,
+    a Ray command line) are its text, not rich's markup (a `[/x]` there once failed the error itself)."""
+    import typer
+
+    from handoff.common import fail
+
+    message = ("installing ['pkg @ file:///tmp/pytest-of-root/pytest-100/a-long-directory/no/handoff_missing-1.0-"
+               "py3-none-any.whl'] failed: [/tmp/ray] ERROR: No such file or directory")
+    with pytest.raises(typer.Exit) as exited:
+        fail(message)
+    assert exited.value.exit_code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"

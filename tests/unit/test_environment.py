@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from cluster.jobs import runtime_env
-from cluster.runtime_env import pip_env
+from cluster.runtime_env import installer_failure, pip_env
 from handoff.jobs import retrain_job
 from serving.config import actor_options
 from serving.version_environment import replica_packages
@@ -72,6 +72,30 @@ def test_jobs_install_their_packages_and_nothing_when_there_are_none():
 def recorded(**over):
     core = {"python": "3.11.7", "torch": "2.13.0", "numpy": "2.3.1", "mlflow": "3.17.2", "answer_code": "abc"}
     return {**core, **over}
+
+
+RAY_SETUP_REPORT = """Failed to set up runtime environment.
+Traceback (most recent call last):
+  File "/venv/site-packages/ray/_private/runtime_env/agent/runtime_env_agent.py", line 519, in _setup_runtime_env
+    await create_for_plugin_if_needed(
+ray._private.runtime_env.utils.SubprocessCalledProcessError: Run cmd[13] failed with the following details.
+Command '['/tmp/ray/virtualenv/bin/python', '-m', 'pip', 'install', '-r', '/tmp/ray/reqs.txt']' returned non-zero exit status 1.
+Last 50 lines of stdout:
+    Looking in indexes: https://pypi.org/simple
+    Processing /tmp/probe/dist/handoff_env_probe-0.1.0-py3-none-any.whl (from -r /tmp/ray/reqs.txt (line 1))
+    ERROR: Could not find a version that satisfies the requirement nothing-here==9 (from versions: none)
+    ERROR: No matching distribution found for nothing-here==9
+"""
+
+
+def test_a_failed_install_is_told_by_pips_own_lines_not_rays_traceback():
+    said = installer_failure(RAY_SETUP_REPORT)
+    assert said == ("ERROR: Could not find a version that satisfies the requirement nothing-here==9 (from versions: "
+                    "none) ERROR: No matching distribution found for nothing-here==9")
+    assert installer_failure("Failed to set up runtime environment.\nTraceback ...\nOSError: disk full\n") == \
+        "OSError: disk full"
+    assert installer_failure("ERROR: " + "x" * 5000, limit=100).endswith("…")
+    assert len(installer_failure("ERROR: " + "x" * 5000, limit=100)) == 100
 
 
 def test_differences_that_can_change_answers_are_named_and_harmless_ones_are_not():
