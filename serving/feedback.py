@@ -17,12 +17,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.storage import filesystem, join, publish, staging_path
-from serving.protocol import BadRequest, check_request_id
+from serving.protocol import FP32_MAX, BadRequest, check_request_id
 
 FEEDBACK_DIR = "_feedback"
 SHOWN = 5  # bad entries named in one error message
@@ -62,6 +61,8 @@ def _label_key(label, classes: tuple) -> str | None:
     """The text a sent label is looked up by; None when its JSON type cannot be a class of the model."""
     if isinstance(label, bool):
         return str(label) if isinstance(classes[0], bool) else None
+    if isinstance(label, str) and classes and isinstance(classes[0], bool):
+        return label.lower()  # `TRUE`, `False`: booleans are named in any case
     if isinstance(label, (int, str)):
         return str(label)
     if isinstance(label, float) and label.is_integer() and not isinstance(classes[0], str):
@@ -76,14 +77,16 @@ def _refuse(problems: list[str], what: str) -> None:
 
 
 def _true_value(label) -> float | None:
-    """A regression label's value: a finite JSON number (not a boolean, not text); None otherwise."""
+    """A regression label's value: a JSON number (not a boolean, not text) within FP32's range, as
+    training takes the values to predict (the model predicts a float32, and the squared errors of live
+    RMSE stay finite); None otherwise."""
     if isinstance(label, bool) or not isinstance(label, (int, float)):
         return None
     try:
         value = float(label)
     except OverflowError:  # a JSON integer past a float's range (10**400)
         return None
-    return value if np.isfinite(value) else None
+    return value if abs(value) <= FP32_MAX else None  # NaN and ±inf fail it too
 
 
 def parse_feedback(payload, classes: tuple, regression: bool = False) -> Labels:
@@ -142,8 +145,8 @@ def _parse_values(items: list) -> Labels:
             continue
         value = _true_value(label)
         if value is None:
-            problems.append(f"entry {i} ({rid}): label {label!r} is not a number (this model predicts a number; "
-                            "send the true value as a finite JSON number)")
+            problems.append(f"entry {i} ({rid}): label {label!r} is not a number within ±{FP32_MAX:.4g} (this "
+                            "model predicts a number; send the true value as a finite JSON number)")
             continue
         if rid in seen and seen[rid] != value:
             problems.append(f"entry {i}: request_id {rid!r} is labelled twice, differently")
