@@ -215,6 +215,11 @@ def authorised(headers: Mapping[str, str], api_keys: frozenset[str]) -> bool:
     return matched
 
 
+def media_type(headers: Mapping[str, str]) -> str:
+    """The request's Content-Type without its parameters, in lower case ("" when none is sent)."""
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
 def _parse(body: bytes, headers: Mapping[str, str], sig, mlflow_format: bool):
     """(feature matrix, request id or None, outputs asked for) of one request's body."""
     header_length = headers.get(HEADER_LENGTH)
@@ -222,6 +227,10 @@ def _parse(body: bytes, headers: Mapping[str, str], sig, mlflow_format: bool):
         if header_length is not None:
             raise BadRequest("binary tensor data is an Open Inference Protocol extension: send it to "
                              "/infer; /invocations takes MLflow's JSON payloads")
+        if media_type(headers) == "text/csv":  # MLflow's scoring server takes CSV too
+            from serving.csv_in import parse_csv
+
+            return parse_csv(body, sig), None, None
         return parse_invocations(decode_json(body), sig), None, None
     json_part, tail = split_body(body, header_length)
     decoded = decode_json(json_part)
@@ -320,7 +329,10 @@ _INVOCATIONS_BODY = {"required": True, "content": {"application/json": {"schema"
         {"required": ["inputs"], "properties": {"inputs": {
             "description": "rows (lists in feature order, or objects by feature name) or {feature: [values]}"}}},
     ]},
-    "example": {"dataframe_split": {"columns": ["f1", "f2"], "data": [[1.0, 2.0]]}}}}}
+    "example": {"dataframe_split": {"columns": ["f1", "f2"], "data": [[1.0, 2.0]]}}},
+    "text/csv": {"schema": {"type": "string", "description": "a header line naming the columns, then one line per "
+                            "row; each cell read as its column holds it, an empty cell missing"},
+                 "example": "f1,f2\n1.0,2.0\n"}}}
 _FEEDBACK_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["labels"], "properties": {"labels": {"type": "array", "minItems": 1, "items": {
         "type": "object", "required": ["request_id", "label"],

@@ -100,6 +100,10 @@ def test_oip_v2_endpoints_answer_and_name_the_version(served):
         status, headers, answer = call(port, f"/v2/models/{NAME}/invocations", payload)
         assert status == 200 and headers["x-model-version"] == "1"
         assert answer["predictions"][0]["prediction"] == body["outputs"][0]["data"][0]
+    as_csv = (",".join(reversed(features)) + "\r\n" + ",".join(map(repr, reversed(ROW))) + "\r\n").encode()
+    status, headers, answer = call(port, f"/v2/models/{NAME}/invocations", raw=as_csv,
+                                   headers={"content-type": "text/csv"})  # MLflow's scoring server takes CSV too
+    assert status == 200 and answer["predictions"][0]["prediction"] == body["outputs"][0]["data"][0], answer
     status, _, openapi = call(port, "/openapi.json")
     assert status == 200 and f"/v2/models/{{name}}/infer" in openapi["paths"]
 
