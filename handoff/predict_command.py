@@ -55,7 +55,7 @@ def predict(
 
     Before any work it refuses, naming the problem: an unknown model, version or alias; an input
     that is missing or not Parquet; missing feature columns or columns not of their kind (text where a number is
-    expected); an output that exists.
+    expected), in any of the input's files; an output that overlaps the input, or that exists.
     The output gets the carried columns, `prediction` (class index), `label` (the class),
     `probability_<class>` per class and `version`; it appears whole or not at all. The run is
     logged to MLflow (input fingerprint, rows, duration, rows/s). Exit code 0 when written.

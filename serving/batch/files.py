@@ -27,7 +27,8 @@ _CHUNK = 8 << 20
 @dataclass(frozen=True)
 class InputTable:
     """A readable Parquet input: its URI, filesystem, files (in path order) with their Hive partition
-    values, schema and row count (from the footers)."""
+    values and their own schemas (partition columns included), the table's schema (its first file's)
+    and row count (from the footers)."""
 
     uri: str
     fs: pafs.FileSystem
@@ -35,6 +36,7 @@ class InputTable:
     schema: pa.Schema
     rows: int
     partitions: tuple[dict, ...] = ()
+    file_schemas: tuple[pa.Schema, ...] = ()
 
 
 def open_input(uri: str) -> InputTable:
@@ -52,11 +54,21 @@ def open_input(uri: str) -> InputTable:
         fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
         if not fragments:
             raise BatchInputError(f"input {uri!r} holds no Parquet files")
+        partitions = tuple(pads.get_partition_keys(f.partition_expression) or {} for f in fragments)
         return InputTable(uri, fs, tuple(f.path for f in fragments), dataset.schema,
-                          sum(f.metadata.num_rows for f in fragments),
-                          tuple(pads.get_partition_keys(f.partition_expression) or {} for f in fragments))
+                          sum(f.metadata.num_rows for f in fragments), partitions,
+                          tuple(_file_schema(f.physical_schema, keys, dataset.schema)
+                                for f, keys in zip(fragments, partitions)))
     except (pa.ArrowInvalid, OSError) as exc:
         raise BatchInputError(f"input {uri!r} is not readable as Parquet: {exc}") from None
+
+
+def _file_schema(physical: pa.Schema, partition: dict, schema: pa.Schema) -> pa.Schema:
+    """A file's columns as it is read: its own, then the Hive partition columns its path gives a value."""
+    for name in partition:
+        if name not in physical.names:
+            physical = physical.append(schema.field(name))
+    return physical
 
 
 def fingerprint(table: InputTable) -> str:
@@ -73,10 +85,30 @@ def fingerprint(table: InputTable) -> str:
 
 
 def refuse_existing(uri: str, overwrite: bool, what: str = "output") -> None:
-    """Refuse an existing `what` unless overwriting (naming the path and the flag)."""
-    fs, path = filesystem(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound and not overwrite:
+    """Refuse an existing `what` unless overwriting (naming the path and the flag), and one whose
+    place cannot be looked at (an unknown URI scheme, storage that cannot be reached)."""
+    try:
+        fs, path = filesystem(uri)
+        info = fs.get_file_info(path)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise BatchInputError(f"cannot open {what} {uri!r}: {exc}") from None
+    if info.type != pafs.FileType.NotFound and not overwrite:
         raise BatchInputError(f"{what} {uri!r} already exists; choose another path or pass --overwrite")
+
+
+def refuse_overlap(input_uri: str, uri: str, what: str = "output") -> None:
+    """Refuse a `what` that is the input, lies inside it (its files would join the input's table) or
+    holds it (overwriting it would delete the input), naming both."""
+    try:
+        (in_fs, inside), (fs, path) = filesystem(input_uri), filesystem(uri)
+    except (pa.ArrowInvalid, OSError, ValueError):
+        return  # refused, naming it, where it is opened
+    if in_fs.type_name != fs.type_name:
+        return
+    inside, path = posixpath.normpath(inside), posixpath.normpath(path)
+    if inside == path or path.startswith(inside.rstrip("/") + "/") or inside.startswith(path.rstrip("/") + "/"):
+        raise BatchInputError(f"{what} {uri!r} overlaps the input {input_uri!r} (the same path, or one inside the "
+                              "other); write it outside the input")
 
 
 def staging_uri(uri: str, run_id: str) -> str:

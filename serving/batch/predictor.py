@@ -56,7 +56,7 @@ class VersionPredictor:
         if bad.any():
             if not self.skip_invalid:
                 raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a block have infinite values or gaps the "
-                                         "version does not impute")
+                                         "version does not impute, or numbers beyond float32's range")
             block = block.filter(pa.array(~bad))
         x = prepared_matrix(block, self.model.preparation)
         proba = predict_in_batches(self.model.outputs, x, self.batch_size, self.model.n_outputs)

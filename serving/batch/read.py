@@ -23,8 +23,9 @@ READ_CPUS = 0.25
 
 
 def read_units(table: InputTable) -> list[dict[str, str]]:
-    """One unit per file: its path and its Hive partition values (as text, typed when read)."""
-    return [{"path": path, **{f"partition.{k}": str(v) for k, v in keys.items()}}
+    """One unit per file: its path and its Hive partition values (as text, typed when read; None for
+    a null partition, Hive's `__HIVE_DEFAULT_PARTITION__`)."""
+    return [{"path": path, **{f"partition.{k}": None if v is None else str(v) for k, v in keys.items()}}
             for path, keys in zip(table.files, table.partitions)]
 
 
@@ -32,7 +33,8 @@ def read_blocks(units: pa.Table, *, fs, schema: pa.Schema, columns: list[str], b
     """The rows of each unit's file, `block_rows` at a time, as `columns` (partition values filled in)."""
     for unit in units.to_pylist():
         source = pq.ParquetFile(unit["path"], filesystem=fs)
-        in_file = [c for c in columns if c in source.schema_arrow.names]
+        names = set(source.schema_arrow.names)  # a property built anew on each use: once per file
+        in_file = [c for c in columns if c in names]
         # a Hive partition value is constant over the file: typed once, repeated per block by Arrow
         constant = {name: pa.scalar(unit.get(f"partition.{name}")).cast(schema.field(name).type)
                     for name in columns if name not in in_file}

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from serving.protocol import FP32_MAX  # a larger number would reach the model as infinity
 from training import class_labels, predicted_class, predicted_values, probability_columns
 
 PREDICTION, LABEL, VERSION = "prediction", "label", "version"
@@ -49,7 +50,8 @@ def _fits(t: pa.DataType, values: str | None) -> bool:
     if values is None:  # numbers, or a column every row left empty (Arrow types it null)
         return _numeric(t) or pa.types.is_null(t)
     if values == "string":
-        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+        return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+                or pa.types.is_null(t))
     if values == "bool":
         return pa.types.is_boolean(t) or pa.types.is_null(t)
     return pa.types.is_integer(t) or pa.types.is_null(t)
@@ -66,8 +68,8 @@ def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
     types = {f.name: f.type for f in schema}
     missing = [f for f in features if f not in types]
     if missing:
-        raise BatchInputError(f"the input has no feature column(s) {missing}; the version needs {list(features)} "
-                              f"and the input has {sorted(types)}")
+        raise BatchInputError(f"the input has no feature column(s) {_some(missing)}; the version needs "
+                              f"{_some(features)} and the input has {_some(sorted(types))}")
     values = _value_types(preparation, features)
     wrong = {f: str(types[f]) for f in features if not _fits(types[f], values[f])}
     if wrong:
@@ -75,17 +77,59 @@ def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
             f"{name} is {t}, the version takes {'numbers' if values[name] is None else values[name]}"
             for name, t in wrong.items()))
     if carry is None:
-        carry = [c for c in types if c not in set(features)]
+        feature_set = set(features)
+        carry = [c for c in types if c not in feature_set]
     else:
         unknown = [c for c in carry if c not in types]
         if unknown:
-            raise BatchInputError(f"--columns names column(s) the input does not have: {unknown}; "
-                                  f"it has {sorted(types)}")
+            raise BatchInputError(f"--columns names column(s) the input does not have: {_some(unknown)}; "
+                                  f"it has {_some(sorted(types))}")
     taken = sorted(set(carry) & set(output_names(classes, task)))
     if taken:
         raise BatchInputError(f"input column(s) {taken} would be overwritten by the output's own columns "
                               f"({', '.join(output_names(classes, task))}); leave them out with --columns")
     return list(carry)
+
+
+def check_files(files: Sequence[tuple[str, pa.Schema]], schema: pa.Schema, features: Sequence[str],
+                carry: Sequence[str], preparation=None) -> None:
+    """Refuses a file of the input that does not hold what `check_input` found in the table's `schema`
+    (its first file's), naming the file: a feature or carried column it lacks (its rows would be
+    scored with gaps), a feature not of its kind there (text would be parsed as numbers), a carried
+    column of another type (the output's files would disagree). A column a file left wholly empty
+    (Arrow's null type) fits any."""
+    values = _value_types(preparation, features)
+    feature_set, needed = set(features), list(dict.fromkeys([*features, *carry]))
+    for path, file_schema in files:
+        if file_schema.equals(schema):
+            continue
+        types = {f.name: f.type for f in file_schema}
+        missing = [c for c in needed if c not in types]
+        if missing:
+            raise BatchInputError(f"input file {path} has no column(s) {_some(missing)}, which the input's first "
+                                  "file has; every file must hold the features and the carried columns")
+        wrong = [f"{name} is {types[name]}, the version takes {'numbers' if values[name] is None else values[name]}"
+                 for name in features if not _fits(types[name], values[name])]
+        wrong += [f"{name} is {types[name]}, the first file's is {schema.field(name).type}" for name in carry
+                  if name not in feature_set and not _same_column_type(types[name], schema.field(name).type)]
+        if wrong:
+            more = f" and {len(wrong) - 10} more" if len(wrong) > 10 else ""
+            raise BatchInputError(f"input file {path} holds column(s) of another type than the input's first file: "
+                                  f"{', '.join(wrong[:10])}{more}")
+
+
+def _same_column_type(a: pa.DataType, b: pa.DataType) -> bool:
+    """Whether two files' types of a carried column agree (dictionary-encoded or not, or left empty)."""
+    return pa.types.is_null(a) or pa.types.is_null(b) or _values_type(a) == _values_type(b)
+
+
+def _values_type(t: pa.DataType) -> pa.DataType:
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _some(names: Sequence[str], shown: int = 10) -> str:
+    """`names` as a list, the first `shown` of a long one (a very wide table's)."""
+    return str(list(names)) if len(names) <= shown else f"{list(names[:shown])} and {len(names) - shown} more"
 
 
 def feature_matrix(batch: pa.Table, features: Sequence[str]) -> np.ndarray:
@@ -106,8 +150,9 @@ def _value_types(preparation, features: Sequence[str]) -> dict[str, str | None]:
 
 
 def invalid_rows(batch: pa.Table, preparation) -> np.ndarray:
-    """Rows that cannot be scored: an infinite number, or a gap (null, NaN) the version does not
-    impute (every gap, for versions registered before preparations existed)."""
+    """Rows that cannot be scored: an infinite number or one beyond float32's range (the model's input:
+    it would reach the model as infinity, as a served request's is refused), or a gap (null, NaN) the
+    version does not impute (every gap, for versions registered before preparations existed)."""
     bad = np.zeros(batch.num_rows, dtype=bool)
     for column in preparation.columns:
         values = batch.column(column.name)
@@ -115,7 +160,8 @@ def invalid_rows(batch: pa.Table, preparation) -> np.ndarray:
             bad |= values.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
         if column.kind == "numeric":
             x = _as_float64(values)
-            bad |= np.isinf(x) | (np.isnan(x) if preparation.refuse_missing else False)
+            with np.errstate(invalid="ignore"):
+                bad |= (np.abs(x) > FP32_MAX) | (np.isnan(x) if preparation.refuse_missing else False)
     return bad
 
 

@@ -9,7 +9,8 @@ Order matters for "nothing half-written": the version, the input's columns and t
 are checked before any work; the rows are scored by an actor pool (`VersionPredictor`: the version
 the driver loaded, shipped once to each actor, on its CPU or GPU) and written to a staging
 directory beside the output, which is moved into place only once complete. Rows with NaN/inf/null
-features refuse the run (with their count) or, skipped, go to `OUTPUT.rejected/` the same way.
+features (or numbers beyond float32's range) refuse the run (with their count) or, skipped, go to
+`OUTPUT.rejected/` the same way.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from dataclasses import asdict, dataclass
 
 from cluster.storage import absolute
 from serving.batch.config import BatchConfig
-from serving.batch.files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing, staging_uri,
-                                 written_files)
+from serving.batch.files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing,
+                                 refuse_overlap, staging_uri, written_files)
 from serving.batch.read import READ_CPUS, read_dataset
-from serving.batch.schema import META_DEVICE, META_NODE, BatchInputError, check_input, run_metadata
+from serving.batch.schema import META_DEVICE, META_NODE, BatchInputError, check_files, check_input, run_metadata
 
 #: blocks per actor: enough that every actor of the pool gets work and a slow one does not hold the end
 BLOCKS_PER_ACTOR = 4
@@ -96,8 +97,8 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
 
     Refused before any work, naming the problem: an unknown model, version or alias; an input that
     is missing or not Parquet; missing feature columns or columns not of their kind (text where a number is
-    expected); unknown carried columns; an
-    existing output (unless `overwrite`)."""
+    expected), in any of its files; unknown carried columns; an output that overlaps the input, or
+    an existing one (unless `overwrite`)."""
     from training import load_version
 
     config = config or BatchConfig()
@@ -109,9 +110,15 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     except Exception as exc:  # noqa: BLE001 - a version whose model cannot load is refused, named
         raise BatchInputError(f"{name} v{number} cannot be loaded: {exc}") from exc
     table = open_input(input_uri)
+    if table.rows == 0:
+        raise BatchInputError(f"input {input_uri!r} has no rows ({len(table.files)} file(s), all empty); "
+                              "nothing to score")
     carry = check_input(table.schema, model.features, model.classes, config.columns, model.preparation, model.task)
+    check_files(zip(table.files, table.file_schemas), table.schema, model.features, carry, model.preparation)
+    refuse_overlap(input_uri, output_uri)
     refuse_existing(output_uri, overwrite)
     if config.on_invalid == "skip":
+        refuse_overlap(input_uri, rejected_uri(output_uri), "rejected-rows output")
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
     import ray
     import ray.data
@@ -141,12 +148,18 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         _score(table, staging, model, carry, config, config.actors or pool_limit, run_metadata(name, number, run_id),
                registry)
         written = written_files(staging)
+        if written.rows == 0:  # every row skipped as invalid: Ray Data wrote no file, there is no output
+            raise BatchInputError(f"all {table.rows:,} row(s) of {input_uri} have infinite values or gaps the version "
+                                  "does not impute (null, NaN), or numbers beyond float32's range; nothing was "
+                                  "scored and nothing was written")
         say(f"{written.rows:,} row(s) scored into {len(written.files)} file(s); moving them into place")
         rejected = table.rows - written.rows
         rejected_output = None
         if rejected:
             rejected_output = _write_rejected(table, model.preparation, rejected_uri(output_uri), run_id)
         publish(staging, output_uri)
+        if overwrite and rejected_output is None:  # an earlier run's rejected rows are not this output's
+            discard(rejected_uri(output_uri))
         seconds = time.perf_counter() - started
         result = BatchResult(
             model=name, version=number, output=output_uri, rejected_output=rejected_output, run_id=run_id,
@@ -174,7 +187,7 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
         run.fail(f"counting the invalid rows failed: {type(exc).__name__}: {exc}")
         raise
     refusal = BatchInputError(f"{count:,} row(s) of {input_uri} have infinite values or gaps the version does not "
-                              f"impute (null, NaN); nothing was "
+                              f"impute (null, NaN), or numbers beyond float32's range; nothing was "
                               f"written. Fix them, or pass --on-invalid skip to score the rest and write them to "
                               f"{rejected_uri(output_uri)}")
     run.fail(f"BatchInputError: {refusal}")

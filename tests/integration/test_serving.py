@@ -636,6 +636,10 @@ def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_the
             registry, NAME, str(write_parquet(table.astype({"f2": str}), tmp_path / "text.parquet")), str(out), config=cfg)),
         ("input not found", lambda: predict_table(registry, NAME, str(tmp_path / "nothing"), str(out), config=cfg)),
         ("already exists", lambda: predict_table(registry, NAME, str(data), str(tmp_path), config=cfg)),
+        ("has no rows", lambda: predict_table(
+            registry, NAME, str(write_parquet(table.iloc[:0], tmp_path / "empty.parquet")), str(out), config=cfg)),
+        ("overlaps the input", lambda: predict_table(registry, NAME, str(data.parent), str(data.parent / "scored"),
+                                                     config=cfg)),
     ]
     for message, attempt in refused:
         with pytest.raises((BatchInputError, RegistryError), match=re.escape(message)):
@@ -654,6 +658,16 @@ def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_the
     failed = [r for r in registry.client.search_runs([registry.client.get_experiment_by_name("handoff-batch").experiment_id])
               if r.info.status == "FAILED"]
     assert any("1 row(s)" in r.data.tags.get("handoff.failure", "") for r in failed)
+    # every row invalid, skipped: no output at all, said so; a later clean overwrite leaves no stale rejected rows
+    every = write_parquet(table.iloc[[42, 42]], tmp_path / "all-bad.parquet")
+    with pytest.raises(BatchInputError, match="all 2 row.s. of .* nothing was scored and nothing was written"):
+        predict_table(registry, NAME, str(every), str(tmp_path / "none"), progress=False,
+                      config=cfg.model_copy(update={"on_invalid": "skip"}))
+    assert not (tmp_path / "none").exists() and not list(tmp_path.glob(".none.staging-*"))
+    clean = write_parquet(table.drop(index=42), tmp_path / "clean.parquet")
+    again = predict_table(registry, NAME, str(clean), str(out), progress=False, overwrite=True, config=cfg)
+    assert again.rows_out == 1999 and again.rejected_output is None
+    assert not Path(skipped.rejected_output).exists()
 
 
 def rss_mib(pid: int) -> float:
