@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from serving.batch.schema import META_DEVICE, META_NODE, invalid_rows, output_table, prepared_matrix
+from serving.batch.schema import INVALID, META_DEVICE, META_NODE, invalid_rows, output_table, prepared_matrix
 from serving.device import replica_device
 
 
@@ -55,8 +55,7 @@ class VersionPredictor:
         bad = invalid_rows(block, self.model.preparation)
         if bad.any():
             if not self.skip_invalid:
-                raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a block have infinite values or gaps the "
-                                         "version does not impute, or numbers beyond float32's range")
+                raise InvalidFeatureRows(f"{int(bad.sum())} row(s) of a block have {INVALID}")
             block = block.filter(pa.array(~bad))
         x = prepared_matrix(block, self.model.preparation)
         proba = predict_in_batches(self.model.outputs, x, self.batch_size, self.model.n_outputs)

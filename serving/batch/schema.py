@@ -23,6 +23,9 @@ from serving.protocol import FP32_MAX  # a larger number would reach the model a
 from training import class_labels, predicted_class, predicted_values, probability_columns
 
 PREDICTION, LABEL, VERSION = "prediction", "label", "version"
+#: what makes a row invalid (`invalid_rows`), as refusals name it
+INVALID = ("infinite values or gaps the version does not impute (null, NaN), numbers beyond float32's range or "
+           "fractional integer codes")
 #: key-value metadata of every output file (`handoff.node`/`handoff.device`: where its rows were predicted)
 META_MODEL, META_VERSION, META_RUN, META_NODE, META_DEVICE = (
     "handoff.model", "handoff.version", "handoff.mlflow_run_id", "handoff.node", "handoff.device")
@@ -54,7 +57,9 @@ def _fits(t: pa.DataType, values: str | None) -> bool:
                 or pa.types.is_null(t))
     if values == "bool":
         return pa.types.is_boolean(t) or pa.types.is_null(t)
-    return pa.types.is_integer(t) or pa.types.is_null(t)
+    # integer codes: an integer type, or floats (what pandas writes for integers with a gap; training
+    # takes them too), whose fractional values are invalid rows (`invalid_rows`)
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
 
 
 def check_input(schema: pa.Schema, features: Sequence[str], classes: Sequence,
@@ -152,7 +157,8 @@ def _value_types(preparation, features: Sequence[str]) -> dict[str, str | None]:
 def invalid_rows(batch: pa.Table, preparation) -> np.ndarray:
     """Rows that cannot be scored: an infinite number or one beyond float32's range (the model's input:
     it would reach the model as infinity, as a served request's is refused), or a gap (null, NaN) the
-    version does not impute (every gap, for versions registered before preparations existed)."""
+    version does not impute (every gap, for versions registered before preparations existed), or an
+    integer code stored as a float that is not a whole number (no category is 2.5)."""
     bad = np.zeros(batch.num_rows, dtype=bool)
     for column in preparation.columns:
         values = batch.column(column.name)
@@ -162,6 +168,10 @@ def invalid_rows(batch: pa.Table, preparation) -> np.ndarray:
             x = _as_float64(values)
             with np.errstate(invalid="ignore"):
                 bad |= (np.abs(x) > FP32_MAX) | (np.isnan(x) if preparation.refuse_missing else False)
+        elif getattr(column, "values", None) == "integer" and pa.types.is_floating(_values_type(values.type)):
+            x = _as_float64(values)
+            with np.errstate(invalid="ignore"):
+                bad |= np.isfinite(x) & (x != np.floor(x)) | np.isinf(x)
     return bad
 
 

@@ -8,9 +8,9 @@
 Order matters for "nothing half-written": the version, the input's columns and the output path
 are checked before any work; the rows are scored by an actor pool (`VersionPredictor`: the version
 the driver loaded, shipped once to each actor, on its CPU or GPU) and written to a staging
-directory beside the output, which is moved into place only once complete. Rows with NaN/inf/null
-features (or numbers beyond float32's range) refuse the run (with their count) or, skipped, go to
-`OUTPUT.rejected/` the same way.
+directory beside the output, which is moved into place only once complete. Rows that cannot be scored
+(`schema.INVALID`: NaN/inf/null features, numbers beyond float32's range, fractional integer codes)
+refuse the run (with their count) or, skipped, go to `OUTPUT.rejected/` the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from serving.batch.config import BatchConfig
 from serving.batch.files import (InputTable, discard, fingerprint, open_input, publish, refuse_existing,
                                  refuse_overlap, staging_uri, written_files)
 from serving.batch.read import READ_CPUS, read_dataset
-from serving.batch.schema import META_DEVICE, META_NODE, BatchInputError, check_files, check_input, run_metadata
+from serving.batch.schema import (INVALID, META_DEVICE, META_NODE, BatchInputError, check_files, check_input,
+                                  run_metadata)
 
 #: blocks per actor: enough that every actor of the pool gets work and a slow one does not hold the end
 BLOCKS_PER_ACTOR = 4
@@ -149,9 +150,8 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
                registry)
         written = written_files(staging)
         if written.rows == 0:  # every row skipped as invalid: Ray Data wrote no file, there is no output
-            raise BatchInputError(f"all {table.rows:,} row(s) of {input_uri} have infinite values or gaps the version "
-                                  "does not impute (null, NaN), or numbers beyond float32's range; nothing was "
-                                  "scored and nothing was written")
+            raise BatchInputError(f"all {table.rows:,} row(s) of {input_uri} have {INVALID}; nothing was scored and "
+                                  "nothing was written")
         say(f"{written.rows:,} row(s) scored into {len(written.files)} file(s); moving them into place")
         rejected = table.rows - written.rows
         rejected_output = None
@@ -186,10 +186,8 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     except BaseException as exc:
         run.fail(f"counting the invalid rows failed: {type(exc).__name__}: {exc}")
         raise
-    refusal = BatchInputError(f"{count:,} row(s) of {input_uri} have infinite values or gaps the version does not "
-                              f"impute (null, NaN), or numbers beyond float32's range; nothing was "
-                              f"written. Fix them, or pass --on-invalid skip to score the rest and write them to "
-                              f"{rejected_uri(output_uri)}")
+    refusal = BatchInputError(f"{count:,} row(s) of {input_uri} have {INVALID}; nothing was written. Fix them, or "
+                              f"pass --on-invalid skip to score the rest and write them to {rejected_uri(output_uri)}")
     run.fail(f"BatchInputError: {refusal}")
     raise refusal
 

@@ -354,3 +354,23 @@ def test_a_very_wide_table_is_checked_and_read_and_its_refusals_stay_short(tmp_p
     assert blocks[0].num_columns == 3000 and blocks[0].column_names == names
     with pytest.raises(BatchInputError, match=r"no feature column\(s\) \['nope'\]; .* and 2990 more"):
         check_input(table.schema, ["nope", *names], [0, 1], None)
+
+
+def test_integer_codes_written_as_floats_with_gaps_are_taken_as_training_takes_them():
+    """pandas writes an integer column with a gap as float64; training takes it as integer codes, so
+    batch does too: whole numbers are the codes, a gap is a gap, 2.5 or an infinity an invalid row."""
+    import pandas as pd
+
+    from serving.batch.schema import invalid_rows, prepared_matrix
+    from training.columns import CATEGORICAL, NUMERIC, fit_preparation
+
+    prep = fit_preparation(pd.DataFrame({"a": [1.0, 2.0, 3.0], "plan": [1.0, None, 3.0]}),
+                           {"a": NUMERIC, "plan": CATEGORICAL})
+    batch = pa.table({"a": [1.0, 2.0, 3.0, 4.0, 5.0], "plan": [3.0, None, 2.5, np.inf, 1.0]})
+    assert check_input(batch.schema, prep.names, [0, 1], None, prep) == []
+    assert invalid_rows(batch, prep).tolist() == [False, False, True, True, False]
+    good = batch.take([0, 1, 4])
+    assert np.array_equal(prepared_matrix(good, prep),
+                          prep.transform({"a": [1.0, 2.0, 5.0], "plan": [3, None, 1]}, rows=3).x)
+    with pytest.raises(BatchInputError, match="plan is string, the version takes integer"):
+        check_input(pa.table({"a": [1.0], "plan": ["3"]}).schema, prep.names, [0, 1], None, prep)
