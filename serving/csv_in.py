@@ -1,11 +1,11 @@
 """A `text/csv` body at `/invocations`, as MLflow's scoring server takes it (pure).
 
 MLflow's server reads such a body with `pandas.read_csv`, which guesses each column's type from its
-cells (`007` becomes 7, `1_000` a number in some versions, `True` a boolean). Here the model's
-signature says what each column holds, so a cell is read as that and nothing else: a numeric
-column's cell is a number as written in decimal or scientific notation, an integer-valued categorical
-column's an integer, a boolean one's `true`/`false` in any case, a text one's the text as written.
-An empty cell is a missing value (as pandas reads it); a cell that is not what its column holds is
+cells (`007` becomes 7, `True` a boolean). Here the model's signature says what each column holds,
+so a cell is read as that and nothing else: a numeric column's cell is a number as written in
+decimal or scientific notation, an integer-valued categorical column's an integer (or a whole number
+written as a float, as pandas writes an integer column with a gap), a boolean one's `true`/`false`
+in any case, a text one's the text as written. An empty cell is a missing value (as pandas reads it); a cell that is not what its column holds is
 left as text, so the one parser behind every format refuses it naming the column and value. The
 first line names the columns; the rows then take the `dataframe_split` path, with its checks.
 """
@@ -28,9 +28,10 @@ def _cell(text: str, values: str | None):
         return None
     if values is None:  # numeric
         return float(text) if _NUMBER.fullmatch(text.strip()) else text
-    if values == "integer":
+    if values == "integer":  # `3`, or `3.0` as pandas writes an integer column with a gap (2.5: refused)
         try:
-            return int(text) if _INTEGER.fullmatch(text.strip()) else text
+            return int(text) if _INTEGER.fullmatch(text.strip()) else (
+                float(text) if _NUMBER.fullmatch(text.strip()) else text)
         except ValueError:  # past Python's 4,300 digits: text, refused by name as any other
             return text
     if values == "bool":

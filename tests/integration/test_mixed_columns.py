@@ -215,6 +215,11 @@ def test_every_way_in_gives_the_pyfunc_s_answer_bit_for_bit(served, mlflow_serve
         status, _, scored = call(port, f"/v2/models/{NAME}/invocations", payload)
         assert status == 200, scored
         assert np.array_equal(np.array([r["probability_True"] for r in scored["predictions"]], dtype=np.float32), p_true)
+    # the same rows as pandas writes them to CSV (a gap an empty cell, an integer column with a gap as 3.0)
+    status, _, scored = call(port, f"/v2/models/{NAME}/invocations", raw=rows.to_csv(index=False).encode(),
+                             headers={"content-type": "text/csv"})
+    assert status == 200, scored
+    assert np.array_equal(np.array([r["probability_True"] for r in scored["predictions"]], dtype=np.float32), p_true)
 
     source = tmp_path / "rows.parquet"
     pq_write(rows.assign(row_id=range(ROWS)), source)

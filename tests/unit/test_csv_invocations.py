@@ -57,7 +57,9 @@ def test_each_cell_is_read_as_its_column_holds_it_and_empty_is_missing():
     assert payload == {"dataframe_split": {"columns": ["tenure", "total", "contract", "senior", "plan"], "data": [
         [3.0, None, "007", True, 2], [40.0, 99.5, None, False, 9]]}}
     # a cell its column does not hold stays text, for the shared parser to refuse by name
-    assert csv_split(b"plan,senior\n2.5,yes\n", MIXED)["dataframe_split"]["data"] == [["2.5", "yes"]]
+    assert csv_split(b"plan,senior\ntwo,yes\n", MIXED)["dataframe_split"]["data"] == [["two", "yes"]]
+    # a number in an integer column is a number, whole (pandas' 3.0) or not (refused where codes are read)
+    assert csv_split(b"plan\n3.0\n2.5\n", MIXED)["dataframe_split"]["data"] == [[3.0], [2.5]]
 
 
 def test_a_model_with_categorical_columns_answers_csv_as_it_answers_json():
@@ -68,5 +70,8 @@ def test_a_model_with_categorical_columns_answers_csv_as_it_answers_json():
         {"content-type": "application/json"}, model="churn")
     as_csv = invocations(front, b"plan,senior,contract,total,tenure\n2,True,month,,3\n", model="churn")
     assert as_csv[0] == 200 and as_csv[2] == as_json[2], as_csv
-    refused = invocations(front, b"plan,senior,contract,total,tenure\nx,True,month,,3\n", model="churn")
-    assert refused[0] == 422 and "plan" in refused[2]["error"] and "'x'" in refused[2]["error"], refused
+    # an integer code as pandas writes an integer column with a gap: 2.0 is the code 2
+    assert invocations(front, b"plan,senior,contract,total,tenure\n2.0,True,month,,3\n", model="churn")[2] == as_json[2]
+    for cell in (b"x", b"2.5"):
+        refused = invocations(front, b"plan,senior,contract,total,tenure\n" + cell + b",True,month,,3\n", model="churn")
+        assert refused[0] == 422 and "plan" in refused[2]["error"] and cell.decode() in refused[2]["error"], refused
