@@ -5,9 +5,12 @@ values (at most `TRACKED`), of every other value it held (`other`), and which va
 (at most `KNOWN`, so "never seen in training" can be told), plus how many rows were missing; per
 numeric column, how many were missing. A window of live rows is scored on three figures per column:
 
-- `COLUMN` (categorical): the shares of its values over the reference's buckets plus `unseen` (values
-  training never held): chi-squared on the counts (the test), Jensen–Shannon on the shares (the effect);
-- `COLUMN.unseen` (categorical): the share of rows with a value training never held;
+- `COLUMN` (categorical): the shares of its values over the reference's buckets (its tracked values,
+  and `other` for every value past them, held in training or new: a column whose training kept
+  meeting new values meets them live too, and how many are new is the next figure's question):
+  chi-squared on the counts (the test), Jensen–Shannon on the shares (the effect);
+- `COLUMN.unseen` (categorical): the share of rows with a value training never held (not told where
+  training held more than `KNOWN` distinct values: a value past those remembered counts as `other`);
 - `COLUMN.missing` (any column with gaps in either): the share of rows left empty.
 
 Each effect must exceed its tolerance at the window's size, calibrated from the reference like the
@@ -26,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from monitoring.drift_stats import chi2_counts, jensen_shannon
+from monitoring.tolerance import rare_tail
 
 TRACKED = 50         # values with a bucket of their own in the reference (the rest share `other`)
 KNOWN = 10_000       # distinct training values remembered, to tell "never seen" from "seen, rare"
@@ -62,13 +66,20 @@ class CategoricalReference:
                    frozenset(v for v, _ in ranked[:KNOWN]), sum(1 for _, k in ranked if k == 1))
 
     @property
+    def complete(self) -> bool:
+        """Whether `known` holds every value training held (fewer than `KNOWN`: at `KNOWN` some may have
+        been left out), so that a value outside it was never seen rather than seen, rarely, past them."""
+        return len(self.known) < KNOWN
+
+    @property
     def buckets(self) -> list[str]:
         return [*map(str, self.values), OTHER, UNSEEN]
 
     def window_counts(self, values) -> tuple[np.ndarray, int, dict]:
-        """A window's counts over `buckets`, its gaps, and its values training never held (value → count).
-        Values are counted by hashing (pandas) and only the distinct ones are looked up, so a window
-        costs one pass in C however many rows it has."""
+        """A window's counts over `buckets`, its gaps, and its values training never held (value → count;
+        none where `known` is not `complete`: a value outside it counts as `other`). Values are counted
+        by hashing (pandas) and only the distinct ones are looked up, so a window costs one pass in C
+        however many rows it has."""
         import pandas as pd
 
         values = np.asarray(values, dtype=object)
@@ -81,7 +92,7 @@ class CategoricalReference:
                 continue
             if v in index:
                 counts[index[v]] += k
-            elif v in self.known:
+            elif v in self.known or not self.complete:
                 counts[-2] += k
             else:
                 counts[-1] += k
@@ -120,13 +131,12 @@ class CategoryFigure:
 def js_tolerance(reference_counts: np.ndarray, n: int, *, features: int = 20, per_window: float = 0.001,
                  floor: float = JS_FLOOR, chunks: int = 200, seed: int = 0) -> float:
     """The Jensen–Shannon distance a window of `n` values drawn from the reference's own shares
-    exceeds only `per_window / features` of the time (log-normal fit of the draws' tail), at least `floor`."""
+    exceeds only `per_window / features` of the time (log-normal fit of the draws' tail; a draw in
+    exactly the reference's shares is a point mass at 0, `rare_tail`), at least `floor`."""
     shares = reference_counts / max(reference_counts.sum(), 1)
     draws = np.random.default_rng(seed).multinomial(max(n, 1), shares, size=chunks) / max(n, 1)
-    distances = np.maximum([jensen_shannon(shares, d) for d in draws], 1e-12)
-    logs = np.log(distances)
-    quantile = float(np.exp(logs.mean() + stats.norm.ppf(1 - per_window / features) * logs.std(ddof=1)))
-    return max(floor, quantile)
+    distances = np.array([jensen_shannon(shares, d) for d in draws])
+    return max(floor, rare_tail(distances, per_window / features))
 
 
 def size_bucket(n: int) -> int:
@@ -166,24 +176,27 @@ def share_test(window_hits: int, n: int, reference_hits: int, reference_rows: in
 
 def score_categorical(name: str, ref: CategoricalReference, values, *, features: int = 20,
                       per_window: float = 0.001, tolerances: dict | None = None) -> list[CategoryFigure]:
-    """The window's figures for one categorical column: its shares, its unseen values, its gaps."""
+    """The window's figures for one categorical column: its shares, its unseen values, its gaps. A
+    column training held no value of has no shares to compare: its gaps' figure alone (100% in training)."""
     values = np.asarray(values, dtype=object)
     counts, missing, unseen = ref.window_counts(values)
     n, present = len(values), int(counts.sum())
     out: list[CategoryFigure] = []
-    reference = ref.reference_counts
-    if present:
-        stat, p = chi2_counts(reference, counts)
-        effect = jensen_shannon(reference / reference.sum(), counts / present)
+    if present and ref.counts.sum():
+        held = np.append(counts[:-2], counts[-2] + counts[-1])  # over ref.counts' buckets: new values are `other`
+        stat, p = chi2_counts(ref.counts, held)
+        effect = jensen_shannon(ref.counts / ref.counts.sum(), held / present)
         tolerance = (tolerances or {}).get(name) or sized_js_tolerance(ref.counts, present, features, per_window)
-        moved = _largest_move(ref, reference, counts)
+        moved = _largest_move(ref, ref.counts, held)
         out.append(CategoryFigure(name, stat, p, effect, tolerance, detail=moved))
         share = counts[-1] / present
         base = good_turing(ref)
         stat, p = share_test(int(counts[-1]), present, 0, max(ref.rows - ref.missing, 1))
         top = max(unseen, key=unseen.get) if unseen else None
         detail = (f"{top!r} {unseen[top] / present:.0%} of rows, never seen in training" +
-                  (f" (and {len(unseen) - 1} other new value(s))" if len(unseen) > 1 else "")) if top is not None else ""
+                  (f" (and {len(unseen) - 1} other new value(s))" if len(unseen) > 1 else "")) if top is not None else \
+            "" if ref.complete else (f"not told: training held more than the {KNOWN:,} distinct values remembered; "
+                                     f"a value past them counts as {OTHER}")
         out.append(CategoryFigure(f"{name}.unseen", stat, p, share, max(SHARE_FLOOR, 3 * base), share, 0.0, detail))
     out.extend(missing_figure(name, missing, n, ref.missing, ref.rows, features=features, per_window=per_window))
     return out

@@ -620,5 +620,6 @@ def _window_record(window: Window, index: int, scores: WindowScores) -> dict:
                                   "jensen_shannon": s.jensen_shannon, "drifted": s.drifted,
                                   "tolerance": s.tolerance,
                                   **({"effect": s.effect, "detail": s.detail, "share": s.share,
-                                      "reference_share": s.reference_share} if s.effect is not None else {})}
+                                      "reference_share": s.reference_share} if s.effect is not None else
+                                     {"detail": s.detail} if s.detail else {})}
                        for s in (*scores.features, *scores.prediction)}}

@@ -50,7 +50,7 @@ def decide(state: DriftState, window: WindowScores, window_index: int, model: st
     features = {s.column: {"statistic": s.statistic, "p_value": s.p_value, "adjusted_p": s.adjusted_p,
                            "psi": s.psi, "wasserstein": s.wasserstein, "jensen_shannon": s.jensen_shannon,
                            **({"effect": s.effect, "tolerance": s.tolerance, "detail": s.detail}
-                              if s.effect is not None else {})}
+                              if s.effect is not None else {"detail": s.detail} if s.detail else {})}
                 for s in window.features if s.drifted}
     event = DriftEvent(f"drift-{stable_digest(model, version, state.first_window)}", model, version,
                        state.first_window, window_index, features)

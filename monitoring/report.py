@@ -128,8 +128,10 @@ def render(event: dict, history: list[dict]) -> bytes:
         left.stairs(h["window"], edges, color="#d62728", linewidth=2, label=f"window {event['last_window']}")
         s = last.get(column, {})
         tolerance = f" (tolerance {s['tolerance']:.2f}σ)" if s.get("tolerance") is not None else ""
-        left.set_title(f"{column}: shift {s.get('wasserstein', 0):.2f}σ{tolerance} · PSI {s.get('psi', 0):.3f} · KS "
-                       f"{s.get('statistic', 0):.3f} (corrected p {s.get('adjusted_p', 1):.2g})"
+        moved = (f"shift {s['wasserstein']:.2f}σ{tolerance} · PSI {s.get('psi') or 0:.3f}"
+                 if s.get("wasserstein") is not None else "no value in the last window (all gaps)")
+        left.set_title(f"{column}: {moved} · KS {s.get('statistic') or 0:.3f} (corrected p "
+                       f"{s.get('adjusted_p', 1):.2g})"
                        + ("  DRIFTED" if s.get("drifted") else ""), fontsize=9,
                        color="#d62728" if s.get("drifted") else "black")
         left.set_ylabel("share of rows")

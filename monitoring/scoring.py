@@ -23,6 +23,10 @@ from monitoring.drift_stats import EXACT_MAX_N, adjust, chi2_counts, jensen_shan
 from monitoring.reference import NumericReference, ReferenceProfile
 from training import predicted_class
 
+#: the scale of the shift of a column constant in training (σ 0), in its own unit: Evidently's floor of
+#: the same normed Wasserstein distance (`max(std, 0.001)`), applied only where there is no σ at all
+CONSTANT_SCALE = 0.001
+
 
 @dataclass(frozen=True)
 class ColumnScore:
@@ -67,9 +71,10 @@ def _sorted_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def _numeric(columns: list[str], refs: list[NumericReference], rows: np.ndarray) -> list[tuple]:
-    """(column, KS statistic, p-value, PSI, Wasserstein in σ, Jensen–Shannon) per row of the sorted
-    `rows` (one row per column): every statistic taken from the sorted rows, and the p-values of large
-    samples computed together."""
+    """(column, KS statistic, p-value, PSI, Wasserstein in σ, Jensen–Shannon, detail) per row of the
+    sorted `rows` (one row per column): every statistic taken from the sorted rows, and the p-values of
+    large samples computed together. A column constant in training has no σ: its shift is taken in
+    `CONSTANT_SCALE`s of its unit (finite, where σ 0 would make any move infinite), and the detail says so."""
     out, pending = [], {}
     for i, (column, ref, w) in enumerate(zip(columns, refs, rows)):
         # a gap (NaN, a value the client left out) sorts last: each column is scored on its values
@@ -78,7 +83,7 @@ def _numeric(columns: list[str], refs: list[NumericReference], rows: np.ndarray)
             w = w[:int(np.searchsorted(np.isnan(w), True))]
         n, m = w.shape[0], ref.sorted_sample.shape[0]
         if n == 0:
-            out.append([column, 0.0, 1.0, None, None, None])  # nothing to compare: no evidence of drift
+            out.append([column, 0.0, 1.0, None, None, None, ""])  # nothing to compare: no evidence of drift
             continue
         if max(m, n) > EXACT_MAX_N:
             statistic, p = ks_statistic_sorted(ref.sorted_sample, w), None
@@ -86,8 +91,11 @@ def _numeric(columns: list[str], refs: list[NumericReference], rows: np.ndarray)
         else:
             statistic, p = ks_against_sorted(ref.sorted_sample, w)
         shares = psi_shares_sorted(w, ref.psi_edges)
-        out.append([column, statistic, p, psi(ref.psi_shares, shares),
-                    wasserstein_sorted(ref.sorted_sample, w, scale=ref.std), jensen_shannon(ref.psi_shares, shares)])
+        shift = wasserstein_sorted(ref.sorted_sample, w, scale=ref.std if ref.std > 0 else CONSTANT_SCALE)
+        detail = f"constant in training ({ref.minimum:g}): shifted {shift * CONSTANT_SCALE:g} in its own unit" \
+            if ref.std <= 0 and shift > 0 else ""
+        out.append([column, statistic, p, psi(ref.psi_shares, shares), shift, jensen_shannon(ref.psi_shares, shares),
+                    detail])
     for (m, n), indices in pending.items():
         for i, p in zip(indices, ks_pvalues(np.array([out[i][1] for i in indices]), m, n)):
             out[i][2] = float(p)
@@ -100,10 +108,10 @@ def _scores(raw: list[tuple], test: str, alpha: float, correction: str, min_shif
     figures = figures or []
     adjusted = adjust([r[2] for r in raw] + [f.p_value for f in figures], correction)
     out = []
-    for (column, stat, p, psi_, w, js), a in zip(raw, adjusted):
+    for (column, stat, p, psi_, w, js, detail), a in zip(raw, adjusted):
         tolerance = None if w is None else (tolerances or {}).get(column, min_shift)
         out.append(ColumnScore(column, test, float(stat), float(p), float(a), psi_, w, js,
-                               bool(a < alpha and (w is None or w >= tolerance)), tolerance))
+                               bool(a < alpha and (w is None or w >= tolerance)), tolerance, detail=detail))
     for f, a in zip(figures, adjusted[len(raw):]):
         out.append(ColumnScore(f.column, "chi2", float(f.statistic), float(f.p_value), float(a), None, None,
                                float(f.effect) if "." not in f.column else None,
@@ -160,6 +168,6 @@ def score_window(profile: ReferenceProfile, features: list[str], x: np.ndarray, 
     elif prediction is not None:
         counts = np.bincount(prediction, minlength=len(profile.classes))[:len(profile.classes)]
         stat, p = chi2_counts(profile.class_counts, counts)
-        prediction_scores += _scores([("predicted_class", stat, p, None, None, None)], "chi2", alpha, "none", 0.0)
+        prediction_scores += _scores([("predicted_class", stat, p, None, None, None, "")], "chi2", alpha, "none", 0.0)
     return WindowScores(int(x.shape[0]), feature_scores, prediction_scores,
                         any(s.drifted for s in feature_scores))

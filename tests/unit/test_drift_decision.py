@@ -149,3 +149,18 @@ def test_a_significant_but_tiny_shift_drifts_only_without_the_minimum_shift(prof
     default = score_window(profile, FEATURES, window)
     assert default.drifted_features == [] and not default.drifted
     assert next(s for s in default.features if s.column == "x4").adjusted_p < 0.05  # still reported
+
+
+def test_a_column_constant_in_training_that_moves_gets_a_finite_shift_in_words():
+    """σ 0: any move was infinitely many σ, and `inf` went into the state, the events and MLflow."""
+    rng = np.random.default_rng(6)
+    x = np.column_stack([np.full(5_000, 3.0), rng.normal(size=5_000)])
+    profile = build_profile(x, ["plan", "x"], np.tile([0.5, 0.5], (5_000, 1)), [0, 1], "fp")
+    calm = score_window(profile, ["plan", "x"], np.column_stack([np.full(500, 3.0), rng.normal(size=500)]))
+    assert calm.features[0].wasserstein == 0.0 and calm.features[0].detail == "" and not calm.drifted
+    moved = score_window(profile, ["plan", "x"], np.column_stack([np.full(500, 4.0), rng.normal(size=500)]))
+    plan = moved.features[0]
+    assert np.isfinite(plan.wasserstein) and plan.drifted and moved.drifted_features == ["plan"]
+    assert plan.detail == "constant in training (3): shifted 1 in its own unit"
+    state, event = decide(DriftState(), moved, 0, "m", 1, persistence=1)
+    assert event.features["plan"]["detail"] == plan.detail

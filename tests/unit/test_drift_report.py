@@ -55,3 +55,17 @@ def test_a_declared_drift_carries_what_its_report_draws_and_the_report_names_the
     png = (tmp_path / "report" / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert day.exists()
+
+
+def test_a_shown_column_with_no_value_in_the_last_window_is_drawn_and_said(tmp_path):
+    """A column every live row left empty has no shift, PSI or KS in its window record (None): the
+    report says so in its title instead of failing on the number (it once raised TypeError)."""
+    from monitoring.report import render
+
+    edges = [0.0, 1.0, 2.0]
+    event = {"model": "m", "version": 1, "first_window": 3, "last_window": 4, "features": {"f0": {}},
+             "alpha": 0.05, "histograms": {"f0": {"edges": edges, "reference": [0.5, 0.5], "window": [0.0, 0.0]}}}
+    last = {"f0": {"test": "ks", "statistic": None, "p_value": 1.0, "adjusted_p": 1.0, "psi": None,
+                   "wasserstein": None, "jensen_shannon": None, "drifted": False, "tolerance": None}}
+    png = render(event, [{"window": 3, "scores": last}, {"window": 4, "scores": last}])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

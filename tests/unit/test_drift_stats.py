@@ -188,3 +188,28 @@ def test_the_tolerance_is_what_chance_rarely_exceeds_shrinks_with_the_window_and
               for _ in range(2_000)]
     assert sum(c > raw[1] for c in chunks) <= 2  # calibrated for 1 window in 1,000 across 20 features
     assert shift_tolerance(np.zeros(100), 10) == 0.1  # a constant reference: the floor
+
+
+@pytest.mark.parametrize("ones", [40, 2_000, 10_000])  # a rare flag, a 10% flag, a balanced one
+def test_a_binary_feature_s_tolerance_is_reachable_and_still_rarely_exceeded_by_chance(ones):
+    """Chunks of a 0/1 column lie on a lattice: some match the reference exactly (distance 0), many
+    come within a hair of it. Fitted with the rest, they once put the tolerance at 1e3–1e13σ."""
+    from monitoring.drift_stats import wasserstein_sorted
+    from monitoring.tolerance import shift_tolerance
+
+    reference = np.zeros(20_000)
+    reference[-ones:] = 1.0
+    std = reference.std()
+    rng = np.random.default_rng(ones)
+    for n in (200, 1_000, 5_000):
+        tolerance = shift_tolerance(reference, n, std=std)
+        assert 0.1 <= tolerance < 1.0  # the flag at 10% → 50% moves 1.3σ: a window can show it
+        chunks = [wasserstein_sorted(reference, np.sort(rng.choice(reference, n)), scale=std) for _ in range(2_000)]
+        assert sum(c > tolerance for c in chunks) <= 2  # calibrated for 1 window in 1,000 across 20 features
+
+
+def test_a_balanced_boolean_category_s_tolerance_stays_below_the_distance_s_bound():
+    from monitoring.categorical import js_tolerance
+
+    for n in (100, 200):  # draws equal to the reference's shares (distance 0) once made it 1e5–1e10
+        assert js_tolerance(np.array([500, 500]), n) < 1.0 and js_tolerance(np.array([900, 100]), n) < 1.0

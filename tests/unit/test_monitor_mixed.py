@@ -151,3 +151,27 @@ def test_an_integer_code_stays_categorical_through_parquet_and_compaction(tmp_pa
     FeedbackLog(str(tmp_path / "live")).write("m", parse_feedback([{"request_id": "r0", "label": 1}], (0, 1)))
     frame = labelled_rows(str(tmp_path / "live"), "m").frame
     assert frame["zipcode"].tolist()[0] == 3 and isinstance(frame["zipcode"].tolist()[0], int)
+
+
+def test_a_column_constant_in_training_and_one_it_held_no_value_of_are_scored_in_finite_words(tmp_path):
+    """Training: `tenure` always 5, `contract` always a gap (added to the table later). Live rows fill
+    both. The window was refused (chi-squared on no training counts: every pass failed, every column
+    unmonitored) and the constant's shift was `inf` in the state; now both drift, said in words."""
+    import json
+
+    rng = np.random.default_rng(5)
+    rows = draw(rng, 6_000)
+    x = np.array([np.full(6_000, 5.0), [np.nan if v is None else v for v in rows["charges"]]], dtype=float).T
+    reference = build_profile(x, ["tenure", "charges"], np.tile([0.5, 0.5], (6_000, 1)), [0, 1], "fp",
+                              categories={"contract": [None] * 6_000, "payment": rows["payment"],
+                                          "senior": rows["senior"]})
+    core = monitor(tmp_path, reference)
+    write(tmp_path / "live", [(1_000, {})] * 2, rng)
+    events = core.step()
+    json.dumps(events, allow_nan=False)  # every figure finite (refuses inf and NaN)
+    json.dumps(core.state, allow_nan=False)
+    (event,) = [e for e in events if e["kind"] == "drift_declared"]
+    assert set(event["features"]) == {"tenure", "contract.missing"}
+    assert re.search(r"tenure: constant in training \(5\): shifted [\d.]+ in its own unit", event["reason"])
+    assert "contract.missing: 0% of rows empty, 100% in training" in event["reason"]
+    assert "contract" not in core.state["last_window"]["scores"]  # no training shares to compare with
