@@ -503,6 +503,18 @@ async def answer_inference(backend: Backend, max_body_bytes: int, api_keys: froz
                        mlflow_format)
 
 
+def _headers_only(send):
+    """`send` for a HEAD request answered as its GET: the status and headers (Content-Length as the
+    GET's), never the body (HTTP: a HEAD answer has none; FastAPI's GET routes do not take HEAD)."""
+
+    async def without_body(message):
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return without_body
+
+
 def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] = frozenset()):
     """The served ASGI app: the inference routes answered here directly, everything else (health,
     metadata, OpenAPI, /docs, 404/405) by the FastAPI app, whose routes document the same API and
@@ -514,6 +526,8 @@ def build_asgi(backend: Backend, max_body_bytes: int, api_keys: frozenset[str] =
     app = build_app(backend, max_body_bytes, api_keys)
 
     async def front(scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "HEAD":  # a probe's HEAD: the GET's answer, no body
+            scope, send = {**scope, "method": "GET"}, _headers_only(send)
         route = match_inference(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
         if route is None:
             await app(scope, receive, send)

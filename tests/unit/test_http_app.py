@@ -266,3 +266,13 @@ def test_bad_binary_requests_are_refused_naming_the_problem(spoil, status, messa
     body, headers = binary_request(np.array([ROW], dtype=np.float32), binary_out=True)
     got, _, payload = call(FRONT, "POST", "/v2/models/m/invocations", body, headers)
     assert got == 400 and "/infer" in payload["error"]
+
+
+@pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready", "/v2/models/m", "/v2/models/nope",
+                                  "/openapi.json"])
+def test_a_head_request_gets_the_gets_status_and_headers_without_a_body(path):
+    """Uptime checkers and some load balancers probe with HEAD: FastAPI's GET routes alone answer 405."""
+    got = call(FRONT, "GET", path)
+    head = call(FRONT, "HEAD", path)
+    assert head[0] == got[0] and head[2] == b"", head
+    assert head[1]["content-length"] == got[1]["content-length"] and head[1]["content-type"] == got[1]["content-type"]
