@@ -31,7 +31,8 @@ def run_tune(config: Path, overrides: list[str], home: Path | None, address: str
     from cluster.connect import ClusterUnavailable, connect_ray, ray_address
     from cluster.services import read_services, resolve_tracking_uri
     from handoff.model_environment import run_where_met
-    from training import SearchFailed, SearchInterrupted, latest_experiment, load_config, tune_and_register
+    from training import (SearchFailed, SearchInterrupted, check_model, latest_experiment, load_config,
+                          tune_and_register)
 
     settings = command_settings(home, address, tracking_uri)
     try:
@@ -44,6 +45,7 @@ def run_tune(config: Path, overrides: list[str], home: Path | None, address: str
             code = run_where_met(cfg.model.requirements, services, f"the model {cfg.name!r}", argv)
             if code is not None:
                 raise typer.Exit(code)
+        check_model(cfg)  # the factory, its code and parameters, before Ray starts (the data checks the rest)
         resume_path = (experiment_path or latest_experiment(cfg, settings)) if (resume or experiment_path) else None
         err.log(f"config {config} (hash {cfg.config_hash()[:12]}), MLflow at {uri}")
         connect_ray(None if in_process else ray_address(settings, services))

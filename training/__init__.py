@@ -8,7 +8,8 @@ this package starts nothing. Serving, monitoring and the CLI import only these n
 - the training→serving contract (`load_version`, how answers are named), used by replicas and batch;
 - how a version prepares raw columns, and its environment (requirements, core versions);
 - what a version was trained on (`TrainingView`, `view_of`, `training_view`: monitoring profiles it);
-- what the CLI runs: `load_config`, `tune_and_register` (search and registration), `load_data`,
+- what the CLI runs: `load_config`, `check_model` (a model every trial would fail on, refused before the
+  search), `tune_and_register` (search and registration), `load_data`,
   `reproduce`, and the retraining job's steps (`retrain_frame`, `retrain_config`, `split_holdout`,
   `gate_verdict`), with the errors they raise.
 """
@@ -39,6 +40,7 @@ _EXPORTS = {
     # what the CLI runs: a config, a search and its registration, a reproduction, a retraining's steps
     "load_config": "training.config_loader",
     "DataError": "training.prepare",
+    "check_model": "training.trial",
     **dict.fromkeys(["SearchFailed", "SearchInterrupted", "latest_experiment", "load_data", "tune_and_register"],
                     "training.pipeline"),
     **dict.fromkeys(["DataChanged", "recorded_config", "reproduce"], "training.reproduction"),

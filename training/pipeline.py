@@ -7,6 +7,7 @@ run exists, and a version is registered only after the search produced a usable 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +26,6 @@ from training.contract import pyfunc_answer
 from training.views import TrainingView, view_of
 from training.datasets import BUILTIN_SCHEME, read_frame, resolve_uri
 from training.environment import answer_code
-from training.models import import_code_paths
 from training.prepare import DataError, PreparedData, prepare
 from training.progress import SearchProgress
 from training.registry import Registry
@@ -33,7 +33,7 @@ from training.search import SearchOutcome, resume_search, run_search
 from cluster.storage import filesystem, join
 from training.tracking import ensure_experiment, log_model, model_spec, start_search_run
 from training.train_loop import evaluate, new_model, predict_outputs, split_metrics, to_tensors, weights_hash
-from training.trial import load_state, trial_spec
+from training.trial import check_model, load_state, trial_spec
 
 MANIFEST = "handoff-search.json"
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -138,8 +138,8 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
     `on_registered` hears what the new version was trained on (monitoring profiles it from that);
     `extra_tags` join the version's lineage tags at registration (a retraining's cause)."""
     console = console or Console(stderr=True)
-    import_code_paths(cfg.model.code_paths)  # registration builds the best trial's network here
     data = data if data is not None else load_data(cfg, settings)
+    check_model(cfg, data)  # before any run or trial; it also makes the code importable for registration
     console.log(f"data: {data.sizes} rows, fingerprint {data.fingerprint[:12]}, task {data.task}")
     console.log(f"columns: {describe_columns(data)}")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
@@ -180,6 +180,14 @@ def tune_and_register(cfg: ExperimentConfig, settings: Settings, tracking_uri: s
     return registered
 
 
+def trial_error(error: BaseException) -> str:
+    """Why a trial failed, in one line: `Type: message` of the exception its code raised (Ray wraps it
+    in a `RayTaskError` whose own first line names only the worker process that ran it)."""
+    cause = getattr(error, "cause", None) or error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+
+
 def _trials_summary(outcome: SearchOutcome, metric: str) -> list[dict]:
     rows = []
     for r in outcome.results:
@@ -203,7 +211,7 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
             f"(or --experiment-path {outcome.experiment_path})")
     ok = [r for r in outcome.results if r.error is None and r.metrics]
     if not ok:
-        errors = "; ".join(str(r.error).splitlines()[0] for r in outcome.results if r.error)[:2000]
+        errors = "; ".join(trial_error(r.error) for r in outcome.results if r.error)[:2000]
         raise SearchFailed(f"no trial finished successfully; nothing registered. Errors: {errors}")
     best = outcome.results.get_best_result(metric=metric, mode=mode, scope="all")
     checkpoint = best.get_best_checkpoint(metric=metric, mode=mode)
@@ -217,6 +225,10 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     metrics = {**split_metrics(evaluate(model, tensors["x_val"], tensors["y_val"], data.task, spec.loss), "val"),
                **split_metrics(evaluate(model, tensors["x_test"], tensors["y_test"], data.task, spec.loss), "test"),
                "search_wall_seconds": outcome.wall_seconds}
+    not_numbers = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if not_numbers:  # a network that diverged (or answers NaN) would answer nothing usable
+        raise SearchFailed(f"the best trial {best.metrics.get('trial_id')}'s model gives {', '.join(not_numbers)} "
+                           "of NaN or infinity (its answers are not numbers); nothing registered")
     for key, value in metrics.items():
         client.log_metric(parent, key, value)
     # the raw rows a user sends: the signature holds the columns' real types (string, boolean, long, double)

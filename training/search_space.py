@@ -27,6 +27,13 @@ def param_space(search: SearchConfig) -> dict[str, Any]:
     return space
 
 
+def first_config(search: SearchConfig) -> dict[str, Any]:
+    """One configuration the space holds, fixed without sampling: each choice's or grid's first value,
+    each range's lower bound (what a search builds once before its trials start, to fail early)."""
+    return {name: dist.values[0] if isinstance(dist, (Choice, Grid)) else dist.low
+            for name, dist in search.space.items()}
+
+
 def trial_count(search: SearchConfig) -> int:
     """How many trials a complete search runs: `num_samples` for every combination of the grids."""
     count = search.num_samples

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.models import build_model
+from training.models import build_model, check_params, resolve_factory
 from training.prepare import PreparedData
 from training.task import REGRESSION
 
@@ -54,22 +54,52 @@ class TrialSpec:
 
 def new_model(spec: TrialSpec, data: PreparedData) -> nn.Module:
     """Initialise the wrapped model from the seed with normalisation (and for regression the
-    target's scale) fitted on the training split; a network whose output is not (rows, outputs)
-    is refused naming the shape."""
+    target's scale) fitted on the training split, and run it once on two training rows. Each way a
+    factory can fail its contract is a ValueError naming the family and what it did: it raises, it
+    returns no torch module (None, an sklearn estimator, a class), or its network fails on the rows,
+    answers anything but a tensor of (rows, outputs), or answers NaN before any training."""
     torch.manual_seed(spec.seed)
     mean = data.x_train.astype("float64").mean(axis=0)
     std = data.x_train.astype("float64").std(axis=0)
     target = (float(data.y_train.mean()), float(data.y_train.std())) if data.task == REGRESSION else None
-    model = build_model(spec.family, spec.model_params, data.x_train.shape[1], data.n_outputs, mean, std, target)
+    width = data.x_train.shape[1]
+    check_params(resolve_factory(spec.family), spec.family, set(spec.model_params))  # each names its refusal
+    try:
+        model = build_model(spec.family, spec.model_params, width, data.n_outputs, mean, std, target)
+    except Exception as exc:  # noqa: BLE001 - the factory itself failed: say which, how, and with what
+        raise ValueError(f"model.family {spec.family!r} raised {type(exc).__name__}: {exc} (called with "
+                         f"n_features={width}, n_outputs={data.n_outputs}, params {spec.model_params})") from exc
+    if not isinstance(model.net, nn.Module):
+        raise ValueError(f"model.family {spec.family!r} returned {_returned(model.net)}, not a torch.nn.Module "
+                         "instance; a factory is factory(n_features, n_outputs, **params) -> nn.Module")
+    rows = torch.tensor(data.x_train[:2], dtype=torch.float32)
     with torch.no_grad():
         model.eval()
-        shape = tuple(model(torch.zeros(2, data.x_train.shape[1])).shape)
+        try:
+            out = model.standardised(rows)  # the network's own answer (regression: before its scale)
+        except Exception as exc:  # noqa: BLE001 - the user's network: say that it failed on its inputs, and how
+            raise ValueError(f"model.family {spec.family!r} fails on a batch of {len(rows)} rows × {width} inputs: "
+                             f"{type(exc).__name__}: {exc}") from exc
         model.train()
-    if shape != (2, data.n_outputs):
-        raise ValueError(f"model.family {spec.family!r} answers shape {list(shape)} for 2 rows; the factory "
-                         f"contract is (rows, n_outputs) = [2, {data.n_outputs}] "
-                         f"({'one predicted value' if data.task == REGRESSION else 'one logit per class'})")
+    contract = (f"the factory contract is (rows, n_outputs) = [{len(rows)}, {data.n_outputs}] "
+                f"({'one predicted value' if data.task == REGRESSION else 'one logit per class'})")
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"model.family {spec.family!r} answers a {type(out).__name__}, not a tensor; {contract}")
+    if tuple(out.shape) != (len(rows), data.n_outputs):
+        raise ValueError(f"model.family {spec.family!r} answers shape {list(out.shape)} for {len(rows)} rows; "
+                         f"{contract}")
+    if torch.isnan(out).any():
+        raise ValueError(f"model.family {spec.family!r} answers NaN for training rows before any training")
     return model
+
+
+def _returned(value) -> str:
+    """What a factory returned, in words: None, the class X, a sklearn Pipeline…"""
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    return f"a {type(value).__module__.split('.')[0]} {type(value).__name__}"
 
 
 def loss_function(task: str, loss: str | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import ray
@@ -12,9 +15,10 @@ from ray import tune
 
 from training.config import ExperimentConfig
 from training.devices import choose_device, cpu_threads
-from training.models import import_code_paths
+from training.models import check_params, import_code_paths, resolve_factory
 from training.prepare import PreparedData
-from training.train_loop import TrialSpec, checkpoint_state, fit
+from training.search_space import first_config
+from training.train_loop import TrialSpec, checkpoint_state, fit, new_model
 
 STATE_FILE = "state.pt"
 
@@ -25,6 +29,59 @@ def trial_spec(cfg: ExperimentConfig, trial_config: dict) -> TrialSpec:
         cfg.model.family, dict(cfg.model.params), cfg.train.model_dump(), trial_config,
         seed=cfg.seed, threads=cpu_threads(cfg.resources.cpu),
     )
+
+
+#: Handoff's own top-level packages: a user's module of one of these names would shadow it or be shadowed
+HANDOFF_PACKAGES = frozenset({"cluster", "training", "serving", "monitoring", "handoff"})
+
+
+def check_code_paths(paths: Iterable[str], base: Path) -> None:
+    """Refuse (ValueError, naming the path) a `model.code_paths` entry that is not there, or a module
+    that would not be the one imported under its name: one named like a Handoff package (its copy in
+    the registered model's `code/` would stand beside Handoff's own `training`, `serving`…), or one an
+    earlier entry of `sys.path` (the standard library, an installed package) wins over. Relative paths
+    are read from `base`; run after `import_code_paths`. A file other than Python source (data the
+    code reads) only has to be there."""
+    for path in paths:
+        where = (base / path).resolve()
+        if not where.exists():
+            looked = "" if str(where) == path else f" (looked at {where})"
+            raise ValueError(f"model.code_paths: {path!r} does not exist{looked}")
+        name = where.stem if where.suffix == ".py" else where.name
+        if not (where.is_dir() or where.suffix == ".py") or not name.isidentifier():
+            continue
+        if name in HANDOFF_PACKAGES:
+            raise ValueError(f"model.code_paths: {path!r} is the module {name!r}, the name of Handoff's own package; "
+                             "rename it")
+        spec = importlib.util.find_spec(name)
+        homes = [Path(h).resolve() for h in ([spec.origin] if spec.origin else spec.submodule_search_locations or [])
+                 ] if spec else []
+        if not any(home == where or where in home.parents for home in homes):
+            raise ValueError(f"model.code_paths: {path!r} is the module {name!r}, but {name!r} imports from "
+                             f"{homes[0] if homes else 'nowhere'}; rename it")
+
+
+def check_model(cfg: ExperimentConfig, data: PreparedData | None = None) -> None:
+    """Refuse (ValueError, naming it) before any trial starts what every trial would fail on: a code
+    path that is missing or shadowed, a factory module that cannot be imported (not found, or failing
+    as it imports: a syntax error, its own top-level code), a parameter (fixed or searched) the factory
+    does not take; with the prepared data, also the model of the space's first configuration
+    (`first_config`) built and run once as a trial builds it (`new_model`: a factory that raises,
+    returns no torch module, or whose network fails or answers the wrong shape)."""
+    import_code_paths(cfg.model.code_paths)
+    check_code_paths(cfg.model.code_paths, Path.cwd())
+    spec = trial_spec(cfg, first_config(cfg.search))
+    module, sep, _ = spec.family.partition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # not found: resolve_factory names it
+        except Exception as exc:  # noqa: BLE001 - the user's module failed as it imported
+            raise ValueError(f"model.family {spec.family!r} cannot be imported: {type(exc).__name__}: {exc}") from exc
+    check_params(resolve_factory(spec.family), spec.family, set(spec.model_params))
+    if data is not None:
+        new_model(spec, data)
 
 
 def load_state(checkpoint: tune.Checkpoint) -> dict:

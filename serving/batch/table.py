@@ -210,7 +210,7 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
     ds = read_dataset(table, columns, block_rows(table.rows, config.batch_size, actors), concurrency=actors)
     # the version the driver loaded to check the input goes to every actor through the object store
     # (in a list: Ray Data passes it on as it is, the actor fetches it)
-    shipped = [ray.put(model)] if model.portable else None
+    shipped = [ray.put(model)] if shippable(model) else None
     scored = ds.map_batches(
         VersionPredictor, batch_size=None, batch_format="pyarrow", compute=pool,
         num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
@@ -219,6 +219,21 @@ def _score(table: InputTable, staging: str, model, carry: list[str], config: Bat
                                "skip_invalid": config.on_invalid == "skip", "threads": int(config.cpus_per_actor),
                                "shipped": shipped, "batch_size": config.batch_size})
     scored.write_parquet(staging, ray_remote_args={"num_cpus": READ_CPUS}, concurrency=actors)
+
+
+#: the packages whose classes an actor can always unpickle (the cluster's own environment holds them)
+_SHIPPED_FROM = frozenset({"torch", "training"})
+
+
+def shippable(model) -> bool:
+    """Whether the version the driver loaded goes to the actors as an object: a portable one whose
+    network is made only of classes torch or Handoff defines. A layer class from the model's own code
+    (`model.code_paths`) is pickled by reference, and an actor need not be able to import that module
+    (its `code/` directory is MLflow's to put on the path): such a version is loaded from the registry
+    in each actor, with its code, as a serving replica loads it."""
+    network = getattr(model.outputs, "network", None) if model.portable else None
+    return network is not None and all(type(layer).__module__.split(".")[0] in _SHIPPED_FROM
+                                       for layer in network.modules())
 
 
 def actor_cpus(configured: float | None, free_cpus: float) -> float:

@@ -374,3 +374,26 @@ def test_integer_codes_written_as_floats_with_gaps_are_taken_as_training_takes_t
                           prep.transform({"a": [1.0, 2.0, 5.0], "plan": [3, None, 1]}, rows=3).x)
     with pytest.raises(BatchInputError, match="plan is string, the version takes integer"):
         check_input(pa.table({"a": [1.0], "plan": ["3"]}).schema, prep.names, [0, 1], None, prep)
+
+
+class _UsersLayer(__import__("torch").nn.Module):
+    """A layer class a user's factory module defines (its module is not the cluster's)."""
+
+    def forward(self, x):
+        return x
+
+
+def test_a_version_goes_to_the_actors_as_an_object_only_when_they_can_unpickle_its_network():
+    from types import SimpleNamespace
+
+    import torch
+
+    from serving.batch.table import shippable
+    from training.torch_scorer import TorchScorer
+
+    def version(network):
+        return SimpleNamespace(outputs=TorchScorer(network, "cpu", False), portable=True)
+
+    assert shippable(version(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())))
+    assert not shippable(version(torch.nn.Sequential(torch.nn.Linear(3, 2), _UsersLayer())))
+    assert not shippable(SimpleNamespace(outputs=lambda x: x, portable=False))  # an MLflow pyfunc: loaded there
