@@ -625,7 +625,8 @@ def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_the
     table.loc[[5, 700, 1999], "f3"] = np.nan
     table.loc[[42], "f8"] = np.inf
     data = write_parquet(table, tmp_path / "in" / "rows.parquet")
-    out = tmp_path / "out"
+    out, taken = tmp_path / "out", tmp_path / "taken"
+    taken.mkdir()
     cfg = BatchConfig(actors=1, cpus_per_actor=0.5)
     refused = [  # (what, call) — each is refused before any Ray Data work, naming the problem
         ("no version 99", lambda: predict_table(registry, NAME, str(data), str(out), version=99, config=cfg)),
@@ -635,7 +636,7 @@ def test_batch_inference_refuses_bad_input_before_work_and_invalid_rows_with_the
         ("are not of their kind: f2 is", lambda: predict_table(
             registry, NAME, str(write_parquet(table.astype({"f2": str}), tmp_path / "text.parquet")), str(out), config=cfg)),
         ("input not found", lambda: predict_table(registry, NAME, str(tmp_path / "nothing"), str(out), config=cfg)),
-        ("already exists", lambda: predict_table(registry, NAME, str(data), str(tmp_path), config=cfg)),
+        ("already exists", lambda: predict_table(registry, NAME, str(data), str(taken), config=cfg)),
         ("has no rows", lambda: predict_table(
             registry, NAME, str(write_parquet(table.iloc[:0], tmp_path / "empty.parquet")), str(out), config=cfg)),
         ("overlaps the input", lambda: predict_table(registry, NAME, str(data.parent), str(data.parent / "scored"),
