@@ -213,7 +213,11 @@ def _register_best(cfg: ExperimentConfig, data: PreparedData, outcome: SearchOut
     if not ok:
         errors = "; ".join(trial_error(r.error) for r in outcome.results if r.error)[:2000]
         raise SearchFailed(f"no trial finished successfully; nothing registered. Errors: {errors}")
-    best = outcome.results.get_best_result(metric=metric, mode=mode, scope="all")
+    try:
+        best = outcome.results.get_best_result(metric=metric, mode=mode, scope="all")
+    except RuntimeError:  # Tune's answer when every trial's figure is NaN or infinite
+        raise SearchFailed(f"no trial reported a finite {metric} (every value NaN or infinite: the networks "
+                           "diverged; a lower learning rate usually helps); nothing registered") from None
     checkpoint = best.get_best_checkpoint(metric=metric, mode=mode)
     if checkpoint is None:
         raise SearchFailed(f"the best trial {best.metrics.get('trial_id')} left no checkpoint; nothing registered")

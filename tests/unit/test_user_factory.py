@@ -257,3 +257,22 @@ def test_a_best_trial_whose_model_answers_nan_is_not_registered(tmp_path, monkey
     with pytest.raises(pipeline.SearchFailed, match=r"the best trial t0's model gives test_loss, val_loss of NaN"):
         pipeline._register_best(cfg, d, outcome, Client(), "sqlite:///x.db", None, "parent")
     assert not Path("x.db").exists()
+
+
+def test_a_search_whose_every_trial_reported_nan_is_refused_in_words_not_tunes_runtime_error(tmp_path, monkeypatch):
+    """With several trials, Tune's `get_best_result` raises RuntimeError when every figure is NaN:
+    that is the search's failure to say (SearchFailed: the CLI's one line), not a traceback."""
+    import training.pipeline as pipeline
+    from training.search import SearchOutcome
+
+    class Result:
+        error, config, metrics = None, {}, {"trial_id": "t0", "val_loss": math.nan, "epoch": 1}
+
+    class Results(list):
+        def get_best_result(self, **kw):
+            raise RuntimeError("No best trial found for the given metric: val_loss.")
+
+    monkeypatch.setattr(SearchOutcome, "unfinished_trials", lambda self: 0)
+    outcome = SearchOutcome(Results([Result(), Result()]), str(tmp_path), 1.0, 2)
+    with pytest.raises(pipeline.SearchFailed, match=r"no trial reported a finite val_loss .*nothing registered"):
+        pipeline._register_best(config("mlp", []), data(), outcome, None, "sqlite:///x.db", None, "parent")
