@@ -109,7 +109,7 @@ def retrain(name: Annotated[str, typer.Argument(help="registered model name")],
                                        extra_tags={"parent_event": event, "retrained_from": champion,
                                                    "retrain_attempt": attempt,
                                                    "profile_source": f"{len(train)} recent labelled live rows"})
-    except SearchFailed as exc:
+    except (SearchFailed, *user_errors()) as exc:  # the model's own code is checked before the search too
         fail(str(exc), 1)
     candidate_model, champion_model = load_version(name, result.version, uri), load_version(name, champion, uri)
     # The new version's reference is the data it was adapted to (the recent rows it trained on), not

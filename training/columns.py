@@ -319,7 +319,10 @@ class CategoricalColumn:
         inferred = pd.api.types.infer_dtype(present, skipna=True) if len(present) else "empty"
         if inferred not in _INFERRED_OK[self.values] or (inferred == "floating" and
                                                          not present.map(float.is_integer).all()):
-            bad = next(v for v in present.tolist() if category_of_or_none(self.name, self.values, v) is _WRONG)
+            bad = next((v for v in present.tolist() if category_of_or_none(self.name, self.values, v) is _WRONG),
+                       _WRONG)
+            if bad is _WRONG:  # every value fits, in a mix pandas names otherwise (3 and 3.0): value by value
+                return self._encode_each(values, out)
             category_of(self.name, self.values, bad)  # raises, naming the value
         if self.values == "integer":
             present = present.astype("int64")

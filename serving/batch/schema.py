@@ -53,8 +53,7 @@ def _fits(t: pa.DataType, values: str | None) -> bool:
     if values is None:  # numbers, or a column every row left empty (Arrow types it null)
         return _numeric(t) or pa.types.is_null(t)
     if values == "string":
-        return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-                or pa.types.is_null(t))
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
     if values == "bool":
         return pa.types.is_boolean(t) or pa.types.is_null(t)
     # integer codes: an integer type, or floats (what pandas writes for integers with a gap; training

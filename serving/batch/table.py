@@ -118,8 +118,9 @@ def predict_table(registry, name: str, input_uri: str, output_uri: str, *, versi
     check_files(zip(table.files, table.file_schemas), table.schema, model.features, carry, model.preparation)
     refuse_overlap(input_uri, output_uri)
     refuse_existing(output_uri, overwrite)
-    if config.on_invalid == "skip":
+    if config.on_invalid == "skip" or overwrite:  # written, or an earlier run's removed: never the input
         refuse_overlap(input_uri, rejected_uri(output_uri), "rejected-rows output")
+    if config.on_invalid == "skip":
         refuse_existing(rejected_uri(output_uri), overwrite, "rejected-rows output")
     import ray
     import ray.data

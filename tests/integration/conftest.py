@@ -67,11 +67,11 @@ def settings_for(home: Path) -> Settings:
     return Settings.resolve(environ={}, home=home)
 
 
-_EXIT_STATUS: list[int] = []
+_SESSION: list = []
 
 
-def pytest_sessionfinish(session, exitstatus):
-    _EXIT_STATUS.append(int(exitstatus))
+def pytest_sessionstart(session):
+    _SESSION.append(session)
 
 
 def pytest_unconfigure(config):
@@ -79,11 +79,12 @@ def pytest_unconfigure(config):
     cluster and server a fixture started is already stopped by then; what is left is the interpreter's
     finalisation, where a native thread of a library loaded in this process (Ray's core worker,
     grpc) has been seen to crash once in ~6 runs (SIGSEGV, rc 139, after "N passed"): a result the
-    tests did not give. Set HANDOFF_TEST_FINALIZE=1 to finalise normally (to chase that crash)."""
+    tests did not give. The status is the session's as every plugin left it. Set HANDOFF_TEST_FINALIZE=1
+    to finalise normally (to chase that crash, or for a tool that writes at exit, such as coverage)."""
     import os
     import sys
 
-    if _EXIT_STATUS and not os.environ.get("HANDOFF_TEST_FINALIZE"):
+    if _SESSION and not os.environ.get("HANDOFF_TEST_FINALIZE"):
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+        os._exit(int(_SESSION[-1].exitstatus))

@@ -75,3 +75,15 @@ def test_a_model_with_categorical_columns_answers_csv_as_it_answers_json():
     for cell in (b"x", b"2.5"):
         refused = invocations(front, b"plan,senior,contract,total,tenure\n" + cell + b",True,month,,3\n", model="churn")
         assert refused[0] == 422 and "plan" in refused[2]["error"] and cell.decode() in refused[2]["error"], refused
+
+
+def test_integer_codes_written_as_3_and_as_3_0_in_one_large_body_are_the_same_codes():
+    """Past 256 rows a column is encoded by pandas, which names a mix of ints and whole floats
+    neither integer nor floating: it was a 503 (StopIteration), for a body every other way accepted."""
+    backend = MixedBackend()
+    front = build_asgi(backend, 1 << 20)
+    lines = [b"plan,senior,contract,total,tenure"] + [b"%s,True,month,,3" % (b"2" if i % 2 else b"2.0")
+                                                        for i in range(300)]
+    status, _, answer = invocations(front, b"\n".join(lines) + b"\n", model="churn")
+    assert status == 200 and len(answer["predictions"]) == 300, answer
+    assert len({json.dumps(p) for p in answer["predictions"]}) == 1
