@@ -80,13 +80,20 @@ class Standardised(nn.Module):
         return out * self.target_std + self.target_mean if self.scales_target else out
 
 
+def code_base() -> Path:
+    """Where relative `model.code_paths` are read from: the directory the search started in (a Tune
+    trial runs in a directory of its own; Tune names the first in TUNE_ORIG_WORKING_DIR), else this
+    process's working directory."""
+    return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or Path.cwd())
+
+
 def import_code_paths(paths: Iterable[str]) -> None:
     """Make the user code in `model.code_paths` importable in this process as it is where the version
     loads: MLflow copies each path (a module file or a package directory) into the model's `code/`
     directory and puts that on `sys.path`, so each path's parent goes on `sys.path` here (relative
     paths from the working directory: a job's is the repository it was sent with; a Tune trial runs in
     a directory of its own, and reads them from the one its search started in)."""
-    base = Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or Path.cwd())
+    base = code_base()
     for path in paths:
         parent = str((base / path).resolve().parent)
         if parent not in sys.path:

@@ -15,7 +15,7 @@ from ray import tune
 
 from training.config import ExperimentConfig
 from training.devices import choose_device, cpu_threads
-from training.models import check_params, import_code_paths, resolve_factory
+from training.models import check_params, code_base, import_code_paths, resolve_factory
 from training.prepare import PreparedData
 from training.search_space import first_config
 from training.train_loop import TrialSpec, checkpoint_state, fit, new_model
@@ -69,7 +69,7 @@ def check_model(cfg: ExperimentConfig, data: PreparedData | None = None) -> None
     (`first_config`) built and run once as a trial builds it (`new_model`: a factory that raises,
     returns no torch module, or whose network fails or answers the wrong shape)."""
     import_code_paths(cfg.model.code_paths)
-    check_code_paths(cfg.model.code_paths, Path.cwd())
+    check_code_paths(cfg.model.code_paths, code_base())
     spec = trial_spec(cfg, first_config(cfg.search))
     module, sep, _ = spec.family.partition(":")
     if sep:

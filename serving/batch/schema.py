@@ -48,8 +48,7 @@ def _numeric(t: pa.DataType) -> bool:
 
 def _fits(t: pa.DataType, values: str | None) -> bool:
     """Whether an Arrow column type can hold a feature of this kind (None: numeric)."""
-    if pa.types.is_dictionary(t):
-        t = t.value_type
+    t = _plain_type(t)
     if values is None:  # numbers, or a column every row left empty (Arrow types it null)
         return _numeric(t) or pa.types.is_null(t)
     if values == "string":
@@ -124,10 +123,11 @@ def check_files(files: Sequence[tuple[str, pa.Schema]], schema: pa.Schema, featu
 
 def _same_column_type(a: pa.DataType, b: pa.DataType) -> bool:
     """Whether two files' types of a carried column agree (dictionary-encoded or not, or left empty)."""
-    return pa.types.is_null(a) or pa.types.is_null(b) or _values_type(a) == _values_type(b)
+    return pa.types.is_null(a) or pa.types.is_null(b) or _plain_type(a) == _plain_type(b)
 
 
-def _values_type(t: pa.DataType) -> pa.DataType:
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """The type of a column's values (a dictionary-encoded column's: its dictionary's)."""
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
@@ -167,7 +167,7 @@ def invalid_rows(batch: pa.Table, preparation) -> np.ndarray:
             x = _as_float64(values)
             with np.errstate(invalid="ignore"):
                 bad |= (np.abs(x) > FP32_MAX) | (np.isnan(x) if preparation.refuse_missing else False)
-        elif getattr(column, "values", None) == "integer" and pa.types.is_floating(_values_type(values.type)):
+        elif getattr(column, "values", None) == "integer" and pa.types.is_floating(_plain_type(values.type)):
             x = _as_float64(values)
             with np.errstate(invalid="ignore"):
                 bad |= np.isfinite(x) & (x != np.floor(x)) | np.isinf(x)
